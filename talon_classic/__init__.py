@@ -15,12 +15,19 @@ from talon_classic.exceptions import (  # noqa: E402
     SettingsError,
     TalonClassicError,
 )
+from talon_classic.settings import Settings, load_settings  # noqa: E402
+from talon_classic.transform import Engine, Result, transform  # noqa: E402
 
 __all__ = [
     "__version__",
     "AuthError",
+    "Engine",
     "RejectedError",
+    "Result",
     "RetriesExhausted",
+    "Settings",
     "SettingsError",
     "TalonClassicError",
+    "load_settings",
+    "transform",
 ]

@@ -1,0 +1,230 @@
+"""The classic destination's settings: load, merge, validate.
+
+Keys are the classic Talon.One destination's own (``apiKey``,
+``applicationDomain``, ``customAttributes``), so a settings export from
+Segment works unchanged; ``deployment`` (the Actions destination's name for
+the domain) is accepted as an alias. Values come from a JSON file, then the
+environment (``TALON_API_KEY``, ``TALON_APPLICATION_DOMAIN``,
+``TALON_CUSTOM_ATTRIBUTES``), then explicit overrides (CLI flags), each
+source overriding the one before.
+
+Every problem is a :class:`~talon_classic.exceptions.SettingsError` with one
+line ``"{source}: {field}: {problem}"``. The API key is never part of a
+message or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+
+from talon_classic.exceptions import SettingsError
+
+ENV_API_KEY = "TALON_API_KEY"
+ENV_DOMAIN = "TALON_APPLICATION_DOMAIN"
+ENV_ATTRIBUTES = "TALON_CUSTOM_ATTRIBUTES"
+LOOPBACK_HOSTS = frozenset({"localhost"})
+
+
+def redact(secret: str | None) -> str:
+    """Show at most the last four characters of a secret: ``****abcd``."""
+    if not secret:
+        return "<unset>"
+    return "****" + (secret[-4:] if len(secret) >= 12 else "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. ``api_key`` is hidden from ``repr``."""
+
+    api_key: str | None = field(default=None, repr=False)
+    application_domain: str | None = None
+    custom_attributes: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(api_key={redact(self.api_key)!r}, "
+            f"application_domain={self.application_domain!r}, "
+            f"custom_attributes={list(self.custom_attributes)!r})"
+        )
+
+    def require_delivery(self, source: str = "settings") -> None:
+        """Raise unless the settings can reach Talon.One (key and domain set)."""
+        if not self.api_key:
+            raise SettingsError(
+                f"{source}: apiKey: missing (set it in the settings file, "
+                f"{ENV_API_KEY} or --api-key)"
+            )
+        if not self.application_domain:
+            raise SettingsError(
+                f"{source}: applicationDomain: missing (set it in the settings file, "
+                f"{ENV_DOMAIN} or --application-domain)"
+            )
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    text = resources.files("talon_classic").joinpath("schemas/settings.schema.json").read_text()
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def _field_path(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object"}
+
+
+def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """Turn a jsonschema error into (field, short problem) without echoing values."""
+    where = _field_path(error.absolute_path) or "(top level)"
+    if error.validator == "type":
+        return where, f"expected {_TYPE_NAMES.get(error.validator_value, error.validator_value)}"
+    if error.validator == "minLength":
+        return where, "must not be empty"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return _field_path([*error.absolute_path, extra[0]]), (
+            "unknown setting (expected apiKey, applicationDomain, deployment or customAttributes)"
+        )
+    return where, error.message  # pragma: no cover - schema has no other keywords
+
+
+def validate_document(doc: Any, source: str) -> dict[str, Any]:
+    """Check a settings document against the shipped JSON Schema."""
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        where, problem = _schema_message(errors[0])
+        raise SettingsError(f"{source}: {where}: {problem}")
+    if "applicationDomain" in doc and "deployment" in doc and (
+        doc["applicationDomain"].rstrip("/") != doc["deployment"].rstrip("/")
+    ):
+        raise SettingsError(
+            f"{source}: deployment: differs from applicationDomain (give only one of them)"
+        )
+    return doc
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_domain(value: str, source: str, name: str = "applicationDomain") -> str:
+    """Return ``scheme://host[:port]`` or raise a clear SettingsError.
+
+    https is required; plain http is allowed for loopback hosts only (the
+    local emulator). A trailing slash is dropped; any other path, a query or
+    a fragment is rejected, since the client appends ``/v2/...`` itself.
+    """
+    try:
+        parts = urlsplit(value.strip())
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise SettingsError(f"{source}: {name}: not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise SettingsError(
+            f"{source}: {name}: must be an https:// URL such as https://mycompany.talon.one"
+        )
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise SettingsError(
+            f"{source}: {name}: must use https:// (plain http is allowed only for "
+            "127.0.0.1, localhost and ::1)"
+        )
+    if parts.username or parts.password:
+        raise SettingsError(f"{source}: {name}: must not contain credentials")
+    if parts.path.rstrip("/") or parts.query or parts.fragment:
+        raise SettingsError(
+            f"{source}: {name}: must be the deployment's base URL without a path "
+            f"(e.g. {parts.scheme}://{parts.netloc})"
+        )
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and schema-check one settings JSON file."""
+    source = os.fspath(path)
+    label = os.path.basename(source)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"{label}: file not found ({source})") from None
+    except json.JSONDecodeError as exc:
+        raise SettingsError(
+            f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{label}: cannot read: {exc.__class__.__name__}") from None
+    return validate_document(doc, label)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    api_key: str | None = None,
+    application_domain: str | None = None,
+    custom_attributes: Iterable[str] | None = None,
+) -> Settings:
+    """Merge file < environment < explicit values and validate the result.
+
+    ``custom_attributes`` given explicitly replaces (does not extend) the
+    lists from the file and the environment, as a flag should.
+    """
+    env = os.environ if env is None else env
+    merged: dict[str, tuple[Any, str]] = {}
+    if path is not None:
+        label = os.path.basename(os.fspath(path))
+        doc = read_settings_file(path)
+        for key, value in doc.items():
+            merged["applicationDomain" if key == "deployment" else key] = (value, label)
+    if env.get(ENV_API_KEY):
+        merged["apiKey"] = (env[ENV_API_KEY], ENV_API_KEY)
+    if env.get(ENV_DOMAIN):
+        merged["applicationDomain"] = (env[ENV_DOMAIN], ENV_DOMAIN)
+    if env.get(ENV_ATTRIBUTES):
+        items = [a.strip() for a in env[ENV_ATTRIBUTES].split(",") if a.strip()]
+        merged["customAttributes"] = (items, ENV_ATTRIBUTES)
+    if api_key is not None:
+        merged["apiKey"] = (api_key, "--api-key")
+    if application_domain is not None:
+        merged["applicationDomain"] = (application_domain, "--application-domain")
+    if custom_attributes is not None:
+        merged["customAttributes"] = (list(custom_attributes), "--custom-attribute")
+
+    for key, (value, source) in merged.items():
+        validate_document({key: value}, source)
+
+    domain = None
+    if "applicationDomain" in merged:
+        value, source = merged["applicationDomain"]
+        domain = normalise_domain(value, source)
+    key_value = merged.get("apiKey", (None, ""))[0]
+    if key_value is not None and key_value != key_value.strip():
+        raise SettingsError(
+            f"{merged['apiKey'][1]}: apiKey: has leading or trailing whitespace"
+        )
+    attrs = merged.get("customAttributes", ([], ""))[0]
+    return Settings(
+        api_key=key_value,
+        application_domain=domain,
+        custom_attributes=tuple(dict.fromkeys(attrs)),
+    )

@@ -1,0 +1,369 @@
+"""The mapping engine: one Segment event in, one profile upsert (or a skip) out.
+
+This module is the only place where the rules of ``mapping-contract.md``
+live; the CLI, the bulk pipeline and the server all call :class:`Engine`.
+It is pure: no I/O, no clock, no globals that change results.
+
+Choices the contract leaves open, written down here and in the README:
+
+* ``type``/``traits``/``userId`` set to ``null`` count as absent.
+* A float ``userId`` with an integral value is written without a fraction
+  (``42.0`` -> ``"42"``); NaN and infinities are ``invalid_user_id``.
+* ``context.traits`` that is present but not an object is ``invalid_event``,
+  as top-level ``traits`` is.
+* ``integrations`` values follow JavaScript truthiness, as Segment does:
+  ``false``, ``0``, ``""`` and ``null`` turn the destination off, while an
+  options object (even ``{}``) keeps it on.
+* Non-finite numbers (NaN, Infinity) in traits cannot be sent as JSON and
+  are dropped as ``unsupported_value``.
+* An Engage value that is an object is flattened under the snake_case name;
+  an Engage attribute that flattens to the same name as an ordinary trait
+  wins, and the ordinary trait is dropped as ``collision``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from fnmatch import translate
+from typing import Any
+
+import inflection
+
+#: Reasons an event is skipped as a whole (the contract's codes).
+SKIP_REASONS = (
+    "invalid_json",
+    "invalid_event",
+    "not_identify",
+    "disabled_by_integrations",
+    "no_user_id",
+    "invalid_user_id",
+)
+#: Reasons one attribute is left out of an otherwise kept event.
+DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value")
+
+MAX_ID_LENGTH = 1000
+_SNAKE = re.compile(r"[a-z0-9_]+")
+_ENGAGE_BOOL = frozenset({"audience", "journey_step"})
+_ENGAGE_VALUE = frozenset({"trait", "computed_trait"})
+_DESTINATION_KEYS = ("Talon.One", "Talon_One")
+_CACHE_LIMIT = 100_000
+
+
+class Result:
+    """What the engine made of one event.
+
+    Either ``skipped`` is a reason code (and ``error`` says why in words), or
+    ``integration_id`` and ``attributes`` describe the upsert, with
+    ``dropped`` listing ``(name, reason)`` for every attribute left out.
+    """
+
+    __slots__ = ("integration_id", "attributes", "dropped", "skipped", "error")
+
+    def __init__(
+        self,
+        integration_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        dropped: list[tuple[str, str]] | None = None,
+        skipped: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.integration_id = integration_id
+        self.attributes = attributes
+        self.dropped = dropped if dropped is not None else []
+        self.skipped = skipped
+        self.error = error
+
+    @property
+    def kept(self) -> bool:
+        """True when the event becomes an upsert."""
+        return self.skipped is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable JSON shape used by ``talon-classic transform``."""
+        if self.skipped is not None:
+            return {"skipped": self.skipped, "error": self.error}
+        return {
+            "integrationId": self.integration_id,
+            "attributes": self.attributes,
+            "dropped": [{"name": n, "reason": r} for n, r in self.dropped],
+        }
+
+    def __repr__(self) -> str:
+        if self.skipped is not None:
+            return f"Result(skipped={self.skipped!r}, error={self.error!r})"
+        return (
+            f"Result(integration_id={self.integration_id!r}, "
+            f"attributes={self.attributes!r}, dropped={self.dropped!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+
+def skip(reason: str, error: str) -> Result:
+    """A skipped result; used by readers for input-level reasons too."""
+    return Result(skipped=reason, error=error)
+
+
+def snake_case(key: str) -> str:
+    """Engage key -> attribute name, exactly as the contract says.
+
+    Lowercase snake_case keys stay as they are (Engage's double underscores
+    survive); anything else goes through ``inflection.underscore`` and then
+    ``inflection.parameterize(..., separator="_")``.
+    """
+    if _SNAKE.fullmatch(key):
+        return key
+    return inflection.parameterize(inflection.underscore(key), separator="_")
+
+
+def _js_truthy(value: Any) -> bool:
+    if value is None or value is False:
+        return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value != 0 and not (isinstance(value, float) and math.isnan(value))
+    if isinstance(value, str):
+        return value != ""
+    return True
+
+
+def _disabled(integrations: Any) -> bool:
+    if not isinstance(integrations, Mapping):
+        return False
+    named = [integrations[k] for k in _DESTINATION_KEYS if k in integrations]
+    if any(not _js_truthy(v) for v in named):
+        return True
+    if "All" in integrations and not _js_truthy(integrations["All"]):
+        return not any(_js_truthy(v) for v in named)
+    return False
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def _integration_id(user_id: Any) -> tuple[str | None, str | None, str | None]:
+    """Return (id, skip reason, message)."""
+    if user_id is None:
+        return None, "no_user_id", "no userId (anonymous events are not sent; anonymousId is never used)"
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int, float)):
+        return None, "invalid_user_id", (
+            f"userId is {_json_kind(user_id)}; expected a string or a number"
+        )
+    if isinstance(user_id, float):
+        if not math.isfinite(user_id):
+            return None, "invalid_user_id", "userId is not a finite number"
+        text = str(int(user_id)) if user_id.is_integer() and abs(user_id) < 2**53 else repr(user_id)
+    elif isinstance(user_id, int):
+        text = str(user_id)
+    else:
+        text = user_id.strip()
+        if not text:
+            return None, "no_user_id", "userId is empty"
+    if len(text) > MAX_ID_LENGTH:
+        return None, "invalid_user_id", (
+            f"userId is {len(text)} characters long; Talon.One allows at most {MAX_ID_LENGTH}"
+        )
+    return text, None, None
+
+
+class Engine:
+    """Applies the mapping contract for one allowlist.
+
+    Build one per settings and reuse it: the allowlist is compiled once and
+    per-name decisions (allowlist, snake_case) are cached.
+    """
+
+    __slots__ = ("allowlist", "_exact", "_pattern", "_allowed", "_snake")
+
+    def __init__(self, custom_attributes: Iterable[str] | Any = ()) -> None:
+        attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
+        self.allowlist: tuple[str, ...] = tuple(attrs)
+        self._exact = frozenset(a for a in self.allowlist if "*" not in a)
+        globs = [translate(a) for a in self.allowlist if "*" in a]
+        self._pattern = re.compile("|".join(f"(?:{g})" for g in globs)) if globs else None
+        self._allowed: dict[str, bool] = {}
+        self._snake: dict[str, str] = {}
+
+    def allowed(self, name: str) -> bool:
+        """Is a flattened attribute name in the allowlist (exact or pattern)?"""
+        hit = self._allowed.get(name)
+        if hit is None:
+            hit = name in self._exact or (
+                self._pattern is not None and self._pattern.match(name) is not None
+            )
+            if len(self._allowed) >= _CACHE_LIMIT:
+                self._allowed.clear()
+            self._allowed[name] = hit
+        return hit
+
+    def snake(self, key: str) -> str:
+        """Cached :func:`snake_case`."""
+        name = self._snake.get(key)
+        if name is None:
+            name = snake_case(key)
+            if len(self._snake) >= _CACHE_LIMIT:
+                self._snake.clear()
+            self._snake[key] = name
+        return name
+
+    def transform(self, event: Any) -> Result:
+        """Map one decoded event to a :class:`Result`."""
+        if not isinstance(event, dict):
+            return skip("invalid_event", "the event is not a JSON object")
+        etype = event.get("type")
+        if etype is not None and (not isinstance(etype, str) or etype.lower() != "identify"):
+            return skip("not_identify", f"type is {etype!r}; only identify events are sent")
+        if _disabled(event.get("integrations")):
+            return skip(
+                "disabled_by_integrations",
+                "integrations turns Talon.One off for this event",
+            )
+        integration_id, reason, message = _integration_id(event.get("userId"))
+        if reason is not None:
+            return skip(reason, message)
+
+        context = event.get("context")
+        if "traits" in event:
+            traits, where = event["traits"], "traits"
+        else:
+            traits = context.get("traits") if isinstance(context, dict) else None
+            where = "context.traits"
+        if traits is None:
+            traits = {}
+        elif not isinstance(traits, dict):
+            return skip("invalid_event", f"{where} is not an object")
+
+        engage_key = None
+        engage_class = None
+        if isinstance(context, dict):
+            personas = context.get("personas")
+            if isinstance(personas, dict):
+                cls = personas.get("computation_class")
+                key = personas.get("computation_key")
+                if (cls in _ENGAGE_BOOL or cls in _ENGAGE_VALUE) and isinstance(key, str) and key:
+                    engage_key, engage_class = key, cls
+
+        dropped: list[tuple[str, str]] = []
+        flat: dict[str, Any] = {}
+        depth: dict[str, int] = {}
+        _flatten(traits, "", 1, flat, depth, dropped, engage_key)
+
+        attributes: dict[str, Any] = {}
+        allowed = self.allowed
+        for name, value in flat.items():
+            if allowed(name):
+                attributes[name] = value
+            else:
+                dropped.append((name, "not_allowlisted"))
+
+        if engage_key is not None and engage_key in traits:
+            self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
+        return Result(integration_id, attributes, dropped)
+
+    def _engage(
+        self,
+        cls: str,
+        key: str,
+        value: Any,
+        attributes: dict[str, Any],
+        dropped: list[tuple[str, str]],
+    ) -> None:
+        """Add the Engage attribute, bypassing the allowlist."""
+        name = self.snake(key)
+        if cls in _ENGAGE_BOOL:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            if not isinstance(value, bool):
+                dropped.append((name, "invalid_audience_value"))
+                return
+            found = {name: value}
+        else:
+            found = {}
+            _flatten({name: value}, "", 1, found, {}, dropped, None)
+        for attr, val in found.items():
+            if attr in attributes:
+                dropped.append((attr, "collision"))
+            attributes[attr] = val
+
+
+def _flatten(
+    obj: dict[str, Any],
+    prefix: str,
+    level: int,
+    flat: dict[str, Any],
+    depth: dict[str, int],
+    dropped: list[tuple[str, str]],
+    skip_key: str | None,
+) -> None:
+    """Walk ``obj`` in document order, writing leaf values into ``flat``.
+
+    ``depth`` remembers at which nesting level each name was written so a
+    collision can be settled: the shallower literal key wins, and at equal
+    depth the later one does.
+    """
+    for key, value in obj.items():
+        if skip_key is not None and key == skip_key:
+            continue
+        name = prefix + key if prefix else key
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            if value:
+                _flatten(value, name + "_", level + 1, flat, depth, dropped, None)
+            continue
+        if isinstance(value, list):
+            items = [v for v in value if v is not None]
+            for item in items:
+                if isinstance(item, (dict, list)) or (
+                    isinstance(item, float) and not math.isfinite(item)
+                ):
+                    dropped.append((name, "unsupported_value"))
+                    break
+            else:
+                _put(name, items, level, flat, depth, dropped)
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            dropped.append((name, "unsupported_value"))
+            continue
+        _put(name, value, level, flat, depth, dropped)
+
+
+def _put(
+    name: str,
+    value: Any,
+    level: int,
+    flat: dict[str, Any],
+    depth: dict[str, int],
+    dropped: list[tuple[str, str]],
+) -> None:
+    old = depth.get(name)
+    if old is None:
+        flat[name] = value
+        depth[name] = level
+        return
+    dropped.append((name, "collision"))
+    if level <= old:
+        # Shallower wins; at equal depth the later one (this one) wins. The
+        # name moves to its new position so document order stays intuitive.
+        del flat[name]
+        flat[name] = value
+        depth[name] = level
+
+
+def transform(event: Any, settings: Any) -> Result:
+    """Map one event with the allowlist of ``settings`` (one-off convenience).
+
+    For many events build an :class:`Engine` once instead.
+    """
+    return Engine(settings).transform(event)
