@@ -1,0 +1,225 @@
+"""Read JSONL input: files, gzip files and stdin, one record per line.
+
+Bad input never stops a read. Each problem becomes a :class:`Record` with a
+reason code and a one-line message that names the file and line:
+
+* ``invalid_json``: not JSON, or not UTF-8;
+* ``line_too_long``: longer than ``max_line_bytes`` (the rest of the line is
+  skipped without holding it in memory);
+* ``truncated_input``: a ``.gz`` that ends early or is corrupt; the reader
+  reports it once and goes on with the next input.
+
+Blank lines produce nothing. ``orjson`` is used when installed (the ``fast``
+extra); the standard library parses otherwise, and always writes the error
+message so it reads the same either way (``Expecting value: column 1``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import sys
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from talon_classic.exceptions import InputError
+
+try:  # pragma: no cover - exercised by whichever is installed
+    import orjson
+
+    def _fast_loads(data: bytes) -> Any:
+        return orjson.loads(data)
+
+    def dumps(obj: Any) -> str:
+        """Serialise to compact JSON text (orjson when available)."""
+        return orjson.dumps(obj).decode()
+
+    def dumps_bytes(obj: Any) -> bytes:
+        """Serialise to compact UTF-8 JSON bytes."""
+        return orjson.dumps(obj)
+
+    HAVE_ORJSON = True
+except ImportError:  # pragma: no cover
+    _fast_loads = None
+
+    def dumps(obj: Any) -> str:
+        """Serialise to compact JSON text (orjson when available)."""
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+    def dumps_bytes(obj: Any) -> bytes:
+        """Serialise to compact UTF-8 JSON bytes."""
+        return dumps(obj).encode()
+
+    HAVE_ORJSON = False
+
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+STDIN = "-"
+
+
+class BadLine(ValueError):
+    """A line that cannot be decoded: ``reason`` is the skip code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse one JSON document, raising :class:`BadLine` with a short message."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(data)
+        except ValueError:
+            pass  # fall through: the stdlib names the problem (and allows NaN)
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadLine("invalid_json", f"not valid UTF-8 (byte {exc.start + 1})") from None
+    else:
+        text = data
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadLine("invalid_json", f"{exc.msg}: column {exc.colno}") from None
+    except RecursionError:
+        raise BadLine("invalid_json", "nested too deeply") from None
+
+
+@dataclass(slots=True)
+class Record:
+    """One non-blank input line: a decoded ``event`` or a ``skipped`` reason."""
+
+    input: str
+    line: int
+    event: Any = None
+    skipped: str | None = None
+    error: str | None = None
+    raw: bytes | None = None
+
+    @property
+    def where(self) -> str:
+        """``file:line``, the way every message names a position."""
+        return f"{self.input}:{self.line}"
+
+
+def display_name(path: str) -> str:
+    """How an input is named in messages and output."""
+    return "<stdin>" if path == STDIN else path
+
+
+class InputFile:
+    """One input opened for streaming, with byte counts for progress."""
+
+    def __init__(self, path: str, stdin: IO[bytes] | None = None) -> None:
+        self.path = path
+        self.name = display_name(path)
+        if path == STDIN:
+            raw: IO[bytes] = stdin if stdin is not None else sys.stdin.buffer
+            self.size = None
+        else:
+            try:
+                raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+                self.size = os.fstat(raw.fileno()).st_size
+            except OSError as exc:
+                raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from None
+        self._raw = raw
+        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
+        self._buffered = buffered
+        head = buffered.peek(2)[:2]
+        self.compressed = head == GZIP_MAGIC
+        self.stream: IO[bytes] = gzip.GzipFile(fileobj=buffered) if self.compressed else buffered
+
+    @property
+    def consumed(self) -> int:
+        """Bytes of the file (compressed bytes for .gz) read so far."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        """Close the file (never stdin)."""
+        if self.path != STDIN:
+            self._raw.close()
+
+
+def read_lines(
+    source: InputFile, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, start_line: int = 0
+) -> Iterator[tuple[int, bytes | BadLine]]:
+    """Yield ``(line number, bytes)`` for non-blank lines, or a BadLine.
+
+    Lines up to ``start_line`` are read but not yielded (resume). Memory is
+    bounded by ``max_line_bytes`` whatever the input holds.
+    """
+    stream = source.stream
+    lineno = 0
+    try:
+        while True:
+            chunk = stream.readline(max_line_bytes + 1)
+            if not chunk:
+                return
+            lineno += 1
+            if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
+                total = len(chunk)
+                while chunk and not chunk.endswith(b"\n"):
+                    chunk = stream.readline(1024 * 1024)
+                    total += len(chunk)
+                if lineno > start_line:
+                    yield lineno, BadLine(
+                        "line_too_long",
+                        f"line is longer than {max_line_bytes} bytes ({total} bytes)",
+                    )
+                continue
+            if lineno <= start_line:
+                continue
+            if lineno == 1 and chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]
+            if chunk.isspace():
+                continue
+            yield lineno, chunk
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        detail = str(exc) or exc.__class__.__name__
+        yield lineno + 1, BadLine(
+            "truncated_input", f"input ends early or is corrupt ({detail}); rest of file skipped"
+        )
+
+
+def read_records(
+    paths: Iterable[str],
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    stdin: IO[bytes] | None = None,
+    on_open: Any = None,
+    start: dict[str, int] | None = None,
+) -> Iterator[Record]:
+    """Stream :class:`Record` objects from every input in order.
+
+    ``on_open(InputFile)`` is called as each input opens (for progress);
+    ``start`` maps an input path to the number of lines already done.
+    """
+    for path in paths:
+        source = InputFile(path, stdin=stdin)
+        if on_open is not None:
+            on_open(source)
+        try:
+            done = (start or {}).get(path, 0)
+            for lineno, data in read_lines(source, max_line_bytes, done):
+                if isinstance(data, BadLine):
+                    yield Record(source.name, lineno, skipped=data.reason, error=str(data))
+                    continue
+                try:
+                    event = loads(data)
+                except BadLine as bad:
+                    yield Record(
+                        source.name, lineno, skipped=bad.reason, error=str(bad), raw=data
+                    )
+                    continue
+                yield Record(source.name, lineno, event=event)
+        finally:
+            source.close()
