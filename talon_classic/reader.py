@@ -84,7 +84,7 @@ def loads(data: bytes | str) -> Any:
     else:
         text = data
     try:
-        return json.loads(text)
+        return json.loads(text.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
         raise BadLine("invalid_json", f"{exc.msg}: column {exc.colno}") from None
     except RecursionError:

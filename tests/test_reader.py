@@ -1,0 +1,103 @@
+"""Every kind of bad input is reported with file and line, and reading goes on."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import pytest
+
+from talon_classic.exceptions import InputError
+from talon_classic.reader import BadLine, dumps, loads, read_records
+
+
+def records(*paths, **kw):
+    return list(read_records([str(p) for p in paths], **kw))
+
+
+def test_plain_file_blank_lines_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n   \n{"b": 2}')
+    got = records(path)
+    assert [(r.line, r.event) for r in got] == [(1, {"a": 1}), (4, {"b": 2})]
+
+
+def test_invalid_json_message_and_raw(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text('not json\n{"a": \n{"ok": true}\n')
+    got = records(path)
+    assert [(r.line, r.skipped, r.error) for r in got[:2]] == [
+        (1, "invalid_json", "Expecting value: column 1"),
+        (2, "invalid_json", "Expecting value: column 7"),
+    ]
+    assert got[0].raw == b"not json\n"
+    assert got[0].where == f"{path}:1"
+    assert got[2].event == {"ok": True}
+
+
+def test_invalid_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"a": "\xff"}\n{"a": 2}\n')
+    got = records(path)
+    assert (got[0].skipped, got[0].error) == ("invalid_json", "not valid UTF-8 (byte 8)")
+    assert got[1].event == {"a": 2}
+
+
+def test_line_too_long_is_skipped_without_losing_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"a": "' + b"x" * 5000 + b'"}\n{"b": 1}\n')
+    got = records(path, max_line_bytes=1000)
+    assert got[0].skipped == "line_too_long"
+    assert "longer than 1000 bytes" in got[0].error
+    assert (got[1].line, got[1].event) == (2, {"b": 1})
+
+
+def test_gzip_detected_by_content_not_name(tmp_path: Path) -> None:
+    path = tmp_path / "events.data"
+    path.write_bytes(gzip.compress(b'{"a": 1}\n{"a": 2}\n'))
+    assert [r.event for r in records(path)] == [{"a": 1}, {"a": 2}]
+
+
+def test_truncated_gzip_reports_and_next_file_is_read(tmp_path: Path) -> None:
+    body = b"".join(b'{"n": %d, "pad": "%s"}\n' % (i, b"y" * 50) for i in range(2000))
+    whole = gzip.compress(body)
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(whole[: len(whole) // 2])
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"z": 1}\n')
+    got = records(bad, good)
+    truncated = [r for r in got if r.skipped]
+    assert len(truncated) == 1
+    assert truncated[0].skipped == "truncated_input"
+    assert truncated[0].input == str(bad)
+    assert truncated[0].line == len(got) - 1  # the line after the last good one
+    assert got[-1].event == {"z": 1}
+
+
+def test_stdin_plain_and_gzip() -> None:
+    plain = io.BufferedReader(io.BytesIO(b'{"a": 1}\n'))
+    assert [r.input for r in read_records(["-"], stdin=plain)] == ["<stdin>"]
+    packed = io.BufferedReader(io.BytesIO(gzip.compress(b'{"a": 2}\n')))
+    assert [r.event for r in read_records(["-"], stdin=packed)] == [{"a": 2}]
+
+
+def test_resume_start_skips_done_lines(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(f'{{"n": {i}}}\n' for i in range(1, 6)))
+    got = records(path, start={str(path): 3})
+    assert [r.line for r in got] == [4, 5]
+
+
+def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot open"):
+        records(tmp_path / "nope.jsonl")
+
+
+def test_loads_and_dumps_round_trip() -> None:
+    obj = {"a": [1, 2.5, "ü"], "b": None}
+    assert loads(dumps(obj)) == obj
+    with pytest.raises(BadLine):
+        loads(b"{")
+    # NaN is accepted on input (the engine drops it) even when orjson refuses it
+    assert loads(b'{"x": NaN}')["x"] != loads(b'{"x": NaN}')["x"]

@@ -1,0 +1,195 @@
+"""Engine rules beyond the shared vectors: the decisions the contract leaves open."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from talon_classic.transform import Engine, snake_case
+
+ENGINE = Engine(["email", "a_b", "tags", "address_*", "x"])
+
+
+def ev(traits=None, **extra):
+    event = {"type": "identify", "userId": "u1", **extra}
+    if traits is not None:
+        event["traits"] = traits
+    return event
+
+
+@pytest.mark.parametrize(
+    "key, name",
+    [
+        ("Order Completed Last 30days", "order_completed_last_30days"),
+        ("VIPCustomers", "vip_customers"),
+        ("High-Value Customers (EU)", "high_value_customers_eu"),
+        ("Käufer Berlin", "kaufer_berlin"),
+        ("j_o_first_purchase__opened_email", "j_o_first_purchase__opened_email"),
+    ],
+)
+def test_snake_case(key: str, name: str) -> None:
+    assert snake_case(key) == name
+
+
+def test_not_an_object_is_invalid_event() -> None:
+    assert ENGINE.transform([1, 2]).skipped == "invalid_event"
+    assert ENGINE.transform("x").skipped == "invalid_event"
+
+
+def test_null_type_counts_as_absent() -> None:
+    assert ENGINE.transform({"type": None, "userId": "u"}).kept
+
+
+def test_non_string_type_is_not_identify() -> None:
+    assert ENGINE.transform({"type": 5, "userId": "u"}).skipped == "not_identify"
+
+
+@pytest.mark.parametrize(
+    "user_id, expect",
+    [(42.0, "42"), (4.5, "4.5"), (-7, "-7"), (" a b ", "a b")],
+)
+def test_numeric_and_trimmed_ids(user_id, expect) -> None:
+    assert ENGINE.transform(ev(userId=user_id)).integration_id == expect
+
+
+@pytest.mark.parametrize(
+    "user_id, reason",
+    [
+        (math.nan, "invalid_user_id"),
+        (math.inf, "invalid_user_id"),
+        ({"id": 1}, "invalid_user_id"),
+        (["u"], "invalid_user_id"),
+        (False, "invalid_user_id"),
+        ("x" * 1001, "invalid_user_id"),
+        (None, "no_user_id"),
+        ("", "no_user_id"),
+    ],
+)
+def test_bad_ids(user_id, reason) -> None:
+    result = ENGINE.transform(ev(userId=user_id))
+    assert result.skipped == reason
+    assert result.error
+
+
+def test_id_of_exactly_1000_characters_is_kept() -> None:
+    assert ENGINE.transform(ev(userId="x" * 1000)).kept
+
+
+def test_context_traits_not_object_is_invalid() -> None:
+    assert ENGINE.transform(ev(context={"traits": "x"})).skipped == "invalid_event"
+
+
+def test_null_traits_means_none_and_context_is_not_used() -> None:
+    event = {"userId": "u1", "traits": None, "context": {"traits": {"email": "c"}}}
+    result = ENGINE.transform(event)
+    assert result.attributes == {}
+
+
+@pytest.mark.parametrize(
+    "integrations, kept",
+    [
+        ({"All": False}, False),
+        ({"All": False, "Talon_One": True}, True),
+        ({"All": False, "Talon.One": {}}, True),  # an options object keeps it on
+        ({"Talon.One": False}, False),
+        ({"Talon_One": 0}, False),
+        ({"All": True, "Talon.One": None}, False),
+        ({"All": True}, True),
+        ("nonsense", True),
+    ],
+)
+def test_integrations(integrations, kept) -> None:
+    result = ENGINE.transform(ev({"email": "e"}, integrations=integrations))
+    assert result.kept is kept
+    if not kept:
+        assert result.skipped == "disabled_by_integrations"
+
+
+def test_collision_equal_depth_later_wins() -> None:
+    result = ENGINE.transform(ev({"a": {"b": 1}, "a_b": 2, "x": 0}))
+    assert result.attributes["a_b"] == 2
+    # literal a_b at depth 1 beats a.b at depth 2 whatever the order
+    result = ENGINE.transform(ev({"a_b": 1, "a": {"b": 2}}))
+    assert result.attributes["a_b"] == 1
+    assert ("a_b", "collision") in result.dropped
+
+
+def test_collision_same_depth() -> None:
+    result = Engine(["a_b_c"]).transform(ev({"a": {"b_c": 1}, "a_b": {"c": 2}}))
+    assert result.attributes == {"a_b_c": 2}
+    assert result.dropped == [("a_b_c", "collision")]
+
+
+def test_lists_and_unsupported_values() -> None:
+    result = ENGINE.transform(
+        ev({"tags": [None, None], "email": math.inf, "address": {"x": [[1]], "y": 1}})
+    )
+    assert result.attributes == {"tags": [], "address_y": 1}
+    assert ("email", "unsupported_value") in result.dropped
+    assert ("address_x", "unsupported_value") in result.dropped
+
+
+def test_empty_object_contributes_nothing() -> None:
+    assert ENGINE.transform(ev({"address": {}})).attributes == {}
+
+
+def persona(cls, key="VIP Customers", **extra):
+    return {"personas": {"computation_class": cls, "computation_key": key, **extra}}
+
+
+@pytest.mark.parametrize("value, expect", [("TRUE", True), ("False", False), (True, True)])
+def test_audience_values(value, expect) -> None:
+    result = ENGINE.transform(ev({"VIP Customers": value}, context=persona("audience")))
+    assert result.attributes == {"vip_customers": expect}
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_audience_invalid_value(value) -> None:
+    result = ENGINE.transform(ev({"VIP Customers": value}, context=persona("journey_step")))
+    assert result.attributes == {}
+    assert result.dropped == [("vip_customers", "invalid_audience_value")]
+
+
+def test_computed_trait_object_is_flattened_under_its_name() -> None:
+    result = ENGINE.transform(
+        ev({"Top Items": {"first": "a", "n": 2}}, context=persona("computed_trait", "Top Items"))
+    )
+    assert result.attributes == {"top_items_first": "a", "top_items_n": 2}
+
+
+def test_engage_attribute_wins_over_ordinary_trait() -> None:
+    engine = Engine(["vip_customers"])
+    result = engine.transform(
+        ev({"vip_customers": "no", "VIPCustomers": True}, context=persona("audience", "VIPCustomers"))
+    )
+    assert result.attributes == {"vip_customers": True}
+    assert ("vip_customers", "collision") in result.dropped
+
+
+def test_engage_key_missing_from_traits_adds_nothing() -> None:
+    assert ENGINE.transform(ev({"email": "e"}, context=persona("audience"))).attributes == {
+        "email": "e"
+    }
+
+
+def test_unknown_computation_class_is_ordinary() -> None:
+    result = ENGINE.transform(ev({"VIP Customers": True}, context=persona("something")))
+    assert result.dropped == [("VIP Customers", "not_allowlisted")]
+
+
+def test_allowlist_pattern_is_case_sensitive() -> None:
+    result = ENGINE.transform(ev({"Address": {"city": "B"}, "address": {"city": "C"}}))
+    assert result.attributes == {"address_city": "C"}
+
+
+def test_as_dict_shapes() -> None:
+    assert ENGINE.transform({"userId": None}).as_dict() == {
+        "skipped": "no_user_id",
+        "error": ENGINE.transform({"userId": None}).error,
+    }
+    assert ENGINE.transform(ev({"zz": 1})).as_dict() == {
+        "integrationId": "u1",
+        "attributes": {},
+        "dropped": [{"name": "zz", "reason": "not_allowlisted"}],
+    }
