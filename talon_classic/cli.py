@@ -7,20 +7,27 @@ live in :mod:`talon_classic.transform`, delivery in
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from talon_classic import __version__
-from talon_classic.exceptions import InputError, SettingsError
+from talon_classic.exceptions import InputError, SettingsError, TalonClassicError
 from talon_classic.reader import STDIN, dumps, read_records
-from talon_classic.settings import Settings, load_settings
+from talon_classic.settings import Settings, load_settings, redact
 from talon_classic.transform import Engine
 
+EXIT_OK = 0
+EXIT_DEAD_LETTERED = 1
 EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_INTERRUPTED = 130
 
 
 def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -135,6 +142,378 @@ def transform(
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
     out.flush()
+
+
+def _stderr_warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class Progress:
+    """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, pipeline: Any) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.5:
+            return
+        self._last = now
+        s = pipeline.summary
+        rate = s.events_read / s.elapsed if s.elapsed > 0 else 0.0
+        eta = ""
+        source = pipeline.current_input
+        if source is not None and source.size and rate > 0:
+            done = source.consumed / source.size
+            if 0 < done < 1:
+                eta = f"  {source.name} {done:.0%}, ETA {s.elapsed * (1 - done) / done:,.0f}s"
+        click.echo(
+            f"\\r{s.events_read:,} events read  {s.profiles_upserted:,} profiles sent  "
+            f"{rate:,.0f} events/s{eta}   ",
+            err=True,
+            nl=False,
+        )
+        self._drawn = True
+
+    def close(self) -> None:
+        """End the status line so the summary starts on a fresh one."""
+        if self._drawn:
+            click.echo("", err=True)
+
+
+@contextlib.contextmanager
+def _emulator_for(settings: Settings, rate_limit: float, db: str | None) -> Iterator[Any]:
+    from talon_classic.emulator import EmulatorConfig, EmulatorServer
+
+    config = EmulatorConfig(api_key=settings.api_key or "emulator-key", rate_limit=rate_limit, db=db)
+    with EmulatorServer(config) as server:
+        yield server
+
+
+@main.command()
+@settings_options
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
+@click.option("--emulator", is_flag=True,
+              help="Deliver to a local Talon.One emulator started in-process (no account needed).")
+@click.option("--emulator-db", metavar="PATH",
+              help="With --emulator: keep its state in this SQLite file to inspect later.")
+@click.option("--dry-run", is_flag=True,
+              help="Send nothing; write the exact HTTP requests as JSONL (key redacted).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --dry-run: write the requests here instead of stdout.")
+@click.option("--single", is_flag=True,
+              help="One PUT /v2/customer_profiles/{id} per profile (the classic destination's way).")
+@click.option("--run-rule-engine", is_flag=True, help="With --single: let Talon.One run its rules.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Requests in flight at once.")
+@click.option("--rate-limit", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="Requests per second at most (Talon.One allows about 60); 0 = no limit.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 1000),
+              help="Profiles per bulk request.")
+@click.option("--id-prefix", default="", metavar="TEXT", help="Prefix every integrationId.")
+@click.option("--dead-letter", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where undeliverable events go [default: <first input>.dead.jsonl].")
+@click.option("--dead-letter-skipped", is_flag=True,
+              help="Also list skipped events (not identify, no userId, bad JSON) there.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Record acknowledged batches here, for --resume after a crash or Ctrl-C.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run recorded in --checkpoint without re-sending what was delivered.")
+@click.option("--max-line-bytes", default=8 * 1024 * 1024, show_default=True,
+              type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line and no per-line warnings.")
+def identify(
+    settings_path: str | None,
+    api_key: str | None,
+    application_domain: str | None,
+    custom_attributes: tuple[str, ...],
+    inputs: tuple[str, ...],
+    emulator: bool,
+    emulator_db: str | None,
+    dry_run: bool,
+    output: str | None,
+    single: bool,
+    run_rule_engine: bool,
+    concurrency: int,
+    rate_limit: float,
+    batch_size: int,
+    id_prefix: str,
+    dead_letter: str | None,
+    dead_letter_skipped: bool,
+    checkpoint: str | None,
+    resume: bool,
+    max_line_bytes: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Upsert Talon.One profiles from identify events in JSONL files (bulk, resumable).
+
+    INPUT is a .jsonl/.ndjson file, a .gz of one, or '-' for stdin.
+    Exit status: 0 all delivered, 1 some events dead-lettered, 2 usage or
+    settings error (nothing sent), 3 stopped by an authentication failure.
+    """
+    from talon_classic.bulk import Options, Pipeline
+    from talon_classic.checkpoint import Checkpoint
+    from talon_classic.client import Client
+    from talon_classic.deadletter import DeadLetters
+
+    if not inputs:
+        fail("give at least one INPUT (a file, or '-' for stdin)")
+    if emulator and dry_run:
+        fail("--emulator and --dry-run exclude each other")
+    if run_rule_engine and not single:
+        fail("--run-rule-engine needs --single (bulk updates never run the rule engine)")
+    if output and not dry_run:
+        fail("--output is only used with --dry-run")
+    settings = build_settings(settings_path, api_key, application_domain, custom_attributes)
+    paths = check_inputs(inputs)
+    source = settings_path or "settings"
+    try:
+        if dry_run:
+            if not settings.application_domain:
+                settings.require_delivery(source)
+        elif not emulator:
+            settings.require_delivery(source)
+    except SettingsError as exc:
+        fail(str(exc))
+
+    first = "stdin" if paths[0] == STDIN else paths[0]
+    dead_path = dead_letter or f"{first}.dead.jsonl"
+    ckpt = None
+    if checkpoint or resume:
+        ckpt_path = checkpoint or f"{first}.checkpoint.json"
+        fingerprint = {
+            "inputs": [
+                [p, None if p == STDIN else os.path.getsize(p)] for p in paths
+            ],
+            "batch_size": batch_size,
+            "id_prefix": id_prefix,
+            "single": single,
+        }
+        ckpt = Checkpoint(ckpt_path, fingerprint)
+        if resume:
+            try:
+                ckpt.load()
+            except SettingsError as exc:
+                fail(str(exc))
+    try:
+        options = Options(
+            batch_size=batch_size,
+            concurrency=concurrency,
+            id_prefix=id_prefix,
+            single=single,
+            run_rule_engine=run_rule_engine,
+            dead_letter_skipped=dead_letter_skipped,
+            max_line_bytes=max_line_bytes,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    progress = Progress(enabled=not quiet and sys.stdout.isatty())
+    dead = DeadLetters(dead_path)
+    out_stream = None
+    summary = None
+    code = EXIT_OK
+    with contextlib.ExitStack() as stack:
+        if emulator:
+            server = stack.enter_context(_emulator_for(settings, rate_limit, emulator_db))
+            base_url, key = server.url, server.app.config.api_key
+            if not quiet:
+                click.echo(f"emulator: delivering to the local Talon.One emulator at {server.url}",
+                           err=True)
+        else:
+            base_url, key = settings.application_domain, settings.api_key or ""
+        if dry_run:
+            out_stream = (
+                stack.enter_context(open(output, "w", encoding="utf-8"))
+                if output else click.get_text_stream("stdout")
+            )
+            client = Client.dry_run(base_url, key, out_stream, concurrency=concurrency)
+        else:
+            client = Client(base_url, key, concurrency=concurrency, rate_limit=rate_limit)
+        stack.callback(client.close)
+        pipeline = Pipeline(
+            Engine(settings.custom_attributes),
+            client,
+            options,
+            dead_letters=dead,
+            checkpoint=ckpt,
+            on_progress=progress,
+            warn=(lambda _m: None) if quiet else _stderr_warn,
+        )
+        try:
+            summary = pipeline.run(paths)
+        except KeyboardInterrupt:
+            summary = pipeline.summary
+            code = EXIT_INTERRUPTED
+        except InputError as exc:
+            progress.close()
+            fail(str(exc))
+        finally:
+            progress.close()
+        if emulator and summary is not None and not as_json:
+            stats = server.app.stats()
+            click.echo(
+                f"emulator: {stats['profiles']:,} profiles stored, "
+                f"{stats['profile_updates']:,} profile updates"
+                + (f"; state kept in {emulator_db} (inspect: talon-classic emulator --db "
+                   f"{emulator_db}, then GET /_emulator/profiles)" if emulator_db else
+                   f"; inspect while running at {server.url}/_emulator/profiles"),
+                err=True,
+            )
+
+    assert summary is not None
+    if code == EXIT_OK:
+        if pipeline.auth_error is not None:
+            code = EXIT_AUTH
+        elif summary.dead_lettered:
+            code = EXIT_DEAD_LETTERED
+    report = summary.as_dict()
+    report["dead_letter_file"] = dead_path if dead.count else None
+    report["dry_run"] = dry_run
+    report["exit_code"] = code
+    # with --dry-run and no --output the requests own stdout: the summary goes to stderr
+    to_err = dry_run and not output
+    if as_json:
+        click.echo(dumps(report), err=to_err)
+    else:
+        text = summary.render()
+        if dead.count:
+            text += f"\ndead letters in     {dead_path}"
+        if dry_run:
+            text += "\ndry run: nothing was sent"
+        click.echo(text, err=to_err)
+    sys.exit(code)
+
+
+@main.command("check-config")
+@settings_options
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds to wait for Talon.One.")
+def check_config(
+    settings_path: str | None,
+    api_key: str | None,
+    application_domain: str | None,
+    custom_attributes: tuple[str, ...],
+    timeout: float,
+) -> None:
+    """Validate the settings and test the API key against the deployment (GET /v2/authping)."""
+    import requests
+
+    from talon_classic.client import Client
+
+    label = settings_path or "settings"
+    try:
+        settings = load_settings(
+            settings_path,
+            api_key=api_key,
+            application_domain=application_domain,
+            custom_attributes=custom_attributes or None,
+        )
+    except SettingsError as exc:
+        click.echo(f"FAIL {exc}")
+        sys.exit(1)
+    click.echo(f"ok   {label}: settings are valid")
+    ok = True
+    pattern = sum("*" in a for a in settings.custom_attributes)
+    if settings.custom_attributes:
+        click.echo(
+            f"ok   customAttributes: {len(settings.custom_attributes)} entries"
+            + (f" ({pattern} patterns)" if pattern else "")
+        )
+    else:
+        click.echo("warn customAttributes: empty, so only Engage audiences and computed traits "
+                   "will be sent")
+    try:
+        settings.require_delivery(label)
+    except SettingsError as exc:
+        click.echo(f"FAIL {exc}")
+        sys.exit(1)
+    click.echo(f"ok   applicationDomain: {settings.application_domain}")
+    client = Client(settings.application_domain, settings.api_key, rate_limit=0,
+                    connect_timeout=timeout, read_timeout=timeout, max_attempts=1)
+    try:
+        client.check_auth()
+        click.echo(f"ok   apiKey {redact(settings.api_key)}: accepted by "
+                   f"{settings.application_domain}/v2/authping")
+    except TalonClassicError as exc:
+        ok = False
+        click.echo(f"FAIL apiKey {redact(settings.api_key)}: {exc}")
+    except requests.RequestException as exc:
+        ok = False
+        click.echo(f"FAIL applicationDomain: cannot reach {settings.application_domain} "
+                   f"({exc.__class__.__name__})")
+    finally:
+        client.close()
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8321, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0 picks a free one).")
+@click.option("--api-key", default="emulator-key", show_default=True, metavar="KEY",
+              help="The key clients must send (Authorization: ApiKey-v1 KEY).")
+@click.option("--attribute", "attributes", multiple=True, metavar="NAME",
+              help="A customer-profile attribute that exists (repeatable). With none, "
+              "every name is accepted.")
+@click.option("--attributes-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Attribute names, one per line or a JSON array.")
+@click.option("--db", metavar="PATH", help="Keep profiles in this SQLite file (else in memory).")
+@click.option("--rate-limit", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="Requests per second before answering 429 (0 = no limit).")
+@click.option("--latency-ms", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Delay added to every request.")
+@click.option("--fail-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of requests answered with --fail-status.")
+@click.option("--fail-status", default=503, show_default=True, type=click.IntRange(400, 599),
+              help="Status for injected failures.")
+@click.option("--seed", type=int, help="Seed for the injected failures.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Server threads.")
+def emulator(
+    host: str,
+    port: int,
+    api_key: str,
+    attributes: tuple[str, ...],
+    attributes_file: str | None,
+    db: str | None,
+    rate_limit: float,
+    latency_ms: float,
+    fail_rate: float,
+    fail_status: int,
+    seed: int | None,
+    threads: int,
+) -> None:
+    """Run a local Talon.One Integration API emulator for trials and tests."""
+    from talon_classic.emulator import EmulatorConfig, EmulatorServer, parse_attributes_file
+
+    names = set(attributes)
+    if attributes_file:
+        names |= parse_attributes_file(attributes_file)
+    config = EmulatorConfig(
+        api_key=api_key,
+        attributes=frozenset(names) if names else None,
+        db=db,
+        rate_limit=rate_limit,
+        latency_ms=latency_ms,
+        fail_rate=fail_rate,
+        fail_status=fail_status,
+        seed=seed,
+    )
+    server = EmulatorServer(config, host=host, port=port, threads=threads)
+    click.echo(f"Talon.One emulator on {server.url} (API key {redact(api_key)}; "
+               f"inspect {server.url}/_emulator/stats); Ctrl-C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

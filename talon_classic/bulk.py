@@ -1,0 +1,336 @@
+"""The bulk pipeline behind ``talon-classic identify`` (and the server's worker).
+
+Read -> transform -> merge per integrationId -> batches -> Talon.One, with:
+
+* **Bounded memory.** The main thread reads and transforms; at most
+  ``concurrency`` batches are in flight, so a 10 GB input streams through.
+* **Deterministic batches.** A batch closes when it holds ``batch_size``
+  distinct profiles (or the input ends), never because of timing, so batch
+  *n* of a resumed run is batch *n* of the first run, and the checkpoint
+  only has to remember which batch numbers were acknowledged.
+* **Order per profile.** Events for one integrationId are merged by
+  ``timestamp`` (then file order), attribute by attribute. A later batch
+  never carries an older value than one already sent for the same
+  attribute: the last timestamps sent are remembered for the most recent
+  ``ordering_window`` profiles (rebuilt by replay on ``--resume``). A batch
+  that holds a profile still in flight in an earlier batch waits for it.
+* **Nothing lost.** Rejected profiles and exhausted retries are written to
+  the dead-letter file (every source event, with its ``file:line``) before
+  the batch is checkpointed; an authentication failure stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from talon_classic.checkpoint import Checkpoint
+from talon_classic.deadletter import DeadLetters
+from talon_classic.exceptions import AuthError, RejectedError, RetriesExhausted
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, Record, read_records
+from talon_classic.summary import Summary
+from talon_classic.transform import MAX_ID_LENGTH, Engine
+
+log = logging.getLogger("talon_classic.bulk")
+
+MAX_BATCH = 1000
+#: Reader-level reasons: the line itself is broken, so each gets a message.
+INPUT_REASONS = frozenset({"invalid_json", "line_too_long", "truncated_input"})
+
+
+@dataclass
+class Options:
+    """How a bulk run batches and delivers."""
+
+    batch_size: int = MAX_BATCH
+    concurrency: int = 4
+    id_prefix: str = ""
+    single: bool = False
+    run_rule_engine: bool = False
+    dead_letter_skipped: bool = False
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    ordering_window: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """ISO 8601 -> epoch seconds; None when absent or unreadable (file order)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+@dataclass
+class Batch:
+    """Up to ``batch_size`` merged profiles and the events they came from."""
+
+    seq: int
+    profiles: list[dict[str, Any]]
+    sources: dict[str, list[tuple[Any, str]]] = field(repr=False)
+
+
+class _Merger:
+    """The open batch: merges events per integrationId, attribute by attribute."""
+
+    def __init__(self, window: int) -> None:
+        self.open: dict[str, dict[str, list[Any]]] = {}
+        self.sources: dict[str, list[tuple[Any, str]]] = {}
+        self.sent: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self.window = window
+
+    def add(self, iid: str, attributes: dict[str, Any], ts: float | None, source: tuple) -> None:
+        current = self.open.get(iid)
+        if current is None:
+            self.open[iid] = {k: [ts, v] for k, v in attributes.items()}
+            self.sources[iid] = [source]
+            return
+        self.sources[iid].append(source)
+        for key, value in attributes.items():
+            slot = current.get(key)
+            if slot is None:
+                current[key] = [ts, value]
+            elif ts is None or slot[0] is None or ts >= slot[0]:
+                slot[1] = value
+                if ts is not None:
+                    slot[0] = ts
+
+    def close(self, seq: int) -> Batch:
+        """Turn the open profiles into a batch, leaving out values older than sent ones."""
+        profiles = []
+        sent = self.sent
+        for iid, slots in self.open.items():
+            before = sent.get(iid)
+            if before is None:
+                before = sent[iid] = {}
+                if len(sent) > self.window:
+                    sent.popitem(last=False)
+            else:
+                sent.move_to_end(iid)
+            attributes = {}
+            for key, (ts, value) in slots.items():
+                if ts is not None:
+                    last = before.get(key)
+                    if last is not None and ts < last:
+                        continue  # an earlier batch already sent a newer value
+                    before[key] = ts
+                attributes[key] = value
+            profiles.append({"integrationId": iid, "attributes": attributes})
+        batch = Batch(seq, profiles, self.sources)
+        self.open, self.sources = {}, {}
+        return batch
+
+
+class Pipeline:
+    """One bulk run. Build it, call :meth:`run`, read :attr:`summary`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: Any,
+        options: Options | None = None,
+        *,
+        dead_letters: DeadLetters | None = None,
+        checkpoint: Checkpoint | None = None,
+        summary: Summary | None = None,
+        on_progress: Callable[[Pipeline], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.options = options or Options()
+        self.dead_letters = dead_letters
+        self.checkpoint = checkpoint
+        self.summary = summary or Summary()
+        self.on_progress = on_progress
+        self.warn = warn or log.warning
+        self.auth_error: AuthError | None = None
+        self.current_input: Any = None
+        self._cond = threading.Condition()
+        self._inflight_ids: set[str] = set()
+        self._inflight = 0
+        self._position: dict[str, int] = {}
+
+    # -- main thread ---------------------------------------------------------
+    def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
+        """Read every input, deliver, wait for the last batch; return the summary."""
+        opts = self.options
+        merger = _Merger(opts.ordering_window)
+        seq = 0
+        executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
+        try:
+            records = read_records(
+                paths, max_line_bytes=opts.max_line_bytes, stdin=stdin, on_open=self._opened
+            )
+            for count, record in enumerate(records, 1):
+                self._take(record, merger)
+                if len(merger.open) >= opts.batch_size:
+                    self._dispatch(executor, merger.close(seq))
+                    seq += 1
+                    if self.auth_error is not None:
+                        break
+                if self.on_progress is not None and count % 2000 == 0:
+                    self.on_progress(self)
+            if merger.open and self.auth_error is None:
+                self._dispatch(executor, merger.close(seq))
+        except KeyboardInterrupt:
+            self.summary.stopped = "interrupted (Ctrl-C); rerun with --resume to continue"
+            raise
+        finally:
+            executor.shutdown(wait=True)
+            self._finish()
+        return self.summary
+
+    def _opened(self, source: Any) -> None:
+        self.current_input = source
+
+    def _take(self, record: Record, merger: _Merger) -> None:
+        summary = self.summary
+        self._position[record.input] = record.line
+        if record.skipped is not None:
+            self._skipped(record, record.skipped, record.error, record.raw)
+            return
+        result = self.engine.transform(record.event)
+        if result.skipped is not None:
+            self._skipped(record, result.skipped, result.error, None)
+            return
+        iid = self.options.id_prefix + result.integration_id
+        if len(iid) > MAX_ID_LENGTH:
+            self._skipped(
+                record,
+                "invalid_user_id",
+                f"integrationId with --id-prefix is {len(iid)} characters; at most {MAX_ID_LENGTH}",
+                None,
+            )
+            return
+        summary.keep(result.dropped)
+        ts = parse_timestamp(record.event.get("timestamp"))
+        merger.add(iid, result.attributes, ts, (record.event, record.where))
+
+    def _skipped(self, record: Record, reason: str, error: str | None, raw: bytes | None) -> None:
+        self.summary.skip(reason)
+        if reason in INPUT_REASONS:
+            self.warn(f"{record.where}: {reason}: {error}")
+        if self.options.dead_letter_skipped and self.dead_letters is not None:
+            logged = self.checkpoint.skips_logged.get(record.input, 0) if self.checkpoint else 0
+            if record.line > logged:
+                event = record.event
+                if event is None and raw is not None:
+                    event = raw.decode("utf-8", "replace").rstrip("\r\n")
+                self.dead_letters.write(event, reason, error, record.where)
+
+    def _dispatch(self, executor: ThreadPoolExecutor, batch: Batch) -> None:
+        if self.checkpoint is not None and self.checkpoint.is_done(batch.seq):
+            self.summary.add(batches_resumed=1)
+            return
+        ids = set(batch.sources)
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.auth_error is not None
+                or (self._inflight < self.options.concurrency and self._inflight_ids.isdisjoint(ids))
+            )
+            if self.auth_error is not None:
+                return
+            self._inflight_ids |= ids
+            self._inflight += 1
+        executor.submit(self._send, batch, ids)
+
+    # -- worker threads ------------------------------------------------------
+    def _send(self, batch: Batch, ids: set[str]) -> None:
+        try:
+            delivered, bad = self._deliver(batch.profiles)
+            events = 0
+            for profile, reason, error in bad:
+                for event, where in batch.sources[profile["integrationId"]]:
+                    if self.dead_letters is not None:
+                        self.dead_letters.write(event, reason, error, where)
+                    events += 1
+            self.summary.add(
+                profiles_upserted=delivered,
+                rejected=sum(1 for b in bad if b[1] == "rejected"),
+                failed=sum(1 for b in bad if b[1] == "retries_exhausted"),
+                dead_lettered=events,
+            )
+            if self.dead_letters is not None:
+                self.dead_letters.flush()
+            if self.checkpoint is not None:
+                self.checkpoint.mark(
+                    batch.seq, dict(self._position) if self.options.dead_letter_skipped else None
+                )
+        except AuthError as exc:
+            with self._cond:
+                if self.auth_error is None:
+                    self.auth_error = exc
+        except Exception:  # pragma: no cover - a bug must not hang the run
+            log.exception("batch %d failed unexpectedly", batch.seq)
+            with self._cond:
+                if self.auth_error is None:
+                    self.auth_error = AuthError("internal error while sending; see the log")
+        finally:
+            with self._cond:
+                self._inflight_ids -= ids
+                self._inflight -= 1
+                self._cond.notify_all()
+
+    def _deliver(self, profiles: list[dict[str, Any]]) -> tuple[int, list[tuple[dict, str, str]]]:
+        """Send one batch; return (delivered count, [(profile, reason, error)])."""
+        bad: list[tuple[dict, str, str]] = []
+        if not self.options.single:
+            outcome = self.client.upsert_profiles(profiles)
+            bad += [(p, "rejected", _describe(e)) for p, e in outcome.rejected]
+            bad += [(p, "retries_exhausted", str(e)) for p, e in outcome.failed]
+            return len(outcome.delivered), bad
+        delivered = 0
+        for profile in profiles:
+            try:
+                self.client.upsert_profile(
+                    profile["integrationId"],
+                    profile["attributes"],
+                    run_rule_engine=self.options.run_rule_engine,
+                )
+                delivered += 1
+            except RejectedError as exc:
+                bad.append((profile, "rejected", _describe(exc)))
+            except RetriesExhausted as exc:
+                bad.append((profile, "retries_exhausted", str(exc)))
+        return delivered, bad
+
+    def _finish(self) -> None:
+        stats = getattr(self.client, "stats", None)
+        if stats is not None:
+            self.summary.requests = stats.requests
+            self.summary.retries = stats.retries
+        if self.auth_error is not None:
+            self.summary.stopped = str(self.auth_error)
+        if self.dead_letters is not None:
+            self.dead_letters.close()
+        self.summary.finish()
+
+
+def _describe(exc: RejectedError) -> str:
+    """The server's message plus each error's details, on one line."""
+    parts = [str(exc)]
+    for err in exc.errors or []:
+        detail = " ".join(str(err.get(k)) for k in ("title", "details") if err.get(k))
+        pointer = (err.get("source") or {}).get("pointer")
+        if pointer:
+            detail += f" ({pointer})"
+        if detail:
+            parts.append(detail)
+    return "; ".join(parts)

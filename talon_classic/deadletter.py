@@ -1,0 +1,49 @@
+"""The dead-letter file: every event that could not be delivered, one JSON line each.
+
+Lines look like ``{"event": <original>, "reason": ..., "error": ...,
+"input": "file:line"}`` so a user can fix the cause and feed the events
+back with ``talon-classic identify``: the ``event`` field is the original
+event, untouched. The file is appended to, never truncated.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import IO, Any
+
+from talon_classic.reader import dumps
+
+
+class DeadLetters:
+    """A thread-safe, append-only JSONL writer, opened on first use."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fh: IO[str] | None = None
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def write(self, event: Any, reason: str, error: str | None, where: str) -> None:
+        """Append one dead letter."""
+        line = dumps({"event": event, "reason": reason, "error": error, "input": where})
+        with self._lock:
+            if self._fh is None:
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._fh.write(line + "\n")
+            self.count += 1
+
+    def flush(self) -> None:
+        """Make written lines durable (called before a checkpoint is saved)."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Flush and close."""
+        self.flush()
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None

@@ -1,0 +1,121 @@
+"""What a run did, counted as it goes and printed at the end (text or JSON)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+#: Distinct dropped attribute names remembered per reason (keeps memory flat).
+MAX_DROPPED_NAMES = 10_000
+
+
+class Summary:
+    """Thread-safe counters for one run."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.started = clock()
+        self.finished: float | None = None
+        self.events_read = 0
+        self.kept = 0
+        self.skipped: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.dropped_names: dict[str, Counter[str]] = {}
+        self.profiles_upserted = 0
+        self.requests = 0
+        self.retries = 0
+        self.rejected = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self.batches_resumed = 0
+        self.stopped: str | None = None
+
+    def skip(self, reason: str) -> None:
+        """Count one skipped event (main thread)."""
+        self.events_read += 1
+        self.skipped[reason] += 1
+
+    def keep(self, dropped: list[tuple[str, str]]) -> None:
+        """Count one kept event and its dropped attributes (main thread)."""
+        self.events_read += 1
+        self.kept += 1
+        for name, reason in dropped:
+            self.dropped[reason] += 1
+            names = self.dropped_names.setdefault(reason, Counter())
+            if name in names or len(names) < MAX_DROPPED_NAMES:
+                names[name] += 1
+
+    def add(self, **counts: int) -> None:
+        """Add to delivery counters from any thread."""
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def finish(self) -> None:
+        """Stop the clock."""
+        self.finished = self._clock()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start (until finish())."""
+        return (self.finished if self.finished is not None else self._clock()) - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable ``--json`` shape."""
+        elapsed = self.elapsed
+        return {
+            "events_read": self.events_read,
+            "kept": self.kept,
+            "skipped": dict(sorted(self.skipped.items())),
+            "dropped": {
+                reason: {
+                    "count": count,
+                    "top": dict(self.dropped_names.get(reason, Counter()).most_common(10)),
+                }
+                for reason, count in sorted(self.dropped.items())
+            },
+            "profiles_upserted": self.profiles_upserted,
+            "requests": self.requests,
+            "retries": self.retries,
+            "rejected": self.rejected,
+            "retries_exhausted": self.failed,
+            "dead_lettered": self.dead_lettered,
+            "batches_resumed": self.batches_resumed,
+            "stopped": self.stopped,
+            "elapsed_s": round(elapsed, 3),
+            "events_per_s": round(self.events_read / elapsed, 1) if elapsed > 0 else None,
+        }
+
+    def render(self) -> str:
+        """Human summary, one fact per line."""
+        d = self.as_dict()
+        skipped = sum(self.skipped.values())
+        lines = [
+            f"events read        {d['events_read']:>12,}",
+            f"kept               {d['kept']:>12,}",
+            f"skipped            {skipped:>12,}"
+            + (
+                "  (" + ", ".join(f"{r} {n:,}" for r, n in d["skipped"].items()) + ")"
+                if skipped
+                else ""
+            ),
+        ]
+        for reason, info in d["dropped"].items():
+            top = ", ".join(f"{n} {c:,}" for n, c in info["top"].items())
+            lines.append(f"dropped attributes {info['count']:>12,}  {reason}: {top}")
+        lines += [
+            f"profiles upserted  {d['profiles_upserted']:>12,}",
+            f"requests sent      {d['requests']:>12,}  (retries {d['retries']:,})",
+            f"dead-lettered      {d['dead_lettered']:>12,}"
+            f"  (rejected {d['rejected']:,}, retries exhausted {d['retries_exhausted']:,})",
+        ]
+        if d["batches_resumed"]:
+            lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")
+        rate = f"{d['events_per_s']:,.0f} events/s" if d["events_per_s"] else "-"
+        lines.append(f"elapsed            {d['elapsed_s']:>11.1f}s  ({rate})")
+        if d["stopped"]:
+            lines.append(f"stopped early: {d['stopped']}")
+        return "\n".join(lines)
