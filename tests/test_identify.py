@@ -1,0 +1,284 @@
+"""`talon-classic identify` end to end against the emulator, over real loopback HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from talon_classic.bulk import parse_timestamp
+from talon_classic.cli import main
+from talon_classic.transform import Engine
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples" / "identifies.jsonl"
+ALLOW = ["email", "name", "plan", "address_city", "tags", "consent_*"]
+
+
+def write_settings(path: Path, emu, allow=ALLOW) -> Path:
+    path.write_text(json.dumps(
+        {"apiKey": emu.api_key, "applicationDomain": emu.url, "customAttributes": allow}
+    ))
+    return path
+
+
+def write_jsonl(path: Path, events) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+def run(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(main, ["identify", "--quiet", *args], input=input,
+                              catch_exceptions=False)
+
+
+def expected_profiles(lines: list[str], allow: list[str], prefix: str = "") -> dict[str, dict]:
+    """An independent model of the merge: sort each user's events, apply in order."""
+    engine = Engine(allow)
+    per_user: dict[str, list] = {}
+    for n, line in enumerate(lines):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        result = engine.transform(event)
+        if not result.kept:
+            continue
+        ts = parse_timestamp(event.get("timestamp"))
+        per_user.setdefault(prefix + result.integration_id, []).append(
+            ((ts is not None, ts or 0.0, n), result.attributes)
+        )
+    out = {}
+    for iid, items in per_user.items():
+        attrs: dict = {}
+        for _, a in sorted(items, key=lambda x: x[0]):
+            attrs.update(a)
+        out[iid] = attrs
+    return out
+
+
+@pytest.fixture()
+def emu(talon_emulator):
+    return talon_emulator
+
+
+def test_samples_land_with_the_engine_attributes(emu, tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    sample_settings = json.loads((ROOT / "samples" / "settings.json").read_text())
+    allow = sample_settings["customAttributes"]
+    write_settings(settings, emu, allow)
+    result = run(str(SAMPLES), "--settings", str(settings), "--json",
+                 "--dead-letter", str(tmp_path / "dead.jsonl"))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in SAMPLES.read_text().splitlines() if ln.strip()]
+    want = expected_profiles(lines, allow)
+    assert report["events_read"] == len(lines)
+    assert report["profiles_upserted"] == len(want)
+    assert report["skipped"]["invalid_json"] >= 3
+    for iid, attrs in want.items():
+        got = emu.profile(iid)
+        assert got is not None, iid
+        assert got["attributes"] == attrs, iid
+
+
+def test_merge_order_with_out_of_order_timestamps(emu, tmp_path: Path) -> None:
+    events = [
+        {"userId": "u1", "timestamp": "2024-01-03T00:00:00Z", "traits": {"plan": "gold"}},
+        {"userId": "u1", "timestamp": "2024-01-01T00:00:00Z",
+         "traits": {"plan": "free", "email": "old@x.io"}},
+        {"userId": "u1", "timestamp": "2024-01-02T00:00:00+00:00", "traits": {"name": "N"}},
+    ]
+    # batch size 1 with u2 in between puts u1's events in different batches
+    spaced = [events[0], {"userId": "u2"}, events[1], {"userId": "u3"}, events[2]]
+    for batch_size, data in (("1000", events), ("1", spaced)):
+        emu.reset()
+        src = write_jsonl(tmp_path / f"in{batch_size}.jsonl", data)
+        result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                     "--batch-size", batch_size, "--concurrency", "3")
+        assert result.exit_code == 0, result.output
+        assert emu.profile("u1")["attributes"] == {"plan": "gold", "email": "old@x.io", "name": "N"}
+
+
+def test_dry_run_sends_nothing_and_prints_requests(emu, tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"userId": f"u{i}", "traits": {"email": f"{i}@x.io"}} for i in range(2500)
+    ])
+    settings = write_settings(tmp_path / "s.json", emu)
+    result = run(str(src), "--settings", str(settings), "--dry-run")
+    assert result.exit_code == 0, result.output
+    requests_ = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [len(r["body"]["customerProfiles"]) for r in requests_] == [1000, 1000, 500]
+    assert all(r["method"] == "PUT" for r in requests_)
+    assert requests_[0]["url"] == f"{emu.url}/v2/customer_profiles?silent=yes"
+    assert emu.api_key not in result.output
+    assert emu.stats()["requests"] == {}
+    assert "dry run: nothing was sent" in result.stderr
+
+
+def test_poison_profile_is_dead_lettered_and_the_rest_delivered(emu, tmp_path: Path) -> None:
+    emu.configure(reject_ids=["poison"])
+    events = [{"userId": f"u{i}", "traits": {"plan": "p"}} for i in range(999)]
+    events.insert(500, {"userId": "poison", "traits": {"plan": "bad"}})
+    src = write_jsonl(tmp_path / "in.jsonl", events)
+    dead = tmp_path / "dead.jsonl"
+    result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                 "--dead-letter", str(dead), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["profiles_upserted"] == 999
+    assert report["dead_lettered"] == 1
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert len(letters) == 1
+    assert letters[0]["event"] == {"userId": "poison", "traits": {"plan": "bad"}}
+    assert letters[0]["reason"] == "rejected"
+    assert letters[0]["input"] == f"{src}:501"
+    assert letters[0]["error"]
+    assert emu.stats()["profiles"] == 999
+
+
+def test_default_dead_letter_path_and_skipped_listing(emu, tmp_path: Path) -> None:
+    emu.configure(reject_ids=["bad"])
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"userId": "bad"}, {"type": "track", "userId": "t"}, {"anonymousId": "a"},
+    ])
+    result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                 "--dead-letter-skipped")
+    assert result.exit_code == 1
+    letters = [json.loads(x) for x in (tmp_path / "in.jsonl.dead.jsonl").read_text().splitlines()]
+    assert sorted(x["reason"] for x in letters) == ["no_user_id", "not_identify", "rejected"]
+
+
+def test_gzip_stdin_and_multiple_inputs(emu, tmp_path: Path) -> None:
+    packed = tmp_path / "a.jsonl.gz"
+    packed.write_bytes(gzip.compress(b'{"userId": "g1", "traits": {"plan": "gz"}}\n'))
+    plain = write_jsonl(tmp_path / "b.ndjson", [{"userId": "p1", "traits": {"plan": "plain"}}])
+    stdin = b'{"userId": "s1", "traits": {"plan": "stdin"}}\n'
+    result = run(str(packed), "-", str(plain), "--settings",
+                 str(write_settings(tmp_path / "s.json", emu)), input=stdin)
+    assert result.exit_code == 0, result.output
+    assert {i: emu.profile(i)["attributes"]["plan"] for i in ("g1", "p1", "s1")} == {
+        "g1": "gz", "p1": "plain", "s1": "stdin"
+    }
+
+
+def test_bad_input_kinds_are_reported_and_the_run_goes_on(emu, tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_bytes(
+        b'{"userId": "a", "traits": {"plan": "1"}}\n'
+        b"{not json\n"
+        + b'{"userId": "big", "traits": {"name": "' + b"x" * (2 * 1024 * 1024) + b'"}}\n'
+        + b'{"userId": "u\xff"}\n'
+        b'{"userId": "b", "traits": {"plan": "2"}}\n'
+    )
+    body = b"".join(b'{"userId": "z%d"}\n' % i for i in range(3000))
+    packed = gzip.compress(body)
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    tail = write_jsonl(tmp_path / "tail.jsonl", [{"userId": "c"}])
+    result = CliRunner().invoke(main, [
+        "identify", str(src), str(truncated), str(tail), "--json", "--max-line-bytes", "1048576",
+        "--settings", str(write_settings(tmp_path / "s.json", emu)),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["skipped"] == {"invalid_json": 2, "line_too_long": 1, "truncated_input": 1}
+    err = result.stderr.splitlines()
+    assert f"{src}:2: invalid_json: Expecting property name enclosed in double quotes: column 2" in err
+    assert any(line.startswith(f"{src}:3: line_too_long:") for line in err)
+    assert any(line.startswith(f"{src}:4: invalid_json: not valid UTF-8") for line in err)
+    assert any(line.startswith(f"{truncated}:") and "truncated_input" in line for line in err)
+    for iid in ("a", "b", "c", "z0"):
+        assert emu.profile(iid) is not None
+
+
+def test_auth_failure_stops_with_exit_3(emu, tmp_path: Path) -> None:
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"apiKey": "wrong-key-0000", "applicationDomain": emu.url}))
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": f"u{i}"} for i in range(50)])
+    result = run(str(src), "--settings", str(settings), "--batch-size", "10")
+    assert result.exit_code == 3
+    assert "API key" in result.output
+    assert "wrong-key-0000" not in result.output
+    assert emu.stats()["profiles"] == 0
+
+
+def test_settings_error_exit_2_sends_nothing(emu, tmp_path: Path) -> None:
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"apiKey": "k", "applicationDomain": "http://example.com"}))
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u"}])
+    result = run(str(src), "--settings", str(settings))
+    assert result.exit_code == 2
+    assert "s.json: applicationDomain: must use https://" in result.output
+    assert emu.stats()["requests"] == {}
+
+
+def test_id_prefix_and_single_mode(emu, tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"plan": "x"}}])
+    result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                 "--single", "--id-prefix", "shop1-")
+    assert result.exit_code == 0, result.output
+    assert emu.profile("shop1-u1")["attributes"] == {"plan": "x"}
+    assert [r["path"] for r in emu.requests()] == ["/v2/customer_profiles/shop1-u1"]
+
+
+def test_emulator_flag_runs_without_an_account(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [
+        "identify", str(SAMPLES), "--settings", str(ROOT / "samples" / "settings.json"),
+        "--emulator", "--json", "--dead-letter", str(tmp_path / "d.jsonl"),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["profiles_upserted"] > 0
+    assert "emulator:" in result.stderr
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "talon_classic.cli", "identify", *args]
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_then_resume_delivers_everything_once(talon_emulator_factory, tmp_path: Path):
+    emu = talon_emulator_factory(rate_limit=0, latency_ms=40)
+    events = [
+        {"userId": f"user{i % 20000}", "timestamp": f"2024-01-01T00:00:{i % 60:02d}Z",
+         "traits": {"plan": f"p{i}", "email": f"{i}@x.io"}}
+        for i in range(50_000)
+    ]
+    src = write_jsonl(tmp_path / "big.jsonl", events)
+    settings = write_settings(tmp_path / "s.json", emu)
+    ckpt = tmp_path / "run.checkpoint.json"
+    common = [str(src), "--settings", str(settings), "--batch-size", "100",
+              "--concurrency", "2", "--rate-limit", "40", "--checkpoint", str(ckpt), "--quiet"]
+    proc = subprocess.Popen(_cli(*common), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ckpt.exists() and json.loads(ckpt.read_text())["watermark"] >= 20:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    total_batches = 500  # 50,000 events cycling over 20,000 users, 100 distinct per batch
+    state = json.loads(ckpt.read_text())
+    acked = state["watermark"] + 1 + len(state["done"])
+    assert 20 < acked < total_batches
+    before = len(emu.requests(limit=100000))
+
+    finish = subprocess.run(_cli(*common, "--resume", "--json"), capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    report = json.loads(finish.stdout)
+    assert report["batches_resumed"] == acked
+    after = emu.requests(limit=100000)[before:]
+    assert len(after) == total_batches - acked  # nothing acknowledged is sent again
+    want = expected_profiles([json.dumps(e) for e in events], ALLOW)
+    assert emu.stats()["profiles"] == len(want)
+    for iid in ("user0", "user19999", "user12345"):
+        assert emu.profile(iid)["attributes"] == want[iid]
