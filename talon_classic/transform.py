@@ -224,14 +224,21 @@ class Engine:
         etype = event.get("type")
         if etype is not None and (not isinstance(etype, str) or etype.lower() != "identify"):
             return skip("not_identify", f"type is {etype!r}; only identify events are sent")
-        if _disabled(event.get("integrations")):
+        integrations = event.get("integrations")
+        if integrations is not None and _disabled(integrations):
             return skip(
                 "disabled_by_integrations",
                 "integrations turns Talon.One off for this event",
             )
-        integration_id, reason, message = _integration_id(event.get("userId"))
-        if reason is not None:
-            return skip(reason, message)
+        user_id = event.get("userId")
+        if type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and not (
+            user_id[0].isspace() or user_id[-1].isspace()
+        ):
+            integration_id = user_id  # the common case, already clean
+        else:
+            integration_id, reason, message = _integration_id(user_id)
+            if reason is not None:
+                return skip(reason, message)
 
         context = event.get("context")
         if "traits" in event:
@@ -257,12 +264,19 @@ class Engine:
         dropped: list[tuple[str, str]] = []
         flat: dict[str, Any] = {}
         depth: dict[str, int] = {}
-        _flatten(traits, "", 1, flat, depth, dropped, engage_key)
+        if engage_key is not None and engage_key in traits:
+            ordinary = {k: v for k, v in traits.items() if k != engage_key}
+        else:
+            ordinary = traits
+        _flatten(ordinary, "", 1, flat, depth, dropped)
 
         attributes: dict[str, Any] = {}
-        allowed = self.allowed
+        cached = self._allowed.get
         for name, value in flat.items():
-            if allowed(name):
+            hit = cached(name)
+            if hit is None:
+                hit = self.allowed(name)
+            if hit:
                 attributes[name] = value
             else:
                 dropped.append((name, "not_allowlisted"))
@@ -290,7 +304,7 @@ class Engine:
             found = {name: value}
         else:
             found = {}
-            _flatten({name: value}, "", 1, found, {}, dropped, None)
+            _flatten({name: value}, "", 1, found, {}, dropped)
         for attr, val in found.items():
             if attr in attributes:
                 dropped.append((attr, "collision"))
@@ -304,42 +318,52 @@ def _flatten(
     flat: dict[str, Any],
     depth: dict[str, int],
     dropped: list[tuple[str, str]],
-    skip_key: str | None,
 ) -> None:
     """Walk ``obj`` in document order, writing leaf values into ``flat``.
 
-    ``depth`` remembers at which nesting level each name was written so a
-    collision can be settled: the shallower literal key wins, and at equal
-    depth the later one does.
+    ``depth`` remembers the nesting level of names written below the top
+    (absent means level 1) so a collision can be settled: the shallower
+    literal key wins, and at equal depth the later one does. This is the
+    engine's hot loop, hence exact type checks and inlined common cases.
     """
     for key, value in obj.items():
-        if skip_key is not None and key == skip_key:
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or (kind is float and _isfinite(value)):
+            name = prefix + key
+            if name in flat:
+                _collide(name, value, level, flat, depth, dropped)
+            else:
+                flat[name] = value
+                if level > 1:
+                    depth[name] = level
+        elif value is None:
             continue
-        name = prefix + key if prefix else key
-        if value is None:
-            continue
-        if isinstance(value, dict):
+        elif kind is dict:
             if value:
-                _flatten(value, name + "_", level + 1, flat, depth, dropped, None)
-            continue
-        if isinstance(value, list):
+                _flatten(value, prefix + key + "_", level + 1, flat, depth, dropped)
+        elif kind is list:
+            name = prefix + key
             items = [v for v in value if v is not None]
             for item in items:
-                if isinstance(item, (dict, list)) or (
-                    isinstance(item, float) and not math.isfinite(item)
-                ):
+                if type(item) in _CONTAINERS or (type(item) is float and not _isfinite(item)):
                     dropped.append((name, "unsupported_value"))
                     break
             else:
-                _put(name, items, level, flat, depth, dropped)
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            dropped.append((name, "unsupported_value"))
-            continue
-        _put(name, value, level, flat, depth, dropped)
+                if name in flat:
+                    _collide(name, items, level, flat, depth, dropped)
+                else:
+                    flat[name] = items
+                    if level > 1:
+                        depth[name] = level
+        else:  # a non-finite float, or a type JSON cannot produce
+            dropped.append((prefix + key, "unsupported_value"))
 
 
-def _put(
+_CONTAINERS = frozenset({dict, list})
+_isfinite = math.isfinite
+
+
+def _collide(
     name: str,
     value: Any,
     level: int,
@@ -347,18 +371,17 @@ def _put(
     depth: dict[str, int],
     dropped: list[tuple[str, str]],
 ) -> None:
-    old = depth.get(name)
-    if old is None:
-        flat[name] = value
-        depth[name] = level
-        return
+    """Settle two paths that flatten to one name; the loser is dropped."""
     dropped.append((name, "collision"))
-    if level <= old:
+    if level <= depth.get(name, 1):
         # Shallower wins; at equal depth the later one (this one) wins. The
         # name moves to its new position so document order stays intuitive.
         del flat[name]
         flat[name] = value
-        depth[name] = level
+        if level > 1:
+            depth[name] = level
+        else:
+            depth.pop(name, None)
 
 
 def transform(event: Any, settings: Any) -> Result:
