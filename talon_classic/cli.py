@@ -126,7 +126,7 @@ def transform(
     settings = build_settings(settings_path, api_key, application_domain, custom_attributes)
     engine = Engine(settings.custom_attributes)
     paths = check_inputs(inputs)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     write = out.write
     try:
         for record in read_records(paths):
@@ -330,7 +330,7 @@ def identify(
         if dry_run:
             out_stream = (
                 stack.enter_context(open(output, "w", encoding="utf-8"))
-                if output else click.get_text_stream("stdout")
+                if output else sys.stdout
             )
             client = Client.dry_run(base_url, key, out_stream, concurrency=concurrency)
         else:
