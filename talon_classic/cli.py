@@ -360,9 +360,9 @@ def identify(
             click.echo(
                 f"emulator: {stats['profiles']:,} profiles stored, "
                 f"{stats['profile_updates']:,} profile updates"
-                + (f"; state kept in {emulator_db} (inspect: talon-classic emulator --db "
-                   f"{emulator_db}, then GET /_emulator/profiles)" if emulator_db else
-                   f"; inspect while running at {server.url}/_emulator/profiles"),
+                + (f"; kept in {emulator_db}: inspect with `talon-classic emulator --db "
+                   f"{emulator_db}` and GET /_emulator/profiles" if emulator_db else
+                   "; add --emulator-db FILE to keep them and inspect them afterwards"),
                 err=True,
             )
 

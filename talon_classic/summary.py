@@ -103,9 +103,12 @@ class Summary:
                 else ""
             ),
         ]
+        if d["dropped"]:
+            total = sum(info["count"] for info in d["dropped"].values())
+            lines.append(f"dropped attributes {total:>12,}")
         for reason, info in d["dropped"].items():
             top = ", ".join(f"{n} {c:,}" for n, c in info["top"].items())
-            lines.append(f"dropped attributes {info['count']:>12,}  {reason}: {top}")
+            lines.append(f"  {reason:<17}{info['count']:>12,}  top: {top}")
         lines += [
             f"profiles upserted  {d['profiles_upserted']:>12,}",
             f"requests sent      {d['requests']:>12,}  (retries {d['retries']:,})",
