@@ -391,12 +391,16 @@ class Emulator:
         if limited:
             raise _Problem(429, "Too many requests", "rate limit exceeded",
                            headers={"Retry-After": "1"})
-        if cfg.latency_ms:
-            time.sleep(cfg.latency_ms / 1000)
         return drop
+
+    def _pause(self) -> None:
+        """The configured latency; writes take it while holding their profiles (see 409)."""
+        if self.config.latency_ms:
+            time.sleep(self.config.latency_ms / 1000)
 
     # -- /v2 -------------------------------------------------------------------
     def _on_authping(self, request: Request, counted: dict) -> Response:
+        self._pause()
         return Response(status=204)
 
     def _body(self, request: Request) -> dict[str, Any]:
@@ -439,6 +443,7 @@ class Emulator:
                                "retry after a pause")
             self._busy |= ids
         try:
+            self._pause()
             with self._store_lock:
                 stored = self._store.upsert(items)
             with self._lock:
@@ -454,6 +459,7 @@ class Emulator:
         self._check(iid, attributes, "")
         counted["profiles"] = 1
         if request.args.get("dry", "false").lower() == "true":
+            self._pause()
             stored = self.profile(iid) or {"integrationId": iid, "attributes": {}}
             profile = {**_full({"id": 0, "created": _now(), **stored})}
         else:
