@@ -302,7 +302,7 @@ def identify(
     try:
         options = Options(
             batch_size=batch_size,
-            concurrency=concurrency,
+            concurrency=1 if dry_run else concurrency,  # a dry run prints in input order
             id_prefix=id_prefix,
             single=single,
             run_rule_engine=run_rule_engine,
