@@ -18,7 +18,12 @@ from typing import Any
 import click
 
 from talon_classic import __version__
-from talon_classic.exceptions import InputError, SettingsError, TalonClassicError
+from talon_classic.exceptions import (
+    InputError,
+    RetriesExhausted,
+    SettingsError,
+    TalonClassicError,
+)
 from talon_classic.reader import STDIN, dumps, read_records
 from talon_classic.settings import Settings, load_settings, redact
 from talon_classic.transform import Engine
@@ -402,8 +407,6 @@ def check_config(
     timeout: float,
 ) -> None:
     """Validate the settings and test the API key against the deployment (GET /v2/authping)."""
-    import requests
-
     from talon_classic.client import Client
 
     label = settings_path or "settings"
@@ -433,20 +436,21 @@ def check_config(
     except SettingsError as exc:
         click.echo(f"FAIL {exc}")
         sys.exit(1)
-    click.echo(f"ok   applicationDomain: {settings.application_domain}")
+    click.echo(f"ok   applicationDomain: {settings.application_domain} is a well-formed deployment URL")
     client = Client(settings.application_domain, settings.api_key, rate_limit=0,
                     connect_timeout=timeout, read_timeout=timeout, max_attempts=1)
     try:
         client.check_auth()
         click.echo(f"ok   apiKey {redact(settings.api_key)}: accepted by "
                    f"{settings.application_domain}/v2/authping")
+    except RetriesExhausted as exc:
+        ok = False
+        problem = (f"answered {exc.status}" if exc.status
+                   else f"cannot reach {settings.application_domain}")
+        click.echo(f"FAIL applicationDomain: {problem} ({exc})")
     except TalonClassicError as exc:
         ok = False
         click.echo(f"FAIL apiKey {redact(settings.api_key)}: {exc}")
-    except requests.RequestException as exc:
-        ok = False
-        click.echo(f"FAIL applicationDomain: cannot reach {settings.application_domain} "
-                   f"({exc.__class__.__name__})")
     finally:
         client.close()
     sys.exit(0 if ok else 1)

@@ -1,0 +1,117 @@
+"""The smaller commands: transform, check-config, emulator, and the help text."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+from click.testing import CliRunner
+
+from talon_classic.cli import main
+
+KEY = "cli-secret-key-987654321"
+
+
+def invoke(*args: str, input: str | bytes | None = None):
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def test_help_lists_every_command_with_a_purpose() -> None:
+    out = invoke("--help").output
+    for command in ("transform", "identify", "check-config", "emulator"):
+        line = next(x for x in out.splitlines() if x.strip().startswith(command + " "))
+        assert len(line.split(None, 1)[1]) > 10
+
+
+def test_transform_output_format(tmp_path: Path) -> None:
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"customAttributes": ["email"]}))
+    src = tmp_path / "in.jsonl.gz"
+    src.write_bytes(gzip.compress(
+        b'{"userId": "u1", "traits": {"email": "a@b.c", "x": 1}}\n\n{oops\n{"type": "track"}\n'
+    ))
+    result = invoke("transform", "--settings", str(settings), str(src))
+    assert result.exit_code == 0
+    lines = [json.loads(x) for x in result.output.splitlines()]
+    assert lines == [
+        {"line": 1, "input": str(src), "integrationId": "u1", "attributes": {"email": "a@b.c"},
+         "dropped": [{"name": "x", "reason": "not_allowlisted"}]},
+        {"line": 3, "input": str(src), "skipped": "invalid_json",
+         "error": "Expecting property name enclosed in double quotes: column 2"},
+        {"line": 4, "input": str(src), "skipped": "not_identify",
+         "error": "type is 'track'; only identify events are sent"},
+    ]
+
+
+def test_transform_reads_stdin_and_needs_no_key() -> None:
+    result = invoke("transform", "--custom-attribute", "plan",
+                    input='{"userId": 7, "traits": {"plan": "p"}}\n')
+    assert json.loads(result.output) == {"line": 1, "input": "<stdin>", "integrationId": "7",
+                                         "attributes": {"plan": "p"}, "dropped": []}
+
+
+def test_transform_settings_error_exits_2(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"customAttributes": [1]}')
+    result = invoke("transform", "--settings", str(settings), "-")
+    assert result.exit_code == 2
+    assert result.output == "Error: settings.json: customAttributes[0]: expected a string\n"
+    missing = invoke("transform", str(tmp_path / "nope.jsonl"))
+    assert missing.exit_code == 2 and "nope.jsonl: no such file" in missing.output
+
+
+def test_check_config_ok_and_wrong_key(talon_emulator, tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"apiKey": talon_emulator.api_key,
+                                "applicationDomain": talon_emulator.url,
+                                "customAttributes": ["email", "consent_*"]}))
+    result = invoke("check-config", "--settings", str(good))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("ok   apiKey")
+    assert "2 entries (1 patterns)" in result.output
+    bad = invoke("check-config", "--settings", str(good), "--api-key", KEY)
+    assert bad.exit_code == 1
+    assert "FAIL apiKey ****4321: Talon.One rejected the API key (401" in bad.output
+    assert KEY not in bad.output
+
+
+def test_check_config_unreachable_and_invalid(tmp_path: Path) -> None:
+    result = invoke("check-config", "--api-key", KEY, "--application-domain",
+                    "http://127.0.0.1:9", "--timeout", "1")
+    assert result.exit_code == 1
+    assert "FAIL applicationDomain: cannot reach http://127.0.0.1:9" in result.output
+    result = invoke("check-config", "--api-key", KEY)
+    assert result.exit_code == 1 and "applicationDomain: missing" in result.output
+
+
+def test_emulator_help_documents_every_flag() -> None:
+    out = invoke("emulator", "--help").output
+    for flag in ("--port", "--api-key", "--attribute", "--attributes-file", "--db",
+                 "--rate-limit", "--latency-ms", "--fail-rate", "--fail-status", "--seed"):
+        assert flag in out
+
+
+def test_emulator_command_serves(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "talon_classic.cli", "emulator", "--port", "0", "--api-key", KEY,
+         "--attribute", "email", "--db", str(tmp_path / "e.db")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        url = re.search(r"http://\S+", first).group(0)
+        assert KEY not in first
+        ok = requests.put(f"{url}/v2/customer_profiles/u1", json={"attributes": {"email": "e"}},
+                          headers={"Authorization": f"ApiKey-v1 {KEY}"}, timeout=5)
+        assert ok.status_code == 200
+        unknown = requests.put(f"{url}/v2/customer_profiles/u1", json={"attributes": {"x": 1}},
+                               headers={"Authorization": f"ApiKey-v1 {KEY}"}, timeout=5)
+        assert unknown.status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
