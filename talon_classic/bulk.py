@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,15 +87,26 @@ class Batch:
 
 
 class _Merger:
-    """The open batch: merges events per integrationId, attribute by attribute."""
+    """The open batch: merges events per integrationId, attribute by attribute.
 
-    def __init__(self, window: int) -> None:
+    It also remembers the ids of the last ``lookback`` batches. When a batch
+    closes, profiles sent in one of those (likely still in flight) are
+    carried over to the next batch, as long as most of the batch is fresh,
+    so consecutive batches rarely share an id and can go out in parallel.
+    The decision depends only on the input, so batches stay deterministic.
+    """
+
+    def __init__(self, batch_size: int, lookback: int, window: int) -> None:
+        self.batch_size = batch_size
         self.open: dict[str, dict[str, list[Any]]] = {}
         self.sources: dict[str, list[tuple[Any, str]]] = {}
         self.sent: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self.recent: deque[frozenset[str]] = deque(maxlen=lookback)
         self.window = window
+        self.carried = 0
 
     def add(self, iid: str, attributes: dict[str, Any], ts: float | None, source: tuple) -> None:
+        """Merge one kept event into the open profiles."""
         current = self.open.get(iid)
         if current is None:
             self.open[iid] = {k: [ts, v] for k, v in attributes.items()}
@@ -111,11 +122,31 @@ class _Merger:
                 if ts is not None:
                     slot[0] = ts
 
-    def close(self, seq: int) -> Batch:
-        """Turn the open profiles into a batch, leaving out values older than sent ones."""
+    @property
+    def full(self) -> bool:
+        """Enough fresh profiles (not sent in the last batches) for a batch?"""
+        return len(self.open) - self.carried >= self.batch_size
+
+    def close(self, seq: int, final: bool = False) -> Batch:
+        """Take up to ``batch_size`` profiles out as a batch.
+
+        Values older than ones already sent for the same attribute are left
+        out. Unless ``final``, profiles of the last batches are carried over
+        when at least half the batch can be filled with fresh ones.
+        """
+        recent = self.recent
+        take = list(self.open)
+        if not final and recent:
+            fresh = [i for i in take if not any(i in r for r in recent)]
+            if len(fresh) >= self.batch_size // 2:
+                take = fresh
+        take = take[: self.batch_size]
         profiles = []
+        sources = {}
         sent = self.sent
-        for iid, slots in self.open.items():
+        for iid in take:
+            slots = self.open.pop(iid)
+            sources[iid] = self.sources.pop(iid)
             before = sent.get(iid)
             if before is None:
                 before = sent[iid] = {}
@@ -132,9 +163,9 @@ class _Merger:
                     before[key] = ts
                 attributes[key] = value
             profiles.append({"integrationId": iid, "attributes": attributes})
-        batch = Batch(seq, profiles, self.sources)
-        self.open, self.sources = {}, {}
-        return batch
+        recent.append(frozenset(sources))
+        self.carried = len(self.open)
+        return Batch(seq, profiles, sources)
 
 
 class Pipeline:
@@ -166,12 +197,13 @@ class Pipeline:
         self._inflight_ids: set[str] = set()
         self._inflight = 0
         self._position: dict[str, int] = {}
+        self._stopping = threading.Event()
 
     # -- main thread ---------------------------------------------------------
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
         """Read every input, deliver, wait for the last batch; return the summary."""
         opts = self.options
-        merger = _Merger(opts.ordering_window)
+        merger = _Merger(opts.batch_size, max(0, opts.concurrency - 1), opts.ordering_window)
         seq = 0
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
         try:
@@ -180,20 +212,24 @@ class Pipeline:
             )
             for count, record in enumerate(records, 1):
                 self._take(record, merger)
-                if len(merger.open) >= opts.batch_size:
+                if merger.full:
                     self._dispatch(executor, merger.close(seq))
                     seq += 1
                     if self.auth_error is not None:
                         break
                 if self.on_progress is not None and count % 2000 == 0:
                     self.on_progress(self)
-            if merger.open and self.auth_error is None:
-                self._dispatch(executor, merger.close(seq))
+            while merger.open and self.auth_error is None:
+                self._dispatch(executor, merger.close(seq, final=True))
+                seq += 1
         except KeyboardInterrupt:
+            # batches cut short are not checkpointed, so --resume sends them again
+            self._stopping.set()
             self.summary.stopped = "interrupted (Ctrl-C); rerun with --resume to continue"
             raise
         finally:
-            executor.shutdown(wait=True)
+            # after Ctrl-C, batches not yet started are dropped (and not checkpointed)
+            executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
             self._finish()
         return self.summary
 
@@ -277,6 +313,8 @@ class Pipeline:
             with self._cond:
                 if self.auth_error is None:
                     self.auth_error = exc
+        except _Stopped as stop:
+            self.summary.add(profiles_upserted=stop.delivered)
         except Exception:  # pragma: no cover - a bug must not hang the run
             log.exception("batch %d failed unexpectedly", batch.seq)
             with self._cond:
@@ -298,6 +336,8 @@ class Pipeline:
             return len(outcome.delivered), bad
         delivered = 0
         for profile in profiles:
+            if self._stopping.is_set():
+                raise _Stopped(delivered)
             try:
                 self.client.upsert_profile(
                     profile["integrationId"],
@@ -321,6 +361,14 @@ class Pipeline:
         if self.dead_letters is not None:
             self.dead_letters.close()
         self.summary.finish()
+
+
+class _Stopped(Exception):
+    """A batch abandoned because the run is stopping (it is not checkpointed)."""
+
+    def __init__(self, delivered: int) -> None:
+        super().__init__(f"stopped after {delivered} profiles")
+        self.delivered = delivered
 
 
 def _describe(exc: RejectedError) -> str:

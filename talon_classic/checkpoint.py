@@ -42,7 +42,7 @@ class Checkpoint:
         if state.get("version") != VERSION or state.get("fingerprint") != self.fingerprint:
             raise SettingsError(
                 f"{self.path}: checkpoint was written for other inputs or options "
-                "(inputs, --batch-size, --id-prefix, --single must match); "
+                "(inputs, --batch-size, --concurrency, --id-prefix, --single must match); "
                 "remove it to start over"
             )
         self.watermark = state["watermark"]

@@ -297,6 +297,7 @@ def identify(
             "batch_size": batch_size,
             "id_prefix": id_prefix,
             "single": single,
+            "concurrency": 1 if dry_run else concurrency,
         }
         ckpt = Checkpoint(ckpt_path, fingerprint)
         if resume:

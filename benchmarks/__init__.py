@@ -1,0 +1,1 @@
+"""Benchmarks for talon-classic: run ``python -m benchmarks`` for the whole table."""

@@ -1,0 +1,157 @@
+"""End to end: bulk vs --single against the emulator in its own process.
+
+The emulator runs as Talon.One would limit us: ``--rate-limit 60
+--latency-ms 50``. The bulk run delivers the whole file; the ``--single``
+run (one request per profile, the classic destination's way) is stopped
+after a fixed time and its rate reported. Prints profiles/s for both, the
+ratio, the fraction of the 60,000 profiles/s ceiling reached, peak RSS of
+the talon-classic process, and the emulator's own ingest rate (so it is
+visible when the emulator, not talon-classic, is the limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.data import ALLOWLIST, write  # noqa: E402
+
+CEILING = 60 * 1000  # requests/s x profiles per request
+KEY = "bench-key-0000"
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "talon_classic.cli", *args]
+
+
+@contextmanager
+def emulator(*flags: str) -> Iterator[str]:
+    """Start ``talon-classic emulator`` in its own process; yield its URL."""
+    proc = subprocess.Popen(_cli("emulator", "--port", "0", "--api-key", KEY, "--threads", "8",
+                                 *flags), stdout=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _stats(url: str) -> dict:
+    return requests.get(f"{url}/_emulator/stats", timeout=10).json()
+
+
+def emulator_ingest(seconds: float = 3.0) -> float:
+    """Profiles/s the emulator takes in with no limit, 1000 per request, 4 senders."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = json.dumps({"customerProfiles": [
+        {"integrationId": f"u{i}", "attributes": {"email": "e@x.io", "plan": "pro", "age": 3}}
+        for i in range(1000)]}).encode()
+    with emulator("--rate-limit", "0") as url:
+        session = requests.Session()
+        headers = {"Authorization": f"ApiKey-v1 {KEY}", "Content-Type": "application/json"}
+
+        def hammer(_: int) -> int:
+            done = 0
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                session.put(f"{url}/v2/customer_profiles", data=body, headers=headers,
+                            timeout=30).raise_for_status()
+                done += 1000
+            return done
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            total = sum(pool.map(hammer, range(4)))
+        return total / (time.monotonic() - start)
+
+
+def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.0) -> dict:
+    """Deliver ``events`` in bulk, then --single for a while; return the figures."""
+    tmp = tempfile.mkdtemp(prefix="talon-bench-")
+    src = write(os.path.join(tmp, "events.jsonl"), events, users)
+    out: dict = {"events": events, "users": users}
+    with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
+        settings = os.path.join(tmp, "settings.json")
+        with open(settings, "w") as fh:
+            json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
+        start = time.monotonic()
+        done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
+                                   "--concurrency", "4", "--dead-letter",
+                                   os.path.join(tmp, "dead.jsonl")),
+                              capture_output=True, text=True)
+        elapsed = time.monotonic() - start
+        if done.returncode != 0:
+            raise SystemExit(f"bulk run failed ({done.returncode}): {done.stderr[-500:]}")
+        report = json.loads(done.stdout)
+        out["bulk_profiles"] = report["profiles_upserted"]
+        out["bulk_requests"] = report["requests"]
+        out["bulk_seconds"] = elapsed
+        out["bulk_rate"] = report["profiles_upserted"] / elapsed
+        out["bulk_events_rate"] = events / elapsed
+        out["bulk_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+        before = _stats(url)["profile_updates"]
+        proc = subprocess.Popen(_cli("identify", src, "--settings", settings, "--single",
+                                     "--quiet", "--concurrency", "4", "--dead-letter",
+                                     os.path.join(tmp, "dead-single.jsonl")),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(single_seconds)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        sent = _stats(url)["profile_updates"] - before
+        out["single_rate"] = sent / single_seconds
+    out["ratio"] = out["bulk_rate"] / out["single_rate"] if out["single_rate"] else float("inf")
+    out["ceiling_fraction"] = out["bulk_rate"] / CEILING
+    out["emulator_ingest"] = emulator_ingest()
+    return out
+
+
+def report(fig: dict) -> str:
+    """The figures as printed lines."""
+    limit = ("the emulator" if fig["emulator_ingest"] < CEILING else "talon-classic / this CPU")
+    return "\n".join([
+        f"end to end: {fig['events']:,} events over {fig['users']:,} users, "
+        "emulator --rate-limit 60 --latency-ms 50 (separate process)",
+        f"  bulk      {fig['bulk_rate']:>10,.0f} profiles/s  ({fig['bulk_profiles']:,} profiles, "
+        f"{fig['bulk_requests']:,} requests, {fig['bulk_seconds']:.1f}s, "
+        f"{fig['bulk_events_rate']:,.0f} events/s)",
+        f"  single    {fig['single_rate']:>10,.1f} profiles/s",
+        f"  ratio     {fig['ratio']:>10,.0f}x bulk/single",
+        f"  ceiling   {fig['ceiling_fraction']:>10.1%} of 60,000 profiles/s",
+        f"  peak RSS  {fig['bulk_rss_mb']:>10,.0f} MB (talon-classic identify)",
+        f"  emulator alone takes {fig['emulator_ingest']:,.0f} profiles/s unlimited: "
+        f"limit here is {limit}",
+    ])
+
+
+def main() -> None:
+    """Run with the defaults of the performance issue and print."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=150_000)
+    parser.add_argument("--single-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    print(report(run(args.events, args.users, args.single_seconds)))
+
+
+if __name__ == "__main__":
+    main()
