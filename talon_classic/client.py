@@ -20,7 +20,6 @@ The API key is never in a ``repr``, a log line or an exception.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -40,7 +39,7 @@ from tenacity.wait import wait_random_exponential
 from talon_classic import __version__
 from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
 from talon_classic.ratelimit import TokenBucket
-from talon_classic.reader import dumps_bytes
+from talon_classic.reader import dumps, dumps_bytes, loads
 from talon_classic.settings import redact
 
 log = logging.getLogger("talon_classic.client")
@@ -341,11 +340,11 @@ class DryRunAdapter(BaseAdapter):
             headers["Authorization"] = "ApiKey-v1 " + redact(auth.removeprefix("ApiKey-v1 "))
         body: Any = request.body
         if isinstance(body, bytes):
-            body = json.loads(body)
-        line = json.dumps({"method": request.method, "url": request.url,
-                           "headers": {k: headers[k] for k in ("Authorization", "Content-Type",
-                                                               "User-Agent") if k in headers},
-                           "body": body}, ensure_ascii=False)
+            body = loads(body)
+        line = dumps({"method": request.method, "url": request.url,
+                      "headers": {k: headers[k] for k in ("Authorization", "Content-Type",
+                                                          "User-Agent") if k in headers},
+                      "body": body})
         with self._lock:
             self.out.write(line + "\n")
             self.out.flush()

@@ -22,8 +22,8 @@ class Summary:
         self.events_read = 0
         self.kept = 0
         self.skipped: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()
-        self.dropped_names: dict[str, Counter[str]] = {}
+        self._pairs: Counter[tuple[str, str]] = Counter()
+        self._unnamed: Counter[str] = Counter()
         self.profiles_upserted = 0
         self.requests = 0
         self.retries = 0
@@ -42,11 +42,32 @@ class Summary:
         """Count one kept event and its dropped attributes (main thread)."""
         self.events_read += 1
         self.kept += 1
-        for name, reason in dropped:
-            self.dropped[reason] += 1
-            names = self.dropped_names.setdefault(reason, Counter())
-            if name in names or len(names) < MAX_DROPPED_NAMES:
-                names[name] += 1
+        if dropped:
+            pairs = self._pairs
+            if len(pairs) < MAX_DROPPED_NAMES:
+                pairs.update(dropped)  # C-level counting of (name, reason)
+            else:  # enough distinct names: count reasons, and only names already seen
+                for pair in dropped:
+                    if pair in pairs:
+                        pairs[pair] += 1
+                    else:
+                        self._unnamed[pair[1]] += 1
+
+    @property
+    def dropped(self) -> Counter[str]:
+        """Dropped attributes per reason."""
+        out = Counter(self._unnamed)
+        for (_, reason), count in self._pairs.items():
+            out[reason] += count
+        return out
+
+    @property
+    def dropped_names(self) -> dict[str, Counter[str]]:
+        """Per reason, how often each attribute name was dropped."""
+        out: dict[str, Counter[str]] = {}
+        for (name, reason), count in self._pairs.items():
+            out.setdefault(reason, Counter())[name] = count
+        return out
 
     def add(self, **counts: int) -> None:
         """Add to delivery counters from any thread."""
@@ -71,10 +92,8 @@ class Summary:
             "kept": self.kept,
             "skipped": dict(sorted(self.skipped.items())),
             "dropped": {
-                reason: {
-                    "count": count,
-                    "top": dict(self.dropped_names.get(reason, Counter()).most_common(10)),
-                }
+                reason: {"count": count, "top": dict(names.get(reason, Counter()).most_common(10))}
+                for names in [self.dropped_names]
                 for reason, count in sorted(self.dropped.items())
             },
             "profiles_upserted": self.profiles_upserted,
