@@ -62,14 +62,15 @@ def emulator_ingest(seconds: float = 3.0) -> float:
     """Profiles/s the emulator takes in with no limit, 1000 per request, 4 senders."""
     from concurrent.futures import ThreadPoolExecutor
 
-    body = json.dumps({"customerProfiles": [
-        {"integrationId": f"u{i}", "attributes": {"email": "e@x.io", "plan": "pro", "age": 3}}
-        for i in range(1000)]}).encode()
+    bodies = [json.dumps({"customerProfiles": [
+        {"integrationId": f"t{t}-u{i}", "attributes": {"email": "e@x.io", "plan": "pro", "age": 3}}
+        for i in range(1000)]}).encode() for t in range(4)]  # one id range per sender: no 409
     with emulator("--rate-limit", "0") as url:
         session = requests.Session()
         headers = {"Authorization": f"ApiKey-v1 {KEY}", "Content-Type": "application/json"}
 
-        def hammer(_: int) -> int:
+        def hammer(sender: int) -> int:
+            body = bodies[sender]
             done = 0
             end = time.monotonic() + seconds
             while time.monotonic() < end:

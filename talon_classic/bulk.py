@@ -51,7 +51,7 @@ class Options:
     """How a bulk run batches and delivers."""
 
     batch_size: int = MAX_BATCH
-    concurrency: int = 4
+    concurrency: int = 8
     id_prefix: str = ""
     single: bool = False
     run_rule_engine: bool = False
@@ -244,7 +244,7 @@ class Pipeline:
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
         """Read every input, deliver, wait for the last batch; return the summary."""
         opts = self.options
-        merger = _Merger(opts.batch_size, max(0, opts.concurrency - 1), opts.ordering_window)
+        merger = _Merger(opts.batch_size, opts.concurrency, opts.ordering_window)
         seq = 0
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
         # The run keeps many small, acyclic containers alive (open profiles, the

@@ -211,7 +211,7 @@ def _emulator_for(settings: Settings, rate_limit: float, db: str | None) -> Iter
 @click.option("--single", is_flag=True,
               help="One PUT /v2/customer_profiles/{id} per profile (the classic destination's way).")
 @click.option("--run-rule-engine", is_flag=True, help="With --single: let Talon.One run its rules.")
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Requests in flight at once.")
 @click.option("--rate-limit", default=60.0, show_default=True, type=click.FloatRange(0),
               help="Requests per second at most (Talon.One allows about 60); 0 = no limit.")
