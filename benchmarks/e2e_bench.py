@@ -96,7 +96,7 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
             json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
         start = time.monotonic()
         done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
-                                   "--concurrency", "4", "--dead-letter",
+                                   "--dead-letter",
                                    os.path.join(tmp, "dead.jsonl")),
                               capture_output=True, text=True)
         elapsed = time.monotonic() - start
@@ -112,7 +112,7 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
 
         before = _stats(url)["profile_updates"]
         proc = subprocess.Popen(_cli("identify", src, "--settings", settings, "--single",
-                                     "--quiet", "--concurrency", "4", "--dead-letter",
+                                     "--quiet", "--dead-letter",
                                      os.path.join(tmp, "dead-single.jsonl")),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(single_seconds)

@@ -423,7 +423,8 @@ def _describe(exc: RejectedError) -> str:
     """The server's message plus each error's details, on one line."""
     parts = [str(exc)]
     for err in exc.errors or []:
-        detail = " ".join(str(err.get(k)) for k in ("title", "details") if err.get(k))
+        title, details = err.get("title"), err.get("details")
+        detail = " ".join(str(x) for x in dict.fromkeys((title, details)) if x)
         pointer = (err.get("source") or {}).get("pointer")
         if pointer:
             detail += f" ({pointer})"

@@ -104,8 +104,9 @@ class _Problem(Exception):
     """An error answer in Talon.One's shape."""
 
     def __init__(self, status: int, message: str, details: str = "", pointer: str = "",
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, hint: str = "") -> None:
         super().__init__(message)
+        self.hint = hint
         self.status = status
         self.message = message
         self.details = details
@@ -113,7 +114,8 @@ class _Problem(Exception):
         self.headers = headers or {}
 
     def response(self) -> Response:
-        error: dict[str, Any] = {"title": self.message, "details": self.details or self.message}
+        error: dict[str, Any] = {"title": self.details or self.message,
+                                 "details": self.hint or self.details or self.message}
         if self.pointer:
             error["source"] = {"pointer": self.pointer}
         body = {"message": self.message, "errors": [error], "StatusCode": self.status}
@@ -433,7 +435,9 @@ class Emulator:
             ):
                 raise _Problem(400, "Bad request",
                                f"attribute '{name}' does not exist (profile {iid!r})",
-                               f"{pointer}/attributes/{name}")
+                               f"{pointer}/attributes/{name}",
+                               hint="create it in the Campaign Manager (Attributes, entity "
+                               "Customer Profile) or remove it from customAttributes")
 
     def _write(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         ids = {iid for iid, _ in items}

@@ -137,7 +137,7 @@ class Summary:
         if d["batches_resumed"]:
             lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")
         rate = f"{d['events_per_s']:,.0f} events/s" if d["events_per_s"] else "-"
-        lines.append(f"elapsed            {d['elapsed_s']:>11.1f}s  ({rate})")
+        lines.append(f"elapsed            {d['elapsed_s']:>11.2f}s  ({rate})")
         if d["stopped"]:
             lines.append(f"stopped early: {d['stopped']}")
         return "\n".join(lines)
