@@ -58,6 +58,8 @@ class Options:
     dead_letter_skipped: bool = False
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     ordering_window: int = 100_000
+    #: Inputs are dead-letter files: send each line's original ``event``.
+    replay_dead_letters: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
@@ -290,6 +292,8 @@ class Pipeline:
         if record.skipped is not None:
             self._skipped(record, record.skipped, record.error, record.raw)
             return
+        if self.options.replay_dead_letters and isinstance(record.event, dict):
+            record.event = record.event.get("event")
         result = self.engine.transform(record.event)
         if result.skipped is not None:
             self._skipped(record, result.skipped, result.error, None)

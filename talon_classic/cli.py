@@ -222,6 +222,8 @@ def _emulator_for(settings: Settings, rate_limit: float, db: str | None) -> Iter
               help="Where undeliverable events go [default: <first input>.dead.jsonl].")
 @click.option("--dead-letter-skipped", is_flag=True,
               help="Also list skipped events (not identify, no userId, bad JSON) there.")
+@click.option("--replay-dead-letters", is_flag=True,
+              help="INPUTs are dead-letter files: re-send the original events in them.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), metavar="FILE",
               help="Record acknowledged batches here, for --resume after a crash or Ctrl-C.")
 @click.option("--resume", is_flag=True,
@@ -248,6 +250,7 @@ def identify(
     id_prefix: str,
     dead_letter: str | None,
     dead_letter_skipped: bool,
+    replay_dead_letters: bool,
     checkpoint: str | None,
     resume: bool,
     max_line_bytes: int,
@@ -314,6 +317,7 @@ def identify(
             run_rule_engine=run_rule_engine,
             dead_letter_skipped=dead_letter_skipped,
             max_line_bytes=max_line_bytes,
+            replay_dead_letters=replay_dead_letters,
         )
     except ValueError as exc:
         fail(str(exc))

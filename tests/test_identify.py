@@ -285,3 +285,19 @@ def test_sigkill_then_resume_delivers_everything_once(talon_emulator_factory, tm
     assert emu.stats()["profiles"] == len(want)
     for iid in ("user0", "user19999", "user12345"):
         assert emu.profile(iid)["attributes"] == want[iid]
+
+
+def test_dead_letters_can_be_replayed_after_the_fix(emu, tmp_path: Path) -> None:
+    emu.configure(attributes=["email"])
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"userId": "u1", "traits": {"email": "a@x.io"}},
+        {"userId": "u2", "traits": {"email": "b@x.io", "plan": "gold"}},
+    ])
+    settings = write_settings(tmp_path / "s.json", emu)
+    dead = tmp_path / "dead.jsonl"
+    assert run(str(src), "--settings", str(settings), "--dead-letter", str(dead)).exit_code == 1
+    emu.configure(attributes=["email", "plan"])  # the user creates the attribute
+    again = run(str(dead), "--replay-dead-letters", "--settings", str(settings),
+                "--dead-letter", str(tmp_path / "dead2.jsonl"))
+    assert again.exit_code == 0, again.output
+    assert emu.profile("u2")["attributes"] == {"email": "b@x.io", "plan": "gold"}
