@@ -424,14 +424,11 @@ class _Stopped(Exception):
 
 
 def _describe(exc: RejectedError) -> str:
-    """The server's message plus each error's details, on one line."""
+    """The server's message, each error's title and details, and where: one line."""
     parts = [str(exc)]
     for err in exc.errors or []:
-        title, details = err.get("title"), err.get("details")
-        detail = " ".join(str(x) for x in dict.fromkeys((title, details)) if x)
+        parts += [str(x) for x in dict.fromkeys((err.get("title"), err.get("details"))) if x]
         pointer = (err.get("source") or {}).get("pointer")
         if pointer:
-            detail += f" ({pointer})"
-        if detail:
-            parts.append(detail)
-    return "; ".join(parts)
+            parts.append(f"at {pointer}")
+    return "; ".join(dict.fromkeys(parts))

@@ -111,7 +111,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(short_help="Show what the engine makes of each event; sends nothing.")
 @settings_options
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 def transform(
@@ -197,7 +197,7 @@ def _emulator_for(settings: Settings, rate_limit: float, db: str | None) -> Iter
         yield server
 
 
-@main.command()
+@main.command(short_help="Upsert Talon.One profiles from JSONL identify events.")
 @settings_options
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
 @click.option("--emulator", is_flag=True,
@@ -400,7 +400,7 @@ def identify(
     sys.exit(code)
 
 
-@main.command("check-config")
+@main.command("check-config", short_help="Validate the settings and test the API key.")
 @settings_options
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds to wait for Talon.One.")
@@ -461,7 +461,7 @@ def check_config(
     sys.exit(0 if ok else 1)
 
 
-@main.command()
+@main.command(short_help="Run a local Talon.One Integration API emulator.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8321, show_default=True, type=click.IntRange(0, 65535),
               help="Port (0 picks a free one).")

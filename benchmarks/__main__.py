@@ -1,0 +1,38 @@
+"""``python -m benchmarks``: every benchmark, one table.
+
+Options: ``--quick`` runs small inputs (a smoke run of the same code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+from benchmarks import e2e_bench, memory_bench, transform_bench
+
+
+def main() -> None:
+    """Run transform, end-to-end and memory benchmarks and print their figures."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny inputs, to check it runs")
+    quick = parser.parse_args().quick
+    start = time.monotonic()
+    print(f"talon-classic benchmarks on {platform.node() or 'this machine'}: "
+          f"Python {sys.version.split()[0]}, {transform_bench.cpu_model()}, "
+          f"{__import__('os').cpu_count()} CPUs")
+    t = transform_bench.run(5_000 if quick else 100_000)
+    print(f"transform alone              {t['transform']:>10,.0f} events/s  "
+          f"(target {transform_bench.TARGET_ALONE:,})")
+    print(f"line -> transform -> line    {t['line_to_line']:>10,.0f} events/s  "
+          f"(target {transform_bench.TARGET_LINES:,})")
+    e = e2e_bench.run(*((3_000, 2_000, 1.0) if quick else (200_000, 150_000, 10.0)))
+    print(e2e_bench.report(e))
+    m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
+    print(memory_bench.report(m))
+    print(f"total {time.monotonic() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Smoke test: the benchmark entry point runs on tiny inputs (no timing asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(120)
+def test_benchmarks_run_quick() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for label in ("transform alone", "bulk", "single", "ratio", "memory:"):
+        assert label in proc.stdout
