@@ -101,7 +101,7 @@ class _Open:
         self.low = self.high = ts
 
 
-class _Merger:
+class Merger:
     """The open batch: merges events per integrationId, attribute by attribute.
 
     Each value keeps the timestamp it came with; an event without one counts
@@ -246,7 +246,7 @@ class Pipeline:
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
         """Read every input, deliver, wait for the last batch; return the summary."""
         opts = self.options
-        merger = _Merger(opts.batch_size, opts.concurrency, opts.ordering_window)
+        merger = Merger(opts.batch_size, opts.concurrency, opts.ordering_window)
         seq = 0
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
         # The run keeps many small, acyclic containers alive (open profiles, the
@@ -286,7 +286,7 @@ class Pipeline:
     def _opened(self, source: Any) -> None:
         self.current_input = source
 
-    def _take(self, record: Record, merger: _Merger) -> None:
+    def _take(self, record: Record, merger: Merger) -> None:
         summary = self.summary
         self._position[record.input] = record.line
         if record.skipped is not None:
@@ -383,7 +383,7 @@ class Pipeline:
         bad: list[tuple[dict, str, str]] = []
         if not self.options.single:
             outcome = self.client.upsert_profiles(profiles)
-            bad += [(p, "rejected", _describe(e)) for p, e in outcome.rejected]
+            bad += [(p, "rejected", describe_rejection(e)) for p, e in outcome.rejected]
             bad += [(p, "retries_exhausted", str(e)) for p, e in outcome.failed]
             return len(outcome.delivered), bad
         delivered = 0
@@ -398,7 +398,7 @@ class Pipeline:
                 )
                 delivered += 1
             except RejectedError as exc:
-                bad.append((profile, "rejected", _describe(exc)))
+                bad.append((profile, "rejected", describe_rejection(exc)))
             except RetriesExhausted as exc:
                 bad.append((profile, "retries_exhausted", str(exc)))
         return delivered, bad
@@ -423,7 +423,7 @@ class _Stopped(Exception):
         self.delivered = delivered
 
 
-def _describe(exc: RejectedError) -> str:
+def describe_rejection(exc: RejectedError) -> str:
     """The server's message, each error's title and details, and where: one line."""
     parts = [str(exc)]
     for err in exc.errors or []:

@@ -24,7 +24,7 @@ from talon_classic.exceptions import (
     SettingsError,
     TalonClassicError,
 )
-from talon_classic.reader import STDIN, dumps, read_records
+from talon_classic.reader import STDIN, dumps, loads, read_records
 from talon_classic.settings import Settings, load_settings, redact
 from talon_classic.transform import Engine
 
@@ -523,6 +523,146 @@ def emulator(
         pass
     finally:
         server.stop()
+
+
+@main.command(short_help="Stand in for the classic destination over HTTP.")
+@settings_options
+@click.option("--spool", "spool_path", required=True, metavar="PATH",
+              help="SQLite file where accepted events wait for delivery.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port (0 picks a free one).")
+@click.option("--write-key", "write_keys", multiple=True, metavar="KEY",
+              help="Accepted Segment write key (repeatable) [env TALON_WRITE_KEYS, comma-separated].")
+@click.option("--webhook-secret", metavar="SECRET",
+              help="Shared secret of Segment's Webhooks destination (X-Signature) "
+              "[env TALON_WEBHOOK_SECRET].")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="HTTP server threads.")
+@click.option("--max-spool", default=1_000_000, show_default=True, type=click.IntRange(1),
+              help="Above this many waiting events, answer 503 with Retry-After.")
+@click.option("--linger", default=1.0, show_default=True, type=click.FloatRange(0.01),
+              help="Seconds to gather a micro-batch.")
+@click.option("--dedupe-hours", default=24.0, show_default=True, type=click.FloatRange(0),
+              help="Drop a messageId seen within this window.")
+@click.option("--rate-limit", default=60.0, show_default=True, type=click.FloatRange(0),
+              help="Requests per second to Talon.One.")
+@click.option("--emulator", is_flag=True,
+              help="Deliver to a local Talon.One emulator started in-process.")
+def serve(
+    settings_path: str | None,
+    api_key: str | None,
+    application_domain: str | None,
+    custom_attributes: tuple[str, ...],
+    spool_path: str,
+    host: str,
+    port: int,
+    write_keys: tuple[str, ...],
+    webhook_secret: str | None,
+    threads: int,
+    max_spool: int,
+    linger: float,
+    dedupe_hours: float,
+    rate_limit: float,
+    emulator: bool,
+) -> None:
+    """Accept Segment events over HTTP (tracking API, webhooks), spool them, deliver them.
+
+    Segment's server libraries work unchanged when pointed at this host
+    (e.g. analytics-python's host=http://HOST:PORT). SIGTERM or Ctrl-C:
+    stop accepting, finish requests in progress, exit; undelivered events
+    stay in the spool for the next start.
+    """
+    import signal
+
+    from talon_classic.client import Client
+    from talon_classic.server import Service
+
+    settings = build_settings(settings_path, api_key, application_domain, custom_attributes)
+    keys = list(write_keys) or [
+        k.strip() for k in os.environ.get("TALON_WRITE_KEYS", "").split(",") if k.strip()]
+    if not keys:
+        fail("give at least one --write-key (or TALON_WRITE_KEYS)")
+    secret = webhook_secret or os.environ.get("TALON_WEBHOOK_SECRET") or None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    with contextlib.ExitStack() as stack:
+        if emulator:
+            server = stack.enter_context(_emulator_for(settings, rate_limit, None))
+            client = Client(server.url, server.app.config.api_key, rate_limit=rate_limit)
+            click.echo(f"emulator: delivering to the local Talon.One emulator at {server.url}")
+        else:
+            try:
+                settings.require_delivery(settings_path or "settings")
+            except SettingsError as exc:
+                fail(str(exc))
+            client = Client.from_settings(settings, rate_limit=rate_limit, concurrency=1)
+        stack.callback(client.close)
+        service = Service(spool_path, Engine(settings.custom_attributes), client, keys,
+                          webhook_secret=secret, host=host, port=port, threads=threads,
+                          max_depth=max_spool, linger=linger, dedupe_window=dedupe_hours * 3600)
+
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        click.echo(f"talon-classic serving on {service.url} (spool {spool_path}, "
+                   f"{service.spool.depth:,} events waiting)", err=False)
+        sys.stdout.flush()
+        try:
+            service.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            service.stop()
+            click.echo("stopped; events not yet delivered stay in the spool")
+
+
+@main.group()
+def deadletter() -> None:
+    """List or re-send events the server's Talon.One rejected."""
+
+
+@deadletter.command("list")
+@click.option("--spool", "spool_path", required=True, metavar="PATH", help="The server's spool.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
+def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
+    """Show dead letters: the event, why Talon.One refused it, when."""
+    from talon_classic.spool import Spool
+
+    if not os.path.exists(spool_path):
+        fail(f"{spool_path}: no such spool")
+    spool = Spool(spool_path)
+    try:
+        letters = spool.dead_letters(limit)
+        for d in letters:
+            event = loads(d.body)
+            if as_json:
+                click.echo(dumps({"seq": d.seq, "event": event, "reason": d.reason,
+                                  "error": d.error, "failed": d.failed}))
+            else:
+                user = event.get("userId") if isinstance(event, dict) else None
+                click.echo(f"{d.seq}\t{user}\t{d.reason}\t{d.error}")
+        if not as_json:
+            click.echo(f"{spool.dead_count():,} dead letters in {spool_path}", err=True)
+    finally:
+        spool.close()
+
+
+@deadletter.command("retry")
+@click.option("--spool", "spool_path", required=True, metavar="PATH", help="The server's spool.")
+def deadletter_retry(spool_path: str) -> None:
+    """Put every dead letter back in the queue, after fixing the cause in Talon.One."""
+    from talon_classic.spool import Spool
+
+    if not os.path.exists(spool_path):
+        fail(f"{spool_path}: no such spool")
+    spool = Spool(spool_path)
+    try:
+        moved = spool.retry_dead()
+    finally:
+        spool.close()
+    click.echo(f"{moved:,} dead letters queued again; a running server delivers them shortly")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,6 +33,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from talon_classic.serving import WaitressServer
+
 log = logging.getLogger("talon_classic.emulator")
 
 
@@ -542,45 +544,15 @@ class Emulator:
         return self._json(self.config.public())
 
 
-class EmulatorServer:
+class EmulatorServer(WaitressServer):
     """An :class:`Emulator` served by waitress on loopback, in a thread or in the foreground."""
+
+    app: Emulator
 
     def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1",
                  port: int = 0, threads: int = 8) -> None:
-        from waitress.server import create_server
-
-        self.app = Emulator(config)
-        self._server = create_server(self.app, host=host, port=port, threads=threads,
-                                     connection_limit=1000, channel_timeout=30,
-                                     clear_untrusted_proxy_headers=True)
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{self._server.effective_port}"
-        self._thread: threading.Thread | None = None
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-
-    def start(self) -> EmulatorServer:
-        """Serve in a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self.serve_forever, name="talon-emulator",
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve until :meth:`stop` (or Ctrl-C)."""
-        self._server.run()
-
-    def stop(self) -> None:
-        """Close every connection and the listening socket, and end the thread."""
-        server = self._server
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
-        while server._map:
-            for channel in list(server._map.values()):
-                channel.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        super().__init__(Emulator(config), host=host, port=port, threads=threads)
 
     def __enter__(self) -> EmulatorServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.start()
+        return self

@@ -1,0 +1,399 @@
+"""``talon-classic serve``: a self-hosted stand-in for the classic destination.
+
+Ways in, answered like Segment's own endpoints:
+
+* the tracking API (``POST /v1/identify``, ``/v1/batch``, and ``/v1/track``,
+  ``/v1/page``, ... which are accepted and later counted as skipped), with
+  the write key as HTTP Basic username or ``writeKey`` in the body, so
+  Segment's server libraries work unchanged when pointed at this host;
+* Segment's Webhooks destination (``POST /webhook``, one event or an array,
+  ``X-Signature`` = hex HMAC-SHA1 of the raw body when a secret is set);
+* ``GET /health`` and ``GET /metrics`` (Prometheus text).
+
+An event is acknowledged only once it is in the SQLite :class:`Spool`. A
+background :class:`Worker` drains the spool in micro-batches through the
+same engine, merge and client as ``talon-classic identify``: rejected
+events go to the spool's dead-letter table, everything else that fails
+stays in the spool and is tried again, so nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hmac
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from talon_classic.bulk import Merger, describe_rejection, parse_timestamp
+from talon_classic.exceptions import AuthError, DeliveryError, RejectedError
+from talon_classic.reader import BadLine, dumps, dumps_bytes, loads
+from talon_classic.spool import Spool
+from talon_classic.transform import Engine
+
+log = logging.getLogger("talon_classic.server")
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.accepted = Counter("talon_events_accepted", "Events stored in the spool",
+                                registry=self.registry)
+        self.duplicates = Counter("talon_events_duplicate", "Events dropped as duplicate messageId",
+                                  registry=self.registry)
+        self.skipped = Counter("talon_events_skipped", "Events skipped by the engine",
+                               ["reason"], registry=self.registry)
+        self.delivered = Counter("talon_profiles_delivered", "Profiles upserted in Talon.One",
+                                 registry=self.registry)
+        self.dead = Counter("talon_events_dead_lettered", "Events moved to the dead-letter table",
+                            registry=self.registry)
+        self.retries = Counter("talon_request_retries", "Retried Talon.One requests",
+                               registry=self.registry)
+        self.depth = Gauge("talon_spool_depth", "Events waiting in the spool",
+                           registry=self.registry)
+        self.latency = Histogram("talon_delivery_latency_seconds",
+                                 "From acknowledgement to delivery", registry=self.registry,
+                                 buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800))
+
+    def render(self) -> bytes:
+        """Prometheus text format."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class Worker(threading.Thread):
+    """Drains the spool into Talon.One in micro-batches, one request at a time.
+
+    One sender means no two requests ever carry the same integrationId;
+    the merger keeps per-profile order by timestamp across micro-batches.
+    """
+
+    def __init__(self, spool: Spool, engine: Engine, client: Any, metrics: Metrics,
+                 batch_size: int = 1000, linger: float = 1.0, take: int = 5000,
+                 backoff: float = 5.0) -> None:
+        super().__init__(name="talon-worker", daemon=True)
+        self.spool, self.engine, self.client, self.metrics = spool, engine, client, metrics
+        self.batch_size, self.linger, self.take_size, self.backoff = (
+            batch_size, linger, take, backoff)
+        self.merger = Merger(batch_size, 0, 100_000)
+        self._stop_event = threading.Event()
+        self._wake = threading.Event()
+        self.last_error: str | None = None
+        self._received: dict[int, float] = {}
+
+    def wake(self) -> None:
+        """New events arrived; drain without waiting out the linger if the batch is full."""
+        if self.spool.depth >= self.batch_size:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current micro-batch and end."""
+        self._stop_event.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self._wake.wait(self.linger)
+            self._wake.clear()
+            try:
+                while not self._stop_event.is_set() and self.drain_once():
+                    pass
+            except Exception as exc:  # noqa: BLE001 - keep serving; events stay spooled
+                # forget this micro-batch's merge; its events are still in the spool
+                self.merger.open.clear()
+                self.merger.sources.clear()
+                self.merger.carried = 0
+                self.last_error = str(exc)
+                log.warning("delivery paused for %.0fs: %s", self.backoff, exc)
+                self._stop_event.wait(self.backoff)
+
+    def drain_once(self) -> bool:
+        """Deliver one micro-batch; True when a full one was taken (more may wait)."""
+        rows = self.spool.take(self.take_size)
+        if not rows:
+            self.metrics.depth.set(self.spool.recount())
+            return False
+        skipped: list[int] = []
+        self._received = {seq: received for seq, received, _ in rows}
+        for seq, _, body in rows:
+            try:
+                event = loads(body)
+            except BadLine:
+                event = None
+            result = self.engine.transform(event)
+            if result.skipped is not None:
+                self.metrics.skipped.labels(result.skipped).inc()
+                skipped.append(seq)
+                continue
+            ts = parse_timestamp(event.get("timestamp"))
+            self.merger.add(result.integration_id, result.attributes, ts, (event, seq))
+        self.spool.ack(skipped)
+        seq_no = 0
+        while self.merger.open:
+            batch = self.merger.close(seq_no, final=True)
+            seq_no += 1
+            self._send(batch)
+        self.last_error = None
+        self.metrics.depth.set(self.spool.depth)
+        return len(rows) >= self.take_size
+
+    def _send(self, batch: Any) -> None:
+        before = getattr(getattr(self.client, "stats", None), "retries", 0)
+        try:
+            outcome = self.client.upsert_profiles(batch.profiles)
+        except AuthError:
+            # nothing is lost: put the profiles back and let run() back off
+            self._requeue(batch)
+            raise
+        finally:
+            after = getattr(getattr(self.client, "stats", None), "retries", 0)
+            self.metrics.retries.inc(max(0, after - before))
+        done: list[int] = []
+        for profile in outcome.delivered:
+            done += [seq for _, seq in batch.sources[profile["integrationId"]]]
+        self.metrics.delivered.inc(len(outcome.delivered))
+        now = time.time()
+        for seq in done:
+            self.metrics.latency.observe(now - self._received.get(seq, now))
+        dead = []
+        for profile, exc in outcome.rejected:
+            error = describe_rejection(exc) if isinstance(exc, RejectedError) else str(exc)
+            dead += [(seq, "rejected", error) for _, seq in batch.sources[profile["integrationId"]]]
+        self.spool.ack(done)
+        self.spool.bury(dead)
+        self.metrics.dead.inc(len(dead))
+        if outcome.failed:
+            self._requeue(batch, only={p["integrationId"] for p, _ in outcome.failed})
+            raise DeliveryError(f"{len(outcome.failed)} profiles kept in the spool: "
+                                f"{outcome.failed[0][1]}")
+
+    def _requeue(self, batch: Any, only: set[str] | None = None) -> None:
+        """Forget these profiles' merge state; their events are still in the spool."""
+        for iid in batch.sources:
+            if only is None or iid in only:
+                self.merger.sent.pop(iid, None)
+
+
+def _unauthorized() -> Response:
+    return Response('{"success": false, "message": "invalid write key"}', 401,
+                    {"WWW-Authenticate": 'Basic realm="talon-classic"'},
+                    content_type="application/json")
+
+
+def _answer(status: int, message: str | None = None, **headers: str) -> Response:
+    body = {"success": status < 300}
+    if message:
+        body["message"] = message
+    return Response(dumps(body), status, headers, content_type="application/json")
+
+
+class App:
+    """The WSGI application of ``talon-classic serve``."""
+
+    def __init__(self, spool: Spool, worker: Worker | None, metrics: Metrics,
+                 write_keys: Iterable[str], webhook_secret: str | None = None,
+                 max_depth: int = 1_000_000) -> None:
+        self.spool, self.worker, self.metrics = spool, worker, metrics
+        self.write_keys = [k.encode() for k in write_keys if k]
+        self.webhook_secret = webhook_secret.encode() if webhook_secret else None
+        self.max_depth = max_depth
+        self.accepting = True
+        self._urls = Map([
+            Rule("/v1/batch", endpoint="batch", methods=["POST"]),
+            Rule("/v1/import", endpoint="batch", methods=["POST"]),
+            Rule("/v1/<any(identify, track, page, screen, group, alias):kind>", endpoint="single",
+                 methods=["POST"]),
+            Rule("/webhook", endpoint="webhook", methods=["POST"]),
+            Rule("/health", endpoint="health", methods=["GET"]),
+            Rule("/metrics", endpoint="metrics", methods=["GET"]),
+        ])
+
+    def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            endpoint, args = self._urls.bind_to_environ(environ).match()
+            response = getattr(self, f"_on_{endpoint}")(request, **args)
+        except NotFound:
+            response = _answer(404, "not found")
+        except HTTPException as exc:
+            response = _answer(exc.code or 400, exc.description)
+        return response(environ, start_response)
+
+    # -- helpers ---------------------------------------------------------------
+    def _key_ok(self, request: Request, body: Any) -> bool:
+        offered = b""
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                offered = base64.b64decode(auth[6:], validate=True).split(b":", 1)[0]
+            except ValueError:
+                offered = b""
+        elif isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+            offered = body["writeKey"].encode()
+        ok = False
+        for key in self.write_keys:  # compare with every key: time does not tell which
+            ok |= hmac.compare_digest(offered, key)
+        return ok
+
+    def _raw(self, request: Request, limit: int) -> bytes | Response:
+        if request.content_length is not None and request.content_length > limit * 4:
+            return _answer(413, f"request over {limit} bytes")
+        data = request.get_data(cache=False)
+        if request.headers.get("Content-Encoding", "").lower() == "gzip":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError):
+                return _answer(400, "invalid gzip body")
+        if len(data) > limit:
+            return _answer(413, f"request over {limit} bytes")
+        return data
+
+    def _gate(self) -> Response | None:
+        if not self.accepting:
+            return _answer(503, "shutting down", **{"Retry-After": "5"})
+        if self.spool.depth >= self.max_depth:
+            return _answer(503, "spool full; retry later", **{"Retry-After": "5"})
+        return None
+
+    def _store(self, events: list[Any]) -> Response:
+        pairs = []
+        for event in events:
+            body = dumps_bytes(event)
+            if len(body) > MAX_EVENT_BYTES:
+                return _answer(413, f"an event is over {MAX_EVENT_BYTES} bytes")
+            mid = event.get("messageId") if isinstance(event, dict) else None
+            pairs.append((body, mid if isinstance(mid, str) and mid else None))
+        stored, dupes = self.spool.append(pairs)
+        self.metrics.accepted.inc(stored)
+        self.metrics.duplicates.inc(dupes)
+        self.metrics.depth.set(self.spool.depth)
+        if self.worker is not None:
+            self.worker.wake()
+        return _answer(200)
+
+    # -- endpoints ---------------------------------------------------------------
+    def _on_single(self, request: Request, kind: str) -> Response:
+        return self._tracking(request, MAX_EVENT_BYTES, kind)
+
+    def _on_batch(self, request: Request) -> Response:
+        return self._tracking(request, MAX_BATCH_BYTES, None)
+
+    def _tracking(self, request: Request, limit: int, kind: str | None) -> Response:
+        busy = self._gate()
+        if busy is not None:
+            return busy
+        data = self._raw(request, limit)
+        if isinstance(data, Response):
+            return data
+        try:
+            body = loads(data)
+        except BadLine as bad:
+            return _answer(400, f"invalid JSON: {bad}")
+        if not self._key_ok(request, body):
+            return _unauthorized()
+        if not isinstance(body, dict):
+            return _answer(400, "the body must be a JSON object")
+        if kind is not None:
+            body.pop("writeKey", None)
+            body.setdefault("type", kind)
+            return self._store([body])
+        events = body.get("batch")
+        if not isinstance(events, list):
+            return _answer(400, "batch must be an array")
+        context = body.get("context")
+        for event in events:
+            if isinstance(event, dict) and isinstance(context, dict):
+                event.setdefault("context", context)
+        return self._store(events)
+
+    def _on_webhook(self, request: Request) -> Response:
+        busy = self._gate()
+        if busy is not None:
+            return busy
+        data = self._raw(request, MAX_BATCH_BYTES)
+        if isinstance(data, Response):
+            return data
+        if self.webhook_secret is not None:
+            expected = hmac.new(self.webhook_secret, data, "sha1").hexdigest()
+            offered = request.headers.get("X-Signature", "")
+            if not hmac.compare_digest(offered.lower().encode(), expected.encode()):
+                return _answer(401, "bad signature")
+        try:
+            body = loads(data)
+        except BadLine as bad:
+            return _answer(400, f"invalid JSON: {bad}")
+        return self._store(body if isinstance(body, list) else [body])
+
+    def _on_health(self, request: Request) -> Response:
+        worker_ok = self.worker is None or self.worker.is_alive()
+        ok = worker_ok and self.spool.writable()
+        body = {"status": "ok" if ok else "unhealthy", "spool_depth": self.spool.depth,
+                "worker": "running" if worker_ok else "stopped",
+                "last_delivery_error": self.worker.last_error if self.worker else None}
+        return Response(dumps(body), 200 if ok else 503, content_type="application/json")
+
+    def _on_metrics(self, request: Request) -> Response:
+        self.metrics.depth.set(self.spool.depth)
+        return Response(self.metrics.render(), 200,
+                        content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class Service:
+    """Spool + worker + HTTP server: what ``talon-classic serve`` runs."""
+
+    def __init__(self, spool_path: str, engine: Engine, client: Any, write_keys: Iterable[str],
+                 *, webhook_secret: str | None = None, host: str = "127.0.0.1", port: int = 8080,
+                 threads: int = 8, max_depth: int = 1_000_000, linger: float = 1.0,
+                 dedupe_window: float = 24 * 3600, backoff: float = 5.0) -> None:
+        from talon_classic.serving import WaitressServer
+
+        self.spool = Spool(spool_path, dedupe_window=dedupe_window)
+        self.metrics = Metrics()
+        self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
+                             backoff=backoff)
+        self.app = App(self.spool, self.worker, self.metrics, write_keys,
+                       webhook_secret=webhook_secret, max_depth=max_depth)
+        self.http = WaitressServer(self.app, host=host, port=port, threads=threads)
+        self.url = self.http.url
+
+    def start(self) -> Service:
+        """Start the worker and serve in a background thread."""
+        self.worker.start()
+        self.http.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Start the worker and serve in the foreground until :meth:`stop`."""
+        self.worker.start()
+        self.http.serve_forever()
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in progress finish, stop the worker, close the spool."""
+        self.app.accepting = False
+        self.http.stop()
+        self.worker.stop()
+        if self.worker.is_alive():
+            self.worker.join(timeout=30)
+        self.spool.close()
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,174 @@
+"""The server's durable queue: accepted events in SQLite until Talon.One has them.
+
+``talon-classic serve`` acknowledges an event only after :meth:`Spool.append`
+has committed it: WAL mode with ``synchronous=FULL``, so the commit is on
+disk (fsync) before the HTTP answer goes out, and a ``kill -9`` at any moment
+loses nothing acknowledged. One transaction per HTTP request (all its
+events together) keeps fsyncs per request, not per event.
+
+Tables: ``pending`` (events waiting for delivery, in arrival order),
+``seen`` (messageIds, to drop duplicates within a window, as Segment does)
+and ``dead`` (events Talon.One rejected, for ``talon-classic deadletter``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    received REAL NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, received REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_received ON seen (received);
+CREATE TABLE IF NOT EXISTS dead (seq INTEGER PRIMARY KEY, received REAL NOT NULL,
+    body BLOB NOT NULL, reason TEXT NOT NULL, error TEXT, failed REAL NOT NULL);
+"""
+
+
+@dataclass
+class DeadLetter:
+    """One event Talon.One would not take."""
+
+    seq: int
+    body: bytes
+    reason: str
+    error: str | None
+    failed: float
+
+
+class Spool:
+    """A thread-safe SQLite spool; one connection, one writer at a time."""
+
+    def __init__(self, path: str | os.PathLike[str], dedupe_window: float = 24 * 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = os.fspath(path)
+        self.dedupe_window = dedupe_window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._depth = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+        self._pruned = 0.0
+
+    @property
+    def depth(self) -> int:
+        """Events waiting for delivery (kept as a counter; see :meth:`recount`)."""
+        return self._depth
+
+    def recount(self) -> int:
+        """Count waiting events again (another process, e.g. ``deadletter retry``, may add)."""
+        with self._lock:
+            self._depth = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+        return self._depth
+
+    def append(self, events: Iterable[tuple[bytes, str | None]]) -> tuple[int, int]:
+        """Store ``(body, messageId)`` pairs durably; return (stored, duplicates)."""
+        now = self._clock()
+        stored = dupes = 0
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                if now - self._pruned > 60:
+                    cur.execute("DELETE FROM seen WHERE received < ?", (now - self.dedupe_window,))
+                    self._pruned = now
+                for body, message_id in events:
+                    if message_id is not None:
+                        cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (message_id, now))
+                        if cur.rowcount == 0:
+                            dupes += 1
+                            continue
+                    cur.execute("INSERT INTO pending (received, body) VALUES (?, ?)", (now, body))
+                    stored += 1
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self._depth += stored
+        return stored, dupes
+
+    def take(self, limit: int) -> list[tuple[int, float, bytes]]:
+        """The oldest ``limit`` pending events as ``(seq, received, body)``; kept until acked."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT seq, received, body FROM pending ORDER BY seq LIMIT ?", (limit,)).fetchall()
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """Forget delivered (or skipped) events."""
+        rows = [(s,) for s in seqs]
+        if not rows:
+            return
+        with self._lock:
+            cur = self._db.cursor()
+            before = self._db.total_changes
+            cur.execute("BEGIN IMMEDIATE")
+            cur.executemany("DELETE FROM pending WHERE seq = ?", rows)
+            cur.execute("COMMIT")
+            self._depth -= self._db.total_changes - before
+
+    def bury(self, failures: Iterable[tuple[int, str, str | None]]) -> None:
+        """Move events to the dead-letter table: ``(seq, reason, error)``."""
+        rows = list(failures)
+        if not rows:
+            return
+        now = self._clock()
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            moved = 0
+            for seq, reason, error in rows:
+                cur.execute(
+                    "INSERT OR REPLACE INTO dead SELECT seq, received, body, ?, ?, ? "
+                    "FROM pending WHERE seq = ?", (reason, error, now, seq))
+                cur.execute("DELETE FROM pending WHERE seq = ?", (seq,))
+                moved += cur.rowcount
+            cur.execute("COMMIT")
+            self._depth -= moved
+
+    def dead_letters(self, limit: int = 1000, offset: int = 0) -> list[DeadLetter]:
+        """Dead letters, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, body, reason, error, failed FROM dead ORDER BY seq LIMIT ? OFFSET ?",
+                (limit, offset)).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def dead_count(self) -> int:
+        """How many dead letters there are."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
+
+    def retry_dead(self) -> int:
+        """Put every dead letter back in the queue (after the cause is fixed)."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            cur.execute("INSERT INTO pending (seq, received, body) SELECT seq, received, body "
+                        "FROM dead ORDER BY seq")
+            moved = cur.rowcount
+            cur.execute("DELETE FROM dead")
+            cur.execute("COMMIT")
+            self._depth += moved
+        return moved
+
+    def writable(self) -> bool:
+        """Can the spool take a write right now? (for /health)"""
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("ROLLBACK")
+            return True
+        except sqlite3.Error:
+            return False
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
