@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS dead (seq INTEGER PRIMARY KEY, received REAL NOT NULL
 
 
 @dataclass
+class _Ticket:
+    """One caller's events waiting in a group commit."""
+
+    events: list[tuple[bytes, str | None]]
+    stored: int = 0
+    dupes: int = 0
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass
 class DeadLetter:
     """One event Talon.One would not take."""
 
@@ -56,6 +67,9 @@ class Spool:
         self._db.executescript(SCHEMA)
         self._depth = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
         self._pruned = 0.0
+        self._group = threading.Condition()
+        self._queue: list[_Ticket] = []
+        self._leading = False
 
     @property
     def depth(self) -> int:
@@ -69,9 +83,38 @@ class Spool:
         return self._depth
 
     def append(self, events: Iterable[tuple[bytes, str | None]]) -> tuple[int, int]:
-        """Store ``(body, messageId)`` pairs durably; return (stored, duplicates)."""
+        """Store ``(body, messageId)`` pairs durably; return (stored, duplicates).
+
+        Group commit: concurrent callers queue their events; one of them (the
+        leader) writes everything queued in one transaction and one fsync,
+        then wakes the others. Each caller returns only once its own events
+        are on disk, so acknowledging after this call is safe.
+        """
+        ticket = _Ticket(list(events))
+        with self._group:
+            self._queue.append(ticket)
+            while not ticket.done and self._leading:
+                self._group.wait()
+            if not ticket.done:
+                self._leading = True
+                group, self._queue = self._queue, []
+        if not ticket.done:
+            try:
+                self._commit(group)
+            except BaseException as exc:
+                for t in group:
+                    t.error = exc
+            with self._group:
+                for t in group:
+                    t.done = True
+                self._leading = False
+                self._group.notify_all()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.stored, ticket.dupes
+
+    def _commit(self, group: list[_Ticket]) -> None:
         now = self._clock()
-        stored = dupes = 0
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -79,20 +122,34 @@ class Spool:
                 if now - self._pruned > 60:
                     cur.execute("DELETE FROM seen WHERE received < ?", (now - self.dedupe_window,))
                     self._pruned = now
-                for body, message_id in events:
-                    if message_id is not None:
-                        cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (message_id, now))
-                        if cur.rowcount == 0:
-                            dupes += 1
-                            continue
-                    cur.execute("INSERT INTO pending (received, body) VALUES (?, ?)", (now, body))
-                    stored += 1
+                ids = [m for t in group for _, m in t.events if m is not None]
+                known: set[str] = set()
+                for start in range(0, len(ids), 500):  # SQLite's host-parameter limit
+                    chunk = ids[start:start + 500]
+                    known.update(row[0] for row in cur.execute(
+                        f"SELECT message_id FROM seen WHERE message_id IN "
+                        f"({','.join('?' * len(chunk))})", chunk))
+                rows: list[tuple[float, bytes]] = []
+                fresh: list[tuple[str, float]] = []
+                for ticket in group:
+                    for body, message_id in ticket.events:
+                        if message_id is not None:
+                            if message_id in known:
+                                ticket.dupes += 1
+                                continue
+                            known.add(message_id)
+                            fresh.append((message_id, now))
+                        rows.append((now, body))
+                        ticket.stored += 1
+                cur.executemany("INSERT INTO seen VALUES (?, ?)", fresh)
+                cur.executemany("INSERT INTO pending (received, body) VALUES (?, ?)", rows)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
+                for ticket in group:
+                    ticket.stored = ticket.dupes = 0
                 raise
-            self._depth += stored
-        return stored, dupes
+            self._depth += len(rows)
 
     def take(self, limit: int) -> list[tuple[int, float, bytes]]:
         """The oldest ``limit`` pending events as ``(seq, received, body)``; kept until acked."""
