@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 
-from benchmarks import e2e_bench, memory_bench, transform_bench
+from benchmarks import e2e_bench, memory_bench, serve_bench, transform_bench
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
     print(e2e_bench.report(e))
     m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
     print(memory_bench.report(m))
+    print(serve_bench.report(serve_bench.run(1.0 if quick else 5.0)))
     print(f"total {time.monotonic() - start:.0f}s")
 
 

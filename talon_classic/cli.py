@@ -578,6 +578,11 @@ def serve(
     from talon_classic.client import Client
     from talon_classic.server import Service
 
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        fail("serve needs the 'serve' extra: pip install 'talon-classic[serve]'")
+
     settings = build_settings(settings_path, api_key, application_domain, custom_attributes)
     keys = list(write_keys) or [
         k.strip() for k in os.environ.get("TALON_WRITE_KEYS", "").split(",") if k.strip()]
