@@ -149,40 +149,67 @@ class InputFile:
             self._raw.close()
 
 
+CHUNK_BYTES = 1024 * 1024
+
+
 def read_lines(
     source: InputFile, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, start_line: int = 0
 ) -> Iterator[tuple[int, bytes | BadLine]]:
-    """Yield ``(line number, bytes)`` for non-blank lines, or a BadLine.
+    """Yield ``(line number, bytes without the newline)`` for non-blank lines, or a BadLine.
 
+    Reads 1 MiB at a time and splits in C (much faster than ``readline``).
     Lines up to ``start_line`` are read but not yielded (resume). Memory is
-    bounded by ``max_line_bytes`` whatever the input holds.
+    bounded by ``max_line_bytes`` plus one chunk whatever the input holds:
+    an over-long line is skipped as it streams past, never held whole.
     """
-    stream = source.stream
+    # read1: whatever is decoded so far, so a truncated .gz still yields its good lines
+    read = getattr(source.stream, "read1", source.stream.read)
     lineno = 0
+    pending = b""
+    skipping = -1  # bytes of an over-long line seen so far, or -1
+
+    def too_long(size: int) -> BadLine:
+        return BadLine("line_too_long", f"line is longer than {max_line_bytes} bytes ({size} bytes)")
+
     try:
         while True:
-            chunk = stream.readline(max_line_bytes + 1)
+            chunk = read(CHUNK_BYTES)
             if not chunk:
-                return
-            lineno += 1
-            if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
-                total = len(chunk)
-                while chunk and not chunk.endswith(b"\n"):
-                    chunk = stream.readline(1024 * 1024)
-                    total += len(chunk)
+                break
+            if skipping >= 0:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    skipping += len(chunk)
+                    continue
+                lineno += 1
                 if lineno > start_line:
-                    yield lineno, BadLine(
-                        "line_too_long",
-                        f"line is longer than {max_line_bytes} bytes ({total} bytes)",
-                    )
-                continue
-            if lineno <= start_line:
-                continue
-            if lineno == 1 and chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
-            if chunk.isspace():
-                continue
-            yield lineno, chunk
+                    yield lineno, too_long(skipping + end)
+                skipping = -1
+                chunk = chunk[end + 1:]
+            lines = (pending + chunk if pending else chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                lineno += 1
+                if lineno <= start_line:
+                    continue
+                if len(line) > max_line_bytes:
+                    yield lineno, too_long(len(line))
+                elif line and not line.isspace():
+                    if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                        line = line[3:]
+                    yield lineno, line
+            if len(pending) > max_line_bytes:
+                skipping, pending = len(pending), b""
+        if skipping >= 0:
+            lineno += 1
+            if lineno > start_line:
+                yield lineno, too_long(skipping)
+        elif pending and not pending.isspace():
+            lineno += 1
+            if lineno > start_line:
+                if lineno == 1 and pending.startswith(b"\xef\xbb\xbf"):
+                    pending = pending[3:]
+                yield lineno, too_long(len(pending)) if len(pending) > max_line_bytes else pending
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         detail = str(exc) or exc.__class__.__name__
         yield lineno + 1, BadLine(

@@ -31,7 +31,7 @@ def test_invalid_json_message_and_raw(tmp_path: Path) -> None:
         (1, "invalid_json", "Expecting value: column 1"),
         (2, "invalid_json", "Expecting value: column 7"),
     ]
-    assert got[0].raw == b"not json\n"
+    assert got[0].raw == b"not json"
     assert got[0].where == f"{path}:1"
     assert got[2].event == {"ok": True}
 
@@ -101,3 +101,26 @@ def test_loads_and_dumps_round_trip() -> None:
         loads(b"{")
     # NaN is accepted on input (the engine drops it) even when orjson refuses it
     assert loads(b'{"x": NaN}')["x"] != loads(b'{"x": NaN}')["x"]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_lines_split_across_read_chunks(tmp_path: Path, monkeypatch, chunk: int) -> None:
+    """Line boundaries, over-long lines and a missing final newline, whatever the chunk size."""
+    import talon_classic.reader as reader
+
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
+    path = tmp_path / "a.jsonl"
+    long_value = "x" * 300
+    path.write_bytes(
+        b'{"a": 1}\r\n\n'
+        + f'{{"long": "{long_value}"}}\n'.encode()
+        + b'{"b": "' + b"y" * 2000 + b'"}\n'
+        + b'{"c": 3}'
+    )
+    got = records(path, max_line_bytes=1024)
+    assert [(r.line, r.event, r.skipped) for r in got] == [
+        (1, {"a": 1}, None),
+        (3, {"long": long_value}, None),
+        (4, None, "line_too_long"),
+        (5, {"c": 3}, None),
+    ]
