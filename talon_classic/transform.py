@@ -184,7 +184,7 @@ class Engine:
     per-name decisions (allowlist, snake_case) are cached.
     """
 
-    __slots__ = ("allowlist", "_exact", "_pattern", "_allowed", "_snake")
+    __slots__ = ("allowlist", "_exact", "_pattern", "_allowed", "_snake", "_splits")
 
     def __init__(self, custom_attributes: Iterable[str] | Any = ()) -> None:
         attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
@@ -194,6 +194,7 @@ class Engine:
         self._pattern = re.compile("|".join(f"(?:{g})" for g in globs)) if globs else None
         self._allowed: dict[str, bool] = {}
         self._snake: dict[str, str] = {}
+        self._splits: dict[tuple[str, ...], tuple[tuple[str, ...], list[tuple[str, str]]]] = {}
 
     def allowed(self, name: str) -> bool:
         """Is a flattened attribute name in the allowlist (exact or pattern)?"""
@@ -270,16 +271,22 @@ class Engine:
             ordinary = traits
         _flatten(ordinary, "", 1, flat, depth, dropped)
 
-        attributes: dict[str, Any] = {}
-        cached = self._allowed.get
-        for name, value in flat.items():
-            hit = cached(name)
-            if hit is None:
-                hit = self.allowed(name)
-            if hit:
-                attributes[name] = value
-            else:
-                dropped.append((name, "not_allowlisted"))
+        # Events from one source share their set of names: decide per set, once.
+        names = tuple(flat)
+        split = self._splits.get(names)
+        if split is None:
+            allowed = self.allowed
+            split = (
+                tuple(n for n in names if allowed(n)),
+                [(n, "not_allowlisted") for n in names if not allowed(n)],
+            )
+            if len(self._splits) >= _CACHE_LIMIT // 10:
+                self._splits.clear()
+            self._splits[names] = split
+        keep, refused = split
+        attributes = {name: flat[name] for name in keep}
+        if refused:
+            dropped += refused
 
         if engage_key is not None and engage_key in traits:
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
