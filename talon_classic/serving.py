@@ -28,6 +28,9 @@ class WaitressServer:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self._server.effective_port}"
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._closed = threading.Event()
+        self._grace = 5.0
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
     def start(self) -> WaitressServer:
@@ -38,18 +41,35 @@ class WaitressServer:
         return self
 
     def serve_forever(self) -> None:
-        """Serve until :meth:`stop` (or Ctrl-C)."""
-        self._server.run()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Let requests in progress finish (up to ``timeout``), then close every socket."""
+        """Serve until :meth:`stop` (or Ctrl-C); sockets are closed by this same thread."""
         server = self._server
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
-        while server._map:
+        try:
+            while not self._stopping.is_set():
+                server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=server._map,
+                                     use_poll=server.adj.asyncore_use_poll, count=1)
+        finally:
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=self._grace)
             for channel in list(server._map.values()):
                 channel.close()
+            self._closed.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let requests in progress finish (up to ``timeout``), then close every socket.
+
+        The serving thread does the closing (closing a socket another thread
+        is polling is a race); this waits for it.
+        """
+        if self._closed.is_set():
+            return
+        self._grace = timeout
+        self._server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
+        self._stopping.set()
+        try:
+            self._server.pull_trigger()
+        except OSError:
+            pass
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=timeout)
+            self._closed.wait(timeout + 5)
 
     def __enter__(self) -> WaitressServer:
         return self.start()

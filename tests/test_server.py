@@ -60,7 +60,7 @@ def test_segment_analytics_python_delivers(service, talon_emulator) -> None:
     segment.identify("u2", {"email": "b@x.io", "address": {"city": "Oslo"}})
     segment.track("u1", "Order Completed", {"total": 3})
     segment.flush()
-    wait_for(lambda: talon_emulator.profile("u2") is not None)
+    wait_for(lambda: service.spool.depth == 0 and talon_emulator.stats()["profiles"] == 2)
     assert talon_emulator.profile("u1")["attributes"] == {"email": "a@x.io", "plan": "pro"}
     assert talon_emulator.profile("u2")["attributes"] == {"email": "b@x.io"}
     metrics = requests.get(f"{service.url}/metrics").text
