@@ -55,3 +55,19 @@ def write(path: str, n: int, users: int | None = None) -> str:
     with open(path, "wb") as fh:
         fh.writelines(lines(n, users))
     return path
+
+
+def line_templates(count: int = 10) -> list[bytes]:
+    """JSON lines of real events with ``%d`` where the user number and messageId go.
+
+    ``template % (user, message)`` makes a fresh event far faster than
+    ``json.dumps``, so load generators cost little CPU.
+    """
+    rng = random.Random(3)
+    out = []
+    for i in range(count):
+        e = event(i, 1, rng)
+        e["userId"], e["messageId"] = "@USER@", "@MSG@"
+        out.append(json.dumps(e).replace('"@USER@"', '"user-%d"')
+                   .replace('"@MSG@"', '"m-%d"').encode())
+    return out

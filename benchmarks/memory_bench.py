@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.data import ALLOWLIST, event  # noqa: E402
+from benchmarks.data import ALLOWLIST, line_templates  # noqa: E402
 
 LIMIT_MB = 300
 
@@ -34,15 +34,7 @@ def _status(pid: int, field: str) -> float:
 
 def _lines(n: int, users: int):
     """Fast event lines: a few real templates with the user and message id swapped in."""
-    import random
-
-    rng = random.Random(3)
-    templates = []
-    for i in range(10):
-        e = event(i, 1, rng)
-        e["userId"], e["messageId"] = "@USER@", "@MSG@"
-        templates.append(json.dumps(e).replace('"@USER@"', '"user-%d"')
-                         .replace('"@MSG@"', '"m-%d"').encode() + b"\n")
+    templates = [t + b"\n" for t in line_templates(10)]
     for i in range(n):
         yield templates[i % 10] % (i % users, i)
 

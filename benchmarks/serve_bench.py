@@ -26,7 +26,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.data import ALLOWLIST, events  # noqa: E402
+from benchmarks.data import ALLOWLIST, line_templates  # noqa: E402
 from benchmarks.e2e_bench import KEY, emulator  # noqa: E402
 
 WRITE_KEY = "bench-write-key"
@@ -47,12 +47,8 @@ def run(seconds: float = 5.0, senders: int = 4) -> dict:
              "--threads", "8"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
-            # 100 event templates; every request gets fresh messageIds (no duplicates)
-            templates = []
-            for e in events(100, 100):
-                e["userId"], e["messageId"] = "@U@", "@M@"
-                templates.append(json.dumps(e).replace('"@U@"', '"user-%d"')
-                                 .replace('"@M@"', '"m-%d"').encode())
+            # every request gets fresh messageIds (no duplicates)
+            templates = line_templates(100)
             acked = [0] * senders
             stop = time.monotonic() + seconds
 

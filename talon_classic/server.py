@@ -264,12 +264,13 @@ class App:
             return _answer(413, f"request over {limit} bytes")
         return data
 
-    def _gate(self) -> Response | None:
+    def _read(self, request: Request, limit: int) -> bytes | Response:
+        """The raw body, or the answer that refuses it (shutting down, spool full, too big)."""
         if not self.accepting:
             return _answer(503, "shutting down", **{"Retry-After": "5"})
         if self.spool.depth >= self.max_depth:
             return _answer(503, "spool full; retry later", **{"Retry-After": "5"})
-        return None
+        return self._raw(request, limit)
 
     def _store(self, events: list[Any]) -> Response:
         pairs = []
@@ -295,10 +296,7 @@ class App:
         return self._tracking(request, MAX_BATCH_BYTES, None)
 
     def _tracking(self, request: Request, limit: int, kind: str | None) -> Response:
-        busy = self._gate()
-        if busy is not None:
-            return busy
-        data = self._raw(request, limit)
+        data = self._read(request, limit)
         if isinstance(data, Response):
             return data
         try:
@@ -323,10 +321,7 @@ class App:
         return self._store(events)
 
     def _on_webhook(self, request: Request) -> Response:
-        busy = self._gate()
-        if busy is not None:
-            return busy
-        data = self._raw(request, MAX_BATCH_BYTES)
+        data = self._read(request, MAX_BATCH_BYTES)
         if isinstance(data, Response):
             return data
         if self.webhook_secret is not None:
