@@ -1,9 +1,11 @@
 """A thread-safe token bucket shared by every request of one client.
 
 Talon.One allows about 60 requests per second per deployment; the limiter
-keeps one client (all its threads) under a configured rate. It reserves a
-slot under the lock and sleeps outside it, so waiting threads queue in
-arrival order without holding the lock (the GCRA form of a token bucket).
+keeps one client (all its threads) under a configured rate. It is the GCRA
+form of a token bucket: one number, the theoretical arrival time of the next
+request, is moved forward under the lock, and the caller sleeps *outside* the
+lock. So a waiting thread never blocks the others from reserving, and threads
+are served in the order they asked (each reservation is a distinct slot).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from collections.abc import Callable
 
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` at once; ``rate <= 0`` means unlimited."""
+    """``rate`` tokens per second, at most ``burst`` at once; ``rate <= 0`` means unlimited.
+
+    ``clock`` and ``sleep`` are injectable so tests can run on fake time.
+    """
 
     def __init__(
         self,
@@ -30,9 +35,13 @@ class TokenBucket:
         self._lock = threading.Lock()
         self._tat = clock()  # theoretical arrival time of the next request
 
-    def acquire(self, n: int = 1) -> float:
-        """Block until ``n`` tokens are available; return the seconds waited."""
-        if self.rate <= 0:
+    def acquire(self, n: float = 1) -> float:
+        """Block until ``n`` tokens are available; return the seconds waited.
+
+        The tokens are reserved at once, so the wait is the caller's alone:
+        later callers queue behind it rather than competing with it.
+        """
+        if self.rate <= 0 or n <= 0:
             return 0.0
         tolerance = (self.burst - 1) / self.rate
         with self._lock:
