@@ -6,16 +6,16 @@ import io
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 import requests
 import responses
 
 from talon_classic import __version__
-from talon_classic.client import Client, parse_retry_after
-from talon_classic.exceptions import AuthError, RejectedError, RetriesExhausted
-from talon_classic.ratelimit import TokenBucket
+from talon_classic.client import Client, DryRunAdapter, encode_body, parse_retry_after, redact_key
+from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
 
 KEY = "secret-key-0123456789-wxyz"
 
@@ -74,7 +74,7 @@ def test_poison_profile_is_isolated_and_the_rest_delivered(talon_emulator) -> No
 def test_poison_found_by_halving_without_a_pointer(talon_emulator, monkeypatch) -> None:
     import talon_classic.client as client_module
 
-    monkeypatch.setattr(client_module, "_pointed_index", lambda exc, size: None)
+    monkeypatch.setattr(client_module, "_pointed_indexes", lambda exc, size: {})
     talon_emulator.configure(reject_ids=["u3", "u77"])
     with client_for(talon_emulator) as client:
         outcome = client.upsert_profiles(profiles(100))
@@ -236,18 +236,204 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(None) is None
 
 
-def test_token_bucket_with_a_fake_clock() -> None:
-    now = [0.0]
-    waits: list[float] = []
+def test_parse_retry_after_edge_cases() -> None:
+    now = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("Wed, 31 Dec 2025 23:59:00 GMT", now=lambda: now) == 0.0  # past
+    assert parse_retry_after("-3") is None
+    assert parse_retry_after("") is None
 
-    def sleep(s: float) -> None:
-        waits.append(s)
-        now[0] += s
 
-    bucket = TokenBucket(60, clock=lambda: now[0], sleep=sleep)
-    for _ in range(300):
-        bucket.acquire()
-    assert now[0] == pytest.approx(299 / 60)
-    burst = TokenBucket(10, burst=5, clock=lambda: 0.0, sleep=waits.append)
-    assert [burst.acquire() for _ in range(6)][:5] == [0.0] * 5
-    assert TokenBucket(0).acquire() == 0.0
+@responses.activate
+def test_retry_after_http_date_is_waited_out() -> None:
+    when = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
+    url = "https://x.talon.one/v2/customer_profiles"
+    responses.put(url, status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
+    responses.put(url, status=204)
+    sleep = FakeSleep()
+    with Client("https://x.talon.one", KEY, rate_limit=0, sleep=sleep) as client:
+        outcome = client.upsert_profiles(profiles(2))
+    assert len(outcome.delivered) == 2
+    assert len(sleep.waits) == 1 and 18 <= sleep.waits[0] <= 20
+
+
+# -- exact request building (responses) -----------------------------------------------
+@responses.activate
+def test_bulk_request_building() -> None:
+    url = "https://x.talon.one/v2/customer_profiles"
+    responses.put(url, status=204)
+    batch = [{"integrationId": "é/1", "attributes": {"name": "Zoë", "n": 1.5, "ok": True}}]
+    with Client("https://x.talon.one/", KEY, rate_limit=0, connect_timeout=2,
+                read_timeout=7) as client:
+        client.upsert_profiles(batch)
+    call = responses.calls[0]
+    assert call.request.url == url + "?silent=yes"
+    assert call.request.method == "PUT"
+    assert call.request.body == (
+        '{"customerProfiles":[{"integrationId":"é/1","attributes":'
+        '{"name":"Zoë","n":1.5,"ok":true}}]}'
+    ).encode()
+    assert call.request.req_kwargs["timeout"] == (2, 7)
+    assert call.request.headers["Authorization"] == f"ApiKey-v1 {KEY}"
+
+
+@responses.activate
+def test_single_request_building_with_the_rule_engine() -> None:
+    responses.put("https://x.talon.one/v2/customer_profiles/a%2Fb%20c%3F%23", json={"effects": []})
+    with Client("https://x.talon.one", KEY, rate_limit=0) as client:
+        answer = client.upsert_profile("a/b c?#", {"x": 1}, run_rule_engine=True)
+    assert answer == {"effects": []}
+    sent = responses.calls[0].request
+    assert sent.url.endswith("/v2/customer_profiles/a%2Fb%20c%3F%23?runRuleEngine=true")
+    assert sent.body == b'{"attributes":{"x":1}}'
+
+
+def test_body_encoding_matches_the_standard_library() -> None:
+    body = {"customerProfiles": [{"integrationId": "ü\u2028\"x", "attributes": {
+        "f": 0.1, "big": 10**30, "neg": -7, "list": ["a", None, False], "nested": {"k": [1.0]},
+    }}]}
+    expected = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert json.loads(encode_body(body)) == json.loads(expected)
+    assert encode_body({1: "int key"}) == b'{"1":"int key"}'  # orjson refuses: stdlib answers
+
+
+def test_own_session_pool_fits_the_concurrency_and_never_retries() -> None:
+    with Client("https://x.talon.one", KEY, concurrency=16) as client:
+        adapter = client.session.get_adapter("https://x.talon.one")
+        assert isinstance(adapter, requests.adapters.HTTPAdapter)
+        assert adapter._pool_maxsize >= 16
+        assert adapter.max_retries.total == 0
+
+
+def test_a_callers_transport_is_left_alone() -> None:
+    session = requests.Session()
+    custom = DryRunAdapter(io.StringIO())
+    session.mount("https://", custom)
+    Client("https://x.talon.one", KEY, session=session)
+    assert session.get_adapter("https://x.talon.one") is custom
+    session.close()
+
+
+# -- errors and what they show -----------------------------------------------------------
+@responses.activate
+def test_409_is_retried() -> None:
+    url = "https://x.talon.one/v2/customer_profiles/u1"
+    responses.put(url, status=409, json={"message": "Too many requests are updating this "
+                                         "profile at the same time", "errors": []})
+    responses.put(url, json={})
+    sleep = FakeSleep()
+    with Client("https://x.talon.one", KEY, rate_limit=0, sleep=sleep) as client:
+        client.upsert_profile("u1", {})
+        assert client.stats.snapshot() == {"requests": 2, "retries": 1,
+                                           "by_status": {"409": 1, "200": 1}}
+    assert len(sleep.waits) == 1
+
+
+@responses.activate
+def test_403_is_an_auth_error_and_not_retried() -> None:
+    responses.get("https://x.talon.one/v2/authping", status=403, json={"message": "forbidden"})
+    with Client("https://x.talon.one", KEY, rate_limit=0, sleep=FakeSleep()) as client:
+        with pytest.raises(AuthError, match=r"rejected the API key \(403\)"):
+            client.check_auth()
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_authping_404_says_the_domain_is_wrong() -> None:
+    responses.get("https://example.com/v2/authping", status=404, body="Not Found")
+    with Client("https://example.com", KEY, rate_limit=0) as client:
+        with pytest.raises(DeliveryError, match="is https://example.com a Talon.One") as info:
+            client.check_auth()
+    assert not isinstance(info.value, RejectedError)
+    assert info.value.status == 404
+
+
+@responses.activate
+def test_a_redirect_is_reported_not_followed() -> None:
+    responses.put("http://x.talon.one/v2/customer_profiles", status=301,
+                  headers={"Location": "https://x.talon.one/v2/customer_profiles"})
+    with Client("http://x.talon.one", KEY, rate_limit=0) as client:
+        with pytest.raises(DeliveryError, match="redirected \\(301\\) to https://x.talon.one"):
+            client.upsert_profiles(profiles(1))
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_bulk_404_rejects_the_request_without_splitting() -> None:
+    responses.put("https://x.talon.one/v2/customer_profiles", status=404,
+                  json={"message": "not found", "errors": []})
+    with Client("https://x.talon.one", KEY, rate_limit=0) as client:
+        outcome = client.upsert_profiles(profiles(8))
+    assert len(responses.calls) == 1
+    assert [(p["integrationId"], e.status, e.integration_id) for p, e in outcome.rejected] == [
+        (f"u{i}", 404, f"u{i}") for i in range(8)
+    ]
+
+
+@responses.activate
+def test_pointer_names_several_bad_items_each_with_its_own_error() -> None:
+    url = "https://x.talon.one/v2/customer_profiles"
+
+    def errors(*indexes: int) -> dict:
+        return {"message": "Bad request", "StatusCode": 400, "errors": [
+            {"title": "Bad request", "details": f"bad {i}",
+             "source": {"pointer": f"/customerProfiles/{i}/attributes/x"}} for i in indexes]}
+
+    responses.put(url, status=400, json=errors(1, 3))
+    responses.put(url, status=204)
+    with Client("https://x.talon.one", KEY, rate_limit=0) as client:
+        outcome = client.upsert_profiles(profiles(5))
+    assert [p["integrationId"] for p in outcome.delivered] == ["u0", "u2", "u4"]
+    assert [(p["integrationId"], e.errors[0]["details"]) for p, e in outcome.rejected] == [
+        ("u1", "bad 1"), ("u3", "bad 3")
+    ]
+    assert json.loads(responses.calls[1].request.body) == {
+        "customerProfiles": [profiles(5)[i] for i in (0, 2, 4)]
+    }
+
+
+def test_retry_warnings_say_status_attempt_and_wait_without_key_or_body(
+    talon_emulator, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="talon_classic.client")
+    talon_emulator.configure(fail_next=2, fail_status=503)
+    with client_for(talon_emulator, sleep=FakeSleep()) as client:
+        client.upsert_profile("u1", {"secretTrait": "hidden-value"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "503" in warnings[0] and "attempt 1/8" in warnings[0] and "retrying in" in warnings[0]
+    assert "hidden-value" not in caplog.text
+    assert talon_emulator.api_key not in caplog.text
+
+
+def test_exhausted_retries_name_the_error_not_the_key(talon_emulator) -> None:
+    talon_emulator.configure(drop_next=10)
+    with client_for(talon_emulator, sleep=FakeSleep(), max_attempts=2) as client:
+        with pytest.raises(RetriesExhausted) as info:
+            client.check_auth()
+    assert "after 2 attempts" in str(info.value) and "Error on GET /v2/authping" in str(info.value)
+    assert talon_emulator.api_key not in str(info.value)
+
+
+def test_redact_key() -> None:
+    assert redact_key(KEY) == "****wxyz"
+    assert redact_key("short") == "****"
+    assert KEY not in repr(Client("https://x.talon.one", KEY))
+
+
+def test_dry_run_answers_like_talon_one_and_is_not_rate_limited() -> None:
+    out = io.StringIO()
+    sleep = FakeSleep()
+    with Client.dry_run("https://demo.talon.one", KEY, out, rate_limit=1, sleep=sleep) as client:
+        client.check_auth()
+        assert client.upsert_profile("u1", {"a": 1}) == {}
+        for _ in range(5):
+            client.upsert_profiles(profiles(1))
+    assert sleep.waits == []
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert lines[0] == {"method": "GET", "url": "https://demo.talon.one/v2/authping",
+                        "headers": {"Authorization": "ApiKey-v1 ****wxyz",
+                                    "Content-Type": "application/json",
+                                    "User-Agent": f"talon-classic/{__version__}"},
+                        "body": None}
+    assert len(lines) == 7
