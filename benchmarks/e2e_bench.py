@@ -120,6 +120,19 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
         proc.wait(timeout=30)
         sent = _stats(url)["profile_updates"] - before
         out["single_rate"] = sent / single_seconds
+    # The same bulk run against an emulator with no rate limit and no latency:
+    # what this machine's CPU allows end to end (talon-classic + emulator).
+    with emulator("--rate-limit", "0") as url:
+        settings = os.path.join(tmp, "settings-free.json")
+        with open(settings, "w") as fh:
+            json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
+        start = time.monotonic()
+        done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
+                                   "--rate-limit", "0", "--dead-letter",
+                                   os.path.join(tmp, "dead-free.jsonl")),
+                              capture_output=True, text=True)
+        out["cpu_rate"] = json.loads(done.stdout)["profiles_upserted"] / (time.monotonic() - start)
+    out["cpu_fraction"] = out["bulk_rate"] / out["cpu_rate"]
     out["ratio"] = out["bulk_rate"] / out["single_rate"] if out["single_rate"] else float("inf")
     out["ceiling_fraction"] = out["bulk_rate"] / CEILING
     out["emulator_ingest"] = emulator_ingest()
@@ -137,7 +150,9 @@ def report(fig: dict) -> str:
         f"{fig['bulk_events_rate']:,.0f} events/s)",
         f"  single    {fig['single_rate']:>10,.1f} profiles/s",
         f"  ratio     {fig['ratio']:>10,.0f}x bulk/single",
-        f"  ceiling   {fig['ceiling_fraction']:>10.1%} of 60,000 profiles/s",
+        f"  ceiling   {fig['ceiling_fraction']:>10.1%} of 60,000 profiles/s (Talon.One's limit)",
+        f"  CPU       {fig['cpu_fraction']:>10.1%} of {fig['cpu_rate']:,.0f} profiles/s, the same "
+        "run with no rate limit or latency (what this CPU allows)",
         f"  peak RSS  {fig['bulk_rss_mb']:>10,.0f} MB (talon-classic identify)",
         f"  emulator alone takes {fig['emulator_ingest']:,.0f} profiles/s unlimited: "
         f"limit here is {limit}",
