@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -108,7 +107,7 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
         out["bulk_seconds"] = elapsed
         out["bulk_rate"] = report["profiles_upserted"] / elapsed
         out["bulk_events_rate"] = events / elapsed
-        out["bulk_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out["bulk_rss_mb"] = report["peak_rss_mb"]
 
         before = _stats(url)["profile_updates"]
         proc = subprocess.Popen(_cli("identify", src, "--settings", settings, "--single",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -106,6 +107,7 @@ class Summary:
             "stopped": self.stopped,
             "elapsed_s": round(elapsed, 3),
             "events_per_s": round(self.events_read / elapsed, 1) if elapsed > 0 else None,
+            "peak_rss_mb": _peak_rss_mb(),
         }
 
     def render(self) -> str:
@@ -141,3 +143,13 @@ class Summary:
         if d["stopped"]:
             lines.append(f"stopped early: {d['stopped']}")
         return "\n".join(lines)
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory, for capacity planning (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
