@@ -146,7 +146,18 @@ class Summary:
 
 
 def _peak_rss_mb() -> float | None:
-    """This process's peak resident memory, for capacity planning (None where unknown)."""
+    """This process's peak resident memory, for capacity planning (None where unknown).
+
+    Linux's VmHWM first: ``ru_maxrss`` carries the parent's peak across
+    fork and exec, so a small child of a big parent would report the parent.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     try:
         import resource
     except ImportError:  # pragma: no cover - not on Windows
