@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from talon_classic.checkpoint import Checkpoint
 from talon_classic.deadletter import DeadLetters
-from talon_classic.exceptions import AuthError, RejectedError, RetriesExhausted
+from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, Record, read_records
 from talon_classic.summary import Summary
 from talon_classic.transform import MAX_ID_LENGTH, Engine
@@ -352,7 +352,7 @@ class Pipeline:
             self.summary.add(
                 profiles_upserted=delivered,
                 rejected=sum(1 for b in bad if b[1] == "rejected"),
-                failed=sum(1 for b in bad if b[1] == "retries_exhausted"),
+                failed=sum(1 for b in bad if b[1] != "rejected"),
                 dead_lettered=events,
             )
             if self.dead_letters is not None:
@@ -379,10 +379,20 @@ class Pipeline:
                 self._cond.notify_all()
 
     def _deliver(self, profiles: list[dict[str, Any]]) -> tuple[int, list[tuple[dict, str, str]]]:
-        """Send one batch; return (delivered count, [(profile, reason, error)])."""
+        """Send one batch; return (delivered count, [(profile, reason, error)]).
+
+        Reasons: ``rejected`` (Talon.One refused the profile), ``retries_exhausted``,
+        ``failed`` (any other answer that is not an authentication failure,
+        e.g. 501 or a redirect: the profiles are dead-lettered, the run goes on).
+        """
         bad: list[tuple[dict, str, str]] = []
         if not self.options.single:
-            outcome = self.client.upsert_profiles(profiles)
+            try:
+                outcome = self.client.upsert_profiles(profiles)
+            except AuthError:
+                raise
+            except DeliveryError as exc:
+                return 0, [(p, "failed", str(exc)) for p in profiles]
             bad += [(p, "rejected", describe_rejection(e)) for p, e in outcome.rejected]
             bad += [(p, "retries_exhausted", str(e)) for p, e in outcome.failed]
             return len(outcome.delivered), bad
@@ -401,6 +411,10 @@ class Pipeline:
                 bad.append((profile, "rejected", describe_rejection(exc)))
             except RetriesExhausted as exc:
                 bad.append((profile, "retries_exhausted", str(exc)))
+            except AuthError:
+                raise
+            except DeliveryError as exc:
+                bad.append((profile, "failed", str(exc)))
         return delivered, bad
 
     def _finish(self) -> None:

@@ -101,7 +101,7 @@ class Summary:
             "requests": self.requests,
             "retries": self.retries,
             "rejected": self.rejected,
-            "retries_exhausted": self.failed,
+            "failed": self.failed,
             "dead_lettered": self.dead_lettered,
             "batches_resumed": self.batches_resumed,
             "stopped": self.stopped,
@@ -134,7 +134,7 @@ class Summary:
             f"profiles upserted  {d['profiles_upserted']:>12,}",
             f"requests sent      {d['requests']:>12,}  (retries {d['retries']:,})",
             f"dead-lettered      {d['dead_lettered']:>12,}"
-            f"  (rejected {d['rejected']:,}, retries exhausted {d['retries_exhausted']:,})",
+            f"  (rejected {d['rejected']:,}, failed {d['failed']:,})",
         ]
         if d["batches_resumed"]:
             lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")

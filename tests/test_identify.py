@@ -301,3 +301,17 @@ def test_dead_letters_can_be_replayed_after_the_fix(emu, tmp_path: Path) -> None
                 "--dead-letter", str(tmp_path / "dead2.jsonl"))
     assert again.exit_code == 0, again.output
     assert emu.profile("u2")["attributes"] == {"email": "b@x.io", "plan": "gold"}
+
+
+def test_an_unretryable_answer_dead_letters_the_batch_and_goes_on(emu, tmp_path: Path) -> None:
+    emu.configure(fail_next=1, fail_status=501)
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": f"u{i}"} for i in range(4)])
+    dead = tmp_path / "dead.jsonl"
+    result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                 "--batch-size", "2", "--concurrency", "1", "--dead-letter", str(dead), "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert (report["profiles_upserted"], report["failed"], report["dead_lettered"]) == (2, 2, 2)
+    letters = [json.loads(x) for x in dead.read_text().splitlines()]
+    assert {x["reason"] for x in letters} == {"failed"}
+    assert all("501" in x["error"] for x in letters)
