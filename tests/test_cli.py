@@ -115,3 +115,23 @@ def test_emulator_command_serves(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_progress_line_shows_rate_and_eta(capsys) -> None:
+    """The TTY progress line (drawn only on a terminal, so tested directly)."""
+    from types import SimpleNamespace
+
+    from talon_classic.cli import Progress
+    from talon_classic.summary import Summary
+
+    clock = iter([0.0, 10.0, 10.0, 10.0])
+    summary = Summary(clock=lambda: next(clock))
+    summary.events_read, summary.profiles_upserted = 5000, 4000
+    source = SimpleNamespace(name="big.jsonl", size=1000, consumed=250)
+    progress = Progress(enabled=True)
+    progress(SimpleNamespace(summary=summary, current_input=source))
+    progress.close()
+    err = capsys.readouterr().err
+    assert "5,000 events read  4,000 profiles sent  500 events/s  big.jsonl 25%, ETA 30s" in err
+    Progress(enabled=False)(SimpleNamespace(summary=summary, current_input=source))
+    assert capsys.readouterr().err == ""
