@@ -264,12 +264,14 @@ class Engine:
 
         dropped: list[tuple[str, str]] = []
         flat: dict[str, Any] = {}
-        depth: dict[str, int] = {}
         if engage_key is not None and engage_key in traits:
             ordinary = {k: v for k, v in traits.items() if k != engage_key}
         else:
             ordinary = traits
-        _flatten(ordinary, "", 1, flat, depth, dropped)
+        if not _flatten_simple(ordinary, "", flat, dropped):
+            # two paths flatten to one name: redo it keeping depths to settle it
+            dropped, flat = [], {}
+            _flatten(ordinary, "", 1, flat, {}, dropped)
 
         # Events from one source share their set of names: decide per set, once.
         names = tuple(flat)
@@ -316,6 +318,49 @@ class Engine:
             if attr in attributes:
                 dropped.append((attr, "collision"))
             attributes[attr] = val
+
+
+def _flatten_simple(
+    obj: dict[str, Any], prefix: str, flat: dict[str, Any], dropped: list[tuple[str, str]]
+) -> bool:
+    """:func:`_flatten` for the usual case with no collision; False when one appears.
+
+    It skips the depth bookkeeping that only a collision needs, which is
+    most of the engine's time on nested traits.
+    """
+    for key, value in obj.items():
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or (kind is float and _isfinite(value)):
+            name = prefix + key
+            if name in flat:
+                return False
+            flat[name] = value
+        elif value is None:
+            continue
+        elif kind is dict:
+            if value and not _flatten_simple(value, prefix + key + "_", flat, dropped):
+                return False
+        else:
+            name = prefix + key
+            if name in flat:
+                return False
+            _nested_value(name, value, flat, dropped)
+    return True
+
+
+def _nested_value(
+    name: str, value: Any, flat: dict[str, Any], dropped: list[tuple[str, str]]
+) -> None:
+    """A list (kept if all scalars) or an unsupported value, written or dropped."""
+    if type(value) is list:
+        items = [v for v in value if v is not None]
+        for item in items:
+            if type(item) in _CONTAINERS or (type(item) is float and not _isfinite(item)):
+                dropped.append((name, "unsupported_value"))
+                return
+        flat[name] = items
+    else:  # a non-finite float, or a type JSON cannot produce
+        dropped.append((name, "unsupported_value"))
 
 
 def _flatten(

@@ -70,3 +70,19 @@ def test_transforming_the_output_again_is_stable(traits) -> None:
     twice = run(once)
     assert twice.attributes == once
     assert twice.dropped == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(traits_strategy)
+def test_fast_flatten_agrees_with_the_full_one(traits) -> None:
+    """The collision-free fast path gives exactly what the depth-tracking walk gives."""
+    from talon_classic.transform import _flatten, _flatten_simple
+
+    fast_flat: dict = {}
+    fast_dropped: list = []
+    slow_flat: dict = {}
+    slow_dropped: list = []
+    _flatten(traits, "", 1, slow_flat, {}, slow_dropped)
+    if _flatten_simple(traits, "", fast_flat, fast_dropped):  # else the engine uses the full one
+        assert list(fast_flat.items()) == list(slow_flat.items())
+        assert fast_dropped == slow_dropped
