@@ -130,7 +130,6 @@ class InputFile:
                 raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from None
         self._raw = raw
         buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
-        self._buffered = buffered
         head = buffered.peek(2)[:2]
         self.compressed = head == GZIP_MAGIC
         self.stream: IO[bytes] = gzip.GzipFile(fileobj=buffered) if self.compressed else buffered

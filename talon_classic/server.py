@@ -224,7 +224,7 @@ class App:
         self._urls = Map([
             Rule("/v1/batch", endpoint="batch", methods=["POST"]),
             Rule("/v1/import", endpoint="batch", methods=["POST"]),
-            Rule("/v1/<any(identify, track, page, screen, group, alias):kind>", endpoint="single",
+            Rule(f"/v1/<any({', '.join(EVENT_TYPES)}):kind>", endpoint="single",
                  methods=["POST"]),
             Rule("/webhook", endpoint="webhook", methods=["POST"]),
             Rule("/health", endpoint="health", methods=["GET"]),

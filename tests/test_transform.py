@@ -193,3 +193,12 @@ def test_as_dict_shapes() -> None:
         "attributes": {},
         "dropped": [{"name": "zz", "reason": "not_allowlisted"}],
     }
+
+
+def test_reason_codes_are_exactly_the_contracts() -> None:
+    from talon_classic.transform import DROP_REASONS, SKIP_REASONS
+
+    assert set(SKIP_REASONS) == {"invalid_json", "invalid_event", "not_identify",
+                                 "disabled_by_integrations", "no_user_id", "invalid_user_id"}
+    assert set(DROP_REASONS) == {"not_allowlisted", "unsupported_value", "collision",
+                                 "invalid_audience_value"}
