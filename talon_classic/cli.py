@@ -288,6 +288,7 @@ def identify(
     except SettingsError as exc:
         fail(str(exc))
 
+    senders = 1 if dry_run else concurrency  # a dry run prints in input order
     first = "stdin" if paths[0] == STDIN else paths[0]
     dead_path = dead_letter or f"{first}.dead.jsonl"
     ckpt = None
@@ -300,7 +301,7 @@ def identify(
             "batch_size": batch_size,
             "id_prefix": id_prefix,
             "single": single,
-            "concurrency": 1 if dry_run else concurrency,
+            "concurrency": senders,
         }
         ckpt = Checkpoint(ckpt_path, fingerprint)
         if resume:
@@ -311,7 +312,7 @@ def identify(
     try:
         options = Options(
             batch_size=batch_size,
-            concurrency=1 if dry_run else concurrency,  # a dry run prints in input order
+            concurrency=senders,
             id_prefix=id_prefix,
             single=single,
             run_rule_engine=run_rule_engine,
@@ -325,7 +326,6 @@ def identify(
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
     dead = DeadLetters(dead_path)
-    out_stream = None
     summary = None
     code = EXIT_OK
     with contextlib.ExitStack() as stack:
@@ -361,7 +361,6 @@ def identify(
             summary = pipeline.summary
             code = EXIT_INTERRUPTED
         except InputError as exc:
-            progress.close()
             fail(str(exc))
         finally:
             progress.close()
