@@ -352,15 +352,22 @@ def _nested_value(
     name: str, value: Any, flat: dict[str, Any], dropped: list[tuple[str, str]]
 ) -> None:
     """A list (kept if all scalars) or an unsupported value, written or dropped."""
-    if type(value) is list:
-        items = [v for v in value if v is not None]
-        for item in items:
-            if type(item) in _CONTAINERS or (type(item) is float and not _isfinite(item)):
-                dropped.append((name, "unsupported_value"))
-                return
-        flat[name] = items
-    else:  # a non-finite float, or a type JSON cannot produce
+    items = _scalar_list(value)
+    if items is None:  # a list of objects or lists, a non-finite float, ...
         dropped.append((name, "unsupported_value"))
+    else:
+        flat[name] = items
+
+
+def _scalar_list(value: Any) -> list[Any] | None:
+    """A list of scalars without its nulls, or None when ``value`` is no such list."""
+    if type(value) is not list:
+        return None
+    items = [v for v in value if v is not None]
+    for item in items:
+        if type(item) in _CONTAINERS or (type(item) is float and not _isfinite(item)):
+            return None
+    return items
 
 
 def _flatten(
@@ -393,22 +400,17 @@ def _flatten(
         elif kind is dict:
             if value:
                 _flatten(value, prefix + key + "_", level + 1, flat, depth, dropped)
-        elif kind is list:
+        else:
             name = prefix + key
-            items = [v for v in value if v is not None]
-            for item in items:
-                if type(item) in _CONTAINERS or (type(item) is float and not _isfinite(item)):
-                    dropped.append((name, "unsupported_value"))
-                    break
+            items = _scalar_list(value)
+            if items is None:  # a list of objects or lists, a non-finite float, ...
+                dropped.append((name, "unsupported_value"))
+            elif name in flat:
+                _collide(name, items, level, flat, depth, dropped)
             else:
-                if name in flat:
-                    _collide(name, items, level, flat, depth, dropped)
-                else:
-                    flat[name] = items
-                    if level > 1:
-                        depth[name] = level
-        else:  # a non-finite float, or a type JSON cannot produce
-            dropped.append((prefix + key, "unsupported_value"))
+                flat[name] = items
+                if level > 1:
+                    depth[name] = level
 
 
 _CONTAINERS = frozenset({dict, list})
