@@ -176,7 +176,7 @@ def test_bad_input_kinds_are_reported_and_the_run_goes_on(emu, tmp_path: Path) -
     src.write_bytes(
         b'{"userId": "a", "traits": {"plan": "1"}}\n'
         b"{not json\n"
-        + b'{"userId": "big", "traits": {"name": "' + b"x" * (2 * 1024 * 1024) + b'"}}\n'
+        + b'{"userId": "big", "traits": {"name": "' + b"x" * (10 * 1024 * 1024) + b'"}}\n'
         + b'{"userId": "u\xff"}\n'
         b'{"userId": "b", "traits": {"plan": "2"}}\n'
     )
@@ -186,7 +186,7 @@ def test_bad_input_kinds_are_reported_and_the_run_goes_on(emu, tmp_path: Path) -
     truncated.write_bytes(packed[: len(packed) // 2])
     tail = write_jsonl(tmp_path / "tail.jsonl", [{"userId": "c"}])
     result = CliRunner().invoke(main, [
-        "identify", str(src), str(truncated), str(tail), "--json", "--max-line-bytes", "1048576",
+        "identify", str(src), str(truncated), str(tail), "--json",  # default limit: 8 MiB
         "--settings", str(write_settings(tmp_path / "s.json", emu)),
     ])
     assert result.exit_code == 0, result.output
