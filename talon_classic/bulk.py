@@ -226,6 +226,7 @@ class Pipeline:
         summary: Summary | None = None,
         on_progress: Callable[[Pipeline], None] | None = None,
         warn: Callable[[str], None] | None = None,
+        before_send: Callable[[Batch], None] | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
@@ -235,6 +236,7 @@ class Pipeline:
         self.summary = summary or Summary()
         self.on_progress = on_progress
         self.warn = warn or log.warning
+        self.before_send = before_send
         self.auth_error: AuthError | None = None
         self.current_input: Any = None
         self._cond = threading.Condition()
@@ -349,6 +351,8 @@ class Pipeline:
     # -- worker threads ------------------------------------------------------
     def _send(self, batch: Batch, ids: set[str]) -> None:
         try:
+            if self.before_send is not None:
+                self.before_send(batch)
             delivered, bad = self._deliver(batch.profiles)
             events = 0
             for profile, reason, error in bad:

@@ -189,12 +189,34 @@ class Progress:
 
 
 @contextlib.contextmanager
-def _emulator_for(settings: Settings, rate_limit: float, db: str | None) -> Iterator[Any]:
+def _emulator_for(settings: Settings, rate_limit: float, db: str | None,
+                  strict: bool = True) -> Iterator[Any]:
+    """A local emulator; ``strict``: its attributes are the allowlist (patterns included)."""
     from talon_classic.emulator import EmulatorConfig, EmulatorServer
 
-    config = EmulatorConfig(api_key=settings.api_key or "emulator-key", rate_limit=rate_limit, db=db)
+    config = EmulatorConfig(api_key=settings.api_key or "emulator-key", rate_limit=rate_limit,
+                            db=db, attributes=frozenset(settings.custom_attributes) if strict
+                            else None)
     with EmulatorServer(config) as server:
         yield server
+
+
+def _register_engage_names(engine: Engine, app: Any) -> Callable[[Any], None]:
+    """Before each batch, create the Engage attributes met so far in the emulator.
+
+    In Talon.One they are created once by hand; the emulator learns them as
+    they appear, so its attribute list stays the allowlist plus Engage's.
+    """
+    known: set[str] = set()
+    base = app.config.attributes or frozenset()
+
+    def before_send(_batch: Any) -> None:
+        names = engine.engage_names.copy()  # set.copy is atomic: the reader may be adding
+        if names - known:
+            known.update(names)
+            app.configure(attributes=base | known)
+
+    return before_send
 
 
 @main.command(short_help="Upsert Talon.One profiles from JSONL identify events.")
@@ -346,14 +368,16 @@ def identify(
         else:
             client = Client(base_url, key, concurrency=concurrency, rate_limit=rate_limit)
         stack.callback(client.close)
+        engine = Engine(settings.custom_attributes)
         pipeline = Pipeline(
-            Engine(settings.custom_attributes),
+            engine,
             client,
             options,
             dead_letters=dead,
             checkpoint=ckpt,
             on_progress=progress,
             warn=(lambda _m: None) if quiet else _stderr_warn,
+            before_send=_register_engage_names(engine, server.app) if emulator else None,
         )
         try:
             summary = pipeline.run(paths)
@@ -591,7 +615,8 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
         if emulator:
-            server = stack.enter_context(_emulator_for(settings, rate_limit, None))
+            # the server's worker does not report Engage names: accept every attribute
+            server = stack.enter_context(_emulator_for(settings, rate_limit, None, strict=False))
             client = Client(server.url, server.app.config.api_key, rate_limit=rate_limit)
             click.echo(f"emulator: delivering to the local Talon.One emulator at {server.url}")
         else:

@@ -15,6 +15,7 @@ with ``db``, in SQLite so they survive restarts.
 
 from __future__ import annotations
 
+import fnmatch
 import hmac
 import json
 import logging
@@ -27,6 +28,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -58,7 +60,8 @@ class EmulatorConfig:
     """How the emulator behaves; every field can change at runtime."""
 
     api_key: str = field(default="emulator-key", repr=False)
-    #: Attribute names that "exist"; None accepts every well-formed name.
+    #: Attribute names that "exist" (``*`` entries are patterns); None accepts every
+    #: well-formed name.
     attributes: frozenset[str] | None = None
     db: str | None = None
     #: Requests per second on /v2 (bucket of one second's worth); 0 = no limit.
@@ -85,6 +88,20 @@ class EmulatorConfig:
 
 _SET_FIELDS = ("attributes", "reject_ids")
 _CONFIG_FIELDS = {f.name for f in fields(EmulatorConfig)}
+
+
+@lru_cache(maxsize=64)
+def _patterns(attributes: frozenset[str]) -> re.Pattern[str] | None:
+    globs = [fnmatch.translate(a) for a in attributes if "*" in a]
+    return re.compile("|".join(globs)) if globs else None
+
+
+def _exists(name: str, attributes: frozenset[str]) -> bool:
+    """Is ``name`` a known attribute? Entries with ``*`` are shell patterns (``consent_*``)."""
+    if name in attributes:
+        return True
+    pattern = _patterns(attributes)
+    return pattern is not None and pattern.match(name) is not None
 
 
 def parse_attributes_file(path: str) -> frozenset[str]:
@@ -433,7 +450,7 @@ class Emulator:
                            f"{pointer}/attributes")
         for name in attributes:
             if not ATTRIBUTE_NAME.fullmatch(name) or (
-                cfg.attributes is not None and name not in cfg.attributes
+                cfg.attributes is not None and not _exists(name, cfg.attributes)
             ):
                 raise _Problem(400, "Bad request",
                                f"attribute '{name}' does not exist (profile {iid!r})",

@@ -184,7 +184,8 @@ class Engine:
     per-name decisions (allowlist, snake_case) are cached.
     """
 
-    __slots__ = ("allowlist", "_exact", "_pattern", "_allowed", "_snake", "_splits")
+    __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
+                 "_splits")
 
     def __init__(self, custom_attributes: Iterable[str] | Any = ()) -> None:
         attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
@@ -194,6 +195,9 @@ class Engine:
         self._pattern = re.compile("|".join(f"(?:{g})" for g in globs)) if globs else None
         self._allowed: dict[str, bool] = {}
         self._snake: dict[str, str] = {}
+        #: Every Engage attribute name produced so far (they bypass the allowlist,
+        #: so whoever keeps Talon.One's attribute list needs to know them).
+        self.engage_names: set[str] = set()
         self._splits: dict[tuple[str, ...], tuple[tuple[str, ...], list[tuple[str, str]]]] = {}
 
     def allowed(self, name: str) -> bool:
@@ -318,6 +322,7 @@ class Engine:
             if attr in attributes:
                 dropped.append((attr, "collision"))
             attributes[attr] = val
+            self.engage_names.add(attr)
 
 
 def _flatten_simple(

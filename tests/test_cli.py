@@ -135,3 +135,19 @@ def test_progress_line_shows_rate_and_eta(capsys) -> None:
     assert "5,000 events read  4,000 profiles sent  500 events/s  big.jsonl 25%, ETA 30s" in err
     Progress(enabled=False)(SimpleNamespace(summary=summary, current_input=source))
     assert capsys.readouterr().err == ""
+
+
+def test_emulator_mode_creates_engage_attributes_as_they_appear() -> None:
+    """--emulator: the allowlist exists from the start, Engage names before their batch."""
+    from talon_classic.cli import _register_engage_names
+    from talon_classic.emulator import Emulator, EmulatorConfig
+    from talon_classic.transform import Engine
+
+    app = Emulator(EmulatorConfig(attributes=frozenset({"email", "consent_*"})))
+    engine = Engine(["email", "consent_*"])
+    before_send = _register_engage_names(engine, app)
+    engine.transform({"userId": "u", "traits": {"VIP Customers": True},
+                      "context": {"personas": {"computation_class": "audience",
+                                               "computation_key": "VIP Customers"}}})
+    before_send(None)
+    assert app.config.attributes == {"email", "consent_*", "vip_customers"}

@@ -180,3 +180,12 @@ def test_attributes_file(tmp_path: Path) -> None:
     array = tmp_path / "attrs.json"
     array.write_text('["email", "plan"]')
     assert parse_attributes_file(str(lines)) == parse_attributes_file(str(array)) == {"email", "plan"}
+
+
+def test_attribute_patterns(talon_emulator) -> None:
+    talon_emulator.configure(attributes=["email", "consent_*"])
+    ok = bulk(talon_emulator, [{"integrationId": "u", "attributes": {"consent_sms": True,
+                                                                    "email": "e"}}])
+    assert ok.status_code == 204
+    bad = bulk(talon_emulator, [{"integrationId": "u", "attributes": {"consentsms": True}}])
+    assert bad.status_code == 400
