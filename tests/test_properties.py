@@ -1,87 +1,147 @@
-"""Property-based tests of flattening (hypothesis)."""
+"""Property-based tests of flattening (hypothesis), allowlist ``["*"]``.
+
+Two shapes of traits are generated: keys matching ``[a-z]{1,3}`` (every path
+flattens to its own name) and keys that may hold ``_`` (so ``{"a_b": 1,
+"a": {"b": 2}}`` collisions happen and the depth rule is exercised).
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from talon_classic.transform import Engine
+from talon_classic.transform import Engine, Result, _flatten, _flatten_simple
 
 ENGINE = Engine(["*"])
-keys = st.text(alphabet="abc_", min_size=1, max_size=3)
+EXAMPLES = settings(max_examples=200, deadline=None)
+
+plain_keys = st.from_regex(r"[a-z]{1,3}", fullmatch=True)
+colliding_keys = st.text(alphabet="ab_", min_size=1, max_size=3)
 scalars = st.one_of(st.text(max_size=5), st.integers(), st.booleans(),
                     st.floats(allow_nan=False, allow_infinity=False), st.none())
-values = st.recursive(
-    scalars,
-    lambda children: st.one_of(st.lists(children, max_size=3),
-                               st.dictionaries(keys, children, max_size=4)),
-    max_leaves=12,
-)
-traits_strategy = st.dictionaries(keys, values, max_size=6)
 
 
-def leaf_paths(obj: dict[str, Any], prefix: str = "") -> set[str]:
-    """Every name a leaf (non-dict value, non-null) of ``obj`` could flatten to."""
-    out: set[str] = set()
+def traits_of(keys: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
+    """JSON-like trait objects: nested dicts, scalars, lists (of anything) and nulls."""
+    values = st.recursive(
+        scalars,
+        lambda children: st.one_of(st.lists(children, max_size=3),
+                                   st.dictionaries(keys, children, max_size=4)),
+        max_leaves=12,
+    )
+    return st.dictionaries(keys, values, max_size=6)
+
+
+any_traits = st.one_of(traits_of(plain_keys), traits_of(colliding_keys))
+
+
+def leaves(obj: dict[str, Any], prefix: str = "", depth: int = 1) -> list[tuple[str, int, Any]]:
+    """``(flattened name, depth, value)`` of every non-null, non-object leaf, in document order."""
+    out: list[tuple[str, int, Any]] = []
     for key, value in obj.items():
         name = prefix + key
         if isinstance(value, dict):
-            out |= leaf_paths(value, name + "_")
+            out += leaves(value, name + "_", depth + 1)
         elif value is not None:
-            out.add(name)
+            out.append((name, depth, value))
     return out
 
 
-def run(traits: dict[str, Any]):
+def leaf_paths(obj: dict[str, Any]) -> set[str]:
+    """Every name a leaf of ``obj`` could flatten to (its path keys joined with ``_``)."""
+    return {name for name, _, _ in leaves(obj)}
+
+
+def expected(traits: dict[str, Any]) -> dict[str, Any]:
+    """The contract's flattening, written plainly: the oracle for the engine.
+
+    Lists of scalars lose their nulls; lists holding a container are
+    unsupported; on a name clash the shallowest leaf wins, the later one at
+    equal depth.
+    """
+    winners: dict[str, tuple[int, Any]] = {}
+    for name, depth, value in leaves(traits):
+        if isinstance(value, list):
+            if any(isinstance(v, (dict, list)) for v in value):
+                continue
+            value = [v for v in value if v is not None]
+        if name not in winners or depth <= winners[name][0]:
+            winners[name] = (depth, value)
+    return {name: value for name, (_, value) in winners.items()}
+
+
+def run(traits: dict[str, Any]) -> Result:
+    """Transform one identify carrying ``traits``."""
     return ENGINE.transform({"type": "identify", "userId": "u", "traits": traits})
 
 
-@settings(max_examples=300, deadline=None)
-@given(traits_strategy)
-def test_every_name_comes_from_an_input_path(traits) -> None:
+@EXAMPLES
+@given(any_traits)
+def test_every_name_comes_from_an_input_path(traits: dict[str, Any]) -> None:
     result = run(traits)
     assert set(result.attributes) <= leaf_paths(traits)
     assert {name for name, _ in result.dropped} <= leaf_paths(traits)
 
 
-@settings(max_examples=300, deadline=None)
-@given(traits_strategy)
-def test_no_value_is_an_object_and_lists_hold_scalars(traits) -> None:
+@EXAMPLES
+@given(any_traits)
+def test_no_value_is_an_object_and_lists_hold_scalars(traits: dict[str, Any]) -> None:
     for value in run(traits).attributes.values():
-        assert not isinstance(value, dict) and value is not None
+        assert value is not None and not isinstance(value, dict)
+        if isinstance(value, float):
+            assert math.isfinite(value)
         if isinstance(value, list):
             assert all(v is not None and not isinstance(v, (dict, list)) for v in value)
 
 
-@settings(max_examples=300, deadline=None)
-@given(traits_strategy)
-def test_every_leaf_is_kept_or_dropped(traits) -> None:
+@EXAMPLES
+@given(any_traits)
+def test_every_leaf_is_kept_or_dropped(traits: dict[str, Any]) -> None:
     result = run(traits)
     accounted = set(result.attributes) | {name for name, _ in result.dropped}
     assert leaf_paths(traits) == accounted
 
 
-@settings(max_examples=300, deadline=None)
-@given(traits_strategy)
-def test_transforming_the_output_again_is_stable(traits) -> None:
+@EXAMPLES
+@given(any_traits)
+def test_each_leaf_gives_one_attribute_or_one_drop(traits: dict[str, Any]) -> None:
+    result = run(traits)
+    assert len(result.attributes) + len(result.dropped) == len(leaves(traits))
+
+
+@EXAMPLES
+@given(traits_of(plain_keys))
+def test_without_underscores_nothing_collides(traits: dict[str, Any]) -> None:
+    assert all(reason == "unsupported_value" for _, reason in run(traits).dropped)
+
+
+@EXAMPLES
+@given(any_traits)
+def test_values_follow_the_contract(traits: dict[str, Any]) -> None:
+    """Attribute values equal a plain reading of the contract, collisions included."""
+    assert run(traits).attributes == expected(traits)
+
+
+@EXAMPLES
+@given(any_traits)
+def test_transforming_the_output_again_is_stable(traits: dict[str, Any]) -> None:
     once = run(traits).attributes
     twice = run(once)
     assert twice.attributes == once
     assert twice.dropped == []
 
 
-@settings(max_examples=300, deadline=None)
-@given(traits_strategy)
-def test_fast_flatten_agrees_with_the_full_one(traits) -> None:
+@EXAMPLES
+@given(any_traits)
+def test_fast_flatten_agrees_with_the_full_one(traits: dict[str, Any]) -> None:
     """The collision-free fast path gives exactly what the depth-tracking walk gives."""
-    from talon_classic.transform import _flatten, _flatten_simple
-
-    fast_flat: dict = {}
-    fast_dropped: list = []
-    slow_flat: dict = {}
-    slow_dropped: list = []
+    fast_flat: dict[str, Any] = {}
+    fast_dropped: list[tuple[str, str]] = []
+    slow_flat: dict[str, Any] = {}
+    slow_dropped: list[tuple[str, str]] = []
     _flatten(traits, "", 1, slow_flat, {}, slow_dropped)
     if _flatten_simple(traits, "", fast_flat, fast_dropped):  # else the engine uses the full one
         assert list(fast_flat.items()) == list(slow_flat.items())
