@@ -1,9 +1,15 @@
-"""Settings: every validation error has its exact one-line message; the key never shows."""
+"""Settings: every validation error has its exact one-line message; the key never shows.
+
+Messages are ``"{source}: {field}: {problem}"`` where ``source`` is the file's
+name, the environment variable or the flag the bad value came from. The
+environment is always passed explicitly (``env={...}``), never read.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,33 +17,66 @@ from talon_classic.exceptions import SettingsError
 from talon_classic.settings import Settings, load_settings
 
 KEY = "tk-SECRET-0123456789abcd"
+UNKNOWN = (
+    "unknown setting (expected apiKey, applicationDomain, deployment or customAttributes)"
+)
+HTTP_REFUSED = (
+    "must use https:// (plain http is allowed only for 127.0.0.1, localhost and ::1)"
+)
 
 
-def write(tmp_path: Path, doc, name: str = "settings.json") -> Path:
+def write(tmp_path: Path, doc: Any, name: str = "settings.json") -> Path:
+    """Write ``doc`` (JSON-encoded unless it is already text) to a settings file."""
     path = tmp_path / name
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     return path
 
 
-def error(tmp_path: Path, doc, **kw) -> str:
+def message(**kwargs: Any) -> str:
+    """The one-line SettingsError message ``load_settings(**kwargs)`` raises."""
+    kwargs.setdefault("env", {})
     with pytest.raises(SettingsError) as info:
-        load_settings(write(tmp_path, doc), env={}, **kw)
-    message = str(info.value)
-    assert "\n" not in message and KEY not in message
-    return message
+        load_settings(**kwargs)
+    text = str(info.value)
+    assert "\n" not in text and KEY not in text
+    return text
+
+
+def error(tmp_path: Path, doc: Any, **kwargs: Any) -> str:
+    """The message for a settings file holding ``doc``."""
+    return message(path=write(tmp_path, doc), **kwargs)
+
+
+# --- a good file ---------------------------------------------------------------------------
 
 
 def test_classic_settings_load(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, {"apiKey": KEY, "applicationDomain": "https://demo.talon.one/",
                                        "customAttributes": ["email", "address_*", "email"]}), env={})
-    assert s.application_domain == "https://demo.talon.one"  # trailing slash dropped
-    assert s.custom_attributes == ("email", "address_*")
+    assert s.application_domain == "https://demo.talon.one"
+    assert s.custom_attributes == ("email", "address_*")  # duplicates dropped, order kept
     assert s.api_key == KEY
+
+
+def test_the_bundled_sample_loads() -> None:
+    sample = Path(__file__).resolve().parents[1] / "samples" / "settings.json"
+    s = load_settings(sample, env={})
+    assert s.application_domain == "https://demo.talon.one"
+    assert "email" in s.custom_attributes and "consent_*" in s.custom_attributes
+
+
+# --- schema errors -------------------------------------------------------------------------
 
 
 def test_item_not_a_string(tmp_path: Path) -> None:
     assert error(tmp_path, {"customAttributes": ["a", "b", 3]}) == (
         "settings.json: customAttributes[2]: expected a string"
+    )
+
+
+def test_first_bad_item_is_named(tmp_path: Path) -> None:
+    assert error(tmp_path, {"customAttributes": ["a", {"x": 1}, 2]}) == (
+        "settings.json: customAttributes[1]: expected a string"
     )
 
 
@@ -57,10 +96,25 @@ def test_api_key_not_a_string(tmp_path: Path) -> None:
     assert error(tmp_path, {"apiKey": 12345}) == "settings.json: apiKey: expected a string"
 
 
+def test_api_key_null(tmp_path: Path) -> None:
+    assert error(tmp_path, {"apiKey": None}) == "settings.json: apiKey: expected a string"
+
+
+def test_api_key_empty(tmp_path: Path) -> None:
+    assert error(tmp_path, {"apiKey": ""}) == "settings.json: apiKey: must not be empty"
+
+
+def test_deployment_not_a_string(tmp_path: Path) -> None:
+    assert error(tmp_path, {"deployment": 5}) == "settings.json: deployment: expected a string"
+
+
 def test_unknown_key(tmp_path: Path) -> None:
-    assert error(tmp_path, {"apikey": KEY}) == (
-        "settings.json: apikey: unknown setting (expected apiKey, applicationDomain, "
-        "deployment or customAttributes)"
+    assert error(tmp_path, {"apikey": KEY}) == f"settings.json: apikey: {UNKNOWN}"
+
+
+def test_unknown_key_next_to_good_ones(tmp_path: Path) -> None:
+    assert error(tmp_path, {"apiKey": KEY, "custom_attributes": []}) == (
+        f"settings.json: custom_attributes: {UNKNOWN}"
     )
 
 
@@ -68,10 +122,12 @@ def test_not_an_object(tmp_path: Path) -> None:
     assert error(tmp_path, "[]") == "settings.json: (top level): expected an object"
 
 
+# --- the file itself -----------------------------------------------------------------------
+
+
 def test_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError) as info:
-        load_settings(tmp_path / "missing.json", env={})
-    assert str(info.value) == f"missing.json: file not found ({tmp_path / 'missing.json'})"
+    missing = tmp_path / "missing.json"
+    assert message(path=missing) == f"missing.json: file not found ({missing})"
 
 
 def test_invalid_json(tmp_path: Path) -> None:
@@ -80,28 +136,81 @@ def test_invalid_json(tmp_path: Path) -> None:
     )
 
 
-def test_http_is_refused_for_a_real_host(tmp_path: Path) -> None:
-    assert error(tmp_path, {"applicationDomain": "http://demo.talon.one"}) == (
-        "settings.json: applicationDomain: must use https:// (plain http is allowed only for "
-        "127.0.0.1, localhost and ::1)"
+def test_invalid_json_does_not_echo_the_key(tmp_path: Path) -> None:
+    assert error(tmp_path, '{"apiKey": "' + KEY + '",}') == (
+        "settings.json: not valid JSON: Expecting property name enclosed in double quotes "
+        "at line 1 column 39"
     )
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8321", "http://localhost:1", "http://[::1]:9"])
+def test_empty_file(tmp_path: Path) -> None:
+    assert error(tmp_path, "") == "settings.json: not valid JSON: Expecting value at line 1 column 1"
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_bytes(b'{"apiKey": "\xff"}')
+    assert message(path=path) == "settings.json: cannot read: UnicodeDecodeError"
+
+
+# --- applicationDomain ---------------------------------------------------------------------
+
+
+def test_http_is_refused_for_a_real_host(tmp_path: Path) -> None:
+    assert error(tmp_path, {"applicationDomain": "http://demo.talon.one"}) == (
+        f"settings.json: applicationDomain: {HTTP_REFUSED}"
+    )
+
+
+def test_http_is_refused_for_any_address(tmp_path: Path) -> None:
+    assert error(tmp_path, {"applicationDomain": "http://0.0.0.0:8321"}) == (
+        f"settings.json: applicationDomain: {HTTP_REFUSED}"
+    )
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8321", "http://localhost:1", "http://[::1]:9",
+                                 "http://localhost"])
 def test_http_is_fine_on_loopback(tmp_path: Path, url: str) -> None:
     assert load_settings(write(tmp_path, {"applicationDomain": url}), env={}).application_domain == url
 
 
-def test_not_a_url(tmp_path: Path) -> None:
-    assert error(tmp_path, {"applicationDomain": "demo.talon.one"}) == (
+@pytest.mark.parametrize(("given", "kept"), [
+    ("https://demo.talon.one/", "https://demo.talon.one"),
+    ("https://demo.talon.one//", "https://demo.talon.one"),
+    ("https://Demo.Talon.One/", "https://demo.talon.one"),
+    ("  https://demo.talon.one  ", "https://demo.talon.one"),
+    ("http://LOCALHOST:8321/", "http://localhost:8321"),
+])
+def test_domain_is_normalised(tmp_path: Path, given: str, kept: str) -> None:
+    assert load_settings(write(tmp_path, {"applicationDomain": given}),
+                         env={}).application_domain == kept
+
+
+@pytest.mark.parametrize("url", ["demo.talon.one", "ftp://demo.talon.one", "https://"])
+def test_not_an_https_url(tmp_path: Path, url: str) -> None:
+    assert error(tmp_path, {"applicationDomain": url}) == (
         "settings.json: applicationDomain: must be an https:// URL such as "
         "https://mycompany.talon.one"
     )
 
 
-@pytest.mark.parametrize("url", ["https://demo.talon.one/v2", "https://demo.talon.one/?a=1",
+def test_bad_port(tmp_path: Path) -> None:
+    assert error(tmp_path, {"applicationDomain": "https://demo.talon.one:abc"}) == (
+        "settings.json: applicationDomain: not a valid URL"
+    )
+
+
+@pytest.mark.parametrize("url", ["https://demo.talon.one/v2", "https://demo.talon.one/v1/"])
+def test_path_rejected(tmp_path: Path, url: str) -> None:
+    assert error(tmp_path, {"applicationDomain": url}) == (
+        "settings.json: applicationDomain: must be the deployment's base URL without a path "
+        "(e.g. https://demo.talon.one)"
+    )
+
+
+@pytest.mark.parametrize("url", ["https://demo.talon.one/?a=1", "https://demo.talon.one?a=1",
                                  "https://demo.talon.one/#x"])
-def test_path_query_fragment_rejected(tmp_path: Path, url: str) -> None:
+def test_query_and_fragment_rejected(tmp_path: Path, url: str) -> None:
     assert error(tmp_path, {"applicationDomain": url}) == (
         "settings.json: applicationDomain: must be the deployment's base URL without a path "
         "(e.g. https://demo.talon.one)"
@@ -109,14 +218,29 @@ def test_path_query_fragment_rejected(tmp_path: Path, url: str) -> None:
 
 
 def test_credentials_in_url_rejected(tmp_path: Path) -> None:
-    assert error(tmp_path, {"applicationDomain": "https://u:p@demo.talon.one"}) == (
+    assert error(tmp_path, {"applicationDomain": f"https://u:{KEY}@demo.talon.one"}) == (
         "settings.json: applicationDomain: must not contain credentials"
     )
+
+
+# --- deployment alias ----------------------------------------------------------------------
 
 
 def test_deployment_alias(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, {"deployment": "https://x.europe-west1.talon.one"}), env={})
     assert s.application_domain == "https://x.europe-west1.talon.one"
+
+
+def test_deployment_alias_is_validated_as_the_domain(tmp_path: Path) -> None:
+    assert error(tmp_path, {"deployment": "http://x.talon.one"}) == (
+        f"settings.json: applicationDomain: {HTTP_REFUSED}"
+    )
+
+
+def test_deployment_and_domain_agreeing_up_to_a_slash(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, {"deployment": "https://a.talon.one/",
+                                       "applicationDomain": "https://a.talon.one"}), env={})
+    assert s.application_domain == "https://a.talon.one"
 
 
 def test_deployment_and_domain_disagree(tmp_path: Path) -> None:
@@ -126,10 +250,93 @@ def test_deployment_and_domain_disagree(tmp_path: Path) -> None:
     )
 
 
+# --- the API key ---------------------------------------------------------------------------
+
+
 def test_key_with_whitespace(tmp_path: Path) -> None:
     assert error(tmp_path, {"apiKey": KEY + " "}) == (
         "settings.json: apiKey: has leading or trailing whitespace"
     )
+
+
+def test_key_with_a_newline_from_the_environment() -> None:
+    assert message(env={"TALON_API_KEY": KEY + "\n"}) == (
+        "TALON_API_KEY: apiKey: has leading or trailing whitespace"
+    )
+
+
+def test_empty_key_flag() -> None:
+    assert message(api_key="") == "--api-key: apiKey: must not be empty"
+
+
+def test_key_never_in_repr(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, {"apiKey": KEY}), env={})
+    assert KEY not in repr(s) and KEY not in str(s)
+    assert repr(s) == (
+        "Settings(api_key='****abcd', application_domain=None, custom_attributes=[])"
+    )
+
+
+def test_short_key_is_fully_hidden() -> None:
+    assert "api_key='****'" in repr(Settings(api_key="short"))
+    assert "api_key='<unset>'" in repr(Settings())
+
+
+@pytest.mark.parametrize("doc", [
+    {"apiKey": KEY, "applicationDomain": "http://demo.talon.one"},
+    {"apiKey": KEY, "applicationDomain": KEY},
+    {"apiKey": KEY, "applicationDomain": f"https://demo.talon.one/{KEY}"},
+    {"apiKey": KEY, "applicationDomain": f"https://demo.talon.one/?key={KEY}"},
+    {"apiKey": KEY, "deployment": f"https://{KEY}.talon.one", "applicationDomain": "https://x"},
+    {"apiKey": KEY, "customAttributes": [KEY, 1]},
+    {"apiKey": KEY, "customAttributes": KEY},
+    {"apiKey": " " + KEY},
+    {"apiKey": KEY, "surprise": KEY},
+])
+def test_key_never_in_an_error_message(tmp_path: Path, doc: dict[str, Any]) -> None:
+    error(tmp_path, doc)  # ``message`` asserts KEY is absent
+
+
+def test_key_never_in_an_error_from_env_or_flags() -> None:
+    message(env={"TALON_API_KEY": KEY, "TALON_APPLICATION_DOMAIN": KEY})
+    message(env={}, api_key=KEY, application_domain=f"http://{KEY}.example.com")
+    message(env={}, api_key=f"\t{KEY}")
+
+
+# --- sources and their priority ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("var", "value", "field", "want"), [
+    ("TALON_API_KEY", "env-key", "api_key", "env-key"),
+    ("TALON_APPLICATION_DOMAIN", "https://env.talon.one/", "application_domain",
+     "https://env.talon.one"),
+    ("TALON_CUSTOM_ATTRIBUTES", " a, b ,,c,a", "custom_attributes", ("a", "b", "c")),
+])
+def test_each_environment_variable_overrides_the_file(
+    tmp_path: Path, var: str, value: str, field: str, want: Any
+) -> None:
+    path = write(tmp_path, {"apiKey": "file-key", "applicationDomain": "https://file.talon.one",
+                            "customAttributes": ["file"]})
+    s = load_settings(path, env={var: value})
+    assert getattr(s, field) == want
+    untouched = {"api_key": "file-key", "application_domain": "https://file.talon.one",
+                 "custom_attributes": ("file",)}
+    del untouched[field]
+    assert {f: getattr(s, f) for f in untouched} == untouched
+
+
+def test_empty_environment_variables_are_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, {"apiKey": "file-key", "applicationDomain": "https://file.talon.one"})
+    s = load_settings(path, env={"TALON_API_KEY": "", "TALON_APPLICATION_DOMAIN": ""})
+    assert (s.api_key, s.application_domain) == ("file-key", "https://file.talon.one")
+
+
+def test_environment_alone_is_enough() -> None:
+    s = load_settings(env={"TALON_API_KEY": "env-key",
+                           "TALON_APPLICATION_DOMAIN": "http://127.0.0.1:8321",
+                           "TALON_CUSTOM_ATTRIBUTES": "email"})
+    assert (s.api_key, s.application_domain, s.custom_attributes) == (
+        "env-key", "http://127.0.0.1:8321", ("email",))
 
 
 def test_priority_file_env_flags(tmp_path: Path) -> None:
@@ -146,16 +353,36 @@ def test_priority_file_env_flags(tmp_path: Path) -> None:
         "flag-key", "https://flag.talon.one", ("flag",))
 
 
+def test_a_bad_file_value_is_reported_even_when_env_overrides_it(tmp_path: Path) -> None:
+    """The file is checked on its own first: the environment does not hide its mistakes."""
+    assert error(tmp_path, {"apiKey": 1}, env={"TALON_API_KEY": "env-key"}) == (
+        "settings.json: apiKey: expected a string"
+    )
+
+
+def test_flag_overrides_a_bad_environment_domain() -> None:
+    s = load_settings(env={"TALON_APPLICATION_DOMAIN": "http://x.talon.one"},
+                      application_domain="https://y.talon.one")
+    assert s.application_domain == "https://y.talon.one"
+
+
 def test_env_error_names_the_variable() -> None:
-    with pytest.raises(SettingsError) as info:
-        load_settings(env={"TALON_APPLICATION_DOMAIN": "http://x.talon.one"})
-    assert str(info.value).startswith("TALON_APPLICATION_DOMAIN: applicationDomain: must use https://")
+    assert message(env={"TALON_APPLICATION_DOMAIN": "http://x.talon.one"}) == (
+        f"TALON_APPLICATION_DOMAIN: applicationDomain: {HTTP_REFUSED}"
+    )
 
 
-def test_flag_error_names_the_flag() -> None:
-    with pytest.raises(SettingsError) as info:
-        load_settings(env={}, application_domain="ftp://x")
-    assert str(info.value).startswith("--application-domain: applicationDomain:")
+def test_flag_errors_name_the_flag() -> None:
+    assert message(application_domain="ftp://x") == (
+        "--application-domain: applicationDomain: must be an https:// URL such as "
+        "https://mycompany.talon.one"
+    )
+    assert message(custom_attributes=["ok", ""]) == (
+        "--custom-attribute: customAttributes[1]: must not be empty"
+    )
+
+
+# --- require_delivery ----------------------------------------------------------------------
 
 
 def test_require_delivery_messages() -> None:
@@ -170,9 +397,11 @@ def test_require_delivery_messages() -> None:
         "s.json: applicationDomain: missing (set it in the settings file, "
         "TALON_APPLICATION_DOMAIN or --application-domain)"
     )
+    assert KEY not in str(info.value)
 
 
-def test_key_never_in_repr(tmp_path: Path) -> None:
-    s = load_settings(write(tmp_path, {"apiKey": KEY}), env={})
-    assert KEY not in repr(s) and KEY not in str(s)
-    assert "****abcd" in repr(s)
+def test_require_delivery_default_source_and_success() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings().require_delivery()
+    assert str(info.value).startswith("settings: apiKey: missing")
+    Settings(api_key=KEY, application_domain="https://demo.talon.one").require_delivery()
