@@ -9,16 +9,28 @@ bodies (401, 400, 409 for concurrent updates of one profile, 429 with
 runtime (``POST /_emulator/config``), and ``/_emulator/...`` lets tests and
 users look at what arrived without an API key.
 
+Every ``/v2`` request goes through the same gate, in this order: the API
+key (401), an injected failure (``fail_next`` first, else ``fail_rate``),
+an injected hang, an injected drop, the rate limit (429), then the endpoint.
+One request takes at most one injected fault, so ``fail_next=1, drop_next=1``
+fails the next request and drops the one after. ``latency_ms`` is added to
+every ``/v2`` answer; a write spends it while holding its profiles, which is
+what makes a concurrent write of the same profile meet a 409.
+
 It is a WSGI app (werkzeug) served by waitress; profiles live in memory or,
-with ``db``, in SQLite so they survive restarts.
+with ``db``, in SQLite (WAL) so they survive restarts. Audiences are
+validated in requests but not modelled: ``audienceMemberships`` stays empty.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hmac
+import itertools
 import json
 import logging
+import math
+import os
 import random
 import re
 import sqlite3
@@ -32,6 +44,7 @@ from functools import lru_cache
 from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -51,43 +64,106 @@ logging.getLogger("waitress").addFilter(_QuietDrops())
 
 MAX_PROFILES = 1000
 MAX_ID_LENGTH = 1000
-ATTRIBUTE_NAME = re.compile(r"[A-Za-z]\w*")
+#: Talon.One's attribute names (ASCII, like its Go regexp).
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z]\w*", re.ASCII)
 REQUEST_LOG_SIZE = 100_000
+
+_SET_FIELDS = ("attributes", "reject_ids")
+_FLOAT_FIELDS = ("rate_limit", "latency_ms", "fail_rate", "hang_seconds")
+_COUNT_FIELDS = ("fail_next", "hang_next", "drop_next")
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    """``value`` as a non-negative ``kind``; bools and strings are refused, not guessed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return kind(value)
+
+
+def _names(name: str, value: Any) -> frozenset[str]:
+    """A list or set of strings as a frozenset (a lone string is refused: it is not a list)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be a list of strings, got {value!r}")
+    out = frozenset(value)
+    if not all(isinstance(v, str) for v in out):
+        raise ValueError(f"{name} must be a list of strings")
+    return out
 
 
 @dataclass(frozen=True)
 class EmulatorConfig:
-    """How the emulator behaves; every field can change at runtime."""
+    """How the emulator behaves; every field but ``db`` can change at runtime.
 
+    Values are checked (and lists turned into frozensets) on construction,
+    so a bad runtime change is refused instead of breaking later requests.
+    """
+
+    #: The key clients send as ``Authorization: ApiKey-v1 <key>``; never shown.
     api_key: str = field(default="emulator-key", repr=False)
-    #: Attribute names that "exist" (``*`` entries are patterns); None accepts every
-    #: well-formed name.
+    #: Attribute names that "exist" (``*`` entries are shell patterns, ``consent_*``);
+    #: None accepts every well-formed name.
     attributes: frozenset[str] | None = None
+    #: None keeps profiles in memory; a path keeps them in SQLite (WAL), across restarts.
     db: str | None = None
-    #: Requests per second on /v2 (bucket of one second's worth); 0 = no limit.
+    #: Requests per second over all /v2 requests; 0 = no limit. A token bucket holding
+    #: ``max(1, rate_limit)`` tokens (one second's worth), so a burst of that many passes.
     rate_limit: float = 60.0
+    #: Added to every /v2 answer.
     latency_ms: float = 0.0
+    #: Fraction of /v2 requests answered with ``fail_status`` (random, from ``seed``).
     fail_rate: float = 0.0
     fail_status: int = 503
+    #: The next N /v2 requests are answered with ``fail_status``.
     fail_next: int = 0
+    #: The next N /v2 requests sleep ``hang_seconds`` before being answered normally.
     hang_next: int = 0
     hang_seconds: float = 10.0
+    #: The next N /v2 requests are handled, then their connection closes mid-answer.
     drop_next: int = 0
+    #: integrationIds that fail any request carrying them with 400 ("poison" profiles).
     reject_ids: frozenset[str] = frozenset()
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.api_key, str) or not self.api_key:
+            raise ValueError("api_key must be a non-empty string")
+        if self.attributes is not None:
+            put("attributes", _names("attributes", self.attributes))
+        put("reject_ids", _names("reject_ids", self.reject_ids))
+        if self.db is not None and not isinstance(self.db, str | os.PathLike):
+            raise ValueError(f"db must be a path, got {self.db!r}")
+        for name in _FLOAT_FIELDS:
+            put(name, _number(name, getattr(self, name), float))
+        for name in _COUNT_FIELDS:
+            put(name, _number(name, getattr(self, name), int))
+        if self.fail_rate > 1:
+            raise ValueError(f"fail_rate must be between 0 and 1, got {self.fail_rate}")
+        status = self.fail_status
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"fail_status must be an HTTP status (100-599), got {status!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be an integer or null, got {self.seed!r}")
+
     def public(self) -> dict[str, Any]:
-        """The config as JSON, without the key."""
+        """The config as JSON-ready data, without the key (for ``/_emulator/config``)."""
         out = asdict(self)
         out.pop("api_key")
-        for name in ("attributes", "reject_ids"):
+        for name in _SET_FIELDS:
             if out[name] is not None:
                 out[name] = sorted(out[name])
+        if out["db"] is not None:
+            out["db"] = os.fspath(out["db"])
         return out
 
 
-_SET_FIELDS = ("attributes", "reject_ids")
-_CONFIG_FIELDS = {f.name for f in fields(EmulatorConfig)}
+_CONFIG_FIELDS = frozenset(f.name for f in fields(EmulatorConfig))
 
 
 @lru_cache(maxsize=64)
@@ -104,15 +180,21 @@ def _exists(name: str, attributes: frozenset[str]) -> bool:
     return pattern is not None and pattern.match(name) is not None
 
 
-def parse_attributes_file(path: str) -> frozenset[str]:
-    """Attribute names from a file: a JSON array, or one name per line (``#`` comments)."""
+def parse_attributes_file(path: str | os.PathLike[str]) -> frozenset[str]:
+    """Attribute names from a file, for ``talon-classic emulator --attributes-file``.
+
+    Either a JSON array of strings, or one name per line; blank lines and
+    ``#`` comments (whole-line or trailing) are ignored.
+    """
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     if text.lstrip().startswith("["):
-        return frozenset(str(n) for n in json.loads(text))
-    return frozenset(
-        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
-    )
+        names = json.loads(text)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{os.fspath(path)}: expected a JSON array of strings")
+        return frozenset(n.strip() for n in names if n.strip())
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return frozenset(line for line in lines if line)
 
 
 def _now() -> str:
@@ -120,26 +202,42 @@ def _now() -> str:
 
 
 class _Problem(Exception):
-    """An error answer in Talon.One's shape."""
+    """An error answer in Talon.One's shape.
 
-    def __init__(self, status: int, message: str, details: str = "", pointer: str = "",
-                 headers: dict[str, str] | None = None, hint: str = "") -> None:
+    ``message`` says what is wrong (and names the item), ``title`` is the
+    short kind of error, ``details`` what to do or more context, ``pointer``
+    the JSON pointer into the request body (``/customerProfiles/3/attributes/x``).
+    """
+
+    def __init__(self, status: int, message: str, *, title: str = "", details: str = "",
+                 pointer: str = "", parameter: str = "",
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.hint = hint
         self.status = status
         self.message = message
-        self.details = details
+        self.title = title or message
+        self.details = details or message
         self.pointer = pointer
+        self.parameter = parameter
         self.headers = headers or {}
 
     def response(self) -> Response:
-        error: dict[str, Any] = {"title": self.details or self.message,
-                                 "details": self.hint or self.details or self.message}
-        if self.pointer:
-            error["source"] = {"pointer": self.pointer}
-        body = {"message": self.message, "errors": [error], "StatusCode": self.status}
+        source = {"pointer": self.pointer}
+        if self.parameter:
+            source["parameter"] = self.parameter
+        body = {"message": self.message,
+                "errors": [{"title": self.title, "details": self.details, "source": source}],
+                "StatusCode": self.status}
         return Response(json.dumps(body), self.status, self.headers,
                         content_type="application/json")
+
+
+def _bad(message: str, pointer: str = "", details: str = "", parameter: str = "") -> _Problem:
+    return _Problem(400, message, title="Bad request", details=details, pointer=pointer,
+                    parameter=parameter)
+
+
+Items = list[tuple[str, dict[str, Any]]]
 
 
 class _MemoryStore:
@@ -149,9 +247,10 @@ class _MemoryStore:
         self.profiles: dict[str, dict[str, Any]] = {}
         self.next_id = 1
 
-    def upsert(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        out = []
+    def upsert(self, items: Items, snapshot: bool) -> list[dict[str, Any]]:
+        """Merge each item's attributes in; with ``snapshot``, copies of the results."""
         now = _now()
+        touched = []
         for iid, attrs in items:
             profile = self.profiles.get(iid)
             if profile is None:
@@ -161,14 +260,20 @@ class _MemoryStore:
                 self.next_id += 1
             profile["attributes"].update(attrs)
             profile["lastActivity"] = now
-            out.append(profile)
-        return out
+            touched.append(profile)
+        return [self._copy(p) for p in touched] if snapshot else []
+
+    @staticmethod
+    def _copy(profile: dict[str, Any]) -> dict[str, Any]:
+        return {**profile, "attributes": dict(profile["attributes"])}
 
     def get(self, iid: str) -> dict[str, Any] | None:
-        return self.profiles.get(iid)
+        found = self.profiles.get(iid)
+        return self._copy(found) if found is not None else None
 
     def page(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        return list(self.profiles.values())[offset: offset + limit]
+        chosen = itertools.islice(self.profiles.values(), offset, offset + limit)
+        return [self._copy(p) for p in chosen]
 
     def count(self) -> int:
         return len(self.profiles)
@@ -177,70 +282,84 @@ class _MemoryStore:
         self.profiles.clear()
         self.next_id = 1
 
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_COLUMNS = "id, integration_id, created, last_activity, attributes"
+
 
 class _SqliteStore:
-    """Profiles in SQLite (WAL), one transaction per request."""
+    """Profiles in SQLite (WAL): one transaction and one ``executemany`` per request."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS profiles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "integration_id TEXT UNIQUE NOT NULL, created TEXT NOT NULL, "
             "last_activity TEXT NOT NULL, attributes TEXT NOT NULL)"
         )
 
-    def _row(self, row: tuple) -> dict[str, Any]:
+    @staticmethod
+    def _row(row: tuple[Any, ...]) -> dict[str, Any]:
         return {"id": row[0], "integrationId": row[1], "created": row[2],
                 "lastActivity": row[3], "attributes": json.loads(row[4])}
 
-    def upsert(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    def _select(self, cur: sqlite3.Cursor, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        found = {}
+        for start in range(0, len(ids), 500):  # well under SQLite's bound-parameter limit
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in cur.execute(
+                    f"SELECT {_COLUMNS} FROM profiles WHERE integration_id IN ({marks})", chunk):
+                found[row[1]] = row
+        return found
+
+    def upsert(self, items: Items, snapshot: bool) -> list[dict[str, Any]]:
+        """Read the touched rows, merge in Python, write them back in one ``executemany``."""
         now = _now()
-        out = []
         cur = self.db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            ids = list(dict.fromkeys(iid for iid, _ in items))
+            existing = self._select(cur, ids)
+            merged = {iid: json.loads(existing[iid][4]) if iid in existing else {} for iid in ids}
             for iid, attrs in items:
-                row = cur.execute(
-                    "SELECT id, integration_id, created, last_activity, attributes "
-                    "FROM profiles WHERE integration_id = ?", (iid,)).fetchone()
-                if row is None:
-                    cur.execute(
-                        "INSERT INTO profiles (integration_id, created, last_activity, attributes)"
-                        " VALUES (?, ?, ?, ?)", (iid, now, now, json.dumps(attrs)))
-                    profile = {"id": cur.lastrowid, "integrationId": iid, "created": now,
-                               "lastActivity": now, "attributes": dict(attrs)}
-                else:
-                    profile = self._row(row)
-                    profile["attributes"].update(attrs)
-                    profile["lastActivity"] = now
-                    cur.execute(
-                        "UPDATE profiles SET attributes = ?, last_activity = ? WHERE id = ?",
-                        (json.dumps(profile["attributes"]), now, profile["id"]))
-                out.append(profile)
+                merged[iid].update(attrs)
+            cur.executemany(
+                "INSERT INTO profiles (integration_id, created, last_activity, attributes) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(integration_id) DO UPDATE SET "
+                "last_activity = excluded.last_activity, attributes = excluded.attributes",
+                [(iid, now, now, json.dumps(merged[iid])) for iid in ids])
+            rows = self._select(cur, ids) if snapshot else {}
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        return out
+        return [self._row(rows[iid]) for iid, _ in items] if snapshot else []
 
     def get(self, iid: str) -> dict[str, Any] | None:
-        row = self.db.execute(
-            "SELECT id, integration_id, created, last_activity, attributes FROM profiles "
-            "WHERE integration_id = ?", (iid,)).fetchone()
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM profiles WHERE integration_id = ?",
+                              (iid,)).fetchone()
         return self._row(row) if row else None
 
     def page(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT id, integration_id, created, last_activity, attributes FROM profiles "
-            "ORDER BY id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM profiles ORDER BY id LIMIT ? OFFSET ?",
+                               (limit, offset)).fetchall()
         return [self._row(r) for r in rows]
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM profiles").fetchone()[0]
 
     def clear(self) -> None:
+        """Delete every profile and restart ids at 1, like a fresh store."""
         self.db.execute("DELETE FROM profiles")
+        self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'profiles'")
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def _full(profile: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +368,7 @@ def _full(profile: dict[str, Any]) -> dict[str, Any]:
         "id": profile["id"],
         "created": profile["created"],
         "integrationId": profile["integrationId"],
-        "attributes": dict(profile["attributes"]),
+        "attributes": profile["attributes"],
         "accountId": 1,
         "closedSessions": 0,
         "totalSales": 0.0,
@@ -259,8 +378,21 @@ def _full(profile: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status, content_type="application/json")
+
+
 class _Drop(Exception):
     """Raised mid-body so waitress closes the connection (a dropped response)."""
+
+
+@dataclass
+class _Exchange:
+    """What one /v2 request did, for the request log and the fault handling."""
+
+    profiles: int = 0
+    paused: bool = False
+    drop: bool = False
 
 
 class Emulator:
@@ -294,19 +426,25 @@ class Emulator:
 
     # -- library API -------------------------------------------------------
     def configure(self, **changes: Any) -> None:
-        """Change config fields at runtime (lists become frozensets)."""
-        unknown = set(changes) - _CONFIG_FIELDS - {"db"}
-        if unknown or "db" in changes:
-            raise ValueError(f"cannot change: {', '.join(sorted(unknown or {'db'}))}")
-        for name in _SET_FIELDS:
-            if name in changes and changes[name] is not None:
-                changes[name] = frozenset(changes[name])
+        """Change config fields at runtime; lists become frozensets.
+
+        Raises ValueError for an unknown field, a bad value, or ``db`` (the
+        store is opened once, at construction).
+        """
+        unknown = set(changes) - _CONFIG_FIELDS
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        if "db" in changes:
+            raise ValueError("db cannot change at runtime; start another emulator")
         with self._lock:
-            self.config = replace(self.config, **changes)
+            self.config = replace(self.config, **changes)  # __post_init__ checks the values
             if "seed" in changes:
-                self._random = random.Random(changes["seed"])
+                self._random = random.Random(self.config.seed)
             if "rate_limit" in changes:
                 self._tokens = max(1.0, self.config.rate_limit)
+                self._refilled = time.monotonic()
+        log.info("emulator config changed: %s", ", ".join(
+            name for name in sorted(changes) if name != "api_key") or "api_key")
 
     def profile(self, integration_id: str) -> dict[str, Any] | None:
         """``{"integrationId", "attributes"}`` of one stored profile, or None."""
@@ -314,10 +452,10 @@ class Emulator:
             found = self._store.get(integration_id)
         if found is None:
             return None
-        return {"integrationId": found["integrationId"], "attributes": dict(found["attributes"])}
+        return {"integrationId": found["integrationId"], "attributes": found["attributes"]}
 
     def stats(self) -> dict[str, Any]:
-        """Requests by status, profiles stored, profiles written."""
+        """``{"requests": {status: n}, "profiles": stored, "profile_updates": written}``."""
         with self._store_lock:
             profiles = self._store.count()
         with self._lock:
@@ -325,7 +463,7 @@ class Emulator:
                     "profile_updates": self._updates}
 
     def reset(self) -> None:
-        """Forget profiles, counters and the request log."""
+        """Forget profiles, counters and the request log (the config stays)."""
         with self._store_lock:
             self._store.clear()
         with self._lock:
@@ -333,42 +471,67 @@ class Emulator:
             self._updates = 0
             self._log.clear()
 
+    def close(self) -> None:
+        """Release the store (closes the SQLite file); the app answers no more writes."""
+        with self._store_lock:
+            self._store.close()
+
     # -- WSGI ----------------------------------------------------------------
-    def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        arrived = time.monotonic()
         request = Request(environ)
         adapter = self._url_map.bind_to_environ(environ)
-        arrived = time.monotonic()
         is_api = request.path.startswith("/v2/")
-        counted = {"profiles": 0}
-        drop = False
+        exchange = _Exchange()
         try:
-            endpoint, args = adapter.match()
-            handler = getattr(self, f"_on_{endpoint}")
             if is_api:
-                drop = self._gate(request)
-            response = handler(request, counted, **args)
+                self._gate(request, exchange)
+            endpoint, args = adapter.match()
+            response = getattr(self, f"_on_{endpoint}")(request, exchange, **args)
         except _Problem as problem:
             response = problem.response()
         except NotFound:
-            response = _Problem(404, "Not found", f"no route {request.path}").response()
-        except MethodNotAllowed:
-            response = _Problem(405, "Method not allowed").response()
+            response = _Problem(404, f"no such endpoint: {request.method} {request.path}",
+                                title="Not found").response()
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            response = _Problem(405, f"{request.method} is not allowed on {request.path}",
+                                title="Method not allowed",
+                                headers={"Allow": allowed} if allowed else None).response()
         except HTTPException as exc:  # pragma: no cover - werkzeug edge cases
             response = _Problem(exc.code or 500, exc.description or "error").response()
-        if is_api:
-            with self._lock:
-                self._status[str(response.status_code)] += 1
-                self._log.append({"t": arrived, "method": request.method, "path": request.path,
-                                  "status": response.status_code,
-                                  "profiles": counted["profiles"]})
-        if drop:
-            return self._dropped(response, start_response)
+        if not is_api:
+            return response(environ, start_response)
+        if not exchange.paused:
+            self._pause(exchange)
+        if exchange.drop:
+            return self._dropped(request, response, exchange, arrived, start_response)
+        self._record(request, response.status_code, exchange, arrived)
         return response(environ, start_response)
 
-    def _dropped(self, response: Response, start_response: Any) -> Iterator[bytes]:
-        # a 204 cannot carry a body to cut short, so a dropped answer is a 200
+    def _record(self, request: Request, status: int, exchange: _Exchange,
+                arrived: float) -> None:
+        with self._lock:
+            self._status[str(status)] += 1
+            self._log.append({"t": arrived, "method": request.method, "path": request.path,
+                              "status": status, "profiles": exchange.profiles})
+        log.debug("%s %s -> %d (%d profiles)", request.method, request.path, status,
+                  exchange.profiles)
+
+    def _dropped(self, request: Request, response: Response, exchange: _Exchange,
+                 arrived: float, start_response: Any) -> Iterator[bytes]:
+        """Announce more body than is sent, send half, then break the connection.
+
+        The request was handled (a write is stored), as when a real answer
+        is lost on the way back: the client must retry, and the retry is
+        harmless because upserts are idempotent. A 204 has no body to cut
+        short, so a dropped 204 is sent as a 200.
+        """
         body = response.get_data() or b'{"dropped": "on purpose by the emulator"}'
-        start_response(response.status if response.status_code != 204 else "200 OK",
+        status = 200 if response.status_code == 204 else response.status_code
+        self._record(request, status, exchange, arrived)
+        log.info("dropping the connection of %s %s on purpose", request.method, request.path)
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}",
                        [("Content-Type", "application/json"),
                         ("Content-Length", str(len(body) + 100))])
 
@@ -377,98 +540,141 @@ class Emulator:
             raise _Drop("connection dropped on purpose by the emulator")
         return chunks()
 
-    def _gate(self, request: Request) -> bool:
-        """Auth, then injected faults, then the rate limit. Returns 'drop this one'."""
+    def _gate(self, request: Request, exchange: _Exchange) -> None:
+        """Auth, then one injected fault, then the rate limit; raises the error answer."""
         header = request.headers.get("Authorization", "")
-        cfg = self.config
-        if not hmac.compare_digest(header.encode(), f"ApiKey-v1 {cfg.api_key}".encode()):
-            raise _Problem(401, "Unauthorized", "missing or invalid API key")
+        if not hmac.compare_digest(header.encode(), f"ApiKey-v1 {self.config.api_key}".encode()):
+            log.info("401 for %s %s: missing or wrong API key", request.method, request.path)
+            raise _Problem(401, "Unauthorized", details="missing or invalid API key: send "
+                           "'Authorization: ApiKey-v1 <key>' with the Application's key")
+        fail = hang = False
         with self._lock:
             cfg = self.config
-            fail = cfg.fail_next > 0 or (cfg.fail_rate > 0 and self._random.random() < cfg.fail_rate)
-            hang = drop = False
             if cfg.fail_next > 0:
+                fail = True
                 self.config = replace(cfg, fail_next=cfg.fail_next - 1)
-            elif not fail and cfg.hang_next > 0:
+            elif cfg.fail_rate > 0 and self._random.random() < cfg.fail_rate:
+                fail = True
+            elif cfg.hang_next > 0:
                 hang = True
                 self.config = replace(cfg, hang_next=cfg.hang_next - 1)
-            elif not fail and cfg.drop_next > 0:
-                drop = True
+            elif cfg.drop_next > 0:
+                exchange.drop = True
                 self.config = replace(cfg, drop_next=cfg.drop_next - 1)
-            limited = False
-            if not fail and cfg.rate_limit > 0:
-                now = time.monotonic()
-                self._tokens = min(max(1.0, cfg.rate_limit),
-                                   self._tokens + (now - self._refilled) * cfg.rate_limit)
-                self._refilled = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                else:
-                    limited = True
         if fail:
-            raise _Problem(cfg.fail_status, "Injected failure", "fault injected by the emulator")
+            log.info("injected %d for %s %s", cfg.fail_status, request.method, request.path)
+            raise _Problem(cfg.fail_status, "Injected failure",
+                           details="a fault injected by the emulator (fail_next / fail_rate)")
         if hang:
+            log.info("hanging %s %s for %.1fs", request.method, request.path, cfg.hang_seconds)
             time.sleep(cfg.hang_seconds)
-        if limited:
-            raise _Problem(429, "Too many requests", "rate limit exceeded",
-                           headers={"Retry-After": "1"})
-        return drop
+        wait = self._take_token()
+        if wait:
+            raise _Problem(429, "Too many requests", details=f"above the rate limit of "
+                           f"{self.config.rate_limit:g} requests per second; retry after {wait}s",
+                           headers={"Retry-After": str(wait)})
 
-    def _pause(self) -> None:
-        """The configured latency; writes take it while holding their profiles (see 409)."""
+    def _take_token(self) -> int:
+        """Take one token from the bucket; 0 when there was one, else whole seconds to wait."""
+        with self._lock:
+            rate = self.config.rate_limit
+            if rate <= 0:
+                return 0
+            now = time.monotonic()
+            self._tokens = min(max(1.0, rate), self._tokens + (now - self._refilled) * rate)
+            self._refilled = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0
+            return max(1, math.ceil((1 - self._tokens) / rate))
+
+    def _pause(self, exchange: _Exchange) -> None:
+        """The configured latency, once per request."""
+        exchange.paused = True
         if self.config.latency_ms:
             time.sleep(self.config.latency_ms / 1000)
 
     # -- /v2 -------------------------------------------------------------------
-    def _on_authping(self, request: Request, counted: dict) -> Response:
-        self._pause()
+    def _on_authping(self, request: Request, exchange: _Exchange) -> Response:
         return Response(status=204)
 
-    def _body(self, request: Request) -> dict[str, Any]:
+    @staticmethod
+    def _body(request: Request) -> dict[str, Any]:
         try:
             body = json.loads(request.get_data())
         except ValueError:
-            raise _Problem(400, "Bad request", "the body is not valid JSON") from None
+            raise _bad("the request body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise _Problem(400, "Bad request", "the body must be a JSON object", "/")
+            raise _bad("the request body must be a JSON object", "/")
         return body
 
+    @staticmethod
+    def _flag(request: Request, name: str, values: tuple[str, str], default: str) -> bool:
+        """A query parameter that takes one of two ``values``; True for the first."""
+        value = request.args.get(name, default)
+        if value.lower() not in values:
+            raise _bad(f"query parameter {name} must be {' or '.join(values)}, got {value!r}",
+                       parameter=name)
+        return value.lower() == values[0]
+
     def _check(self, iid: Any, attributes: Any, pointer: str) -> None:
+        """One profile's id and attributes, against Talon.One's rules and the config."""
         cfg = self.config
         if not isinstance(iid, str) or not iid:
-            raise _Problem(400, "Bad request", "integrationId must be a non-empty string",
-                           f"{pointer}/integrationId")
+            raise _bad("integrationId must be a non-empty string", f"{pointer}/integrationId")
         if len(iid) > MAX_ID_LENGTH:
-            raise _Problem(400, "Bad request",
-                           f"integrationId is longer than {MAX_ID_LENGTH} characters",
-                           f"{pointer}/integrationId")
+            raise _bad(f"integrationId is longer than {MAX_ID_LENGTH} characters "
+                       f"({len(iid)})", f"{pointer}/integrationId")
         if iid in cfg.reject_ids:
-            raise _Problem(400, "Bad request", f"profile {iid!r} was rejected (reject_ids)",
-                           f"{pointer}/integrationId")
+            raise _bad(f"profile {iid!r} was rejected (reject_ids)", f"{pointer}/integrationId",
+                       details=f"the emulator is told to refuse integrationId {iid!r}")
         if not isinstance(attributes, dict):
-            raise _Problem(400, "Bad request", "attributes must be an object",
-                           f"{pointer}/attributes")
+            raise _bad(f"attributes of profile {iid!r} must be an object",
+                       f"{pointer}/attributes")
         for name in attributes:
-            if not ATTRIBUTE_NAME.fullmatch(name) or (
-                cfg.attributes is not None and not _exists(name, cfg.attributes)
-            ):
-                raise _Problem(400, "Bad request",
-                               f"attribute '{name}' does not exist (profile {iid!r})",
-                               f"{pointer}/attributes/{name}",
-                               hint="create it in the Campaign Manager (Attributes, entity "
-                               "Customer Profile) or remove it from customAttributes")
+            where = f"{pointer}/attributes/{name.replace('~', '~0').replace('/', '~1')}"
+            if not ATTRIBUTE_NAME.fullmatch(name):
+                raise _bad(f"attribute {name!r} is not a valid name (profile {iid!r})", where,
+                           details=r"attribute names match ^[A-Za-z]\w*$")
+            if cfg.attributes is not None and not _exists(name, cfg.attributes):
+                raise _bad(f"attribute {name!r} does not exist (profile {iid!r})", where,
+                           details="create it in the Campaign Manager (Attributes, entity "
+                           "Customer Profile) or remove it from customAttributes")
 
-    def _write(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _check_extras(body: dict[str, Any]) -> None:
+        """``audiencesChanges`` and ``responseContent`` of a single update, when present."""
+        changes = body.get("audiencesChanges")
+        if changes is not None:
+            if not isinstance(changes, dict) or set(changes) != {"adds", "deletes"}:
+                raise _bad("audiencesChanges must be {\"adds\": [...], \"deletes\": [...]}",
+                           "/audiencesChanges")
+            for key in ("adds", "deletes"):
+                ids = changes[key]
+                if not isinstance(ids, list) or not all(
+                        isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                    raise _bad(f"audiencesChanges.{key} must be a list of audience ids",
+                               f"/audiencesChanges/{key}")
+        content = body.get("responseContent")
+        if content is not None and (
+                not isinstance(content, list) or not all(isinstance(c, str) for c in content)):
+            raise _bad("responseContent must be a list of strings", "/responseContent")
+
+    def _write(self, items: Items, exchange: _Exchange, snapshot: bool) -> list[dict[str, Any]]:
+        """Store ``items``, holding their ids (and the latency) so a concurrent write gets 409."""
         ids = {iid for iid, _ in items}
         with self._lock:
-            if ids & self._busy:
-                raise _Problem(409, "Too many requests are updating this profile at the same time",
-                               "retry after a pause")
+            clash = ids & self._busy
+            if clash:
+                shown = ", ".join(repr(i) for i in sorted(clash)[:3])
+                raise _Problem(409, "Too many requests are updating this profile at the same "
+                               "time", title="Conflict", details=f"profile {shown} is being "
+                               "updated by another request; retry after a pause")
             self._busy |= ids
         try:
-            self._pause()
+            self._pause(exchange)
             with self._store_lock:
-                stored = self._store.upsert(items)
+                stored = self._store.upsert(items, snapshot)
             with self._lock:
                 self._updates += len(items)
             return stored
@@ -476,100 +682,125 @@ class Emulator:
             with self._lock:
                 self._busy -= ids
 
-    def _on_single(self, request: Request, counted: dict, iid: str) -> Response:
+    def _on_single(self, request: Request, exchange: _Exchange, iid: str) -> Response:
+        self._flag(request, "runRuleEngine", ("true", "false"), "false")
+        dry = self._flag(request, "dry", ("true", "false"), "false")
         body = self._body(request)
         attributes = body.get("attributes", {})
         self._check(iid, attributes, "")
-        counted["profiles"] = 1
-        if request.args.get("dry", "false").lower() == "true":
-            self._pause()
-            stored = self.profile(iid) or {"integrationId": iid, "attributes": {}}
-            profile = {**_full({"id": 0, "created": _now(), **stored})}
+        self._check_extras(body)
+        exchange.profiles = 1
+        if dry:  # what the update would give, nothing stored
+            with self._store_lock:
+                current = self._store.get(iid)
+            now = _now()
+            current = current or {"id": 0, "created": now, "integrationId": iid,
+                                  "attributes": {}}
+            current["attributes"].update(attributes)
+            profile = _full({**current, "lastActivity": now})
         else:
-            profile = _full(self._write([(iid, attributes)])[0])
-        answer = {"customerProfile": profile, "effects": [], "createdCoupons": [],
-                  "createdReferrals": [], "ruleFailureReasons": [], "triggeredCampaigns": [],
-                  "awardedGiveaways": []}
-        return Response(json.dumps(answer), 200, content_type="application/json")
+            profile = _full(self._write([(iid, attributes)], exchange, snapshot=True)[0])
+        return _json({"customerProfile": profile, "effects": [], "createdCoupons": [],
+                      "createdReferrals": [], "ruleFailureReasons": [],
+                      "triggeredCampaigns": [], "awardedGiveaways": []})
 
-    def _on_bulk(self, request: Request, counted: dict) -> Response:
+    def _on_bulk(self, request: Request, exchange: _Exchange) -> Response:
+        silent = self._flag(request, "silent", ("yes", "no"), "yes")
         body = self._body(request)
         items = body.get("customerProfiles")
         if not isinstance(items, list):
-            raise _Problem(400, "Bad request", "customerProfiles must be an array",
-                           "/customerProfiles")
+            raise _bad("customerProfiles must be an array", "/customerProfiles")
         if len(items) > MAX_PROFILES:
-            raise _Problem(400, "Bad request",
-                           f"at most {MAX_PROFILES} profiles per request, got {len(items)}",
-                           "/customerProfiles")
+            raise _bad(f"at most {MAX_PROFILES} profiles per request, got {len(items)}",
+                       "/customerProfiles")
         batch = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                raise _Problem(400, "Bad request", "each profile must be an object",
-                               f"/customerProfiles/{i}")
+                raise _bad(f"customerProfiles[{i}] must be an object", f"/customerProfiles/{i}")
             iid, attributes = item.get("integrationId"), item.get("attributes", {})
             self._check(iid, attributes, f"/customerProfiles/{i}")
             batch.append((iid, attributes))
-        counted["profiles"] = len(batch)
-        stored = self._write(batch)
-        if request.args.get("silent", "yes") == "no":
-            states = [{"customerProfile": _full(p)} for p in stored]
-            return Response(json.dumps({"integrationStates": states}), 200,
-                            content_type="application/json")
-        return Response(status=204)
+        exchange.profiles = len(batch)
+        stored = self._write(batch, exchange, snapshot=not silent)
+        if silent:
+            return Response(status=204)
+        return _json({"integrationStates": [{"customerProfile": _full(p)} for p in stored]})
 
     # -- /_emulator ------------------------------------------------------------
-    def _json(self, data: Any, status: int = 200) -> Response:
-        return Response(json.dumps(data), status, content_type="application/json")
+    @staticmethod
+    def _window(request: Request, default_limit: int) -> tuple[int, int]:
+        limit = request.args.get("limit", default_limit, type=int)
+        offset = request.args.get("offset", 0, type=int)
+        if limit < 0 or offset < 0:
+            raise _bad("limit and offset must be >= 0", parameter="limit" if limit < 0
+                       else "offset")
+        return limit, offset
 
-    def _on_profile(self, request: Request, counted: dict, iid: str) -> Response:
+    def _on_profile(self, request: Request, exchange: _Exchange, iid: str) -> Response:
         found = self.profile(iid)
         if found is None:
-            raise _Problem(404, "Not found", f"no profile {iid!r}")
-        return self._json(found)
+            raise _Problem(404, f"no profile {iid!r}", title="Not found")
+        return _json(found)
 
-    def _on_list(self, request: Request, counted: dict) -> Response:
-        limit = request.args.get("limit", 100, type=int)
-        offset = request.args.get("offset", 0, type=int)
+    def _on_list(self, request: Request, exchange: _Exchange) -> Response:
+        limit, offset = self._window(request, 100)
         with self._store_lock:
             page = self._store.page(limit, offset)
             total = self._store.count()
         profiles = [{"integrationId": p["integrationId"], "attributes": p["attributes"]}
                     for p in page]
-        return self._json({"total": total, "profiles": profiles})
+        return _json({"total": total, "profiles": profiles})
 
-    def _on_stats(self, request: Request, counted: dict) -> Response:
-        return self._json(self.stats())
+    def _on_stats(self, request: Request, exchange: _Exchange) -> Response:
+        return _json(self.stats())
 
-    def _on_requests(self, request: Request, counted: dict) -> Response:
-        limit = request.args.get("limit", 1000, type=int)
-        offset = request.args.get("offset", 0, type=int)
+    def _on_requests(self, request: Request, exchange: _Exchange) -> Response:
+        limit, offset = self._window(request, REQUEST_LOG_SIZE)
         with self._lock:
-            entries = list(self._log)[offset: offset + limit]
-        return self._json(entries)
+            entries = list(itertools.islice(self._log, offset, offset + limit))
+        return _json(entries)
 
-    def _on_reset(self, request: Request, counted: dict) -> Response:
+    def _on_reset(self, request: Request, exchange: _Exchange) -> Response:
         self.reset()
         return Response(status=204)
 
-    def _on_config(self, request: Request, counted: dict) -> Response:
+    def _on_config(self, request: Request, exchange: _Exchange) -> Response:
         if request.method == "POST":
             try:
                 self.configure(**self._body(request))
             except (TypeError, ValueError) as exc:
-                raise _Problem(400, "Bad request", str(exc)) from None
-        return self._json(self.config.public())
+                raise _bad(str(exc)) from None
+        return _json(self.config.public())
 
 
 class EmulatorServer(WaitressServer):
-    """An :class:`Emulator` served by waitress on loopback, in a thread or in the foreground."""
+    """An :class:`Emulator` served by waitress on loopback, in a thread or in the foreground.
+
+    ``url`` holds the bound port right after construction (``port=0`` picks a
+    free one). ``start()`` serves in a daemon thread, ``serve_forever()``
+    blocks (for the CLI), ``stop()`` lets requests in progress finish, closes
+    the sockets and the store. Also a context manager that starts and stops.
+    """
 
     app: Emulator
 
     def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1",
                  port: int = 0, threads: int = 8) -> None:
         super().__init__(Emulator(config), host=host, port=port, threads=threads)
+        cfg = self.app.config
+        log.info("Talon.One emulator on %s (%s store, rate limit %s)", self.url,
+                 "SQLite" if cfg.db else "memory", f"{cfg.rate_limit:g}/s" if cfg.rate_limit
+                 else "none")
+
+    def start(self) -> EmulatorServer:
+        """Serve in a daemon thread; returns self."""
+        super().start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving (requests in progress get ``timeout`` seconds), then close the store."""
+        super().stop(timeout)
+        self.app.close()
 
     def __enter__(self) -> EmulatorServer:
-        self.start()
-        return self
+        return self.start()
