@@ -13,35 +13,55 @@ way a user would look, never into the emulator's memory.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from talon_classic.emulator import EmulatorConfig, EmulatorServer
+from talon_classic.emulator import Emulator, EmulatorConfig, EmulatorServer
 
 
 class EmulatorHandle:
-    """A running emulator: its URL and key, and helpers to look inside."""
+    """A running emulator: where it is, its key, and helpers to look inside.
+
+    ``url`` and ``api_key`` are what the code under test needs; ``app`` is the
+    :class:`~talon_classic.emulator.Emulator` itself, for the rare test that
+    must reach past HTTP. ``profile``, ``profiles``, ``stats``, ``requests``,
+    ``reset`` and ``configure`` go through ``/_emulator/...`` over real HTTP.
+    """
 
     def __init__(self, server: EmulatorServer) -> None:
         self.server = server
-        self.app = server.app
-        self.url = server.url
-        self.api_key = server.app.config.api_key
+        self.app: Emulator = server.app
+        self.url: str = server.url
         self._http = requests.Session()
 
-    def _get(self, path: str, **params: Any) -> Any:
+    def __repr__(self) -> str:
+        return f"EmulatorHandle({self.url})"
+
+    @property
+    def api_key(self) -> str:
+        """The key clients must send (follows runtime changes of ``api_key``)."""
+        return self.app.config.api_key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header a client must send, ready for ``requests``."""
+        return {"Authorization": f"ApiKey-v1 {self.api_key}"}
+
+    def _get(self, path: str, missing_ok: bool = False, **params: Any) -> Any:
         response = self._http.get(f"{self.url}/_emulator/{path}", params=params, timeout=10)
-        if response.status_code == 404:
+        if missing_ok and response.status_code == 404:
             return None
         response.raise_for_status()
         return response.json()
 
     def profile(self, integration_id: str) -> dict[str, Any] | None:
         """``{"integrationId", "attributes"}``, or None when no such profile."""
-        return self._get("profiles/" + requests.utils.quote(integration_id, safe=""))
+        quoted = requests.utils.quote(integration_id, safe="")
+        return self._get("profiles/" + quoted, missing_ok=True)
 
     def profiles(self) -> list[dict[str, Any]]:
         """Every stored profile, in creation order."""
@@ -65,11 +85,18 @@ class EmulatorHandle:
         self._http.post(f"{self.url}/_emulator/reset", timeout=10).raise_for_status()
 
     def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change the emulator's behaviour at runtime (``POST /_emulator/config``)."""
+        """Change the emulator's behaviour at runtime (``POST /_emulator/config``).
+
+        Takes :class:`EmulatorConfig` fields (sets may be any iterable) and
+        returns the new config without the key; a refused change raises
+        ValueError with the emulator's reason.
+        """
         for name in ("attributes", "reject_ids"):
-            if name in changes and changes[name] is not None:
+            if changes.get(name) is not None and not isinstance(changes[name], str):
                 changes[name] = sorted(changes[name])
         response = self._http.post(f"{self.url}/_emulator/config", json=changes, timeout=10)
+        if response.status_code == 400:
+            raise ValueError(response.json()["message"])
         response.raise_for_status()
         return response.json()
 
@@ -81,7 +108,7 @@ class EmulatorHandle:
 
 @pytest.fixture()
 def talon_emulator_factory() -> Iterator[Callable[..., EmulatorHandle]]:
-    """Start emulators with given config fields; all stop at teardown.
+    """Start emulators with given :class:`EmulatorConfig` fields; all stop at teardown.
 
     Unlike Talon.One, the default here is no rate limit, so tests run fast;
     pass ``rate_limit=60`` to test limiting.
@@ -90,16 +117,16 @@ def talon_emulator_factory() -> Iterator[Callable[..., EmulatorHandle]]:
 
     def start(**config: Any) -> EmulatorHandle:
         config.setdefault("rate_limit", 0)
-        for name in ("attributes", "reject_ids"):
-            if config.get(name) is not None:
-                config[name] = frozenset(config[name])
         handle = EmulatorHandle(EmulatorServer(EmulatorConfig(**config)).start())
         started.append(handle)
         return handle
 
-    yield start
-    for handle in started:
-        handle.close()
+    try:
+        yield start
+    finally:
+        with contextlib.ExitStack() as stack:  # stops every one even if a stop fails
+            for handle in started:
+                stack.callback(handle.close)
 
 
 @pytest.fixture()
