@@ -685,11 +685,11 @@ class Emulator:
     def _on_single(self, request: Request, exchange: _Exchange, iid: str) -> Response:
         self._flag(request, "runRuleEngine", ("true", "false"), "false")
         dry = self._flag(request, "dry", ("true", "false"), "false")
+        exchange.profiles = 1
         body = self._body(request)
         attributes = body.get("attributes", {})
         self._check(iid, attributes, "")
         self._check_extras(body)
-        exchange.profiles = 1
         if dry:  # what the update would give, nothing stored
             with self._store_lock:
                 current = self._store.get(iid)
@@ -710,6 +710,7 @@ class Emulator:
         items = body.get("customerProfiles")
         if not isinstance(items, list):
             raise _bad("customerProfiles must be an array", "/customerProfiles")
+        exchange.profiles = len(items)  # what arrived, in the request log even when refused
         if len(items) > MAX_PROFILES:
             raise _bad(f"at most {MAX_PROFILES} profiles per request, got {len(items)}",
                        "/customerProfiles")
@@ -720,7 +721,6 @@ class Emulator:
             iid, attributes = item.get("integrationId"), item.get("attributes", {})
             self._check(iid, attributes, f"/customerProfiles/{i}")
             batch.append((iid, attributes))
-        exchange.profiles = len(batch)
         stored = self._write(batch, exchange, snapshot=not silent)
         if silent:
             return Response(status=204)
