@@ -443,7 +443,7 @@ class Emulator:
             if "rate_limit" in changes:
                 self._tokens = max(1.0, self.config.rate_limit)
                 self._refilled = time.monotonic()
-        log.info("emulator config changed: %s", ", ".join(
+        log.debug("emulator config changed: %s", ", ".join(
             name for name in sorted(changes) if name != "api_key") or "api_key")
 
     def profile(self, integration_id: str) -> dict[str, Any] | None:
@@ -788,7 +788,7 @@ class EmulatorServer(WaitressServer):
                  port: int = 0, threads: int = 8) -> None:
         super().__init__(Emulator(config), host=host, port=port, threads=threads)
         cfg = self.app.config
-        log.info("Talon.One emulator on %s (%s store, rate limit %s)", self.url,
+        log.debug("Talon.One emulator on %s (%s store, rate limit %s)", self.url,
                  "SQLite" if cfg.db else "memory", f"{cfg.rate_limit:g}/s" if cfg.rate_limit
                  else "none")
 
