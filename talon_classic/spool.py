@@ -2,9 +2,13 @@
 
 ``talon-classic serve`` acknowledges an event only after :meth:`Spool.append`
 has committed it: WAL mode with ``synchronous=FULL``, so the commit is on
-disk (fsync) before the HTTP answer goes out, and a ``kill -9`` at any moment
-loses nothing acknowledged. One transaction per HTTP request (all its
-events together) keeps fsyncs per request, not per event.
+disk (the WAL is fsynced) before the HTTP answer goes out, and a ``kill -9``
+(or a power cut) at any moment loses nothing acknowledged.
+
+An fsync costs milliseconds whatever it writes, so concurrent requests share
+one (group commit): while one request's transaction is being committed,
+the others queue their events; the next committer writes all of them in one
+transaction. Each request still waits for its own events to be on disk.
 
 Tables: ``pending`` (events waiting for delivery, in arrival order),
 ``seen`` (messageIds, to drop duplicates within a window, as Segment does)
@@ -13,11 +17,12 @@ and ``dead`` (events Talon.One rejected, for ``talon-classic deadletter``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 SCHEMA = """
@@ -61,6 +66,10 @@ class Spool:
         self.dedupe_window = dedupe_window
         self._clock = clock
         self._lock = threading.Lock()
+        if self.path != ":memory:" and not os.path.exists(self.path):
+            # the spool holds users' traits: readable by this user only (SQLite
+            # gives the -wal and -shm files the database file's permissions)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -77,7 +86,10 @@ class Spool:
         return self._depth
 
     def recount(self) -> int:
-        """Count waiting events again (another process, e.g. ``deadletter retry``, may add)."""
+        """Count waiting events again (another process, e.g. ``deadletter retry``, may add).
+
+        ``COUNT(*)`` walks the table: call it when the queue is short.
+        """
         with self._lock:
             self._depth = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
         return self._depth
@@ -113,12 +125,28 @@ class Spool:
             raise ticket.error
         return ticket.stored, ticket.dupes
 
-    def _commit(self, group: list[_Ticket]) -> None:
-        now = self._clock()
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction under the lock: committed, or rolled back on any error.
+
+        A failed write (disk full, I/O error) must not leave the connection
+        inside a transaction, or every later write would fail too.
+        """
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+
+    def _commit(self, group: list[_Ticket]) -> None:
+        now = self._clock()
+        try:
+            with self._write() as cur:
                 if now - self._pruned > 60:
                     cur.execute("DELETE FROM seen WHERE received < ?", (now - self.dedupe_window,))
                     self._pruned = now
@@ -128,7 +156,8 @@ class Spool:
                     chunk = ids[start:start + 500]
                     known.update(row[0] for row in cur.execute(
                         f"SELECT message_id FROM seen WHERE message_id IN "
-                        f"({','.join('?' * len(chunk))})", chunk))
+                        f"({','.join('?' * len(chunk))}) AND received >= ?",
+                        (*chunk, now - self.dedupe_window)))
                 rows: list[tuple[float, bytes]] = []
                 fresh: list[tuple[str, float]] = []
                 for ticket in group:
@@ -141,15 +170,13 @@ class Spool:
                             fresh.append((message_id, now))
                         rows.append((now, body))
                         ticket.stored += 1
-                cur.executemany("INSERT INTO seen VALUES (?, ?)", fresh)
+                cur.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", fresh)
                 cur.executemany("INSERT INTO pending (received, body) VALUES (?, ?)", rows)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                for ticket in group:
-                    ticket.stored = ticket.dupes = 0
-                raise
-            self._depth += len(rows)
+        except BaseException:
+            for ticket in group:
+                ticket.stored = ticket.dupes = 0
+            raise
+        self._depth += len(rows)
 
     def take(self, limit: int) -> list[tuple[int, float, bytes]]:
         """The oldest ``limit`` pending events as ``(seq, received, body)``; kept until acked."""
@@ -162,13 +189,11 @@ class Spool:
         rows = [(s,) for s in seqs]
         if not rows:
             return
-        with self._lock:
-            cur = self._db.cursor()
+        with self._write() as cur:
             before = self._db.total_changes
-            cur.execute("BEGIN IMMEDIATE")
             cur.executemany("DELETE FROM pending WHERE seq = ?", rows)
-            cur.execute("COMMIT")
-            self._depth -= self._db.total_changes - before
+            removed = self._db.total_changes - before
+        self._depth -= removed
 
     def bury(self, failures: Iterable[tuple[int, str, str | None]]) -> None:
         """Move events to the dead-letter table: ``(seq, reason, error)``."""
@@ -176,18 +201,15 @@ class Spool:
         if not rows:
             return
         now = self._clock()
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            moved = 0
+        moved = 0
+        with self._write() as cur:
             for seq, reason, error in rows:
                 cur.execute(
                     "INSERT OR REPLACE INTO dead SELECT seq, received, body, ?, ?, ? "
                     "FROM pending WHERE seq = ?", (reason, error, now, seq))
                 cur.execute("DELETE FROM pending WHERE seq = ?", (seq,))
                 moved += cur.rowcount
-            cur.execute("COMMIT")
-            self._depth -= moved
+        self._depth -= moved
 
     def dead_letters(self, limit: int = 1000, offset: int = 0) -> list[DeadLetter]:
         """Dead letters, oldest first."""
@@ -203,16 +225,19 @@ class Spool:
             return self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
 
     def retry_dead(self) -> int:
-        """Put every dead letter back in the queue (after the cause is fixed)."""
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            cur.execute("INSERT INTO pending (seq, received, body) SELECT seq, received, body "
-                        "FROM dead ORDER BY seq")
+        """Queue every dead letter again (after the cause is fixed); return how many.
+
+        They join the end of the queue with new sequence numbers, as if they
+        had just arrived: events that came after them keep their place, and
+        the merge's per-attribute timestamps still keep newer values on top.
+        """
+        now = self._clock()
+        with self._write() as cur:
+            cur.execute("INSERT INTO pending (received, body) SELECT ?, body "
+                        "FROM dead ORDER BY seq", (now,))
             moved = cur.rowcount
             cur.execute("DELETE FROM dead")
-            cur.execute("COMMIT")
-            self._depth += moved
+        self._depth += moved
         return moved
 
     def writable(self) -> bool:
