@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 from itertools import islice
 from typing import IO, Any
 
@@ -448,11 +449,19 @@ class _Stopped(Exception):
         self.delivered = delivered
 
 
+_REASON_PHRASES = frozenset(status.phrase.lower() for status in HTTPStatus)
+
+
 def describe_rejection(exc: RejectedError) -> str:
-    """The server's message, each error's title and details, and where: one line."""
+    """The server's message, each error's title and details, and where: one line.
+
+    A bare HTTP reason phrase ("Bad Request") as a title says nothing the
+    status did not, so it is left out.
+    """
     parts = [str(exc)]
     for err in exc.errors or []:
-        parts += [str(x) for x in dict.fromkeys((err.get("title"), err.get("details"))) if x]
+        parts += [str(x) for x in (err.get("title"), err.get("details"))
+                  if x and str(x).lower() not in _REASON_PHRASES]
         pointer = (err.get("source") or {}).get("pointer")
         if pointer:
             parts.append(f"at {pointer}")
