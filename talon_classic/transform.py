@@ -185,7 +185,7 @@ class Engine:
     """
 
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
-                 "_splits")
+                 "_refused")
 
     def __init__(self, custom_attributes: Iterable[str] | Any = ()) -> None:
         attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
@@ -198,7 +198,7 @@ class Engine:
         #: Every Engage attribute name produced so far (they bypass the allowlist,
         #: so whoever keeps Talon.One's attribute list needs to know them).
         self.engage_names: set[str] = set()
-        self._splits: dict[tuple[str, ...], tuple[tuple[str, ...], list[tuple[str, str]]]] = {}
+        self._refused: dict[tuple[str, ...], list[tuple[str, str]]] = {}
 
     def allowed(self, name: str) -> bool:
         """Is a flattened attribute name in the allowlist (exact or pattern)?"""
@@ -278,21 +278,21 @@ class Engine:
             _flatten(ordinary, "", 1, flat, {}, dropped)
 
         # Events from one source share their set of names: decide per set, once.
+        # ``flat`` is this event's own dict, so refused names are deleted from it
+        # and it becomes the attributes (order kept, no copy).
         names = tuple(flat)
-        split = self._splits.get(names)
-        if split is None:
+        refused = self._refused.get(names)
+        if refused is None:
             allowed = self.allowed
-            split = (
-                tuple(n for n in names if allowed(n)),
-                [(n, "not_allowlisted") for n in names if not allowed(n)],
-            )
-            if len(self._splits) >= _CACHE_LIMIT // 10:
-                self._splits.clear()
-            self._splits[names] = split
-        keep, refused = split
-        attributes = {name: flat[name] for name in keep}
+            refused = [(n, "not_allowlisted") for n in names if not allowed(n)]
+            if len(self._refused) >= _CACHE_LIMIT // 10:
+                self._refused.clear()
+            self._refused[names] = refused
         if refused:
+            for name, _ in refused:
+                del flat[name]
             dropped += refused
+        attributes = flat
 
         if engage_key is not None and engage_key in traits:
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
