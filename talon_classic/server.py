@@ -20,11 +20,11 @@ stays in the spool and is tried again, so nothing acknowledged is lost.
 from __future__ import annotations
 
 import base64
-import gzip
 import hmac
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,8 +32,8 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from talon_classic.bulk import Merger, describe_rejection, parse_timestamp
-from talon_classic.exceptions import AuthError, DeliveryError, RejectedError
+from talon_classic.bulk import Batch, Merger, describe_rejection, parse_timestamp
+from talon_classic.exceptions import DeliveryError, RejectedError
 from talon_classic.reader import BadLine, dumps, dumps_bytes, loads
 from talon_classic.spool import Spool
 from talon_classic.transform import Engine
@@ -60,6 +60,9 @@ class Metrics:
                                ["reason"], registry=self.registry)
         self.delivered = Counter("talon_profiles_delivered", "Profiles upserted in Talon.One",
                                  registry=self.registry)
+        self.delivered_events = Counter("talon_events_delivered",
+                                        "Events whose profile Talon.One took",
+                                        registry=self.registry)
         self.dead = Counter("talon_events_dead_lettered", "Events moved to the dead-letter table",
                             registry=self.registry)
         self.retries = Counter("talon_request_retries", "Retried Talon.One requests",
@@ -77,11 +80,19 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _Stopping(Exception):
+    """The worker was asked to stop between two micro-batches."""
+
+
 class Worker(threading.Thread):
     """Drains the spool into Talon.One in micro-batches, one request at a time.
 
     One sender means no two requests ever carry the same integrationId;
     the merger keeps per-profile order by timestamp across micro-batches.
+    An event leaves the spool only once Talon.One took it (acked) or
+    refused it (moved to the dead-letter table); on any other failure the
+    micro-batch is dropped from memory, the worker waits ``backoff`` seconds
+    and takes the same events from the spool again.
     """
 
     def __init__(self, spool: Spool, engine: Engine, client: Any, metrics: Metrics,
@@ -97,6 +108,9 @@ class Worker(threading.Thread):
         self._wake = threading.Event()
         self.last_error: str | None = None
         self._received: dict[int, float] = {}
+        # what the merger remembered as sent before this micro-batch, per
+        # integrationId, so a profile that was not delivered can be forgotten
+        self._sent_before: dict[str, tuple[dict[str, float | None], float | None] | None] = {}
 
     def wake(self) -> None:
         """New events arrived; drain without waiting out the linger if the batch is full."""
@@ -104,31 +118,41 @@ class Worker(threading.Thread):
             self._wake.set()
 
     def stop(self) -> None:
-        """Finish the current micro-batch and end."""
+        """Stop after the request in progress; undelivered events stay in the spool."""
         self._stop_event.set()
         self._wake.set()
 
     def run(self) -> None:
+        """Drain until stopped: after a full micro-batch at once, else after the linger."""
         while not self._stop_event.is_set():
             self._wake.wait(self.linger)
             self._wake.clear()
             try:
                 while not self._stop_event.is_set() and self.drain_once():
                     pass
+            except _Stopping:
+                self._forget_open()
             except Exception as exc:  # noqa: BLE001 - keep serving; events stay spooled
-                # forget this micro-batch's merge; its events are still in the spool
-                self.merger.open.clear()
-                self.merger.sources.clear()
-                self.merger.carried = 0
+                self._forget_open()
                 self.last_error = str(exc)
                 log.warning("delivery paused for %.0fs: %s", self.backoff, exc)
                 self._stop_event.wait(self.backoff)
 
+    def _forget_open(self) -> None:
+        """Drop this micro-batch's unsent merge; its events are still in the spool."""
+        self.merger.open.clear()
+        self.merger.sources.clear()
+        self.merger.carried = 0
+
     def drain_once(self) -> bool:
         """Deliver one micro-batch; True when a full one was taken (more may wait)."""
         rows = self.spool.take(self.take_size)
+        if len(rows) < self.take_size:
+            # short queue: count it again (cheap now), which also picks up dead
+            # letters another process (``deadletter retry``) queued again
+            self.spool.recount()
         if not rows:
-            self.metrics.depth.set(self.spool.recount())
+            self.metrics.depth.set(self.spool.depth)
             return False
         skipped: list[int] = []
         self._received = {seq: received for seq, received, _ in rows}
@@ -149,8 +173,16 @@ class Worker(threading.Thread):
             ts = parse_timestamp(event.get("timestamp"))
             self.merger.add(result.integration_id, result.attributes, ts, (event, seq))
         self.spool.ack(skipped)
+        sent = self.merger.sent
+        self._sent_before = {}
+        for iid in self.merger.open:
+            before = sent.get(iid)
+            # close() updates the stamps in place: keep a copy
+            self._sent_before[iid] = None if before is None else (dict(before[0]), before[1])
         seq_no = 0
         while self.merger.open:
+            if self._stop_event.is_set():
+                raise _Stopping
             batch = self.merger.close(seq_no, final=True)
             seq_no += 1
             self._send(batch)
@@ -158,41 +190,50 @@ class Worker(threading.Thread):
         self.metrics.depth.set(self.spool.depth)
         return len(rows) >= self.take_size
 
-    def _send(self, batch: Any) -> None:
-        before = getattr(getattr(self.client, "stats", None), "retries", 0)
+    def _send(self, batch: Batch) -> None:
+        """One Talon.One request: ack the delivered, bury the rejected, raise if any failed."""
+        stats = getattr(self.client, "stats", None)
+        before = getattr(stats, "retries", 0)
         try:
             outcome = self.client.upsert_profiles(batch.profiles)
-        except AuthError:
-            # nothing is lost: put the profiles back and let run() back off
-            self._requeue(batch)
+        except BaseException:
+            # AuthError, DeliveryError (501, a redirect): nothing was delivered
+            self._unsend(batch.sources)
             raise
         finally:
-            after = getattr(getattr(self.client, "stats", None), "retries", 0)
-            self.metrics.retries.inc(max(0, after - before))
+            self.metrics.retries.inc(max(0, getattr(stats, "retries", 0) - before))
         done: list[int] = []
         for profile in outcome.delivered:
             done += [seq for _, seq in batch.sources[profile["integrationId"]]]
-        self.metrics.delivered.inc(len(outcome.delivered))
         now = time.time()
         for seq in done:
-            self.metrics.latency.observe(now - self._received.get(seq, now))
+            self.metrics.latency.observe(max(0.0, now - self._received.get(seq, now)))
         dead = []
         for profile, exc in outcome.rejected:
             error = describe_rejection(exc) if isinstance(exc, RejectedError) else str(exc)
             dead += [(seq, "rejected", error) for _, seq in batch.sources[profile["integrationId"]]]
         self.spool.ack(done)
         self.spool.bury(dead)
+        self.metrics.delivered.inc(len(outcome.delivered))
+        self.metrics.delivered_events.inc(len(done))
         self.metrics.dead.inc(len(dead))
+        self._unsend(p["integrationId"] for p, _ in [*outcome.rejected, *outcome.failed])
         if outcome.failed:
-            self._requeue(batch, only={p["integrationId"] for p, _ in outcome.failed})
             raise DeliveryError(f"{len(outcome.failed)} profiles kept in the spool: "
                                 f"{outcome.failed[0][1]}")
 
-    def _requeue(self, batch: Any, only: set[str] | None = None) -> None:
-        """Forget these profiles' merge state; their events are still in the spool."""
-        for iid in batch.sources:
-            if only is None or iid in only:
-                self.merger.sent.pop(iid, None)
+    def _unsend(self, iids: Iterable[str]) -> None:
+        """Profiles not delivered: the merger forgets this micro-batch's values for them.
+
+        Otherwise the next try could leave out values it believes were sent.
+        """
+        sent = self.merger.sent
+        for iid in iids:
+            before = self._sent_before.get(iid)
+            if before is None:
+                sent.pop(iid, None)
+            else:
+                sent[iid] = before
 
 
 def _unauthorized() -> Response:
@@ -248,49 +289,70 @@ class App:
         return response(environ, start_response)
 
     # -- helpers ---------------------------------------------------------------
-    def _key_ok(self, request: Request, body: Any) -> bool:
-        offered = b""
+    @staticmethod
+    def _basic_key(request: Request) -> bytes | None:
+        """The write key of an ``Authorization: Basic`` header (its username); None if absent."""
         auth = request.headers.get("Authorization", "")
-        if auth.startswith("Basic "):
-            try:
-                offered = base64.b64decode(auth[6:], validate=True).split(b":", 1)[0]
-            except ValueError:
-                offered = b""
-        elif isinstance(body, dict) and isinstance(body.get("writeKey"), str):
-            offered = body["writeKey"].encode()
+        if not auth[:6].lower() == "basic ":
+            return None
+        try:
+            return base64.b64decode(auth[6:].strip(), validate=True).split(b":", 1)[0]
+        except ValueError:
+            return b""
+
+    def _key_ok(self, offered: bytes | None) -> bool:
+        """Is ``offered`` one of the write keys? Constant time, whichever key it matches."""
         ok = False
         for key in self.write_keys:  # compare with every key: time does not tell which
-            ok |= hmac.compare_digest(offered, key)
+            ok |= hmac.compare_digest(offered or b"", key)
         return ok
 
-    def _raw(self, request: Request, limit: int) -> bytes | Response:
-        if request.content_length is not None and request.content_length > limit * 4:
-            return _answer(413, f"request over {limit} bytes")
-        data = request.get_data(cache=False)
-        if request.headers.get("Content-Encoding", "").lower() == "gzip":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError):
-                return _answer(400, "invalid gzip body")
-        if len(data) > limit:
-            return _answer(413, f"request over {limit} bytes")
-        return data
+    def _read(self, request: Request, limit: int, signed: bool = False) -> bytes | Response:
+        """The raw (gunzipped) body, or the answer that refuses it.
 
-    def _read(self, request: Request, limit: int) -> bytes | Response:
-        """The raw body, or the answer that refuses it (shutting down, spool full, too big)."""
+        Refused: shutting down or spool full (503, ``Retry-After``), over
+        ``limit`` bytes before or after gunzip (413, without inflating more
+        than ``limit`` bytes of a gzip bomb), a bad webhook signature when
+        ``signed`` (401; it covers the body as sent), a broken gzip stream (400).
+        """
         if not self.accepting:
-            return _answer(503, "shutting down", **{"Retry-After": "5"})
+            return _answer(503, "shutting down; retry later", **{"Retry-After": "5"})
         if self.spool.depth >= self.max_depth:
             return _answer(503, "spool full; retry later", **{"Retry-After": "5"})
-        return self._raw(request, limit)
+        too_big = _answer(413, f"request over {limit} bytes")
+        if request.content_length is not None and request.content_length > limit:
+            return too_big
+        data = request.get_data(cache=False)
+        if len(data) > limit:
+            return too_big
+        if signed and self.webhook_secret is not None:
+            expected = hmac.new(self.webhook_secret, data, "sha1").hexdigest()
+            offered = request.headers.get("X-Signature", "").strip().lower()
+            if not hmac.compare_digest(offered.encode(), expected.encode()):
+                return _answer(401, "bad signature")
+        if request.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+            inflate = zlib.decompressobj(wbits=31)
+            try:
+                data = inflate.decompress(data, limit + 1)
+            except zlib.error:
+                return _answer(400, "invalid gzip body")
+            if len(data) > limit:
+                return too_big
+            if not inflate.eof:
+                return _answer(400, "invalid gzip body (truncated)")
+        return data
 
     def _store(self, events: list[Any]) -> Response:
+        """Spool the events (all or none) and acknowledge once they are on disk."""
         pairs = []
         for event in events:
+            if not isinstance(event, dict):
+                return _answer(400, "each event must be a JSON object")
+            event.pop("writeKey", None)  # a secret: never into the spool or a dead letter
             body = dumps_bytes(event)
             if len(body) > MAX_EVENT_BYTES:
                 return _answer(413, f"an event is over {MAX_EVENT_BYTES} bytes")
-            mid = event.get("messageId") if isinstance(event, dict) else None
+            mid = event.get("messageId")
             pairs.append((body, mid if isinstance(mid, str) and mid else None))
         stored, dupes = self.spool.append(pairs)
         self.metrics.accepted.inc(stored)
@@ -308,6 +370,10 @@ class App:
         return self._tracking(request, MAX_BATCH_BYTES, None)
 
     def _tracking(self, request: Request, limit: int, kind: str | None) -> Response:
+        """The tracking API: one event (``kind`` from the path) or ``{"batch": [...]}``."""
+        offered = self._basic_key(request)
+        if offered is not None and not self._key_ok(offered):
+            return _unauthorized()  # a header key decides before the body is even read
         data = self._read(request, limit)
         if isinstance(data, Response):
             return data
@@ -315,13 +381,14 @@ class App:
             body = loads(data)
         except BadLine as bad:
             return _answer(400, f"invalid JSON: {bad}")
-        if not self._key_ok(request, body):
-            return _unauthorized()
+        if offered is None:
+            key = body.get("writeKey") if isinstance(body, dict) else None
+            if not (isinstance(key, str) and self._key_ok(key.encode())):
+                return _unauthorized()
         if not isinstance(body, dict):
             return _answer(400, "the body must be a JSON object")
         if kind is not None:
-            body.pop("writeKey", None)
-            body.setdefault("type", kind)
+            body["type"] = kind  # the path says what it is, as at Segment
             return self._store([body])
         events = body.get("batch")
         if not isinstance(events, list):
@@ -333,14 +400,10 @@ class App:
         return self._store(events)
 
     def _on_webhook(self, request: Request) -> Response:
-        data = self._read(request, MAX_BATCH_BYTES)
+        """Segment's Webhooks destination: one event or an array, signed when a secret is set."""
+        data = self._read(request, MAX_BATCH_BYTES, signed=True)
         if isinstance(data, Response):
             return data
-        if self.webhook_secret is not None:
-            expected = hmac.new(self.webhook_secret, data, "sha1").hexdigest()
-            offered = request.headers.get("X-Signature", "")
-            if not hmac.compare_digest(offered.lower().encode(), expected.encode()):
-                return _answer(401, "bad signature")
         try:
             body = loads(data)
         except BadLine as bad:
@@ -367,7 +430,8 @@ class Service:
     def __init__(self, spool_path: str, engine: Engine, client: Any, write_keys: Iterable[str],
                  *, webhook_secret: str | None = None, host: str = "127.0.0.1", port: int = 8080,
                  threads: int = 8, max_depth: int = 1_000_000, linger: float = 1.0,
-                 dedupe_window: float = 24 * 3600, backoff: float = 5.0) -> None:
+                 dedupe_window: float = 24 * 3600, backoff: float = 5.0,
+                 grace: float = 10.0) -> None:
         from talon_classic.serving import WaitressServer
 
         self.spool = Spool(spool_path, dedupe_window=dedupe_window)
@@ -377,8 +441,14 @@ class Service:
         self.app = App(self.spool, self.worker, self.metrics, write_keys,
                        webhook_secret=webhook_secret, max_depth=max_depth)
         self.worker.busy = lambda: self.app.busy > 0
-        self.http = WaitressServer(self.app, host=host, port=port, threads=threads)
+        # waitress buffers a whole body before the app sees it: refuse far
+        # oversized ones there (413) rather than spill them to disk first
+        self.http = WaitressServer(self.app, host=host, port=port, threads=threads,
+                                   max_request_body_size=2 * MAX_BATCH_BYTES)
         self.url = self.http.url
+        self.grace = grace
+        self._stop_requested = False
+        self._stopped = False
 
     def start(self) -> Service:
         """Start the worker and serve in a background thread."""
@@ -386,19 +456,65 @@ class Service:
         self.http.start()
         return self
 
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop (safe from a signal handler: sets a flag only)."""
+        self._stop_requested = True
+
     def serve_forever(self) -> None:
-        """Start the worker and serve in the foreground until :meth:`stop`."""
-        self.worker.start()
-        self.http.serve_forever()
+        """Serve until :meth:`request_stop` (e.g. on SIGTERM) or Ctrl-C, then :meth:`stop`."""
+        self.start()
+        try:
+            while not self._stop_requested:
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
 
     def stop(self) -> None:
-        """Stop accepting, let requests in progress finish, stop the worker, close the spool."""
+        """Stop accepting, finish requests in progress, stop the worker, close the spool.
+
+        New connections are no longer accepted and new requests on open
+        connections get 503 with ``Retry-After``; requests already inside
+        the application finish and their answers are sent (up to ``grace``
+        seconds). The worker stops after its current Talon.One request;
+        whatever is not delivered stays in the spool for the next start.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         self.app.accepting = False
-        self.http.stop()
+        self._drain_http(self.grace)
+        self.http.stop(timeout=self.grace)
         self.worker.stop()
         if self.worker.is_alive():
-            self.worker.join(timeout=30)
+            self.worker.join(timeout=self.grace)
+        if self.worker.is_alive():
+            # still inside a Talon.One request (retrying): its events stay in the
+            # spool; leave the connection open for it, the process is ending
+            log.warning("stopped while a delivery was in progress; its events stay spooled")
+            return
         self.spool.close()
+
+    def _drain_http(self, timeout: float) -> None:
+        """Close the door, then wait until no request is queued, running or unsent."""
+        server = self.http._server  # waitress internals: see talon_classic.serving
+        server.accepting = False  # the listening socket is no longer polled
+        try:
+            server.pull_trigger()
+        except OSError:
+            pass
+        dispatcher = server.task_dispatcher
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with dispatcher.lock:
+                idle = not dispatcher.queue and dispatcher.active_count == 0
+            channels = [c for c in list(server._map.values()) if hasattr(c, "requests")]
+            if idle and self.app.busy == 0 and not any(
+                    c.request is not None or c.requests or c.total_outbufs_len
+                    for c in channels):
+                return
+            time.sleep(0.02)
 
     def __enter__(self) -> Service:
         return self.start()
