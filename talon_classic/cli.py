@@ -630,17 +630,12 @@ def serve(
                           webhook_secret=secret, host=host, port=port, threads=threads,
                           max_depth=max_spool, linger=linger, dedupe_window=dedupe_hours * 3600)
 
-        def stop(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGTERM, lambda signum, frame: service.request_stop())
         click.echo(f"talon-classic serving on {service.url} (spool {spool_path}, "
                    f"{service.spool.depth:,} events waiting)", err=False)
         sys.stdout.flush()
         try:
-            service.serve_forever()
-        except KeyboardInterrupt:
-            pass
+            service.serve_forever()  # until SIGTERM or Ctrl-C; then a graceful stop
         finally:
             service.stop()
             click.echo("stopped; events not yet delivered stay in the spool")
