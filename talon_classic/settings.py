@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -84,6 +85,7 @@ def _field_path(path: Iterable[Any]) -> str:
     return out
 
 
+_SETTING_NAME = re.compile(r"[A-Za-z_]{1,32}")
 _TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object"}
 
 
@@ -96,7 +98,10 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
         return where, "must not be empty"
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return _field_path([*error.absolute_path, extra[0]]), (
+        # A key pasted where a name belongs must not be echoed: show only names
+        # that look like a setting's (letters and underscores, short).
+        shown = extra[0] if _SETTING_NAME.fullmatch(extra[0]) else "(unknown name, not shown)"
+        return _field_path([*error.absolute_path, shown]), (
             "unknown setting (expected apiKey, applicationDomain, deployment or customAttributes)"
         )
     return where, error.message  # pragma: no cover - schema has no other keywords
@@ -109,7 +114,8 @@ def validate_document(doc: Any, source: str) -> dict[str, Any]:
         where, problem = _schema_message(errors[0])
         raise SettingsError(f"{source}: {where}: {problem}")
     if "applicationDomain" in doc and "deployment" in doc and (
-        doc["applicationDomain"].rstrip("/") != doc["deployment"].rstrip("/")
+        normalise_domain(doc["applicationDomain"], source)
+        != normalise_domain(doc["deployment"], source, "deployment")
     ):
         raise SettingsError(
             f"{source}: deployment: differs from applicationDomain (give only one of them)"
@@ -146,7 +152,7 @@ def normalise_domain(value: str, source: str, name: str = "applicationDomain") -
     if parts.scheme == "http" and not _is_loopback(host):
         raise SettingsError(
             f"{source}: {name}: must use https:// (plain http is allowed only for "
-            "127.0.0.1, localhost and ::1)"
+            "loopback hosts: localhost, 127.0.0.0/8 and ::1)"
         )
     if parts.username or parts.password:
         raise SettingsError(f"{source}: {name}: must not contain credentials")
@@ -202,6 +208,11 @@ def load_settings(
         merged["applicationDomain"] = (env[ENV_DOMAIN], ENV_DOMAIN)
     if env.get(ENV_ATTRIBUTES):
         items = [a.strip() for a in env[ENV_ATTRIBUTES].split(",") if a.strip()]
+        if not items:  # only separators: almost surely a mistake, and it would drop every trait
+            raise SettingsError(
+                f"{ENV_ATTRIBUTES}: customAttributes: no attribute names in it "
+                "(comma-separated, e.g. email,plan); unset it to use the file's list"
+            )
         merged["customAttributes"] = (items, ENV_ATTRIBUTES)
     if api_key is not None:
         merged["apiKey"] = (api_key, "--api-key")

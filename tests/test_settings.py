@@ -21,7 +21,7 @@ UNKNOWN = (
     "unknown setting (expected apiKey, applicationDomain, deployment or customAttributes)"
 )
 HTTP_REFUSED = (
-    "must use https:// (plain http is allowed only for 127.0.0.1, localhost and ::1)"
+    "must use https:// (plain http is allowed only for loopback hosts: localhost, 127.0.0.0/8 and ::1)"
 )
 
 
@@ -405,3 +405,31 @@ def test_require_delivery_default_source_and_success() -> None:
         Settings().require_delivery()
     assert str(info.value).startswith("settings: apiKey: missing")
     Settings(api_key=KEY, application_domain="https://demo.talon.one").require_delivery()
+
+
+def test_unknown_setting_that_looks_like_a_secret_is_not_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({KEY: "x"}))
+    with pytest.raises(SettingsError) as info:
+        load_settings(path, env={})
+    assert KEY not in str(info.value)
+    assert str(info.value) == (
+        "settings.json: (unknown name, not shown): unknown setting (expected apiKey, "
+        "applicationDomain, deployment or customAttributes)"
+    )
+
+
+def test_deployment_equal_to_domain_after_normalising(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"deployment": "https://A.talon.one/",
+                                "applicationDomain": " https://a.talon.one"}))
+    assert load_settings(path, env={}).application_domain == "https://a.talon.one"
+
+
+def test_env_attributes_of_only_separators() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env={"TALON_CUSTOM_ATTRIBUTES": " , ,"})
+    assert str(info.value) == (
+        "TALON_CUSTOM_ATTRIBUTES: customAttributes: no attribute names in it "
+        "(comma-separated, e.g. email,plan); unset it to use the file's list"
+    )
