@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 from talon_classic.cli import main
 from talon_classic.client import Client
 from talon_classic.server import Service
+from talon_classic.spool import Spool
 from talon_classic.transform import Engine
 
 WRITE_KEY = "wk-test-123456"
@@ -170,51 +172,202 @@ def test_health_and_metrics(service) -> None:
         assert name in text
 
 
+def test_segment_client_gzip_and_bomb(service, talon_emulator) -> None:
+    """analytics-python with gzip=True; a small gzip that inflates past the limit is 413."""
+    from segment.analytics import Client as SegmentClient
+
+    segment = SegmentClient(WRITE_KEY, host=service.url, sync_mode=True, gzip=True)
+    segment.identify("g1", {"plan": "zip"})
+    segment.flush()
+    wait_for(lambda: talon_emulator.profile("g1") is not None)
+    assert talon_emulator.profile("g1")["attributes"] == {"plan": "zip"}
+    bomb = gzip.compress(b'{"batch": [' + b" " * 5_000_000 + b"]}")
+    assert len(bomb) < 100_000
+    r = requests.post(f"{service.url}/v1/batch", data=bomb,
+                      headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    r = requests.post(f"{service.url}/v1/batch", data=b"\x1f\x8bnot gzip",
+                      headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"})
+    assert r.status_code == 400
+
+
+def test_path_decides_type_and_non_objects_refused(service, talon_emulator) -> None:
+    r = requests.post(f"{service.url}/v1/track", headers=basic(WRITE_KEY),
+                      json={"type": "identify", "userId": "t1", "event": "x"})
+    assert r.status_code == 200
+    r = requests.post(f"{service.url}/webhook", data=b"[1, 2]",
+                      headers={"X-Signature": hmac.new(SECRET.encode(), b"[1, 2]",
+                                                       hashlib.sha1).hexdigest()})
+    assert r.status_code == 400
+    wait_for(lambda: service.spool.depth == 0)
+    assert talon_emulator.profile("t1") is None
+    assert 'talon_events_skipped_total{reason="not_identify"} 1.0' in requests.get(
+        f"{service.url}/metrics").text
+
+
+def test_write_key_never_spooled(service, tmp_path: Path) -> None:
+    talon_down = {"userId": "s1", "writeKey": WRITE_KEY, "traits": {"plan": "p"}}
+    service.worker.stop()  # keep the event in the spool to look at it
+    service.worker.join(5)
+    batch = {"writeKey": WRITE_KEY, "batch": [{**talon_down, "type": "identify"}]}
+    assert requests.post(f"{service.url}/v1/identify", json=talon_down).status_code == 200
+    assert requests.post(f"{service.url}/v1/batch", json=batch).status_code == 200
+    bodies = [body for _, _, body in service.spool.take(10)]
+    assert len(bodies) == 2
+    assert all(WRITE_KEY.encode() not in body for body in bodies)
+
+
+def test_several_write_keys_and_basic_header_first(talon_emulator, tmp_path: Path) -> None:
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    with Service(str(tmp_path / "k.db"), Engine([]), client, ["key-one", "key-two"],
+                 port=0, linger=0.05) as svc:
+        for key in ("key-one", "key-two"):
+            r = requests.post(f"{svc.url}/v1/identify", headers=basic(key), json={"userId": key})
+            assert r.status_code == 200
+        # a wrong header key is refused before the body is read, even a broken one
+        r = requests.post(f"{svc.url}/v1/batch", headers=basic("key-three"), data=b"{nope")
+        assert r.status_code == 401
+        assert requests.post(f"{svc.url}/v1/identify",
+                             json={"userId": "x", "writeKey": 7}).status_code == 401
+        # no secret configured: the webhook takes unsigned events
+        assert requests.post(f"{svc.url}/webhook",
+                             json={"type": "identify", "userId": "w"}).status_code == 200
+        wait_for(lambda: talon_emulator.stats()["profiles"] == 3)
+
+
+def test_order_per_profile_across_requests(service, talon_emulator) -> None:
+    """The newest timestamp wins per attribute, whatever order the events arrived in."""
+    service.worker.linger = 5  # one micro-batch for the first three requests
+    sends = [
+        {"userId": "o1", "timestamp": "2024-01-01T00:00:02Z", "traits": {"plan": "new"}},
+        {"userId": "o1", "timestamp": "2024-01-01T00:00:01Z",
+         "traits": {"plan": "old", "email": "o@x.io"}},
+        {"userId": "o1", "timestamp": "2024-01-01T00:00:03Z", "traits": {"email": "p@x.io"}},
+    ]
+    for event in sends:
+        requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY),
+                      json=event).raise_for_status()
+    service.worker._wake.set()
+    wait_for(lambda: talon_emulator.profile("o1") is not None)
+    assert talon_emulator.profile("o1")["attributes"] == {"plan": "new", "email": "p@x.io"}
+    # a late event, older than what was delivered, in a later micro-batch
+    requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY), json={
+        "userId": "o1", "timestamp": "2024-01-01T00:00:00Z", "traits": {"plan": "oldest"},
+    }).raise_for_status()
+    service.worker._wake.set()
+    wait_for(lambda: service.spool.depth == 0)
+    assert talon_emulator.profile("o1")["attributes"] == {"plan": "new", "email": "p@x.io"}
+
+
+def test_stop_answers_requests_in_progress(talon_emulator, tmp_path: Path) -> None:
+    """A request inside the app when the stop comes is answered 200 and is in the spool."""
+    client = Client(talon_emulator.url, "wrong-key-000", rate_limit=0)  # nothing delivered
+    path = str(tmp_path / "g.db")
+    svc = Service(path, Engine([]), client, [WRITE_KEY], port=0, backoff=30).start()
+    slow_append = svc.spool.append
+    entered = threading.Event()
+
+    def append(events):
+        entered.set()
+        time.sleep(0.5)
+        return slow_append(events)
+
+    svc.spool.append = append
+    answers: list[int] = []
+    sender = threading.Thread(target=lambda: answers.append(requests.post(
+        f"{svc.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "late"},
+        timeout=10).status_code))
+    sender.start()
+    assert entered.wait(5)
+    svc.stop()
+    sender.join(10)
+    assert answers == [200]
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "x"},
+                      timeout=2)
+    spool = Spool(path)
+    assert [b for _, _, b in spool.take(10)] == [b'{"userId":"late","type":"identify"}']
+    spool.close()
+
+
+def test_spool_group_commit_dedupe_window_and_retry(tmp_path: Path) -> None:
+    now = [1000.0]
+    spool = Spool(tmp_path / "u.db", dedupe_window=60, clock=lambda: now[0])
+    results: list[tuple[int, int]] = []
+
+    def put(n: int) -> None:
+        results.append(spool.append([(b'{"n":%d}' % i, f"m{n}-{i}") for i in range(50)]))
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [(50, 0)] * 8 and spool.depth == 400
+    assert spool.append([(b"{}", "m0-0"), (b"{}", "new"), (b"{}", "new")]) == (1, 2)
+    now[0] += 61  # outside the window: the same messageId is new again
+    assert spool.append([(b"{}", "m0-0")]) == (1, 0)
+    rows = spool.take(3)
+    spool.bury([(rows[0][0], "rejected", "nope")])
+    assert spool.dead_count() == 1 and spool.depth == 401
+    assert spool.retry_dead() == 1
+    assert spool.take(1000)[-1][2] == rows[0][2]  # back at the end of the queue
+    spool.close()
+    assert oct(os.stat(tmp_path / "u.db").st_mode & 0o777) == "0o600"
+    reopened = Spool(tmp_path / "u.db")
+    assert reopened.depth == 402 and reopened.dead_count() == 0
+    reopened.close()
+
+
+def _start_server(settings: Path, spool: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "talon_classic.cli", "serve", "--settings", str(settings),
+         "--spool", str(spool), "--port", "0", "--write-key", WRITE_KEY, "--linger", "0.2",
+         "--rate-limit", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+    return proc, url
+
+
+def _send_until(url: str, stop: threading.Event, acked: list[str], prefix: str) -> None:
+    """Post batches of 50 until told to stop or the server goes; remember what was acked."""
+    session = requests.Session()
+    i = 0
+    while not stop.is_set():
+        batch = [{"type": "identify", "userId": f"{prefix}{i + j}", "messageId": f"{prefix}m{i + j}",
+                  "traits": {"email": f"{i + j}@x.io"}} for j in range(50)]
+        try:
+            r = session.post(f"{url}/v1/batch", json={"batch": batch},
+                             headers=basic(WRITE_KEY), timeout=5)
+        except requests.RequestException:
+            return
+        if r.status_code == 200:
+            acked.extend(e["userId"] for e in batch)
+        i += 50
+
+
 @pytest.mark.timeout(120)
-def test_kill_9_loses_no_acknowledged_event(talon_emulator, tmp_path: Path) -> None:
+def test_kill_9_and_sigterm_lose_no_acknowledged_event(talon_emulator, tmp_path: Path) -> None:
+    """kill -9, then SIGTERM, each while a client is sending: every acked event arrives."""
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"apiKey": talon_emulator.api_key,
                                     "applicationDomain": talon_emulator.url,
                                     "customAttributes": ["email"]}))
     spool = tmp_path / "spool.db"
-
-    def start() -> tuple[subprocess.Popen, str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "talon_classic.cli", "serve", "--settings", str(settings),
-             "--spool", str(spool), "--port", "0", "--write-key", WRITE_KEY, "--linger", "0.2",
-             "--rate-limit", "20"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
-        return proc, url
-
-    proc, url = start()
     acked: list[str] = []
-    stop = threading.Event()
-
-    def send() -> None:
-        session = requests.Session()
-        i = 0
-        while not stop.is_set():
-            batch = [{"type": "identify", "userId": f"k{i + j}", "messageId": f"m{i + j}",
-                      "traits": {"email": f"{i + j}@x.io"}} for j in range(50)]
-            try:
-                r = session.post(f"{url}/v1/batch", json={"batch": batch},
-                                 headers=basic(WRITE_KEY), timeout=5)
-            except requests.RequestException:
-                return
-            if r.status_code == 200:
-                acked.extend(e["userId"] for e in batch)
-            i += 50
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    time.sleep(1.5)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stop.set()
-    sender.join()
-    assert len(acked) > 200
-    proc, url = start()
+    for prefix, how in (("k", signal.SIGKILL), ("t", signal.SIGTERM)):
+        proc, url = _start_server(settings, spool)
+        stop = threading.Event()
+        sender = threading.Thread(target=_send_until, args=(url, stop, acked, prefix))
+        sender.start()
+        time.sleep(1.5)
+        proc.send_signal(how)
+        code = proc.wait(timeout=30)
+        stop.set()
+        sender.join()
+        assert code == (0 if how == signal.SIGTERM else -signal.SIGKILL)
+        assert sum(a.startswith(prefix) for a in acked) > 200
+    proc, url = _start_server(settings, spool)
     try:
         wait_for(lambda: talon_emulator.stats()["profiles"] >= len(set(acked)), timeout=60)
         stored = {p["integrationId"] for p in talon_emulator.profiles()}
