@@ -283,6 +283,10 @@ class App:
             response = _answer(404, "not found")
         except HTTPException as exc:
             response = _answer(exc.code or 400, exc.description)
+        except Exception:  # e.g. the spool's disk is full: nothing was acknowledged
+            log.exception("%s %s failed", request.method, request.path)
+            response = _answer(503, "could not store the events; retry later",
+                               **{"Retry-After": "5"})
         finally:
             with self._busy_lock:
                 self.busy -= 1

@@ -290,6 +290,17 @@ def test_stop_answers_requests_in_progress(talon_emulator, tmp_path: Path) -> No
     spool.close()
 
 
+def test_spool_write_failure_is_503_not_ack(service, monkeypatch) -> None:
+    import sqlite3
+
+    def broken(events):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(service.spool, "append", broken)
+    r = requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "f"})
+    assert (r.status_code, r.json()["success"], r.headers["Retry-After"]) == (503, False, "5")
+
+
 def test_spool_group_commit_dedupe_window_and_retry(tmp_path: Path) -> None:
     now = [1000.0]
     spool = Spool(tmp_path / "u.db", dedupe_window=60, clock=lambda: now[0])
