@@ -20,6 +20,7 @@ stays in the spool and is tried again, so nothing acknowledged is lost.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import logging
 import threading
@@ -256,7 +257,9 @@ class App:
                  write_keys: Iterable[str], webhook_secret: str | None = None,
                  max_depth: int = 1_000_000) -> None:
         self.spool, self.worker, self.metrics = spool, worker, metrics
-        self.write_keys = [k.encode() for k in write_keys if k]
+        # kept as digests: compare_digest is constant-time for equal lengths only,
+        # so equal-length digests hide the keys' lengths too
+        self.write_keys = [hashlib.sha256(k.encode()).digest() for k in write_keys if k]
         self.webhook_secret = webhook_secret.encode() if webhook_secret else None
         self.max_depth = max_depth
         self.accepting = True
@@ -306,9 +309,10 @@ class App:
 
     def _key_ok(self, offered: bytes | None) -> bool:
         """Is ``offered`` one of the write keys? Constant time, whichever key it matches."""
+        digest = hashlib.sha256(offered or b"").digest()
         ok = False
         for key in self.write_keys:  # compare with every key: time does not tell which
-            ok |= hmac.compare_digest(offered or b"", key)
+            ok |= hmac.compare_digest(digest, key)
         return ok
 
     def _read(self, request: Request, limit: int, signed: bool = False) -> bytes | Response:
