@@ -377,18 +377,24 @@ class App:
     def _on_batch(self, request: Request) -> Response:
         return self._tracking(request, MAX_BATCH_BYTES, None)
 
+    def _read_json(self, request: Request, limit: int, signed: bool = False) -> Any:
+        """The decoded body, or the answer refusing it (see :meth:`_read`; 400 if not JSON)."""
+        data = self._read(request, limit, signed=signed)
+        if isinstance(data, Response):
+            return data
+        try:
+            return loads(data)
+        except BadLine as bad:
+            return _answer(400, f"invalid JSON: {bad}")
+
     def _tracking(self, request: Request, limit: int, kind: str | None) -> Response:
         """The tracking API: one event (``kind`` from the path) or ``{"batch": [...]}``."""
         offered = self._basic_key(request)
         if offered is not None and not self._key_ok(offered):
             return _unauthorized()  # a header key decides before the body is even read
-        data = self._read(request, limit)
-        if isinstance(data, Response):
-            return data
-        try:
-            body = loads(data)
-        except BadLine as bad:
-            return _answer(400, f"invalid JSON: {bad}")
+        body = self._read_json(request, limit)
+        if isinstance(body, Response):
+            return body
         if offered is None:
             key = body.get("writeKey") if isinstance(body, dict) else None
             if not (isinstance(key, str) and self._key_ok(key.encode())):
@@ -409,13 +415,9 @@ class App:
 
     def _on_webhook(self, request: Request) -> Response:
         """Segment's Webhooks destination: one event or an array, signed when a secret is set."""
-        data = self._read(request, MAX_BATCH_BYTES, signed=True)
-        if isinstance(data, Response):
-            return data
-        try:
-            body = loads(data)
-        except BadLine as bad:
-            return _answer(400, f"invalid JSON: {bad}")
+        body = self._read_json(request, MAX_BATCH_BYTES, signed=True)
+        if isinstance(body, Response):
+            return body
         return self._store(body if isinstance(body, list) else [body])
 
     def _on_health(self, request: Request) -> Response:
