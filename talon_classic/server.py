@@ -494,7 +494,7 @@ class Service:
             return
         self._stopped = True
         self.app.accepting = False
-        self._drain_http(self.grace)
+        self.http.drain(self.grace, busy=lambda: self.app.busy > 0)
         self.http.stop(timeout=self.grace)
         self.worker.stop()
         if self.worker.is_alive():
@@ -505,26 +505,6 @@ class Service:
             log.warning("stopped while a delivery was in progress; its events stay spooled")
             return
         self.spool.close()
-
-    def _drain_http(self, timeout: float) -> None:
-        """Close the door, then wait until no request is queued, running or unsent."""
-        server = self.http._server  # waitress internals: see talon_classic.serving
-        server.accepting = False  # the listening socket is no longer polled
-        try:
-            server.pull_trigger()
-        except OSError:
-            pass
-        dispatcher = server.task_dispatcher
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with dispatcher.lock:
-                idle = not dispatcher.queue and dispatcher.active_count == 0
-            channels = [c for c in list(server._map.values()) if hasattr(c, "requests")]
-            if idle and self.app.busy == 0 and not any(
-                    c.request is not None or c.requests or c.total_outbufs_len
-                    for c in channels):
-                return
-            time.sleep(0.02)
 
     def __enter__(self) -> Service:
         return self.start()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -52,6 +54,30 @@ class WaitressServer:
             for channel in list(server._map.values()):
                 channel.close()
             self._closed.set()
+
+    def drain(self, timeout: float, busy: Callable[[], bool] = lambda: False) -> None:
+        """Stop accepting connections, then wait (up to ``timeout``) until no request
+        is queued, running or still being written out, and ``busy()`` is false.
+
+        For a graceful stop: answers already promised get sent before :meth:`stop`.
+        """
+        server = self._server
+        server.accepting = False  # the listening socket is no longer polled
+        try:
+            server.pull_trigger()
+        except OSError:
+            pass
+        dispatcher = server.task_dispatcher
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with dispatcher.lock:
+                idle = not dispatcher.queue and dispatcher.active_count == 0
+            channels = [c for c in list(server._map.values()) if hasattr(c, "requests")]
+            if idle and not busy() and not any(
+                    c.request is not None or c.requests or c.total_outbufs_len
+                    for c in channels):
+                return
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let requests in progress finish (up to ``timeout``), then close every socket.
