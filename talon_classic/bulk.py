@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import sys
 import threading
 from collections import deque
@@ -35,7 +36,7 @@ from itertools import islice
 from typing import IO, Any
 
 from talon_classic.checkpoint import Checkpoint
-from talon_classic.deadletter import DeadLetters
+from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, Record, read_records
 from talon_classic.summary import Summary
@@ -44,6 +45,9 @@ from talon_classic.transform import MAX_ID_LENGTH, Engine
 log = logging.getLogger("talon_classic.bulk")
 
 MAX_BATCH = 1000
+#: Batches whose profiles a closing batch avoids (carry-over). A constant, not
+#: the concurrency: batches must not depend on it, so --resume may change it.
+LOOKBACK = 8
 #: Reader-level reasons: the line itself is broken, so each gets a message.
 INPUT_REASONS = frozenset({"invalid_json", "line_too_long", "truncated_input"})
 
@@ -239,6 +243,8 @@ class Pipeline:
         self.warn = warn or log.warning
         self.before_send = before_send
         self.auth_error: AuthError | None = None
+        #: The first unexpected error (a bug) while sending, as one line.
+        self.internal_error: str | None = None
         self.current_input: Any = None
         self._cond = threading.Condition()
         self._inflight_ids: set[str] = set()
@@ -250,7 +256,7 @@ class Pipeline:
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
         """Read every input, deliver, wait for the last batch; return the summary."""
         opts = self.options
-        merger = Merger(opts.batch_size, opts.concurrency, opts.ordering_window)
+        merger = Merger(opts.batch_size, LOOKBACK, opts.ordering_window)
         seq = 0
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
         # The run keeps many small, acyclic containers alive (open profiles, the
@@ -273,17 +279,16 @@ class Pipeline:
                 if merger.full:
                     self._dispatch(executor, merger.close(seq))
                     seq += 1
-                    if self.auth_error is not None:
+                    if self._halted:
                         break
                 if self.on_progress is not None and count % 2000 == 0:
                     self.on_progress(self)
-            while merger.open and self.auth_error is None:
+            while merger.open and not self._halted:
                 self._dispatch(executor, merger.close(seq, final=True))
                 seq += 1
         except KeyboardInterrupt:
             # batches cut short are not checkpointed, so --resume sends them again
-            self._stopping.set()
-            self.summary.stopped = "interrupted (Ctrl-C); rerun with --resume to continue"
+            self.stop("interrupted (Ctrl-C); " + self._resume_hint())
             raise
         finally:
             # after Ctrl-C, batches not yet started are dropped (and not checkpointed)
@@ -292,6 +297,29 @@ class Pipeline:
             sys.setswitchinterval(interval)
             self._finish()
         return self.summary
+
+    def stop(self, reason: str) -> None:
+        """Stop the run from any thread: no new batch starts, batches cut short are not
+        checkpointed (so ``--resume`` sends them again). The first reason is kept."""
+        with self._cond:
+            if self.summary.stopped is None:
+                self.summary.stopped = reason
+            self._stopping.set()
+            self._cond.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        """Has :meth:`stop` been called (Ctrl-C, a closed output)?"""
+        return self._stopping.is_set()
+
+    @property
+    def _halted(self) -> bool:
+        return self.auth_error is not None or self._stopping.is_set()
+
+    def _resume_hint(self) -> str:
+        if self.checkpoint is not None:
+            return "rerun with --resume to continue"
+        return "nothing was recorded (no --checkpoint), so a rerun starts over"
 
     def _opened(self, source: Any) -> None:
         self.current_input = source
@@ -340,10 +368,10 @@ class Pipeline:
         ids = set(batch.sources)
         with self._cond:
             self._cond.wait_for(
-                lambda: self.auth_error is not None
+                lambda: self._halted
                 or (self._inflight < self.options.concurrency and self._inflight_ids.isdisjoint(ids))
             )
-            if self.auth_error is not None:
+            if self._halted:
                 return
             self._inflight_ids |= ids
             self._inflight += 1
@@ -352,43 +380,63 @@ class Pipeline:
     # -- worker threads ------------------------------------------------------
     def _send(self, batch: Batch, ids: set[str]) -> None:
         try:
-            if self.before_send is not None:
-                self.before_send(batch)
-            delivered, bad = self._deliver(batch.profiles)
-            events = 0
-            for profile, reason, error in bad:
-                for event, where in batch.sources[profile["integrationId"]]:
-                    if self.dead_letters is not None:
-                        self.dead_letters.write(event, reason, error, where)
-                    events += 1
-            self.summary.add(
-                profiles_upserted=delivered,
-                rejected=sum(1 for b in bad if b[1] == "rejected"),
-                failed=sum(1 for b in bad if b[1] != "rejected"),
-                dead_lettered=events,
-            )
-            if self.dead_letters is not None:
-                self.dead_letters.flush()
-            if self.checkpoint is not None:
-                self.checkpoint.mark(
-                    batch.seq, dict(self._position) if self.options.dead_letter_skipped else None
-                )
+            try:
+                if self.before_send is not None:
+                    self.before_send(batch)
+                delivered, bad = self._deliver(batch.profiles)
+            except (AuthError, _Stopped):
+                raise
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise _Stopped(0) from None  # e.g. the dry run's output was closed
+                # A bug, not Talon.One's answer: its events are dead-lettered, so
+                # nothing is lost, and the run goes on; the exit status tells.
+                what = unexpected(exc)
+                log.debug("batch %d: %s", batch.seq, what, exc_info=True)
+                self.summary.add(internal_errors=1)
+                if self.internal_error is None:
+                    self.internal_error = what
+                delivered, bad = 0, [(p, "internal_error", what) for p in batch.profiles]
+            self._record(batch, delivered, bad)
         except AuthError as exc:
             with self._cond:
                 if self.auth_error is None:
                     self.auth_error = exc
         except _Stopped as stop:
             self.summary.add(profiles_upserted=stop.delivered)
-        except Exception:  # pragma: no cover - a bug must not hang the run
-            log.exception("batch %d failed unexpectedly", batch.seq)
-            with self._cond:
-                if self.auth_error is None:
-                    self.auth_error = AuthError("internal error while sending; see the log")
+        except Exception as exc:  # the dead-letter file or the checkpoint cannot be written
+            what = unexpected(exc)
+            if self.internal_error is None:
+                self.internal_error = what
+            self.summary.add(internal_errors=1)
+            self.stop(f"cannot record batch {batch.seq} ({what}); its events are not "
+                      f"marked delivered: {self._resume_hint()}")
         finally:
             with self._cond:
                 self._inflight_ids -= ids
                 self._inflight -= 1
                 self._cond.notify_all()
+
+    def _record(self, batch: Batch, delivered: int, bad: list[tuple[dict, str, str]]) -> None:
+        """Dead-letter what failed (durably), count, then checkpoint the batch."""
+        events = {"rejected": 0, "failed": 0}
+        for profile, reason, error in bad:
+            for event, where in batch.sources[profile["integrationId"]]:
+                if self.dead_letters is not None:
+                    self.dead_letters.write(event, reason, error, where)
+                events["rejected" if reason == "rejected" else "failed"] += 1
+        self.summary.add(
+            profiles_upserted=delivered,
+            rejected=events["rejected"],
+            failed=events["failed"],
+            dead_lettered=events["rejected"] + events["failed"],
+        )
+        if self.dead_letters is not None:
+            self.dead_letters.flush()
+        if self.checkpoint is not None:
+            self.checkpoint.mark(
+                batch.seq, dict(self._position) if self.options.dead_letter_skipped else None
+            )
 
     def _deliver(self, profiles: list[dict[str, Any]]) -> tuple[int, list[tuple[dict, str, str]]]:
         """Send one batch; return (delivered count, [(profile, reason, error)]).
@@ -434,8 +482,8 @@ class Pipeline:
         if stats is not None:
             self.summary.requests = stats.requests
             self.summary.retries = stats.retries
-        if self.auth_error is not None:
-            self.summary.stopped = str(self.auth_error)
+        if self.auth_error is not None and self.summary.stopped is None:
+            self.summary.stopped = f"{self.auth_error}; {self._resume_hint()}"
         if self.dead_letters is not None:
             self.dead_letters.close()
         self.summary.finish()
@@ -447,6 +495,20 @@ class _Stopped(Exception):
     def __init__(self, delivered: int) -> None:
         super().__init__(f"stopped after {delivered} profiles")
         self.delivered = delivered
+
+
+_AUTH_VALUE = re.compile(r"(ApiKey|ManagementKey)-v1\s+\S+")
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an exception nobody planned for: its class and its first line.
+
+    talon-classic's own errors are built without secrets; anything else is
+    cut to its first line and 200 characters.
+    """
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    text = _AUTH_VALUE.sub(r"\1-v1 ****", text)
+    return f"unexpected error {exc.__class__.__name__}" + (f": {text}" if text else "")
 
 
 _REASON_PHRASES = frozenset(status.phrase.lower() for status in HTTPStatus)

@@ -1,53 +1,136 @@
-"""Which batches of a run Talon.One has acknowledged, saved atomically.
+"""Which batches of a run Talon.One has acknowledged, and how the run was made.
 
 Batches are numbered in input order and their contents depend only on the
-input and the options (never on timing), so a resumed run rebuilds the same
-batches and sends only those not acknowledged. The file holds a watermark
-(every batch up to it is done) plus the done batches above it, and a
-fingerprint of the run so a resume with other inputs or options is refused.
+input and the options that shape batches (never on timing or concurrency),
+so a resumed run rebuilds the same batches and sends only those not
+acknowledged. The file holds:
+
+* ``fingerprint``: what makes batch *n* the same batch: each input's path,
+  size and SHA-256, the options that shape batches, the target
+  deployment, and whether it was a dry run (a dry run never counts as a
+  delivery for a real run);
+* ``options``: every option of the run, so a bare ``--resume`` continues it
+  as it was (``--concurrency`` and ``--rate-limit`` may change);
+* ``watermark`` (every batch up to it is done) and the done batches above it.
+
+Saved atomically after every acknowledgement, created 0600.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from talon_classic.exceptions import SettingsError
+from talon_classic.exceptions import CheckpointError
+from talon_classic.files import write_atomic
 
-VERSION = 1
+VERSION = 2
+
+#: Options that decide what goes into which batch, with their flags: a resume
+#: must keep them. ``dry_run`` does not shape batches but must match too.
+BATCH_OPTIONS: dict[str, str] = {
+    "batch_size": "--batch-size",
+    "id_prefix": "--id-prefix",
+    "single": "--single",
+    "max_line_bytes": "--max-line-bytes",
+    "replay_dead_letters": "--replay-dead-letters",
+    "dry_run": "--dry-run",
+}
+
+
+def input_identity(paths: Iterable[str]) -> list[dict[str, Any]]:
+    """Path, size and SHA-256 of each input file (an edited file is a different input)."""
+    out = []
+    for path in paths:
+        with open(path, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            size = os.fstat(fh.fileno()).st_size
+        out.append({"path": path, "size": size, "sha256": digest})
+    return out
+
+
+def fingerprint(inputs: list[dict[str, Any]], options: Mapping[str, Any],
+                target: str) -> dict[str, Any]:
+    """What must be equal for batch *n* of two runs to be the same batch."""
+    return {"inputs": inputs, "target": target,
+            **{name: options[name] for name in BATCH_OPTIONS}}
+
+
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human names of what differs between two fingerprints (inputs named one by one)."""
+    out = []
+    old = {i["path"]: i for i in recorded.get("inputs", [])}
+    new = {i["path"]: i for i in current.get("inputs", [])}
+    if list(old) != list(new):
+        out.append("the inputs (" + ", ".join(new) + " instead of " + ", ".join(old) + ")")
+    else:
+        out += [f"{path} (its content changed)" for path in new if old[path] != new[path]]
+    if recorded.get("target") != current.get("target"):
+        out.append(f"the deployment ({current.get('target')} instead of {recorded.get('target')})")
+    for name, flag in BATCH_OPTIONS.items():
+        if recorded.get(name) != current.get(name):
+            out.append(f"{flag} ({current.get(name)!r} instead of {recorded.get(name)!r})")
+    return out
+
+
+def _shape_error(path: str, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: not a talon-classic checkpoint ({what}); "
+                           "delete it to start over")
 
 
 class Checkpoint:
     """Acknowledged batch numbers, persisted after every acknowledgement."""
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str], fingerprint: dict[str, Any],
+                 options: dict[str, Any] | None = None) -> None:
         self.path = os.fspath(path)
         self.fingerprint = fingerprint
+        self.options = dict(options or {})
         self.watermark = -1
         self.done: set[int] = set()
         self.skips_logged: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def load(self) -> None:
-        """Read a previous run's state; refuse one made with other inputs/options."""
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Checkpoint:
+        """A checkpoint file as saved; :class:`CheckpointError` (one line) if absent or unusable."""
+        path = os.fspath(path)
         try:
-            with open(self.path, encoding="utf-8") as fh:
+            with open(path, encoding="utf-8") as fh:
                 state = json.load(fh)
         except FileNotFoundError:
-            return
+            raise CheckpointError(
+                f"{path}: no checkpoint to resume (was the run started with --checkpoint? "
+                "without it nothing is recorded); run again without --resume") from None
+        except IsADirectoryError:
+            raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
         except (OSError, ValueError) as exc:
-            raise SettingsError(f"{self.path}: checkpoint unreadable ({exc})") from None
-        if state.get("version") != VERSION or state.get("fingerprint") != self.fingerprint:
-            raise SettingsError(
-                f"{self.path}: checkpoint was written for other inputs or options "
-                "(inputs, --batch-size, --concurrency, --id-prefix, --single must match); "
-                "remove it to start over"
-            )
-        self.watermark = state["watermark"]
-        self.done = set(state["done"])
-        self.skips_logged = state.get("skips_logged", {})
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON"
+            raise CheckpointError(f"{path}: checkpoint unreadable ({reason}); "
+                                  "delete it to start over") from None
+        if not isinstance(state, dict):
+            raise _shape_error(path, f"a JSON {type(state).__name__}, not an object")
+        if state.get("version") != VERSION:
+            raise CheckpointError(f"{path}: checkpoint of another talon-classic version "
+                                  f"({state.get('version')!r}); delete it to start over")
+        fp, options = state.get("fingerprint"), state.get("options")
+        watermark, done = state.get("watermark"), state.get("done")
+        skips = state.get("skips_logged", {})
+        if not isinstance(fp, dict) or not isinstance(options, dict):
+            raise _shape_error(path, "no fingerprint or options")
+        if type(watermark) is not int or not isinstance(done, list) or not all(
+                type(n) is int for n in done):
+            raise _shape_error(path, "watermark and done must be batch numbers")
+        if not isinstance(skips, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in skips.items()):
+            raise _shape_error(path, "skips_logged must map inputs to line numbers")
+        ckpt = cls(path, fp, options)
+        ckpt.watermark, ckpt.done, ckpt.skips_logged = watermark, set(done), skips
+        return ckpt
 
     def is_done(self, seq: int) -> bool:
         """Was batch ``seq`` acknowledged in an earlier (or this) run?"""
@@ -62,19 +145,16 @@ class Checkpoint:
                 self.done.discard(self.watermark)
             if skips_logged is not None:
                 self.skips_logged = dict(skips_logged)
-            self._save()
+            self.save()
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Write the state now (atomically, 0600); a new run saves before its first batch."""
         state = {
             "version": VERSION,
             "fingerprint": self.fingerprint,
+            "options": self.options,
             "watermark": self.watermark,
             "done": sorted(self.done),
             "skips_logged": self.skips_logged,
         }
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(state))

@@ -25,6 +25,10 @@ class InputError(TalonClassicError):
     """An input file cannot be opened or read at all."""
 
 
+class CheckpointError(TalonClassicError):
+    """A checkpoint cannot be resumed: absent, unreadable, or written for another run."""
+
+
 class DeliveryError(TalonClassicError):
     """Talon.One did not accept a request."""
 

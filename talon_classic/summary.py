@@ -32,6 +32,10 @@ class Summary:
         self.failed = 0
         self.dead_lettered = 0
         self.batches_resumed = 0
+        #: Batches hit by an unexpected error (a bug): dead-lettered, exit status 4.
+        self.internal_errors = 0
+        #: Dead letters this run added to the dead-letter file (set by the caller).
+        self.dead_letter_file: str | None = None
         self.stopped: str | None = None
 
     def skip(self, reason: str) -> None:
@@ -104,6 +108,8 @@ class Summary:
             "failed": self.failed,
             "dead_lettered": self.dead_lettered,
             "batches_resumed": self.batches_resumed,
+            "internal_errors": self.internal_errors,
+            "dead_letter_file": self.dead_letter_file if self.dead_lettered else None,
             "stopped": self.stopped,
             "elapsed_s": round(elapsed, 3),
             "events_per_s": round(self.events_read / elapsed, 1) if elapsed > 0 else None,
@@ -134,8 +140,14 @@ class Summary:
             f"profiles upserted  {d['profiles_upserted']:>12,}",
             f"requests sent      {d['requests']:>12,}  (retries {d['retries']:,})",
             f"dead-lettered      {d['dead_lettered']:>12,}"
-            f"  (rejected {d['rejected']:,}, failed {d['failed']:,})",
+            f"  events (rejected {d['rejected']:,}, failed {d['failed']:,})",
         ]
+        if d["dead_letter_file"]:
+            lines.append(f"dead letters in    {d['dead_letter_file']}  (appended; earlier runs' "
+                         "lines are kept)")
+        if d["internal_errors"]:
+            lines.append(f"unexpected errors  {d['internal_errors']:>12,}  batches; their events "
+                         "are dead-lettered (a bug: please report it)")
         if d["batches_resumed"]:
             lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")
         rate = f"{d['events_per_s']:,.0f} events/s" if d["events_per_s"] else "-"

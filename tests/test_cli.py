@@ -121,7 +121,7 @@ def test_progress_line_shows_rate_and_eta(capsys) -> None:
     """The TTY progress line (drawn only on a terminal, so tested directly)."""
     from types import SimpleNamespace
 
-    from talon_classic.cli import Progress
+    from talon_classic.cli.identify import Progress
     from talon_classic.summary import Summary
 
     clock = iter([0.0, 10.0, 10.0, 10.0])
@@ -139,7 +139,7 @@ def test_progress_line_shows_rate_and_eta(capsys) -> None:
 
 def test_emulator_mode_creates_engage_attributes_as_they_appear() -> None:
     """--emulator: the allowlist exists from the start, Engage names before their batch."""
-    from talon_classic.cli import _register_engage_names
+    from talon_classic.cli.identify import register_engage_names as _register_engage_names
     from talon_classic.emulator import Emulator, EmulatorConfig
     from talon_classic.transform import Engine
 

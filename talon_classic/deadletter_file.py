@@ -3,7 +3,9 @@
 Lines look like ``{"event": <original>, "reason": ..., "error": ...,
 "input": "file:line"}`` so a user can fix the cause and feed the events
 back with ``talon-classic identify``: the ``event`` field is the original
-event, untouched. The file is appended to, never truncated.
+event, untouched. The file is appended to, never truncated: a run never
+destroys what an earlier run could not deliver. It is created readable by
+its owner only (0600), since it holds users' traits.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import threading
 from typing import IO, Any
 
+from talon_classic.files import open_private
 from talon_classic.reader import dumps
 
 
@@ -29,7 +32,7 @@ class DeadLetters:
         line = dumps({"event": event, "reason": reason, "error": error, "input": where})
         with self._lock:
             if self._fh is None:
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._fh = open_private(self.path, "a")
             self._fh.write(line + "\n")
             self.count += 1
 

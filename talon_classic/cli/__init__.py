@@ -1,0 +1,40 @@
+"""The ``talon-classic`` command line: thin shells over the library, one module per command.
+
+Every command parses options, builds library objects and prints; the rules
+live in :mod:`talon_classic.transform`, delivery in
+:mod:`talon_classic.client` and :mod:`talon_classic.bulk`. What the
+commands share (exit codes, the usage error, the settings options) is in
+:mod:`talon_classic.cli.options`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from talon_classic import __version__
+from talon_classic.cli.check_config import check_config
+from talon_classic.cli.deadletter import deadletter
+from talon_classic.cli.emulator import emulator
+from talon_classic.cli.identify import identify
+from talon_classic.cli.serve import serve
+from talon_classic.cli.transform import transform
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="talon-classic")
+def main() -> None:
+    """Segment identify events -> Talon.One customer profiles.
+
+    Does the job of Segment's classic Talon.One destination: flattens
+    traits, maps Engage audiences and computed traits, keeps the
+    customAttributes allowlist, and upserts profiles in bulk.
+    """
+
+
+for command in (check_config, deadletter, emulator, identify, serve, transform):
+    main.add_command(command)
+
+__all__ = ["main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,5 @@
+"""``python -m talon_classic.cli``: the same as the ``talon-classic`` command."""
+
+from talon_classic.cli import main
+
+main()

@@ -1,0 +1,62 @@
+"""``talon-classic deadletter``: the server's dead-letter table (list, retry)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import click
+
+from talon_classic.cli.options import UsageFailure
+from talon_classic.reader import dumps, loads
+
+if TYPE_CHECKING:
+    from talon_classic.spool import Spool
+
+
+def _open_spool(path: str) -> Spool:
+    from talon_classic.spool import Spool
+
+    if not os.path.exists(path):
+        raise UsageFailure(f"{path}: no such spool (give the --spool of `talon-classic serve`)")
+    return Spool(path)
+
+
+@click.group()
+def deadletter() -> None:
+    """List or re-send events the server's Talon.One rejected (its spool's dead-letter table)."""
+
+
+@deadletter.command("list")
+@click.option("--spool", "spool_path", required=True, metavar="PATH", help="The server's spool.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1),
+              help="Show at most this many dead letters, oldest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
+def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
+    """Show dead letters: the event, why Talon.One refused it, when."""
+    spool = _open_spool(spool_path)
+    try:
+        for d in spool.dead_letters(limit):
+            event = loads(d.body)
+            if as_json:
+                click.echo(dumps({"seq": d.seq, "event": event, "reason": d.reason,
+                                  "error": d.error, "failed": d.failed}))
+            else:
+                user = event.get("userId") if isinstance(event, dict) else None
+                click.echo(f"{d.seq}\t{user}\t{d.reason}\t{d.error}")
+        if not as_json:
+            click.echo(f"{spool.dead_count():,} dead letters in {spool_path}", err=True)
+    finally:
+        spool.close()
+
+
+@deadletter.command("retry")
+@click.option("--spool", "spool_path", required=True, metavar="PATH", help="The server's spool.")
+def deadletter_retry(spool_path: str) -> None:
+    """Put every dead letter back in the queue, after fixing the cause in Talon.One."""
+    spool = _open_spool(spool_path)
+    try:
+        moved = spool.retry_dead()
+    finally:
+        spool.close()
+    click.echo(f"{moved:,} dead letters queued again; a running server delivers them shortly")

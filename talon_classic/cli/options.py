@@ -1,0 +1,136 @@
+"""What every command shares: exit codes, the usage error, the settings options.
+
+Commands are thin: they turn options into library objects and print. The
+pieces here keep them thin: :class:`UsageFailure` (exit 2 with one line),
+:func:`settings_options` (the four settings flags, handed to the command as
+one :class:`SettingsArgs` value) and :func:`check_inputs`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from talon_classic.exceptions import SettingsError
+from talon_classic.reader import STDIN
+from talon_classic.settings import ENV_API_KEY, ENV_ATTRIBUTES, ENV_DOMAIN, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_DEAD_LETTERED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UsageFailure(click.ClickException):
+    """A usage, settings or input problem found before anything was sent: ``Error: ...``, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def given(name: str) -> bool:
+    """Was option ``name`` given on the command line (not a default, not the environment)?"""
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+
+@dataclass(frozen=True)
+class SettingsArgs:
+    """The settings flags of one command line, not yet loaded.
+
+    Values that came from the environment are left out on purpose:
+    :func:`~talon_classic.settings.load_settings` reads the environment
+    itself, so its messages name the variable, not the flag.
+    """
+
+    path: str | None
+    api_key: str | None
+    application_domain: str | None
+    custom_attributes: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """How messages name the settings' source."""
+        return self.path or "settings"
+
+    def load(self, path: str | None = None) -> Settings:
+        """Merge file < environment < flags (``path`` overrides the flag's file); exit 2 on error."""
+        try:
+            return load_settings(
+                path or self.path,
+                api_key=self.api_key,
+                application_domain=self.application_domain,
+                custom_attributes=self.custom_attributes or None,
+            )
+        except SettingsError as exc:
+            raise UsageFailure(str(exc)) from None
+
+
+def settings_options(func: F) -> F:
+    """Add ``--settings``, ``--api-key``, ``--application-domain``, ``--custom-attribute``.
+
+    The command receives them as one ``settings_args: SettingsArgs``.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, settings_path: str | None, api_key: str | None,
+                application_domain: str | None, custom_attributes: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        kwargs["settings_args"] = SettingsArgs(
+            settings_path,
+            api_key if given("api_key") else None,
+            application_domain if given("application_domain") else None,
+            custom_attributes if given("custom_attributes") else (),
+        )
+        return func(*args, **kwargs)
+
+    decorated: Any = wrapper
+    decorated = click.option(
+        "--custom-attribute", "custom_attributes", multiple=True, metavar="NAME",
+        envvar=ENV_ATTRIBUTES, show_envvar=True,
+        help="Allowlisted attribute (repeatable; replaces the file's list). '*' patterns "
+        "allowed. The variable is comma-separated.",
+    )(decorated)
+    decorated = click.option(
+        "--application-domain", metavar="URL", envvar=ENV_DOMAIN, show_envvar=True,
+        help="Talon.One deployment URL, e.g. https://mycompany.talon.one.",
+    )(decorated)
+    decorated = click.option(
+        "--api-key", metavar="KEY", envvar=ENV_API_KEY, show_envvar=True,
+        help="Talon.One Integration API key. Never printed; prefer the variable "
+        "(a flag shows in `ps`).",
+    )(decorated)
+    decorated = click.option(
+        "--settings", "settings_path", type=click.Path(dir_okay=False), metavar="FILE",
+        help="Classic destination settings JSON (apiKey, applicationDomain, customAttributes).",
+    )(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+def check_inputs(inputs: tuple[str, ...]) -> list[str]:
+    """Default to stdin, and refuse missing files and directories before anything starts."""
+    paths = list(inputs) or [STDIN]
+    if paths.count(STDIN) > 1:
+        raise UsageFailure("'-' (stdin) can be given only once")
+    for path in paths:
+        if path == STDIN:
+            continue
+        if os.path.isdir(path):
+            raise UsageFailure(f"{path}: is a directory; give a .jsonl file, a .gz of one, or '-'")
+        if not os.path.exists(path):
+            raise UsageFailure(f"{path}: no such file")
+    return paths
+
+
+def warn(message: str) -> None:
+    """One line on stderr."""
+    click.echo(message, err=True)

@@ -1,0 +1,69 @@
+"""``talon-classic transform``: what the engine makes of each event, as JSONL; sends nothing."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from talon_classic.cli.options import (
+    SettingsArgs,
+    UsageFailure,
+    check_inputs,
+    settings_options,
+    warn,
+)
+from talon_classic.exceptions import InputError
+from talon_classic.reader import dumps, read_records
+from talon_classic.transform import Engine
+
+
+@click.command(short_help="Show what the engine makes of each event; sends nothing.")
+@settings_options
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+def transform(settings_args: SettingsArgs, inputs: tuple[str, ...]) -> None:
+    """Show what the engine makes of each event (JSONL in, JSONL out; sends nothing).
+
+    INPUT is a .jsonl file, a .gz of one, or '-' for stdin (the default).
+    One output line per non-blank input line, with its 1-based "line"
+    number: the upsert ("integrationId", "attributes", "dropped") or
+    "skipped" with a reason code and an "error" in words.
+
+    Exit status: 0 the input was read to the end (or the reader of the
+    output went away, as with `| head`), 2 usage or settings error.
+    """
+    settings = settings_args.load()
+    if not settings.custom_attributes:
+        warn("warning: customAttributes is empty, so every attribute but Engage audiences and "
+             "computed traits is dropped as not_allowlisted (give --settings FILE or "
+             "--custom-attribute NAME)")
+    engine = Engine(settings.custom_attributes)
+    paths = check_inputs(inputs)
+    write = sys.stdout.write
+    try:
+        for record in read_records(paths):
+            head = {"line": record.line, "input": record.input}
+            if record.skipped is not None:
+                head["skipped"] = record.skipped
+                head["error"] = record.error
+            else:
+                head.update(engine.transform(record.event).as_dict())
+            write(dumps(head) + "\n")
+        sys.stdout.flush()
+    except InputError as exc:
+        raise UsageFailure(str(exc)) from None
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as other tools do
+        silence_stdout()
+
+
+def silence_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the interpreter's last flush is quiet."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (CliRunner): nothing to silence
+        pass
+    finally:
+        os.close(devnull)
