@@ -77,6 +77,10 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list
     return out
 
 
+_JSON_KINDS = {list: "an array", type(None): "null", str: "a string", int: "a number",
+               float: "a number", bool: "a boolean"}
+
+
 def _shape_error(path: str, what: str) -> CheckpointError:
     return CheckpointError(f"{path}: not a talon-classic checkpoint ({what}); "
                            "delete it to start over")
@@ -113,7 +117,9 @@ class Checkpoint:
             raise CheckpointError(f"{path}: checkpoint unreadable ({reason}); "
                                   "delete it to start over") from None
         if not isinstance(state, dict):
-            raise _shape_error(path, f"a JSON {type(state).__name__}, not an object")
+            raise _shape_error(path, f"{_JSON_KINDS.get(type(state), 'a value')}, not an object")
+        if "version" not in state:
+            raise _shape_error(path, "no version")
         if state.get("version") != VERSION:
             raise CheckpointError(f"{path}: checkpoint of another talon-classic version "
                                   f"({state.get('version')!r}); delete it to start over")

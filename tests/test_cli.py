@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import requests
 from click.testing import CliRunner
 
@@ -151,3 +152,44 @@ def test_emulator_mode_creates_engage_attributes_as_they_appear() -> None:
                                                "computation_key": "VIP Customers"}}})
     before_send(None)
     assert app.config.attributes == {"email", "consent_*", "vip_customers"}
+
+
+def test_transform_without_an_allowlist_warns_once() -> None:
+    result = CliRunner().invoke(main, ["transform"], input='{"userId": "u1", "traits": {"a": 1}}\n'
+                                '{"userId": "u2", "traits": {"b": 2}}\n')
+    assert result.exit_code == 0
+    warnings = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
+    assert warnings == ["warning: customAttributes is empty, so every attribute but Engage "
+                        "audiences and computed traits is dropped as not_allowlisted (give "
+                        "--settings FILE or --custom-attribute NAME)"]
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_transform_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"userId": "u1", "traits": {"email": "a@b"}}\n' * 50_000)
+    proc = subprocess.Popen([sys.executable, "-m", "talon_classic", "transform",
+                             "--custom-attribute", "email", str(src)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=30) == 0
+    assert proc.stderr.read() == b""
+
+
+def test_every_option_has_help() -> None:
+    """Each command's --help gives every option a purpose (deadletter list --limit had none)."""
+    from talon_classic.cli import main as group
+
+    def walk(command, path):
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, command
+
+    for path, command in walk(group, []):
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{' '.join(path)} {param.opts[0]} has no help"

@@ -246,35 +246,39 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "talon_classic.cli", "identify", *args]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(120)
 def test_sigkill_then_resume_delivers_everything_once(talon_emulator_factory, tmp_path: Path):
     emu = talon_emulator_factory(rate_limit=0, latency_ms=40)
     events = [
-        {"userId": f"user{i % 20000}", "timestamp": f"2024-01-01T00:00:{i % 60:02d}Z",
+        {"userId": f"user{i % 4000}", "timestamp": f"2024-01-01T00:00:{i % 60:02d}Z",
          "traits": {"plan": f"p{i}", "email": f"{i}@x.io"}}
-        for i in range(50_000)
+        for i in range(10_000)
     ]
     src = write_jsonl(tmp_path / "big.jsonl", events)
     settings = write_settings(tmp_path / "s.json", emu)
     ckpt = tmp_path / "run.checkpoint.json"
-    common = [str(src), "--settings", str(settings), "--batch-size", "100",
-              "--concurrency", "2", "--rate-limit", "40", "--checkpoint", str(ckpt), "--quiet"]
-    proc = subprocess.Popen(_cli(*common), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    common = [str(src), "--settings", str(settings), "--checkpoint", str(ckpt), "--quiet"]
+    proc = subprocess.Popen(_cli(*common, "--batch-size", "50", "--concurrency", "2",
+                                 "--rate-limit", "80"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if ckpt.exists() and json.loads(ckpt.read_text())["watermark"] >= 20:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    total_batches = 500  # 50,000 events cycling over 20,000 users, 100 distinct per batch
+    total_batches = 200  # 10,000 events cycling over 4,000 users, 50 distinct per batch
     state = json.loads(ckpt.read_text())
     acked = state["watermark"] + 1 + len(state["done"])
     assert 20 < acked < total_batches
-    time.sleep(0.5)  # requests the killed process had in flight finish on the server side
+    time.sleep(0.3)  # requests the killed process had in flight finish on the server side
     before = len(emu.requests(limit=100000))
 
-    finish = subprocess.run(_cli(*common, "--resume", "--json"), capture_output=True, text=True)
+    # a bare --resume takes the run's options (--batch-size 50) from the checkpoint;
+    # --concurrency and --rate-limit may change
+    finish = subprocess.run(_cli(*common, "--resume", "--json", "--concurrency", "4",
+                                 "--rate-limit", "0"), capture_output=True, text=True)
     assert finish.returncode == 0, finish.stderr
     report = json.loads(finish.stdout)
     assert report["batches_resumed"] == acked
@@ -283,7 +287,7 @@ def test_sigkill_then_resume_delivers_everything_once(talon_emulator_factory, tm
     assert len(after) == total_batches - acked, statuses  # nothing acknowledged is sent again
     want = expected_profiles([json.dumps(e) for e in events], ALLOW)
     assert emu.stats()["profiles"] == len(want)
-    for iid in ("user0", "user19999", "user12345"):
+    for iid in ("user0", "user3999", "user1234"):
         assert emu.profile(iid)["attributes"] == want[iid]
 
 
@@ -315,3 +319,164 @@ def test_an_unretryable_answer_dead_letters_the_batch_and_goes_on(emu, tmp_path:
     letters = [json.loads(x) for x in dead.read_text().splitlines()]
     assert {x["reason"] for x in letters} == {"failed"}
     assert all("501" in x["error"] for x in letters)
+
+
+# -- hardening: resume, pipes, interrupts, messages, file modes ---------------------------
+
+def _events(n: int, users: int | None = None) -> list[dict]:
+    return [{"userId": f"u{i % (users or n)}", "timestamp": "2024-01-01T00:00:00Z",
+             "traits": {"email": f"{i}@x.io"}} for i in range(n)]
+
+
+def test_dry_run_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", _events(3000))
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"apiKey": "k" * 16, "applicationDomain": "https://x.talon.one",
+                                    "customAttributes": ["email"]}))
+    proc = subprocess.Popen(_cli(str(src), "--settings", str(settings), "--dry-run",
+                                 "--batch-size", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 0
+    assert json.loads(first)["method"] == "PUT"
+    assert err == ""  # no traceback, no "internal error", no summary
+
+
+def test_ctrl_c_without_checkpoint_says_nothing_was_recorded(talon_emulator_factory,
+                                                            tmp_path: Path) -> None:
+    emu = talon_emulator_factory(latency_ms=50)
+    src = write_jsonl(tmp_path / "in.jsonl", _events(20_000))
+    settings = write_settings(tmp_path / "s.json", emu)
+    proc = subprocess.Popen(_cli(str(src), "--settings", str(settings), "--batch-size", "10",
+                                 "--concurrency", "1", "--quiet"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while emu.stats()["profiles"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert ("stopped early: interrupted (Ctrl-C); nothing was recorded (no --checkpoint), "
+            "so a rerun starts over") in out
+    assert "--resume to continue" not in out + err
+    again = run(str(src), "--settings", str(settings), "--resume")
+    assert again.exit_code == 2
+    assert again.output.strip() == (
+        f"Error: {src}.checkpoint.json: no checkpoint to resume (was the run started with "
+        "--checkpoint? without it nothing is recorded); run again without --resume")
+
+
+def _checkpointed(emu, tmp_path: Path, *extra: str) -> tuple[Path, Path, list[str]]:
+    src = write_jsonl(tmp_path / "in.jsonl", _events(30))
+    ckpt = tmp_path / "run.ckpt"
+    common = [str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+              "--checkpoint", str(ckpt)]
+    first = run(*common, "--batch-size", "10", *extra)
+    assert first.exit_code == 0, first.output
+    return src, ckpt, common
+
+
+def test_resume_refuses_options_that_shape_batches(emu, tmp_path: Path) -> None:
+    src, ckpt, common = _checkpointed(emu, tmp_path)
+    for flags, named in ((["--batch-size", "5"], "--batch-size 5 (the run used 10)"),
+                         (["--id-prefix", "x-"], "--id-prefix 'x-' (the run used '')"),
+                         (["--max-line-bytes", "2048"], "--max-line-bytes 2048"),
+                         (["--single"], "--single True (the run used False)")):
+        result = run(*common, "--resume", *flags)
+        assert result.exit_code == 2, flags
+        line = result.output.strip()
+        assert "\n" not in line and named in line and "delete" in line, line
+    # the same values, or none at all, continue the run; concurrency may change
+    ok = run(*common, "--resume", "--batch-size", "10", "--concurrency", "3", "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["batches_resumed"] == 3
+
+
+def test_resume_notices_an_edited_input_of_the_same_size(emu, tmp_path: Path) -> None:
+    src, ckpt, common = _checkpointed(emu, tmp_path)
+    text = src.read_text()
+    src.write_text(text.replace("0@x.io", "9@x.io", 1))
+    assert len(src.read_text()) == len(text)
+    result = run(*common, "--resume")
+    assert result.exit_code == 2
+    assert f"{src} (its content changed)" in result.output
+
+
+def test_a_dry_run_checkpoint_never_counts_as_delivered(emu, tmp_path: Path) -> None:
+    src, ckpt, common = _checkpointed(emu, tmp_path, "--dry-run", "-o",
+                                      str(tmp_path / "req.jsonl"))
+    assert emu.stats()["profiles"] == 0
+    # resuming continues the dry run it recorded: it still sends nothing
+    resumed = run(*common, "--resume", "--json")
+    assert resumed.exit_code == 0 and emu.stats()["profiles"] == 0
+    # a real run over the same checkpoint file starts over and delivers everything
+    real = run(*common, "--batch-size", "10", "--json")
+    assert real.exit_code == 0 and json.loads(real.stdout)["batches_resumed"] == 0
+    assert emu.stats()["profiles"] == 30
+
+
+@pytest.mark.parametrize("content", ["[]", "null", "{}", '{"version": 2}', "{oops"])
+def test_a_checkpoint_of_the_wrong_shape_is_one_line_exit_2(emu, tmp_path: Path,
+                                                           content: str) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", _events(3))
+    ckpt = tmp_path / "run.ckpt"
+    ckpt.write_text(content)
+    result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                 "--checkpoint", str(ckpt), "--resume")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {ckpt}: ") and result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_files_with_users_data_are_created_0600(emu, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        emu.configure(attributes=["email"])
+        src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"email": "a@x"}},
+                                                 {"userId": "u2", "traits": {"plan": "p"}}])
+        settings = write_settings(tmp_path / "s.json", emu, ["email", "plan"])
+        dead, ckpt, out = tmp_path / "d.jsonl", tmp_path / "c.json", tmp_path / "req.jsonl"
+        assert run(str(src), "--settings", str(settings), "--dead-letter", str(dead),
+                   "--checkpoint", str(ckpt)).exit_code == 1
+        assert run(str(src), "--settings", str(settings), "--dry-run", "-o", str(out)
+                   ).exit_code == 0
+    finally:
+        os.umask(old)
+    for path in (dead, ckpt, out):
+        assert (path.stat().st_mode & 0o777) == 0o600, path
+
+
+def test_a_directory_as_input_is_named_as_one(emu, tmp_path: Path) -> None:
+    result = run(str(tmp_path), "--settings", str(write_settings(tmp_path / "s.json", emu)))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {tmp_path}: is a directory; give a .jsonl file, a .gz of "
+                             "one, or '-'\n")
+
+
+def test_summary_counts_dead_letters_in_events_and_says_the_file_is_appended(
+        emu, tmp_path: Path) -> None:
+    emu.configure(attributes=["email"])
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"userId": "u1", "traits": {"email": "a@x"}},
+        {"userId": "u2", "traits": {"plan": "p"}},
+        {"userId": "u2", "traits": {"plan": "q"}},  # one profile, two events
+    ])
+    settings = write_settings(tmp_path / "s.json", emu, ["email", "plan"])
+    dead = tmp_path / "d.jsonl"
+    for _ in range(2):
+        result = run(str(src), "--settings", str(settings), "--dead-letter", str(dead))
+        assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert "dead-lettered                 2  events (rejected 2, failed 0)" in lines
+    assert f"dead letters in    {dead}  (appended; earlier runs' lines are kept)" in lines
+    assert len(dead.read_text().splitlines()) == 4  # both runs' letters
+
+
+def test_identify_help_lists_every_exit_status() -> None:
+    out = CliRunner().invoke(main, ["identify", "--help"]).output
+    for code in ("0 all delivered", "1 some events", "2 usage", "3 stopped by an "
+                 "authentication", "4 an unexpected error", "130 interrupted"):
+        assert code in " ".join(out.split()), code

@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from click.core import ParameterSource
@@ -113,7 +113,7 @@ def settings_options(func: F) -> F:
         "--settings", "settings_path", type=click.Path(dir_okay=False), metavar="FILE",
         help="Classic destination settings JSON (apiKey, applicationDomain, customAttributes).",
     )(decorated)
-    return decorated  # type: ignore[no-any-return]
+    return cast(F, decorated)
 
 
 def check_inputs(inputs: tuple[str, ...]) -> list[str]:

@@ -1,0 +1,50 @@
+"""The bulk Pipeline as a library: what happens when something nobody planned for breaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from talon_classic.bulk import Options, Pipeline, unexpected
+from talon_classic.client import BulkOutcome, Client
+from talon_classic.deadletter_file import DeadLetters
+from talon_classic.transform import Engine
+
+
+class FirstBatchBreaks(Client):
+    """A real client to the emulator whose first bulk call hits a bug (a TypeError)."""
+
+    calls = 0
+
+    def upsert_profiles(self, profiles: list[dict[str, Any]]) -> BulkOutcome:
+        FirstBatchBreaks.calls += 1
+        if FirstBatchBreaks.calls == 1:
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+        return super().upsert_profiles(profiles)
+
+
+def test_an_unexpected_error_dead_letters_its_batch_and_the_run_goes_on(
+        talon_emulator, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"userId": f"u{i}", "traits": {"email": f"{i}@x"}}) + "\n"
+                           for i in range(6)))
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    client = FirstBatchBreaks(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    pipeline = Pipeline(Engine(["email"]), client, Options(batch_size=2, concurrency=1),
+                        dead_letters=dead)
+    summary = pipeline.run([str(src)])
+    assert pipeline.auth_error is None  # not reported as an authentication failure
+    assert pipeline.internal_error == ("unexpected error TypeError: unsupported operand type(s) "
+                                       "for +: 'int' and 'str'")
+    assert (summary.profiles_upserted, summary.dead_lettered, summary.internal_errors) == (4, 2, 1)
+    assert summary.stopped is None  # later batches were all sent
+    letters = [json.loads(x) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [x["event"]["userId"] for x in letters] == ["u0", "u1"]
+    assert {x["reason"] for x in letters} == {"internal_error"}
+    assert talon_emulator.stats()["profiles"] == 4
+
+
+def test_unexpected_never_shows_an_authorization_value() -> None:
+    exc = ValueError("Invalid header value b'ApiKey-v1 secret\\nkey'\nsecond line")
+    assert unexpected(exc) == "unexpected error ValueError: Invalid header value b'ApiKey-v1 ****"
