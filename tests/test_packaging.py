@@ -22,13 +22,12 @@ def _minimum() -> tuple[int, int]:
 
 
 def test_declared_minimum_python_is_what_the_tools_target() -> None:
-    minimum = _minimum()
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["tool.ruff".split(".")[0]]["ruff"]["target-version"] == "py%d%d" % minimum
-    assert pyproject["tool"]["mypy"]["python_version"] == "%d.%d" % minimum
+    major, minor = minimum = _minimum()
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert tool["ruff"]["target-version"] == f"py{major}{minor}"
+    assert tool["mypy"]["python_version"] == f"{major}.{minor}"
     assert sys.version_info[:2] >= minimum
-    cfg = (ROOT / "setup.cfg").read_text()
-    assert "Python :: %d.%d\n" % minimum in cfg
+    assert f"Python :: {major}.{minor}\n" in (ROOT / "setup.cfg").read_text()
 
 
 def test_typed_package_and_public_names() -> None:
