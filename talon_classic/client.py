@@ -7,25 +7,35 @@
   retries (the retries are ours, each through the rate limiter).
 * Every request, retries included, takes a token from one shared
   :class:`~talon_classic.ratelimit.TokenBucket` (60 requests/s by default).
-* Retries (tenacity): 409, 429, 5xx except 501/505, timeouts and broken
+* Retries (tenacity): 408, 409, 429, 5xx except 501/505, timeouts and broken
   connections, with exponential backoff and full jitter (base 0.5 s, cap
-  30 s, 8 attempts), waiting at least what ``Retry-After`` asks.
+  30 s, 8 attempts), waiting at least what ``Retry-After`` asks, up to
+  ``max_retry_after`` (120 s).
 * Outcomes are typed: delivered, :class:`RejectedError` (400/404/422 and
-  other 4xx, the server's message kept), :class:`AuthError` (401/403, stops a run) and
-  :class:`RetriesExhausted`.
+  other 4xx, the server's message kept), :class:`AuthError` (401/403, stops a run),
+  :class:`RetriesExhausted`, and :class:`DeliveryError` for a request that
+  could not even be sent (``InvalidHeader`` and the like) or an answer that is
+  none of these.
 * A bulk request rejected with 400 is split until the bad profiles are
-  isolated; all the others are still delivered.
+  isolated; all the others are still delivered. An error's ``source.pointer``
+  shortcuts the split only when the item it points at really holds what it names.
+* An integrationId made only of dots is sent as ``%2E`` each, so no HTTP layer
+  can read it as a ``.``/``..`` path segment and send the request elsewhere.
 * :meth:`Client.dry_run` swaps the transport for :class:`DryRunAdapter`, so a
   dry run prints exactly the requests a real run would send.
 
 The API key is never in a ``repr``, a log line or an exception: only
-:func:`redact_key`'s ``****abcd`` is shown.
+:func:`redact_key`'s ``****abcd`` is shown. A key that no HTTP header can
+carry (a control or non-ASCII character) is refused when the client is built,
+and whatever text the client takes from a foreign exception or an error
+answer goes through :func:`scrub` first, in case it quotes the header.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -34,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
@@ -45,7 +55,7 @@ from talon_classic import __version__
 from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
 from talon_classic.ratelimit import TokenBucket
 from talon_classic.reader import dumps, loads
-from talon_classic.settings import redact
+from talon_classic.settings import Settings, check_secret, redact
 
 try:  # the ``fast`` extra: same JSON, serialised several times faster
     import orjson
@@ -55,10 +65,16 @@ except ImportError:  # pragma: no cover - exercised where orjson is not installe
 log = logging.getLogger("talon_classic.client")
 
 MAX_BULK = 1000
-RETRY_STATUSES = frozenset({409, 429} | {s for s in range(500, 600) if s not in (501, 505)})
+RETRY_STATUSES = frozenset({408, 409, 429} | {s for s in range(500, 600) if s not in (501, 505)})
 AUTH_STATUSES = frozenset({401, 403})
 BULK_PATH = "/v2/customer_profiles"
 AUTHPING_PATH = "/v2/authping"
+#: The longest ``Retry-After`` honoured by default, in seconds (urllib3's
+#: ``Retry.DEFAULT_BACKOFF_MAX``). urllib3 itself caps ``Retry-After`` at six
+#: hours, a general library's choice; a batch run would rather spend its
+#: attempts and leave the rest to ``--resume`` than stall for hours.
+DEFAULT_MAX_RETRY_AFTER = 120.0
+_SHORTEST_FRAGMENT = 4
 
 
 def redact_key(key: str | None) -> str:
@@ -118,6 +134,45 @@ def parse_retry_after(value: str | None, now: Callable[[], datetime] | None = No
     return max(0.0, (when - current).total_seconds())
 
 
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with every trace of ``secret`` replaced by :func:`redact_key`'s form.
+
+    The one filter for text the client did not write itself (a foreign
+    exception's message, an error answer's message) before it is raised,
+    logged or returned: ``requests`` quotes a header it refuses, and a proxy
+    may echo one. Replaced: the whole ``ApiKey-v1 <key>`` value, the key
+    itself, the key as a ``repr`` or JSON escapes it, and every run of
+    ``_SHORTEST_FRAGMENT`` or more characters of the key between control,
+    quote or backslash characters (what survives of it when a message is
+    re-escaped or its whitespace collapsed).
+    """
+    if not secret or not text:
+        return text
+    shown = redact_key(secret)
+    text = text.replace(f"ApiKey-v1 {secret}", f"ApiKey-v1 {shown}")
+    for form in (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]):
+        text = text.replace(form, shown)
+    pieces = "".join(ch if " " < ch <= "~" and ch not in "\\'\"" else "\n" for ch in secret)
+    for piece in sorted(set(pieces.split()), key=len, reverse=True):
+        if len(piece) >= _SHORTEST_FRAGMENT and piece not in shown:
+            text = text.replace(piece, "****")
+    return text
+
+
+def _scrub_errors(errors: list[dict[str, Any]], secret: str | None) -> list[dict[str, Any]]:
+    """An error answer's ``errors`` with :func:`scrub` applied to every string in them."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub(value, secret)
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+
+    return [clean(err) for err in errors]
+
+
 def _server_error(response: requests.Response) -> tuple[str, list[dict[str, Any]]]:
     """The ``message`` and ``errors`` of a Talon.One error body, whatever arrived."""
     try:
@@ -126,21 +181,23 @@ def _server_error(response: requests.Response) -> tuple[str, list[dict[str, Any]
         body = None
     if isinstance(body, dict):
         message = body.get("message") or response.reason or "error"
-        errors = body.get("errors") if isinstance(body.get("errors"), list) else []
-        return str(message), [e for e in errors if isinstance(e, dict)]
+        errors = body.get("errors")
+        found = errors if isinstance(errors, list) else []
+        return str(message), [e for e in found if isinstance(e, dict)]
     return f"{response.status_code} {response.reason or ''}".strip(), []
 
 
-
-def _reason(exc: Exception) -> str:
-    """A short, one-line why of a transport error (``Connection refused``, ``Read timed out``).
+def _reason(exc: BaseException, secret: str | None = None) -> str:
+    """A short, one-line, scrubbed why of a transport error (``Connection refused``).
 
     urllib3 wraps the cause (``MaxRetryError(reason=NewConnectionError(...))``)
-    and prefixes it with an object repr; keep only the human part.
+    and prefixes it with an object repr; keep only the human part. The text is
+    scrubbed of ``secret`` before anything else is done to it.
     """
-    cause: Any = exc.args[0] if exc.args else exc
-    cause = getattr(cause, "reason", cause)
-    text = " ".join(str(cause).split())
+    cause: Any = exc
+    if isinstance(exc, requests.RequestException) and exc.args:
+        cause = getattr(exc.args[0], "reason", exc.args[0])
+    text = " ".join(scrub(str(cause), secret).split())
     for marker in (">: ", "): "):
         if marker in text:
             text = text.rsplit(marker, 1)[-1]
@@ -212,6 +269,14 @@ class Client:
     Thread-safe: many threads may share one client (and so its connection
     pool, rate limiter and stats). ``sleep`` and ``clock`` are injectable so
     retries and limiting can be tested without waiting.
+
+    ``api_key`` goes through :func:`~talon_classic.settings.check_secret`: a
+    key with surrounding whitespace, a control character (a pasted newline)
+    or a non-ASCII character raises :class:`~talon_classic.exceptions.SettingsError`
+    here, naming only ``api_key``, instead of failing at the first request
+    with an HTTP library's error that quotes the header. An empty key is
+    allowed (a dry run needs none). ``max_retry_after`` caps the wait a
+    ``Retry-After`` can ask for (see :data:`DEFAULT_MAX_RETRY_AFTER`).
     """
 
     def __init__(
@@ -227,11 +292,15 @@ class Client:
         max_attempts: int = 8,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         limiter: TokenBucket | None = None,
     ) -> None:
+        if api_key:
+            check_secret(api_key, "api_key", "Client")
         self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
         self._shown_key = redact_key(api_key)
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
@@ -249,16 +318,18 @@ class Client:
             rate_limit, clock=clock, sleep=sleep)
         self._sleep = sleep
         self._jitter = wait_random_exponential(multiplier=backoff_base, max=backoff_cap)
+        self.max_retry_after = max(0.0, max_retry_after)
         self.stats = ClientStats()
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> Client:
+    def from_settings(cls, settings: Settings, **kw: Any) -> Client:
         """A client for validated :class:`~talon_classic.settings.Settings`.
 
         Raises :class:`~talon_classic.exceptions.SettingsError` when the key
         or the application domain is missing.
         """
         settings.require_delivery()
+        assert settings.application_domain and settings.api_key  # require_delivery checked
         return cls(settings.application_domain, settings.api_key, **kw)
 
     @classmethod
@@ -293,20 +364,67 @@ class Client:
         self.close()
 
     # -- the one place that does HTTP -----------------------------------------
+    def _scrub(self, text: str) -> str:
+        """:func:`scrub` with this client's key."""
+        return scrub(text, self._api_key)
+
     def _wait(self, state: RetryCallState) -> float:
-        """Full-jitter backoff, but never less than what ``Retry-After`` asked."""
+        """Full-jitter backoff, but never less than what ``Retry-After`` asked (capped)."""
         wait = self._jitter(state)
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            wait = max(wait, exc.retry_after)
+            wait = max(wait, min(exc.retry_after, self.max_retry_after))
         return wait
 
     def _before_sleep(self, state: RetryCallState) -> None:
         self.stats.count(retry=True)
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("Talon.One: %s (attempt %d/%d); retrying in %.2fs", exc,
+        log.warning("Talon.One: %s (attempt %d/%d); retrying in %.2fs", self._scrub(str(exc)),
                     state.attempt_number, self.max_attempts, wait)
+
+    def _send(self, method: str, url: str, params: dict[str, str] | None,
+              data: bytes | None, path: str) -> requests.Response:
+        """One HTTP exchange, as ``Session.request`` does it, keeping ``path`` as given.
+
+        ``requests`` decodes ``%2E`` back to ``.`` when it prepares a URL (a dot
+        is "unreserved"); a path built by :func:`_id_segment` with encoded dots
+        is put back after preparation, so ``..`` never reaches the wire as a
+        dot segment that urllib3 or a server would resolve.
+        """
+        prepared = self.session.prepare_request(requests.Request(
+            method, url, params=params, data=data, headers=self._headers))
+        if "%2E" in path and prepared.url:
+            parts = urlsplit(prepared.url)
+            prepared.url = urlunsplit(parts._replace(path=urlsplit(url).path))
+        settings = self.session.merge_environment_settings(prepared.url or url, {}, None, None,
+                                                           None)
+        # Redirects are not followed: requests would drop the body of a
+        # redirected PUT. A redirect is reported instead (see _request).
+        return self.session.send(prepared, timeout=self.timeout, allow_redirects=False,
+                                 **settings)
+
+    def _failure(self, exc: BaseException, method: str, path: str) -> Exception:
+        """What a transport error becomes: a retryable attempt, or a DeliveryError.
+
+        Timeouts and broken connections are retried. Anything else (``InvalidHeader``,
+        ``InvalidURL``, a value Python's HTTP client cannot encode) cannot get better
+        and becomes a DeliveryError. Either way only the class name and the
+        scrubbed reason are kept: the caller raises the result outside its
+        ``except`` block, so the original (which may quote the ``Authorization``
+        header) is neither its ``__cause__`` nor its ``__context__``.
+        """
+        name = exc.__class__.__name__
+        self.stats.count(name)
+        log.debug("%s %s -> %s", method, path, name)
+        reason = _reason(exc, self._api_key)
+        if isinstance(exc, requests.Timeout | requests.ConnectionError
+                      | requests.exceptions.ChunkedEncodingError):
+            return _Retryable(f"{name} on {method} {path} ({reason})")
+        return DeliveryError(
+            f"{name} on {method} {path} ({reason}): the request could not be sent; "
+            "check the API key and the application domain in your settings"
+        )
 
     def _request(self, method: str, path: str, params: dict[str, str] | None = None,
                  body: Any = None) -> requests.Response:
@@ -321,19 +439,15 @@ class Client:
 
         def attempt() -> requests.Response:
             self.limiter.acquire()
+            failure: Exception | None = None
             try:
-                # Redirects are not followed: requests would drop the body of a
-                # redirected PUT. A redirect is reported instead (see below).
-                response = self.session.request(method, url, params=params, data=data,
-                                                headers=self._headers, timeout=self.timeout,
-                                                allow_redirects=False)
-            except (requests.Timeout, requests.ConnectionError,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                self.stats.count(exc.__class__.__name__)
-                log.debug("%s %s -> %s", method, path, exc.__class__.__name__)
-                raise _Retryable(
-                    f"{exc.__class__.__name__} on {method} {path} ({_reason(exc)})"
-                ) from None
+                response = self._send(method, url, params, data, path)
+            except (requests.RequestException, ValueError) as exc:
+                # ValueError: UnicodeEncodeError and http.client's "Invalid header
+                # value", whose messages and arguments hold the header.
+                failure = self._failure(exc, method, path)
+            if failure is not None:  # raised here, outside the except: no chain to the original
+                raise failure
             self.stats.count(response.status_code)
             log.debug("%s %s -> %s", method, path, response.status_code)
             if response.status_code in RETRY_STATUSES:
@@ -352,14 +466,17 @@ class Client:
             before_sleep=self._before_sleep,
             reraise=True,
         )
+        exhausted: RetriesExhausted | None = None
         try:
             response = retrying(attempt)
         except _Retryable as exc:
-            raise RetriesExhausted(
+            exhausted = RetriesExhausted(
                 f"gave up after {self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}: "
                 f"last {exc}",
                 exc.status,
-            ) from None
+            )
+        if exhausted is not None:  # outside the except: no chain to the attempts
+            raise exhausted
         status = response.status_code
         if status < 300:
             return response
@@ -370,13 +487,14 @@ class Client:
                 status,
             )
         if status < 400:
-            where = response.headers.get("Location", "elsewhere")
+            where = self._scrub(response.headers.get("Location", "elsewhere"))
             raise DeliveryError(
                 f"{method} {path} was redirected ({status}) to {where}: set the application "
                 f"domain to the deployment's own https:// address",
                 status,
             )
         message, errors = _server_error(response)
+        message, errors = self._scrub(message), _scrub_errors(errors, self._api_key)
         if status < 500:
             raise RejectedError(message, status, errors)
         raise DeliveryError(f"unexpected answer {status} from Talon.One: {message}", status)
@@ -402,13 +520,14 @@ class Client:
                        run_rule_engine: bool = False) -> dict[str, Any]:
         """``PUT /v2/customer_profiles/{id}``: create or update one profile.
 
-        The id is URL-encoded whole (``a/b c`` -> ``a%2Fb%20c``). Returns the
+        The id is URL-encoded whole (``a/b c`` -> ``a%2Fb%20c``; ``..`` ->
+        ``%2E%2E``, see :func:`_id_segment`). Returns the
         server's JSON answer (effects etc.), ``{}`` if it sent none. A
         RejectedError names the ``integration_id``.
         """
         params = {"runRuleEngine": "true"} if run_rule_engine else None
         try:
-            response = self._request("PUT", f"{BULK_PATH}/{quote(integration_id, safe='')}",
+            response = self._request("PUT", f"{BULK_PATH}/{_id_segment(integration_id)}",
                                      params, {"attributes": attributes})
         except RejectedError as exc:
             exc.integration_id = integration_id
@@ -448,7 +567,7 @@ class Client:
                     for profile in part:
                         outcome.rejected.append((profile, _for_profile(exc, profile)))
                     continue
-                pointed = _pointed_indexes(exc, len(part))
+                pointed = _pointed_indexes(exc, part)
                 if pointed:
                     for index in sorted(pointed):
                         outcome.rejected.append(
@@ -463,17 +582,87 @@ class Client:
                 outcome.delivered += part
 
 
-def _pointed_indexes(exc: RejectedError, size: int) -> dict[int, list[dict[str, Any]]]:
-    """The items a 400's ``source.pointer`` names (``/customerProfiles/3/...``), with their errors."""
+def _id_segment(integration_id: str) -> str:
+    """An integrationId as one path segment: all of it percent-encoded, ``/`` included.
+
+    :func:`~urllib.parse.quote` leaves dots alone, and an id made only of
+    dots (``.``, ``..``) would then be a dot segment, which urllib3 (and any
+    server or proxy following RFC 3986) resolves: ``..`` would become
+    ``PUT /v2/`` and ``.`` the bulk endpoint. Such an id has each dot sent as
+    ``%2E`` (``...`` too, though it is no dot segment, so that one rule covers
+    them all); a dot beside anything else stays as it is (``a.b``, ``.a``).
+    """
+    quoted = quote(integration_id, safe="")
+    if quoted and quoted.strip(".") == "":
+        return "%2E" * len(quoted)
+    return quoted
+
+
+def _pointer_tokens(pointer: str) -> list[str] | None:
+    """A JSON pointer's tokens, unescaped (``~1`` is ``/``, ``~0`` is ``~``); None if not one."""
+    if not pointer.startswith("/"):
+        return None
+    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
+
+
+def _mentions(text: str, integration_id: str) -> bool:
+    """Whether ``text`` names ``integration_id`` as a whole (``u1`` is not named by ``u10``)."""
+    return re.search(rf"(?<!\w){re.escape(integration_id)}(?!\w)", text) is not None
+
+
+def _pointer_holds(err: dict[str, Any], index: int, tokens: list[str], part: list[dict[str, Any]],
+                   message: str) -> bool:
+    """Whether the item an error's pointer names really is the item at fault.
+
+    Whether Talon.One numbers a bulk request's items from 0 is not documented,
+    so the index alone is not trusted: the pointer must go past the item into
+    something the item has (``/customerProfiles/N/attributes/NAME`` with NAME
+    among item N's attributes, ``/customerProfiles/N/integrationId``), and
+    when the error's text names an integrationId of the request, that must be
+    item N's. ``/customerProfiles/N`` or ``.../attributes`` alone name nothing
+    particular to one item, so they are not trusted either.
+    """
+    item = part[index]
+    rest = tokens[2:]
+    if rest == ["integrationId"]:
+        if not isinstance(item.get("integrationId"), str):
+            return False
+    elif len(rest) == 2 and rest[0] == "attributes":
+        attributes = item.get("attributes")
+        if not isinstance(attributes, dict) or rest[1] not in attributes:
+            return False
+    else:
+        return False
+    text = " ".join([message, *(str(err.get(k, "")) for k in ("title", "details"))])
+    ids = {p.get("integrationId") for p in part}
+    named = {i for i in ids if isinstance(i, str) and i and i in text and _mentions(text, i)}
+    return not named or item.get("integrationId") in named
+
+
+def _pointed_indexes(exc: RejectedError,
+                     part: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """The items a 400's ``source.pointer`` names (``/customerProfiles/3/...``), with their errors.
+
+    Empty (so the caller splits in halves) unless every error that points
+    into ``customerProfiles`` points at an item that, checked by
+    :func:`_pointer_holds`, really is at fault: one doubtful pointer makes
+    them all doubtful, and halving is always right, only slower.
+    """
     found: dict[int, list[dict[str, Any]]] = {}
     for err in exc.errors:
         source = err.get("source") if isinstance(err, dict) else None
         pointer = source.get("pointer") if isinstance(source, dict) else None
-        parts = pointer.split("/") if isinstance(pointer, str) else []
-        if len(parts) > 2 and parts[1] == "customerProfiles" and parts[2].isdigit():
-            index = int(parts[2])
-            if index < size:
-                found.setdefault(index, []).append(err)
+        tokens = _pointer_tokens(pointer) if isinstance(pointer, str) else None
+        if not tokens or tokens[0] != "customerProfiles":
+            continue
+        number = tokens[1] if len(tokens) > 1 else ""
+        canonical = number.isascii() and number.isdigit() and str(int(number)) == number
+        if not canonical or int(number) >= len(part):
+            return {}
+        index = int(number)
+        if not _pointer_holds(err, index, tokens, part, str(exc)):
+            return {}
+        found.setdefault(index, []).append(err)
     return found
 
 
@@ -498,10 +687,23 @@ class DryRunAdapter(BaseAdapter):
         self.out = out
         self._lock = threading.Lock()
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        """Write ``request`` as one JSON line and answer it without any network."""
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """Write ``request`` as one JSON line and answer it without any network.
+
+        The transport options (``timeout``, ``verify``...) are accepted and ignored.
+        """
         headers = dict(request.headers)
         auth = headers.get("Authorization", "")
+        if isinstance(auth, bytes):
+            auth = auth.decode("latin-1")
         if auth:
             headers["Authorization"] = "ApiKey-v1 " + redact_key(auth.removeprefix("ApiKey-v1 "))
         body: Any = request.body

@@ -10,7 +10,8 @@ source overriding the one before.
 
 Every problem is a :class:`~talon_classic.exceptions.SettingsError` with one
 line ``"{source}: {field}: {problem}"``. The API key is never part of a
-message or a ``repr``.
+message or a ``repr``. :func:`check_secret` is the one check every key and
+secret goes through (whitespace, control and non-ASCII characters refused).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ipaddress
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,10 +39,60 @@ LOOPBACK_HOSTS = frozenset({"localhost"})
 
 
 def redact(secret: str | None) -> str:
-    """Show at most the last four characters of a secret: ``****abcd``."""
+    """Show at most the last four characters of a secret: ``****abcd``.
+
+    Only of a secret of 12 or more printable ASCII characters: of a shorter
+    one, or one that :func:`check_secret` would refuse, nothing but ``****``.
+    """
     if not secret:
         return "<unset>"
-    return "****" + (secret[-4:] if len(secret) >= 12 else "")
+    clean = all(" " < ch <= "~" for ch in secret)
+    return "****" + (secret[-4:] if len(secret) >= 12 and clean else "")
+
+
+def check_secret(value: str, name: str, source: str, *, allow_non_ascii: bool = False) -> str:
+    """Return ``value`` if it can be a key or secret, else raise a one-line SettingsError.
+
+    Every secret talon-classic reads (the API key here; write keys, webhook
+    secrets, emulator and management keys wherever they are read) goes
+    through this one check, so a bad paste is refused where it is loaded
+    rather than failing later, deep in an HTTP library whose error quotes
+    the ``Authorization`` header. Refused, in this order:
+
+    * not a string, or empty;
+    * leading or trailing whitespace (a trailing newline from ``echo`` or a
+      copied line), refused rather than stripped, so the key used is always
+      exactly the key given;
+    * a control character anywhere (a newline, a tab, NUL, DEL, C1 codes):
+      ``requests`` refuses a header holding ``\\r`` or ``\\n`` with an error
+      that quotes the whole header, and other controls reach the wire;
+    * unless ``allow_non_ascii``, any character outside printable ASCII (a
+      non-breaking or zero-width space, a typographic quote picked up from a
+      web page): header values are sent as Latin-1, and Python's HTTP client
+      fails on others with an error that holds the whole header. Keys are
+      ASCII tokens; a secret that is never sent in a header (an HMAC secret)
+      may pass ``allow_non_ascii=True``.
+
+    The message is ``"{source}: {name}: {problem}"`` and never holds the
+    value, any part of it, or where in it the problem is.
+    """
+    if not isinstance(value, str):
+        raise SettingsError(f"{source}: {name}: expected a string")
+    if not value:
+        raise SettingsError(f"{source}: {name}: must not be empty")
+    if value != value.strip():
+        raise SettingsError(f"{source}: {name}: has leading or trailing whitespace")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise SettingsError(
+            f"{source}: {name}: contains a control character (a newline or a tab?); "
+            "copy it again"
+        )
+    if not allow_non_ascii and not all(" " <= ch <= "~" for ch in value):
+        raise SettingsError(
+            f"{source}: {name}: contains a non-ASCII character (an invisible space or a "
+            "typographic quote from a web page?); copy it again"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -92,12 +144,17 @@ _TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object"}
 def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
     """Turn a jsonschema error into (field, short problem) without echoing values."""
     where = _field_path(error.absolute_path) or "(top level)"
-    if error.validator == "type":
-        return where, f"expected {_TYPE_NAMES.get(error.validator_value, error.validator_value)}"
-    if error.validator == "minLength":
+    # jsonschema types these as "value or Unset"; a ValidationError from
+    # iter_errors always has them set.
+    validator, expected = str(error.validator), str(error.validator_value)
+    instance: Any = error.instance
+    schema: Any = error.schema
+    if validator == "type":
+        return where, f"expected {_TYPE_NAMES.get(expected, expected)}"
+    if validator == "minLength":
         return where, "must not be empty"
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+    if validator == "additionalProperties":
+        extra = sorted(set(instance) - set(schema.get("properties", {})))
         # A key pasted where a name belongs must not be echoed: show only names
         # that look like a setting's (letters and underscores, short).
         shown = extra[0] if _SETTING_NAME.fullmatch(extra[0]) else "(unknown name, not shown)"
@@ -229,10 +286,8 @@ def load_settings(
         value, source = merged["applicationDomain"]
         domain = normalise_domain(value, source)
     key_value = merged.get("apiKey", (None, ""))[0]
-    if key_value is not None and key_value != key_value.strip():
-        raise SettingsError(
-            f"{merged['apiKey'][1]}: apiKey: has leading or trailing whitespace"
-        )
+    if key_value is not None:
+        key_value = check_secret(key_value, "apiKey", merged["apiKey"][1])
     attrs = merged.get("customAttributes", ([], ""))[0]
     return Settings(
         api_key=key_value,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from talon_classic.exceptions import SettingsError
-from talon_classic.settings import Settings, load_settings
+from talon_classic.settings import Settings, check_secret, load_settings
 
 KEY = "tk-SECRET-0123456789abcd"
 UNKNOWN = (
@@ -263,6 +263,81 @@ def test_key_with_a_newline_from_the_environment() -> None:
     assert message(env={"TALON_API_KEY": KEY + "\n"}) == (
         "TALON_API_KEY: apiKey: has leading or trailing whitespace"
     )
+
+
+# Two halves, so a test can tell that no part of a key with a bad character in the middle shows.
+FIRST, SECOND = "tk-LEAKFIRST-0123", "LEAKSECOND-4567"
+CONTROL = ("{source}: apiKey: contains a control character (a newline or a tab?); "
+           "copy it again")
+NON_ASCII = ("{source}: apiKey: contains a non-ASCII character (an invisible space or a "
+             "typographic quote from a web page?); copy it again")
+
+
+def assert_hidden(text: str) -> None:
+    assert "LEAK" not in text and "0123" not in text and "4567" not in text
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\x00", "\x7f", "\t", "\x1b", "\x85"])
+def test_key_with_a_control_character_is_refused_from_every_source(
+    tmp_path: Path, char: str
+) -> None:
+    key = FIRST + char + SECOND
+    # json.dumps escapes the character, as a settings file must (raw controls are not JSON)
+    for text, source in [
+        (error(tmp_path, {"apiKey": key}), "settings.json"),
+        (message(env={"TALON_API_KEY": key}), "TALON_API_KEY"),
+        (message(api_key=key), "--api-key"),
+        (message(env={"TALON_API_KEY": KEY}, api_key=key), "--api-key"),
+    ]:
+        assert text == CONTROL.format(source=source)
+        assert_hidden(text)
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\xa0", "\u2028", "\u201c", "é"])
+def test_key_with_a_non_ascii_character_is_refused(tmp_path: Path, char: str) -> None:
+    key = FIRST + char + SECOND
+    text = error(tmp_path, {"apiKey": key})
+    assert text == NON_ASCII.format(source="settings.json")
+    assert_hidden(text)
+    assert message(env={"TALON_API_KEY": key}) == NON_ASCII.format(source="TALON_API_KEY")
+
+
+def test_the_refusal_is_raised_without_a_chain() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env={}, api_key=FIRST + "\n" + SECOND)
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    assert_hidden(repr(info.value))
+
+
+def test_check_secret_is_the_one_check_for_every_secret() -> None:
+    assert check_secret(KEY, "writeKey", "--write-key") == KEY
+    assert check_secret("a passphrase with spaces", "webhookSecret", "x") == (
+        "a passphrase with spaces"
+    )
+    cases = [
+        ("", "must not be empty"),
+        (" " + KEY, "has leading or trailing whitespace"),
+        (KEY + "\n", "has leading or trailing whitespace"),
+        (FIRST + "\n" + SECOND, "contains a control character (a newline or a tab?); "
+                                "copy it again"),
+        (FIRST + "\u200b" + SECOND, "contains a non-ASCII character (an invisible space or a "
+                                    "typographic quote from a web page?); copy it again"),
+    ]
+    for value, problem in cases:
+        with pytest.raises(SettingsError) as info:
+            check_secret(value, "writeKey", "TALON_WRITE_KEYS")
+        assert str(info.value) == f"TALON_WRITE_KEYS: writeKey: {problem}"
+        assert_hidden(str(info.value))
+    with pytest.raises(SettingsError, match="^s: webhookSecret: expected a string$"):
+        check_secret(12345, "webhookSecret", "s")  # type: ignore[arg-type]
+
+
+def test_check_secret_may_allow_non_ascii_but_never_controls() -> None:
+    assert check_secret("geheim-schlüssel", "webhookSecret", "x", allow_non_ascii=True) == (
+        "geheim-schlüssel"
+    )
+    with pytest.raises(SettingsError, match="control character"):
+        check_secret("geheim\nschlüssel", "webhookSecret", "x", allow_non_ascii=True)
 
 
 def test_empty_key_flag() -> None:
