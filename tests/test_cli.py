@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import click
+import pytest
 import requests
 from click.testing import CliRunner
 
@@ -193,3 +195,35 @@ def test_every_option_has_help() -> None:
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{' '.join(path)} {param.opts[0]} has no help"
+
+
+@pytest.mark.parametrize("args, env, source", [
+    (["serve", "--spool", "x.db", "--write-key", "wk\nXYZZY"], {}, "--write-key"),
+    (["serve", "--spool", "x.db"], {"TALON_WRITE_KEYS": "good,wk\x1bXYZZY"}, "TALON_WRITE_KEYS"),
+    (["serve", "--spool", "x.db", "--write-key", "ok", "--webhook-secret", "s\rXYZZY"], {},
+     "--webhook-secret"),
+    (["emulator"], {"TALON_EMULATOR_API_KEY": "k\x7fXYZZY"}, "TALON_EMULATOR_API_KEY"),
+])
+def test_every_secret_is_checked_and_never_echoed(tmp_path: Path, args, env, source) -> None:
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {source}: ") and "control character" in result.output
+    assert "XYZZY" not in result.output
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_emulator_key_from_the_environment_stays_out_of_ps(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "talon_classic", "emulator", "--port", "0"],
+                            env={**os.environ, "TALON_EMULATOR_API_KEY": "env-only-key-123456"},
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+        ok = requests.get(url + "/v2/authping",
+                          headers={"Authorization": "ApiKey-v1 env-only-key-123456"}, timeout=5)
+        assert ok.status_code == 204
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"env-only-key" not in cmdline
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from talon_classic.cli.options import UsageFailure
+from talon_classic.cli.options import UsageFailure, secret
 from talon_classic.exceptions import TalonClassicError
 from talon_classic.settings import redact
 
@@ -46,6 +46,7 @@ def emulator(host: str, port: int, api_key: str, attributes: tuple[str, ...],
     """
     from talon_classic.emulator import EmulatorConfig, EmulatorServer, parse_attributes_file
 
+    api_key = secret(api_key, "apiKey", "api_key", ENV_EMULATOR_KEY)
     try:
         names = set(attributes)
         if attributes_file:

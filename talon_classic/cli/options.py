@@ -19,7 +19,14 @@ from click.core import ParameterSource
 
 from talon_classic.exceptions import SettingsError
 from talon_classic.reader import STDIN
-from talon_classic.settings import ENV_API_KEY, ENV_ATTRIBUTES, ENV_DOMAIN, Settings, load_settings
+from talon_classic.settings import (
+    ENV_API_KEY,
+    ENV_ATTRIBUTES,
+    ENV_DOMAIN,
+    Settings,
+    check_secret,
+    load_settings,
+)
 
 EXIT_OK = 0
 EXIT_DEAD_LETTERED = 1
@@ -114,6 +121,20 @@ def settings_options(func: F) -> F:
         help="Classic destination settings JSON (apiKey, applicationDomain, customAttributes).",
     )(decorated)
     return cast(F, decorated)
+
+
+def secret(value: str, name: str, param: str, envvar: str) -> str:
+    """A key or secret from option ``param`` or its variable, refused (exit 2) if it cannot be one.
+
+    The message names where it came from (the flag or the variable) and never shows it.
+    """
+    ctx = click.get_current_context()
+    option = next(p for p in ctx.command.params if p.name == param)
+    source = option.opts[0] if given(param) else envvar
+    try:
+        return check_secret(value, name, source)
+    except SettingsError as exc:
+        raise UsageFailure(str(exc)) from None
 
 
 def check_inputs(inputs: tuple[str, ...]) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from talon_classic.cli.options import SettingsArgs, UsageFailure, settings_options
+from talon_classic.cli.options import SettingsArgs, UsageFailure, secret, settings_options
 from talon_classic.exceptions import SettingsError, TalonClassicError
 
 ENV_WRITE_KEYS = "TALON_WRITE_KEYS"
@@ -75,6 +75,10 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
     settings = settings_args.load()
     if not write_keys:
         raise UsageFailure(f"give at least one --write-key (or {ENV_WRITE_KEYS})")
+    write_keys = [secret(k, "writeKey", "write_keys", ENV_WRITE_KEYS) for k in write_keys]
+    if webhook_secret:
+        webhook_secret = secret(webhook_secret, "webhookSecret", "webhook_secret",
+                                ENV_WEBHOOK_SECRET)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     with contextlib.ExitStack() as stack:
         client: Any
