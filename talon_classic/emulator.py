@@ -48,7 +48,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from talon_classic.serving import WaitressServer
+from talon_classic.wsgi import WaitressServer
 
 log = logging.getLogger("talon_classic.emulator")
 

@@ -442,7 +442,7 @@ class Service:
                  threads: int = 8, max_depth: int = 1_000_000, linger: float = 1.0,
                  dedupe_window: float = 24 * 3600, backoff: float = 5.0,
                  grace: float = 10.0) -> None:
-        from talon_classic.serving import WaitressServer
+        from talon_classic.wsgi import WaitressServer
 
         self.spool = Spool(spool_path, dedupe_window=dedupe_window)
         self.metrics = Metrics()
