@@ -1,0 +1,44 @@
+"""The emulator served over HTTP by waitress, in a thread or in the foreground."""
+
+from __future__ import annotations
+
+import logging
+
+from talon_classic.emulator.app import Emulator
+from talon_classic.emulator.config import EmulatorConfig
+from talon_classic.wsgi import WaitressServer
+
+log = logging.getLogger(__package__)  # one logger for the emulator: talon_classic.emulator
+
+
+class EmulatorServer(WaitressServer):
+    """An :class:`Emulator` served by waitress on loopback, in a thread or in the foreground.
+
+    ``url`` holds the bound port right after construction (``port=0`` picks a
+    free one). ``start()`` serves in a daemon thread, ``serve_forever()``
+    blocks (for the CLI), ``stop()`` lets requests in progress finish, closes
+    the sockets and the store. Also a context manager that starts and stops.
+    """
+
+    app: Emulator
+
+    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1",
+                 port: int = 0, threads: int = 8) -> None:
+        super().__init__(Emulator(config), host=host, port=port, threads=threads)
+        cfg = self.app.config
+        log.debug("Talon.One emulator on %s (%s store, rate limit %s)", self.url,
+                  "SQLite" if cfg.db else "memory", f"{cfg.rate_limit:g}/s" if cfg.rate_limit
+                  else "none")
+
+    def start(self) -> EmulatorServer:
+        """Serve in a daemon thread; returns self."""
+        super().start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving (requests in progress get ``timeout`` seconds), then close the store."""
+        super().stop(timeout)
+        self.app.close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
