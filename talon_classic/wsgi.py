@@ -2,8 +2,9 @@
 
 Both the emulator and ``talon-classic serve`` need the same things waitress
 does not give directly: the bound port before serving (port 0 picks a free
-one), a background thread for tests, and a stop that lets requests in
-progress finish before the sockets close.
+one), a background thread for tests, a stop that lets requests in progress
+finish before the sockets close, and connections kept alive after a 204.
+This is the one module that knows waitress's internals.
 """
 
 from __future__ import annotations
@@ -14,19 +15,56 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+from waitress.task import WSGITask  # type: ignore[import-untyped]
+
+
+class _KeepAliveTask(WSGITask):  # type: ignore[misc]
+    """waitress's task, keeping the connection open after an answer without a body.
+
+    waitress 3.0 closes an HTTP/1.1 connection after any answer without a
+    Content-Length, a 204 included, although a 204 must not carry one (RFC
+    9110, 8.6) and ends at its blank line. Every silent bulk upsert (204)
+    then cost a new TCP connection, where Talon.One keeps it. Only that one
+    reason to close is skipped; ``Connection: close`` and HTTP/1.0 close as before.
+    """
+
+    _bodiless_keep_alive = False
+
+    def build_response_header(self) -> bytes:
+        self._bodiless_keep_alive = (
+            self.version == "1.1" and not self.has_body
+            and self.request.headers.get("CONNECTION", "").lower() != "close")
+        try:
+            header: bytes = super().build_response_header()
+            return header
+        finally:
+            self._bodiless_keep_alive = False
+
+    def set_close_on_finish(self) -> None:
+        # within build_response_header of a bodiless HTTP/1.1 answer, the only
+        # caller left is "no Content-Length": not a reason to close here
+        if not self._bodiless_keep_alive:
+            super().set_close_on_finish()
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    task_class = _KeepAliveTask
+
 
 class WaitressServer:
     """One WSGI app on one host and port."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, threads: int = 8,
                  **adjustments: Any) -> None:
-        from waitress.server import create_server
+        from waitress.server import create_server  # type: ignore[import-untyped]
 
         self.app = app
         adjustments.setdefault("connection_limit", 1000)
         adjustments.setdefault("channel_timeout", 30)
         self._server = create_server(app, host=host, port=port, threads=threads,
                                      clear_untrusted_proxy_headers=True, **adjustments)
+        self._server.channel_class = _Channel
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self._server.effective_port}"
         self._thread: threading.Thread | None = None

@@ -396,3 +396,16 @@ def test_attribute_patterns(talon_emulator) -> None:
     assert ok.status_code == 204
     bad = bulk(talon_emulator, [{"integrationId": "u", "attributes": {"consentsms": True}}])
     assert bad.status_code == 400
+
+
+def test_bulk_requests_reuse_one_connection(talon_emulator) -> None:
+    """Talon.One keeps connections alive; so must the emulator, 204s included."""
+    s = api(talon_emulator)
+    url = f"{talon_emulator.url}/v2/customer_profiles"
+    for i in range(5):
+        r = s.put(url, json={"customerProfiles": [{"integrationId": f"u{i}", "attributes": {}}]},
+                  timeout=10)
+        assert r.status_code == 204 and "close" not in r.headers.get("Connection", "")
+    assert s.get(f"{talon_emulator.url}/v2/authping", timeout=10).status_code == 204
+    pools = s.get_adapter(url).poolmanager.pools
+    assert [pools[key].num_connections for key in pools.keys()] == [1]
