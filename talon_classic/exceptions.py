@@ -25,6 +25,15 @@ class InputError(TalonClassicError):
     """An input file cannot be opened or read at all."""
 
 
+class ServeError(TalonClassicError):
+    """An HTTP server (``serve``, the emulator) cannot listen where it was told to."""
+
+    def __init__(self, message: str, host: str | None = None, port: int | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
+
+
 class DeliveryError(TalonClassicError):
     """Talon.One did not accept a request."""
 

@@ -74,6 +74,12 @@ def test_url_is_known_before_serving() -> None:
         server.stop()
 
 
+def test_connection_limits_are_passed_to_the_server() -> None:
+    with EmulatorServer(EmulatorConfig(rate_limit=0), connection_limit=9,
+                        idle_timeout=0.5) as server:
+        assert (server.connection_limit, server.idle_timeout) == (9, 0.5)
+
+
 def test_single_upsert_creates_then_merges(talon_emulator) -> None:
     first = single(talon_emulator, "a/b ü", {"a": 1, "b": "x"})
     assert first.status_code == 200

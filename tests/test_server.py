@@ -386,3 +386,10 @@ def test_kill_9_and_sigterm_lose_no_acknowledged_event(talon_emulator, tmp_path:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # SIGTERM: a clean exit
+
+
+def test_connection_limits_reach_the_http_server(talon_emulator, tmp_path: Path) -> None:
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    with Service(str(tmp_path / "s.db"), Engine([]), client, [WRITE_KEY], port=0,
+                 connection_limit=12, idle_timeout=0.75) as svc:
+        assert (svc.http.connection_limit, svc.http.idle_timeout) == (12, 0.75)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import socket
+import time
+from collections.abc import Iterator
 
 import pytest
+import requests
 
-from talon_classic.wsgi import WaitressServer
+from talon_classic import wsgi
+from talon_classic.exceptions import ServeError
+from talon_classic.wsgi import (
+    FILES_RESERVED,
+    WaitressServer,
+    default_connection_limit,
+    open_file_limit,
+)
 
 
 def no_content(environ, start_response):
@@ -60,3 +72,72 @@ def test_204_still_closes_when_the_client_asks(served_204, request_line) -> None
         sock.sendall(request_line)
         assert read_answer(sock).startswith(b"HTTP/1.")
         assert sock.recv(4096) == b""  # closed by the server
+
+
+@contextlib.contextmanager
+def idle_connections(server: WaitressServer, n: int) -> Iterator[list[socket.socket]]:
+    """``n`` connections to ``server`` that never send a byte."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.create_connection(address(server), timeout=5))
+                 for _ in range(n)]
+        yield socks
+
+
+def timed_get(server: WaitressServer, timeout: float) -> float:
+    started = time.monotonic()
+    answer = requests.get(server.url, timeout=timeout)
+    assert answer.status_code == 200 and answer.text == "hello"
+    return time.monotonic() - started
+
+
+def test_a_thousand_idle_connections_do_not_starve_a_request() -> None:
+    """Issue 11, item 15, as found: 1,100 idle connections from one client, defaults."""
+    files = open_file_limit()
+    if files is not None and files < 2 * 1100 + FILES_RESERVED:
+        pytest.skip(f"needs {2 * 1100 + FILES_RESERVED} open files, ulimit -n is {files}")
+    with WaitressServer(hello) as server, idle_connections(server, 1100):
+        assert timed_get(server, timeout=5) < 2
+
+
+def test_idle_connections_are_closed_after_the_idle_timeout() -> None:
+    """Over a small limit, new connections wait only until the idle ones are reaped."""
+    with WaitressServer(hello, connection_limit=50, idle_timeout=0.5) as server, \
+            idle_connections(server, 80) as idle:
+        assert timed_get(server, timeout=5) < 3
+        idle[0].settimeout(3)
+        assert idle[0].recv(1) == b""  # closed by the server, not by us
+
+
+def test_a_connection_in_use_is_not_idle() -> None:
+    with WaitressServer(hello, idle_timeout=0.5) as server, requests.Session() as session:
+        for _ in range(4):
+            assert session.get(server.url, timeout=5).text == "hello"
+            time.sleep(0.2)  # reused within the idle timeout
+        pools = session.get_adapter(server.url).poolmanager.pools
+        assert [pools[key].num_connections for key in pools.keys()] == [1]
+
+
+@pytest.mark.parametrize("files, limit", [(None, 10_000), (20_000, 10_000), (1024, 896),
+                                          (256, 128), (100, 50)])
+def test_default_connection_limit_fits_the_open_file_limit(monkeypatch, files, limit) -> None:
+    monkeypatch.setattr(wsgi, "open_file_limit", lambda: files)
+    assert default_connection_limit() == limit
+
+
+def test_limits_are_kept_and_checked() -> None:
+    with WaitressServer(hello, connection_limit=7, idle_timeout=1.5) as server:
+        assert (server.connection_limit, server.idle_timeout) == (7, 1.5)
+    for bad in ({"connection_limit": 0}, {"connection_limit": 2.5}, {"idle_timeout": 0},
+                {"idle_timeout": float("inf")}, {"idle_timeout": "5"}, {"port": 70_000}):
+        with pytest.raises(ValueError):
+            WaitressServer(hello, **bad)
+
+
+def test_connection_limit_beyond_the_hard_file_limit_is_refused() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files")
+    with pytest.raises(ServeError, match="connection-limit") as info:
+        WaitressServer(hello, connection_limit=hard + 1)
+    assert "\n" not in str(info.value) and "ulimit -n" in str(info.value)
+

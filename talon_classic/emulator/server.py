@@ -6,7 +6,7 @@ import logging
 
 from talon_classic.emulator.app import Emulator
 from talon_classic.emulator.config import EmulatorConfig
-from talon_classic.wsgi import WaitressServer
+from talon_classic.wsgi import DEFAULT_IDLE_TIMEOUT, WaitressServer
 
 log = logging.getLogger(__package__)  # one logger for the emulator: talon_classic.emulator
 
@@ -18,13 +18,16 @@ class EmulatorServer(WaitressServer):
     free one). ``start()`` serves in a daemon thread, ``serve_forever()``
     blocks (for the CLI), ``stop()`` lets requests in progress finish, closes
     the sockets and the store. Also a context manager that starts and stops.
+    ``connection_limit`` and ``idle_timeout``: see :class:`WaitressServer`.
     """
 
     app: Emulator
 
     def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1",
-                 port: int = 0, threads: int = 8) -> None:
-        super().__init__(Emulator(config), host=host, port=port, threads=threads)
+                 port: int = 0, threads: int = 8, *, connection_limit: int | None = None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        super().__init__(Emulator(config), host=host, port=port, threads=threads,
+                         connection_limit=connection_limit, idle_timeout=idle_timeout)
         cfg = self.app.config
         log.debug("Talon.One emulator on %s (%s store, rate limit %s)", self.url,
                   "SQLite" if cfg.db else "memory", f"{cfg.rate_limit:g}/s" if cfg.rate_limit
