@@ -34,6 +34,10 @@ class ServeError(TalonClassicError):
         self.port = port
 
 
+class AddressInUse(ServeError):
+    """Another program already listens on the host and port asked for."""
+
+
 class DeliveryError(TalonClassicError):
     """Talon.One did not accept a request."""
 

@@ -10,9 +10,11 @@ listened on. This is the one module that knows waitress's internals.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
 from waitress.server import create_server  # type: ignore[import-untyped]
-from waitress.task import WSGITask  # type: ignore[import-untyped]
+from waitress.task import ThreadedTaskDispatcher, WSGITask  # type: ignore[import-untyped]
 
-from talon_classic.exceptions import ServeError
+from talon_classic.exceptions import AddressInUse, ServeError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -116,6 +118,41 @@ def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _resolve(host: str, port: int) -> str:
+    """The first address ``host`` stands for, to listen on one socket only.
+
+    A name such as ``localhost`` may resolve to both ``::1`` and
+    ``127.0.0.1``; waitress would then listen on two sockets, with two
+    ports when ``port`` is 0, and there would be no one URL to give.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   socket.IPPROTO_TCP, socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise ServeError(f"cannot listen on {_where(host, port)}: {host!r} is neither an "
+                         "address nor a host name this machine can resolve: use 127.0.0.1 "
+                         "(this machine only), 0.0.0.0 (every interface) or one of its "
+                         "addresses", host, port) from None
+    return str(infos[0][4][0])
+
+
+def _bind_error(exc: OSError, host: str, port: int) -> ServeError:
+    """One line for a socket that cannot be bound: what happened and what to do."""
+    where = _where(host, port)
+    if exc.errno == errno.EADDRINUSE:
+        return AddressInUse(f"{where} is already in use: stop the program using it or choose "
+                            "another --port (0 picks a free one)", host, port)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        hint = ("ports below 1024 need administrator rights: choose a port of 1024 or above"
+                if 0 < port < 1024 else "choose another --port or --host")
+        return ServeError(f"cannot listen on {where}: permission denied; {hint}", host, port)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ServeError(f"cannot listen on {where}: {host} is not an address of this "
+                          "machine: use 127.0.0.1 (this machine only), 0.0.0.0 (every "
+                          "interface) or one of its own addresses", host, port)
+    return ServeError(f"cannot listen on {where}: {exc.strerror or exc}", host, port)
+
+
 class WaitressServer:
     """One WSGI app on one host and port.
 
@@ -140,6 +177,10 @@ class WaitressServer:
     idle connection is closed between ``idle_timeout`` and ``idle_timeout``
     plus two such intervals. Exposed on the Internet, put a reverse proxy in
     front all the same: it buffers slow clients and limits per address.
+
+    Raises :class:`~talon_classic.exceptions.AddressInUse` when another
+    program listens on the port, :class:`~talon_classic.exceptions.ServeError`
+    for any other reason the address cannot be listened on.
     """
 
     def __init__(self, app: WSGIApplication, host: str = "127.0.0.1", port: int = 0,
@@ -164,10 +205,22 @@ class WaitressServer:
         self.app = app
         self.connection_limit = connection_limit
         self.idle_timeout = float(idle_timeout)
+        address = _resolve(host, port)
         adjustments.setdefault("asyncore_use_poll", hasattr(select, "poll"))  # select(): < 1024 fds
         sockets: dict[int, Any] = {}
-        self._server = create_server(app, map=sockets, host=host, port=port, threads=threads,
-                                     clear_untrusted_proxy_headers=True, **adjustments)
+        dispatcher = ThreadedTaskDispatcher()
+        dispatcher.set_thread_count(threads)
+        try:
+            self._server = create_server(app, map=sockets, _dispatcher=dispatcher,
+                                         host=address, port=port, threads=threads,
+                                         clear_untrusted_proxy_headers=True, **adjustments)
+        except BaseException as exc:
+            for channel in list(sockets.values()):  # the half-made socket and wake-up pipe
+                channel.close()
+            dispatcher.shutdown(timeout=1)
+            if isinstance(exc, OSError):
+                raise _bind_error(exc, host, port) from None
+            raise
         self._server.channel_class = _Channel
         adj = self._server.adj
         adj.channel_timeout = self.idle_timeout

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from talon_classic.emulator import EmulatorConfig, EmulatorServer, parse_attributes_file
+from talon_classic.exceptions import AddressInUse
 
 PROFILE_FIELDS = {"id", "created", "integrationId", "attributes", "accountId", "closedSessions",
                   "totalSales", "lastActivity", "loyaltyMemberships", "audienceMemberships"}
@@ -72,6 +73,15 @@ def test_url_is_known_before_serving() -> None:
         assert requests.get(f"{server.url}/_emulator/stats", timeout=5).status_code == 200
     finally:
         server.stop()
+
+
+def test_port_in_use_names_it_and_closes_the_store(tmp_path: Path) -> None:
+    with EmulatorServer(EmulatorConfig(rate_limit=0)) as first:
+        port = int(first.url.rsplit(":", 1)[1])
+        with pytest.raises(AddressInUse, match=f"^127.0.0.1:{port} is already in use"):
+            EmulatorServer(EmulatorConfig(db=str(tmp_path / "e.db")), port=port)
+    # the second emulator's SQLite file was closed: another process could take it over
+    assert list(tmp_path.glob("e.db-wal")) == []
 
 
 def test_connection_limits_are_passed_to_the_server() -> None:

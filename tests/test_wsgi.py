@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import resource
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,7 +15,7 @@ import pytest
 import requests
 
 from talon_classic import wsgi
-from talon_classic.exceptions import ServeError
+from talon_classic.exceptions import AddressInUse, ServeError
 from talon_classic.wsgi import (
     FILES_RESERVED,
     WaitressServer,
@@ -141,3 +144,47 @@ def test_connection_limit_beyond_the_hard_file_limit_is_refused() -> None:
         WaitressServer(hello, connection_limit=hard + 1)
     assert "\n" not in str(info.value) and "ulimit -n" in str(info.value)
 
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+def test_port_in_use_is_one_clear_error() -> None:
+    with WaitressServer(hello) as first:
+        host, port = address(first)
+        before, threads = open_fds(), threading.active_count()
+        with pytest.raises(AddressInUse) as info:
+            WaitressServer(hello, host=host, port=port)
+    assert str(info.value) == (f"127.0.0.1:{port} is already in use: stop the program using it "
+                               "or choose another --port (0 picks a free one)")
+    assert (info.value.host, info.value.port) == ("127.0.0.1", port)
+    assert isinstance(info.value, ServeError)
+    assert open_fds() <= before and threading.active_count() <= threads  # nothing left open
+
+
+def test_an_address_not_on_this_machine_is_one_clear_error() -> None:
+    with pytest.raises(ServeError) as info:
+        WaitressServer(hello, host="192.0.2.1", port=8321)  # TEST-NET-1, never local
+    assert not isinstance(info.value, AddressInUse)
+    assert str(info.value).startswith("cannot listen on 192.0.2.1:8321: 192.0.2.1 is not an "
+                                      "address of this machine: use 127.0.0.1")
+
+
+def test_an_unknown_host_is_one_clear_error() -> None:
+    with pytest.raises(ServeError, match=r"^cannot listen on no-such-host\.invalid:0: "
+                                         r"'no-such-host\.invalid' is neither an address"):
+        WaitressServer(hello, host="no-such-host.invalid")
+
+
+def test_permission_denied_is_one_clear_error(monkeypatch) -> None:
+    """As a non-root user on port 80; simulated, since tests may well run as root."""
+    from waitress.server import TcpWSGIServer
+
+    def refuse(self):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(TcpWSGIServer, "bind_server_socket", refuse)
+    with pytest.raises(ServeError) as info:
+        WaitressServer(hello, host="0.0.0.0", port=80)
+    assert str(info.value) == ("cannot listen on 0.0.0.0:80: permission denied; ports below "
+                               "1024 need administrator rights: choose a port of 1024 or above")

@@ -18,7 +18,10 @@ class EmulatorServer(WaitressServer):
     free one). ``start()`` serves in a daemon thread, ``serve_forever()``
     blocks (for the CLI), ``stop()`` lets requests in progress finish, closes
     the sockets and the store. Also a context manager that starts and stops.
-    ``connection_limit`` and ``idle_timeout``: see :class:`WaitressServer`.
+    ``connection_limit`` and ``idle_timeout``: see :class:`WaitressServer`;
+    a host and port that cannot be listened on raise
+    :class:`~talon_classic.exceptions.AddressInUse` or
+    :class:`~talon_classic.exceptions.ServeError` (the store is closed again).
     """
 
     app: Emulator
@@ -26,8 +29,13 @@ class EmulatorServer(WaitressServer):
     def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1",
                  port: int = 0, threads: int = 8, *, connection_limit: int | None = None,
                  idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
-        super().__init__(Emulator(config), host=host, port=port, threads=threads,
-                         connection_limit=connection_limit, idle_timeout=idle_timeout)
+        app = Emulator(config)
+        try:
+            super().__init__(app, host=host, port=port, threads=threads,
+                             connection_limit=connection_limit, idle_timeout=idle_timeout)
+        except BaseException:
+            app.close()
+            raise
         cfg = self.app.config
         log.debug("Talon.One emulator on %s (%s store, rate limit %s)", self.url,
                   "SQLite" if cfg.db else "memory", f"{cfg.rate_limit:g}/s" if cfg.rate_limit
