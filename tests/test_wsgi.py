@@ -188,3 +188,21 @@ def test_permission_denied_is_one_clear_error(monkeypatch) -> None:
         WaitressServer(hello, host="0.0.0.0", port=80)
     assert str(info.value) == ("cannot listen on 0.0.0.0:80: permission denied; ports below "
                                "1024 need administrator rights: choose a port of 1024 or above")
+
+
+def test_a_name_with_several_addresses_listens_on_the_first(monkeypatch) -> None:
+    """As ``localhost`` on a dual-stack machine: one socket, one port, one URL."""
+    real = socket.getaddrinfo
+
+    def dual_stack(host, port, *args, **kwargs):
+        if host != "dual.test":
+            return real(host, port, *args, **kwargs)
+        port = int(port or 0)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", dual_stack)
+    with WaitressServer(hello, host="dual.test") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        assert server.url == f"http://dual.test:{port}"
+        assert requests.get(f"http://127.0.0.1:{port}", timeout=5).text == "hello"
