@@ -29,6 +29,19 @@ class CheckpointError(TalonClassicError):
     """A checkpoint cannot be resumed: absent, unreadable, or written for another run."""
 
 
+class ServeError(TalonClassicError):
+    """An HTTP server (``serve``, the emulator) cannot listen where it was told to."""
+
+    def __init__(self, message: str, host: str | None = None, port: int | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
+
+
+class AddressInUse(ServeError):
+    """Another program already listens on the host and port asked for."""
+
+
 class DeliveryError(TalonClassicError):
     """Talon.One did not accept a request."""
 

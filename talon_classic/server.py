@@ -38,6 +38,7 @@ from talon_classic.exceptions import DeliveryError, RejectedError
 from talon_classic.reader import BadLine, dumps, dumps_bytes, loads
 from talon_classic.spool import Spool
 from talon_classic.transform import Engine
+from talon_classic.wsgi import DEFAULT_IDLE_TIMEOUT, WaitressServer
 
 log = logging.getLogger("talon_classic.server")
 
@@ -441,9 +442,14 @@ class Service:
                  *, webhook_secret: str | None = None, host: str = "127.0.0.1", port: int = 8080,
                  threads: int = 8, max_depth: int = 1_000_000, linger: float = 1.0,
                  dedupe_window: float = 24 * 3600, backoff: float = 5.0,
-                 grace: float = 10.0) -> None:
-        from talon_classic.serving import WaitressServer
+                 grace: float = 10.0, connection_limit: int | None = None,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+        """``connection_limit`` and ``idle_timeout``: see :class:`WaitressServer`.
 
+        Raises :class:`~talon_classic.exceptions.AddressInUse` or
+        :class:`~talon_classic.exceptions.ServeError` when the address cannot
+        be listened on (nothing is left open then).
+        """
         self.spool = Spool(spool_path, dedupe_window=dedupe_window)
         self.metrics = Metrics()
         self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
@@ -453,8 +459,14 @@ class Service:
         self.worker.busy = lambda: self.app.busy > 0
         # waitress buffers a whole body before the app sees it: refuse far
         # oversized ones there (413) rather than spill them to disk first
-        self.http = WaitressServer(self.app, host=host, port=port, threads=threads,
-                                   max_request_body_size=2 * MAX_BATCH_BYTES)
+        try:
+            self.http = WaitressServer(self.app, host=host, port=port, threads=threads,
+                                       connection_limit=connection_limit,
+                                       idle_timeout=idle_timeout,
+                                       max_request_body_size=2 * MAX_BATCH_BYTES)
+        except BaseException:
+            self.spool.close()
+            raise
         self.url = self.http.url
         self.grace = grace
         self._stop_requested = False

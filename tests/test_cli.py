@@ -227,3 +227,21 @@ def test_emulator_key_from_the_environment_stays_out_of_ps(tmp_path: Path) -> No
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("command", [["emulator"], ["serve", "--spool", "{tmp}/s.db",
+                                                  "--write-key", "wk", "--emulator"]])
+def test_a_port_in_use_is_one_line_exit_2(tmp_path: Path, command: list[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+        result = CliRunner().invoke(main, [*args, "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        f"Error: 127.0.0.1:{port} is already in use: stop the program using it or choose "
+        "another --port (0 picks a free one)")
+    assert "Traceback" not in result.output

@@ -1,47 +1,17 @@
-"""The emulator speaks the Integration API's shapes and codes, over real loopback HTTP."""
+"""The emulator speaks the Integration API's shapes and codes, over real loopback HTTP.
+
+The rest of the emulator's tests mirror its modules: test_emulator_<module>.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import requests
-
-from talon_classic.emulator import EmulatorConfig, EmulatorServer, parse_attributes_file
-
-PROFILE_FIELDS = {"id", "created", "integrationId", "attributes", "accountId", "closedSessions",
-                  "totalSales", "lastActivity", "loyaltyMemberships", "audienceMemberships"}
-
-
-def api(emu, key: str | None = None) -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = f"ApiKey-v1 {key or emu.api_key}"
-    return session
-
-
-def bulk(emu, items, **params) -> requests.Response:
-    return api(emu).put(f"{emu.url}/v2/customer_profiles", json={"customerProfiles": items},
-                        params=params, timeout=10)
-
-
-def single(emu, iid: str, attributes, **params) -> requests.Response:
-    quoted = requests.utils.quote(iid, safe="")
-    return api(emu).put(f"{emu.url}/v2/customer_profiles/{quoted}",
-                        json={"attributes": attributes}, params=params, timeout=10)
-
-
-def error_of(response: requests.Response) -> dict:
-    """The one error of a Talon.One error body, after checking the body's shape."""
-    assert response.headers["Content-Type"] == "application/json"
-    body = response.json()
-    assert body["StatusCode"] == response.status_code and body["message"]
-    (error,) = body["errors"]
-    assert error["title"] and error["details"] and "pointer" in error["source"]
-    return {"message": body["message"], **error}
+from emulator_http import PROFILE_FIELDS, api, bulk, error_of, single
 
 
 def test_authping_and_auth(talon_emulator) -> None:
@@ -61,17 +31,6 @@ def test_unknown_route_and_wrong_method(talon_emulator) -> None:
     assert requests.get(f"{talon_emulator.url}/elsewhere").status_code == 404
     wrong = api(talon_emulator).post(f"{talon_emulator.url}/v2/authping")
     assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"] and error_of(wrong)
-
-
-def test_url_is_known_before_serving() -> None:
-    server = EmulatorServer(EmulatorConfig(rate_limit=0))
-    try:
-        port = int(server.url.rsplit(":", 1)[1])
-        assert server.url.startswith("http://127.0.0.1:") and port > 0
-        server.start()
-        assert requests.get(f"{server.url}/_emulator/stats", timeout=5).status_code == 200
-    finally:
-        server.stop()
 
 
 def test_single_upsert_creates_then_merges(talon_emulator) -> None:
@@ -210,149 +169,6 @@ def test_concurrent_update_of_one_profile_is_409(talon_emulator) -> None:
     assert single(talon_emulator, "same", {}).status_code == 200
 
 
-def test_latency_is_added_to_every_request(talon_emulator) -> None:
-    talon_emulator.configure(latency_ms=150)
-    for session in (api(talon_emulator), api(talon_emulator, "wrong")):
-        started = time.monotonic()
-        session.get(f"{talon_emulator.url}/v2/authping")
-        assert time.monotonic() - started >= 0.15
-
-
-def test_rate_limit_429_with_retry_after(talon_emulator_factory) -> None:
-    emu = talon_emulator_factory(rate_limit=2)
-    s = api(emu)
-    answers = [s.get(f"{emu.url}/v2/authping").status_code for _ in range(5)]
-    assert answers[:2] == [204, 204] and 429 in answers  # a burst of one second's worth
-    limited = s.get(f"{emu.url}/v2/authping")
-    assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
-    assert error_of(limited)["message"] == "Too many requests"
-    assert emu.stats()["requests"]["429"] == answers.count(429) + 1
-    emu.configure(rate_limit=0.5)  # under one per second: the wait is longer than a second
-    assert s.get(f"{emu.url}/v2/authping").status_code == 204
-    assert s.get(f"{emu.url}/v2/authping").headers["Retry-After"] == "2"
-
-
-def test_fail_next_burst_then_normal(talon_emulator) -> None:
-    public = talon_emulator.configure(fail_next=2, fail_status=502)
-    assert public["fail_next"] == 2 and "api_key" not in public
-    s = api(talon_emulator)
-    statuses = [s.get(f"{talon_emulator.url}/v2/authping").status_code for _ in range(3)]
-    assert statuses == [502, 502, 204]
-    assert talon_emulator.configure()["fail_next"] == 0
-
-
-def test_fail_rate_is_seeded(talon_emulator_factory) -> None:
-    def run() -> list[int]:
-        emu = talon_emulator_factory(fail_rate=0.5, seed=42)
-        s = api(emu)
-        return [s.get(f"{emu.url}/v2/authping").status_code for _ in range(20)]
-
-    first = run()
-    assert first == run() and {204, 503} == set(first)
-
-
-def test_hang_hits_the_client_timeout(talon_emulator) -> None:
-    talon_emulator.configure(hang_next=1, hang_seconds=0.6)
-    s = api(talon_emulator)
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        s.get(f"{talon_emulator.url}/v2/authping", timeout=0.2)
-    started = time.monotonic()
-    assert s.get(f"{talon_emulator.url}/v2/authping", timeout=5).status_code == 204
-    assert time.monotonic() - started < 0.5  # only the next one hangs
-
-
-def test_drop_closes_the_connection(talon_emulator) -> None:
-    talon_emulator.configure(drop_next=1)
-    with pytest.raises((requests.exceptions.ChunkedEncodingError,
-                        requests.exceptions.ConnectionError)):
-        bulk(talon_emulator, [{"integrationId": "a", "attributes": {}}])
-    # the write happened, only the answer was lost; the next request is answered
-    assert talon_emulator.profile("a") == {"integrationId": "a", "attributes": {}}
-    assert bulk(talon_emulator, [{"integrationId": "b", "attributes": {}}]).status_code == 204
-
-
-def test_faults_come_one_per_request_in_order(talon_emulator) -> None:
-    talon_emulator.configure(fail_next=1, hang_next=1, hang_seconds=0.1, drop_next=1)
-    s = api(talon_emulator)
-    url = f"{talon_emulator.url}/v2/authping"
-    assert s.get(url).status_code == 503
-    started = time.monotonic()
-    assert s.get(url).status_code == 204 and time.monotonic() - started >= 0.1
-    with pytest.raises(requests.exceptions.RequestException):
-        s.get(url)
-    assert s.get(url).status_code == 204
-
-
-def test_request_log_and_stats(talon_emulator) -> None:
-    bulk(talon_emulator, [{"integrationId": f"u{i}", "attributes": {}} for i in range(3)])
-    single(talon_emulator, "u0", {"a": 1})
-    api(talon_emulator, "wrong").get(f"{talon_emulator.url}/v2/authping")
-    log = talon_emulator.requests()
-    assert [(r["method"], r["path"], r["status"], r["profiles"]) for r in log] == [
-        ("PUT", "/v2/customer_profiles", 204, 3),
-        ("PUT", "/v2/customer_profiles/u0", 200, 1),
-        ("GET", "/v2/authping", 401, 0),
-    ]
-    assert all(isinstance(r["t"], float) for r in log)
-    assert log[0]["t"] <= log[1]["t"] <= log[2]["t"] <= time.monotonic()
-    assert talon_emulator.requests(limit=1, offset=1) == log[1:2]
-    assert talon_emulator.stats() == {"requests": {"204": 1, "200": 1, "401": 1},
-                                      "profiles": 3, "profile_updates": 4}
-
-
-def test_inspection_list_reset_and_404(talon_emulator) -> None:
-    bulk(talon_emulator, [{"integrationId": f"u{i}", "attributes": {}} for i in range(5)])
-    page = requests.get(f"{talon_emulator.url}/_emulator/profiles",
-                        params={"limit": 2, "offset": 1}).json()
-    assert page["total"] == 5 and [p["integrationId"] for p in page["profiles"]] == ["u1", "u2"]
-    assert [p["integrationId"] for p in talon_emulator.profiles()] == [f"u{i}" for i in range(5)]
-    nobody = requests.get(f"{talon_emulator.url}/_emulator/profiles/nobody")
-    assert nobody.status_code == 404 and error_of(nobody)
-    talon_emulator.reset()
-    assert talon_emulator.stats() == {"requests": {}, "profiles": 0, "profile_updates": 0}
-    assert talon_emulator.requests() == [] and talon_emulator.profiles() == []
-
-
-def test_runtime_config(talon_emulator) -> None:
-    public = talon_emulator.configure(attributes={"plan"}, reject_ids=["x"], latency_ms=1)
-    assert (public["attributes"], public["reject_ids"], public["latency_ms"]) == (
-        ["plan"], ["x"], 1.0)
-    assert talon_emulator.app.config.attributes == frozenset({"plan"})
-    url = f"{talon_emulator.url}/_emulator/config"
-    for bad in ({"nope": 1}, {"rate_limit": "fast"}, {"fail_rate": 2}, {"attributes": "plan"},
-                {"fail_status": 99}, {"db": "x.db"}, {"hang_next": -1}):
-        r = requests.post(url, json=bad)
-        assert r.status_code == 400, bad
-        assert error_of(r)
-    with pytest.raises(ValueError, match="rate_limit"):
-        talon_emulator.configure(rate_limit="fast")
-    assert requests.get(url).json() == public  # nothing changed by the refusals
-    talon_emulator.configure(attributes=None)
-    assert single(talon_emulator, "u1", {"anything": 1}).status_code == 200
-
-
-def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
-    config = EmulatorConfig(api_key="k", db=str(tmp_path / "emu.db"), rate_limit=0)
-    auth = {"Authorization": "ApiKey-v1 k"}
-    with EmulatorServer(config) as server:
-        first = requests.put(f"{server.url}/v2/customer_profiles/u1",
-                             json={"attributes": {"a": 1}}, headers=auth).json()
-    with EmulatorServer(config) as server:
-        answer = requests.put(
-            f"{server.url}/v2/customer_profiles", params={"silent": "no"}, headers=auth,
-            json={"customerProfiles": [{"integrationId": "u1", "attributes": {"b": 2}},
-                                       {"integrationId": "u2", "attributes": {}}]}).json()
-        got = requests.get(f"{server.url}/_emulator/profiles/u1").json()
-        assert server.app.stats()["profiles"] == 2
-        requests.post(f"{server.url}/_emulator/reset").raise_for_status()
-        assert server.app.stats()["profiles"] == 0
-    assert got == {"integrationId": "u1", "attributes": {"a": 1, "b": 2}}
-    u1, u2 = (s["customerProfile"] for s in answer["integrationStates"])
-    assert (u1["id"], u1["created"]) == (first["customerProfile"]["id"],
-                                         first["customerProfile"]["created"])
-    assert u2["id"] > u1["id"] and set(u2) == PROFILE_FIELDS
-
-
 def test_key_never_in_answers_or_logs(talon_emulator_factory, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "very-secret-emulator-key"
@@ -378,21 +194,39 @@ def test_key_never_in_answers_or_logs(talon_emulator_factory, caplog) -> None:
     assert secret not in repr(emu.app.config) and secret not in repr(emu)
 
 
-def test_attributes_file(tmp_path: Path) -> None:
-    lines = tmp_path / "attrs.txt"
-    lines.write_text("# customer profile attributes\nemail\n\n  plan  # the tier\n  # note\n")
-    array = tmp_path / "attrs.json"
-    array.write_text('["email", "plan"]')
-    assert parse_attributes_file(lines) == parse_attributes_file(str(array)) == {"email", "plan"}
-    array.write_text('["email", 3]')
-    with pytest.raises(ValueError):
-        parse_attributes_file(array)
+def test_another_api_is_one_more_route_group() -> None:
+    """The seam the Management API will use: a Routes subclass under its own prefix,
+    with its own key, through the same faults and request log as /v2."""
+    from werkzeug.routing import Rule
+    from werkzeug.wrappers import Response
 
+    from talon_classic.emulator import Emulator, EmulatorConfig
+    from talon_classic.emulator.problems import Problem
+    from talon_classic.emulator.routes import Routes
+    from talon_classic.wsgi import WaitressServer
 
-def test_attribute_patterns(talon_emulator) -> None:
-    talon_emulator.configure(attributes=["email", "consent_*"])
-    ok = bulk(talon_emulator, [{"integrationId": "u", "attributes": {"consent_sms": True,
-                                                                    "email": "e"}}])
-    assert ok.status_code == 204
-    bad = bulk(talon_emulator, [{"integrationId": "u", "attributes": {"consentsms": True}}])
-    assert bad.status_code == 400
+    class Other(Routes):
+        prefix = "/v1/"
+        emulated = True
+
+        def rules(self) -> list[Rule]:
+            return [Rule("/v1/things", endpoint=self.things, methods=["GET"])]
+
+        def authenticate(self, request) -> None:
+            if request.headers.get("Authorization") != "ManagementKey-v1 m":
+                raise Problem(401, "Unauthorized")
+
+        def things(self, request, exchange) -> Response:
+            return Response("[]", content_type="application/json")
+
+    class WithOther(Emulator):
+        route_groups = (*Emulator.route_groups, Other)
+
+    app = WithOther(EmulatorConfig(rate_limit=0, fail_next=1))
+    with WaitressServer(app) as server:
+        url, key = f"{server.url}/v1/things", {"Authorization": "ManagementKey-v1 m"}
+        assert requests.get(url).status_code == 401
+        assert requests.get(url, headers=key).status_code == 503  # the injected failure
+        assert requests.get(url, headers=key).json() == []
+        assert [r["status"] for r in app.traffic.entries(10, 0)] == [401, 503, 200]
+        assert requests.get(f"{server.url}/v2/authping", headers=key).status_code == 401

@@ -386,3 +386,21 @@ def test_kill_9_and_sigterm_lose_no_acknowledged_event(talon_emulator, tmp_path:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # SIGTERM: a clean exit
+
+
+def test_port_in_use_is_one_clear_error_and_leaves_nothing_open(service, tmp_path) -> None:
+    from talon_classic.exceptions import AddressInUse
+
+    port = int(service.url.rsplit(":", 1)[1])
+    client = Client(service.url, "unused-key-000", rate_limit=0)
+    with pytest.raises(AddressInUse, match=f"^127.0.0.1:{port} is already in use: stop the "
+                       "program using it or choose another --port"):
+        Service(str(tmp_path / "other.db"), Engine([]), client, [WRITE_KEY], port=port)
+    assert list(tmp_path.glob("other.db-wal")) == []  # its spool was closed again
+
+
+def test_connection_limits_reach_the_http_server(talon_emulator, tmp_path: Path) -> None:
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    with Service(str(tmp_path / "s.db"), Engine([]), client, [WRITE_KEY], port=0,
+                 connection_limit=12, idle_timeout=0.75) as svc:
+        assert (svc.http.connection_limit, svc.http.idle_timeout) == (12, 0.75)

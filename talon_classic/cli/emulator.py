@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from talon_classic.cli.options import UsageFailure, secret
+from talon_classic.cli.options import UsageFailure, secret, server_options
 from talon_classic.exceptions import TalonClassicError
 from talon_classic.settings import redact
 
@@ -36,9 +36,11 @@ ENV_EMULATOR_KEY = "TALON_EMULATOR_API_KEY"
 @click.option("--seed", type=int, help="Seed for the injected failures.")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
               help="Server threads.")
+@server_options
 def emulator(host: str, port: int, api_key: str, attributes: tuple[str, ...],
              attributes_file: str | None, db: str | None, rate_limit: float, latency_ms: float,
-             fail_rate: float, fail_status: int, seed: int | None, threads: int) -> None:
+             fail_rate: float, fail_status: int, seed: int | None, threads: int,
+             connection_limit: int | None, idle_timeout: float) -> None:
     """Run a local Talon.One Integration API emulator for trials and tests.
 
     Exit status: 0 after Ctrl-C, 2 when it cannot start (bad options, the
@@ -61,7 +63,8 @@ def emulator(host: str, port: int, api_key: str, attributes: tuple[str, ...],
             fail_status=fail_status,
             seed=seed,
         )
-        server = EmulatorServer(config, host=host, port=port, threads=threads)
+        server = EmulatorServer(config, host=host, port=port, threads=threads,
+                                connection_limit=connection_limit, idle_timeout=idle_timeout)
     except (TalonClassicError, ValueError) as exc:
         raise UsageFailure(str(exc)) from None
     click.echo(f"Talon.One emulator on {server.url} (API key {redact(api_key)}; "

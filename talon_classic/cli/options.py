@@ -137,6 +137,19 @@ def secret(value: str, name: str, param: str, envvar: str) -> str:
         raise UsageFailure(str(exc)) from None
 
 
+def server_options(func: F) -> F:
+    """``--connection-limit`` and ``--idle-timeout``, for every command that serves HTTP."""
+    func = click.option(
+        "--idle-timeout", default=5.0, show_default=True, metavar="SECONDS",
+        type=click.FloatRange(0, min_open=True),
+        help="Close a connection idle this long (no request in progress).")(func)
+    func = click.option(
+        "--connection-limit", type=click.IntRange(1), metavar="N",
+        help="Most connections served at once; more wait until others close [default: "
+        "10,000, less if the open-file limit (ulimit -n) is lower].")(func)
+    return func
+
+
 def check_inputs(inputs: tuple[str, ...]) -> list[str]:
     """Default to stdin, and refuse missing files and directories before anything starts."""
     paths = list(inputs) or [STDIN]

@@ -10,7 +10,13 @@ from typing import Any
 
 import click
 
-from talon_classic.cli.options import SettingsArgs, UsageFailure, secret, settings_options
+from talon_classic.cli.options import (
+    SettingsArgs,
+    UsageFailure,
+    secret,
+    server_options,
+    settings_options,
+)
 from talon_classic.exceptions import SettingsError, TalonClassicError
 
 ENV_WRITE_KEYS = "TALON_WRITE_KEYS"
@@ -50,9 +56,11 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
               help="Requests per second to Talon.One.")
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process.")
+@server_options
 def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
           write_keys: list[str], webhook_secret: str | None, threads: int, max_spool: int,
-          linger: float, dedupe_hours: float, rate_limit: float, emulator: bool) -> None:
+          linger: float, dedupe_hours: float, rate_limit: float, emulator: bool,
+          connection_limit: int | None, idle_timeout: float) -> None:
     """Accept Segment events over HTTP (tracking API, webhooks), spool them, deliver them.
 
     Segment's server libraries work unchanged when pointed at this host
@@ -98,7 +106,8 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
             service = Service(spool_path, Engine(settings.custom_attributes), client, write_keys,
                               webhook_secret=webhook_secret or None, host=host, port=port,
                               threads=threads, max_depth=max_spool, linger=linger,
-                              dedupe_window=dedupe_hours * 3600)
+                              dedupe_window=dedupe_hours * 3600,
+                              connection_limit=connection_limit, idle_timeout=idle_timeout)
         except TalonClassicError as exc:
             raise UsageFailure(str(exc)) from None
 

@@ -1,0 +1,191 @@
+"""The Integration API endpoints talon-classic uses, under ``/v2``.
+
+``GET /v2/authping``, ``PUT /v2/customer_profiles/{integrationId}`` and the
+bulk ``PUT /v2/customer_profiles``, with Talon.One's request checks, status
+codes and error bodies: 401 without the key, 400 naming the item and its
+JSON pointer, 409 for concurrent updates of one profile. Audiences are
+validated in requests but not modelled: ``audienceMemberships`` stays empty.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.routing import Rule
+from werkzeug.wrappers import Request, Response
+
+from talon_classic.emulator.attributes import ATTRIBUTE_NAME, attribute_exists
+from talon_classic.emulator.problems import Problem, bad_request, json_response
+from talon_classic.emulator.routes import Exchange, Routes, flag, json_body
+from talon_classic.emulator.store import Items, now
+
+if TYPE_CHECKING:
+    from talon_classic.emulator.app import Emulator
+
+log = logging.getLogger(__package__)  # one logger for the emulator: talon_classic.emulator
+
+#: Profiles one bulk request may carry.
+MAX_PROFILES = 1000
+#: Longest integrationId Talon.One accepts.
+MAX_ID_LENGTH = 1000
+
+
+def customer_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """A stored profile as Talon.One's CustomerProfile object."""
+    return {
+        "id": profile["id"],
+        "created": profile["created"],
+        "integrationId": profile["integrationId"],
+        "attributes": profile["attributes"],
+        "accountId": 1,
+        "closedSessions": 0,
+        "totalSales": 0.0,
+        "loyaltyMemberships": [],
+        "audienceMemberships": [],
+        "lastActivity": profile.get("lastActivity", profile["created"]),
+    }
+
+
+class IntegrationAPI(Routes):
+    """``/v2``: authping and the customer-profile upserts."""
+
+    prefix = "/v2/"
+    emulated = True
+
+    def __init__(self, emulator: Emulator) -> None:
+        super().__init__(emulator)
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()  # integrationIds being written right now
+
+    def rules(self) -> list[Rule]:
+        return [
+            Rule("/v2/authping", endpoint=self.authping, methods=["GET"]),
+            Rule("/v2/customer_profiles", endpoint=self.bulk, methods=["PUT"]),
+            Rule("/v2/customer_profiles/<path:iid>", endpoint=self.single, methods=["PUT"]),
+        ]
+
+    def authenticate(self, request: Request) -> None:
+        """``Authorization: ApiKey-v1 <key>`` with the configured key, compared in constant time."""
+        header = request.headers.get("Authorization", "")
+        expected = f"ApiKey-v1 {self.emulator.config.api_key}"
+        if not hmac.compare_digest(header.encode(), expected.encode()):
+            log.info("401 for %s %s: missing or wrong API key", request.method, request.path)
+            raise Problem(401, "Unauthorized", details="missing or invalid API key: send "
+                          "'Authorization: ApiKey-v1 <key>' with the Application's key")
+
+    # -- endpoints -------------------------------------------------------------
+    def authping(self, request: Request, exchange: Exchange) -> Response:
+        return Response(status=204)
+
+    def single(self, request: Request, exchange: Exchange, iid: str) -> Response:
+        flag(request, "runRuleEngine", ("true", "false"), "false")
+        dry = flag(request, "dry", ("true", "false"), "false")
+        exchange.profiles = 1
+        body = json_body(request)
+        attributes = self._check(iid, body.get("attributes", {}), "")[1]
+        self._check_extras(body)
+        if dry:  # what the update would give, nothing stored
+            stamp = now()
+            current = self.emulator.store.get(iid) or {
+                "id": 0, "created": stamp, "integrationId": iid, "attributes": {}}
+            current["attributes"].update(attributes)
+            profile = customer_profile({**current, "lastActivity": stamp})
+        else:
+            profile = customer_profile(self._write([(iid, attributes)], exchange, True)[0])
+        return json_response({"customerProfile": profile, "effects": [], "createdCoupons": [],
+                              "createdReferrals": [], "ruleFailureReasons": [],
+                              "triggeredCampaigns": [], "awardedGiveaways": []})
+
+    def bulk(self, request: Request, exchange: Exchange) -> Response:
+        silent = flag(request, "silent", ("yes", "no"), "yes")
+        body = json_body(request)
+        items = body.get("customerProfiles")
+        if not isinstance(items, list):
+            raise bad_request("customerProfiles must be an array", "/customerProfiles")
+        exchange.profiles = len(items)  # what arrived, in the request log even when refused
+        if len(items) > MAX_PROFILES:
+            raise bad_request(f"at most {MAX_PROFILES} profiles per request, got {len(items)}",
+                              "/customerProfiles")
+        batch: Items = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise bad_request(f"customerProfiles[{i}] must be an object",
+                                  f"/customerProfiles/{i}")
+            batch.append(self._check(item.get("integrationId"), item.get("attributes", {}),
+                                     f"/customerProfiles/{i}"))
+        stored = self._write(batch, exchange, snapshot=not silent)
+        if silent:
+            return Response(status=204)
+        return json_response({"integrationStates": [{"customerProfile": customer_profile(p)}
+                                                    for p in stored]})
+
+    # -- checks and the write --------------------------------------------------
+    def _check(self, iid: Any, attributes: Any, pointer: str) -> tuple[str, dict[str, Any]]:
+        """One profile's id and attributes, checked against Talon.One's rules and the
+        config; returned as they are when they pass (``pointer`` locates them for a 400)."""
+        cfg = self.emulator.config
+        if not isinstance(iid, str) or not iid:
+            raise bad_request("integrationId must be a non-empty string",
+                              f"{pointer}/integrationId")
+        if len(iid) > MAX_ID_LENGTH:
+            raise bad_request(f"integrationId is longer than {MAX_ID_LENGTH} characters "
+                              f"({len(iid)})", f"{pointer}/integrationId")
+        if iid in cfg.reject_ids:
+            raise bad_request(f"profile {iid!r} was rejected (reject_ids)",
+                              f"{pointer}/integrationId",
+                              details=f"the emulator is told to refuse integrationId {iid!r}")
+        if not isinstance(attributes, dict):
+            raise bad_request(f"attributes of profile {iid!r} must be an object",
+                              f"{pointer}/attributes")
+        for name in attributes:
+            where = f"{pointer}/attributes/{name.replace('~', '~0').replace('/', '~1')}"
+            if not ATTRIBUTE_NAME.fullmatch(name):
+                raise bad_request(f"attribute {name!r} is not a valid name (profile {iid!r})",
+                                  where, details=r"attribute names match ^[A-Za-z]\w*$")
+            if cfg.attributes is not None and not attribute_exists(name, cfg.attributes):
+                raise bad_request(f"attribute {name!r} does not exist (profile {iid!r})", where,
+                                  details="create it in the Campaign Manager (Attributes, "
+                                  "entity Customer Profile) or remove it from customAttributes")
+        return iid, attributes
+
+    @staticmethod
+    def _check_extras(body: dict[str, Any]) -> None:
+        """``audiencesChanges`` and ``responseContent`` of a single update, when present."""
+        changes = body.get("audiencesChanges")
+        if changes is not None:
+            if not isinstance(changes, dict) or set(changes) != {"adds", "deletes"}:
+                raise bad_request("audiencesChanges must be {\"adds\": [...], \"deletes\": [...]}",
+                                  "/audiencesChanges")
+            for key in ("adds", "deletes"):
+                ids = changes[key]
+                if not isinstance(ids, list) or not all(
+                        isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                    raise bad_request(f"audiencesChanges.{key} must be a list of audience ids",
+                                      f"/audiencesChanges/{key}")
+        content = body.get("responseContent")
+        if content is not None and (
+                not isinstance(content, list) or not all(isinstance(c, str) for c in content)):
+            raise bad_request("responseContent must be a list of strings", "/responseContent")
+
+    def _write(self, items: Items, exchange: Exchange, snapshot: bool) -> list[dict[str, Any]]:
+        """Store ``items``, holding their ids (and the latency) so a concurrent write gets 409."""
+        ids = {iid for iid, _ in items}
+        with self._lock:
+            clash = ids & self._busy
+            if clash:
+                shown = ", ".join(repr(i) for i in sorted(clash)[:3])
+                raise Problem(409, "Too many requests are updating this profile at the same "
+                              "time", title="Conflict", details=f"profile {shown} is being "
+                              "updated by another request; retry after a pause")
+            self._busy |= ids
+        try:
+            self.emulator.pause(exchange)
+            stored = self.emulator.store.upsert(items, snapshot)
+            self.emulator.traffic.count_updates(len(items))
+            return stored
+        finally:
+            with self._lock:
+                self._busy -= ids
