@@ -1,32 +1,52 @@
 """talon-classic: Segment identify events to Talon.One customer profiles.
 
 The package does the job of Segment's classic Talon.One destination: it maps
-identify events to customer-profile upserts (:mod:`talon_classic.transform`)
-and delivers them through the Talon.One Integration API
-(:mod:`talon_classic.client`), in bulk where it can.
+identify events to customer-profile upserts (:class:`Engine`, in
+:mod:`talon_classic.transform`), delivers them through the Talon.One
+Integration API (:class:`Client`), and runs whole bulk jobs
+(:class:`Pipeline` with :class:`Options`). Every error it raises on purpose
+derives from :class:`TalonClassicError`.
 """
 
 __version__ = "0.1.0"
 
+from talon_classic.bulk import Options, Pipeline  # noqa: E402
+from talon_classic.client import BulkOutcome, Client  # noqa: E402
 from talon_classic.exceptions import (  # noqa: E402
+    AddressInUse,
     AuthError,
+    CheckpointError,
+    DeliveryError,
+    InputError,
     RejectedError,
     RetriesExhausted,
+    ServeError,
     SettingsError,
     TalonClassicError,
 )
 from talon_classic.settings import Settings, load_settings  # noqa: E402
+from talon_classic.summary import Summary  # noqa: E402
 from talon_classic.transform import Engine, Result, transform  # noqa: E402
 
 __all__ = [
     "__version__",
+    "AddressInUse",
     "AuthError",
+    "BulkOutcome",
+    "CheckpointError",
+    "Client",
+    "DeliveryError",
     "Engine",
+    "InputError",
+    "Options",
+    "Pipeline",
     "RejectedError",
     "Result",
     "RetriesExhausted",
+    "ServeError",
     "Settings",
     "SettingsError",
+    "Summary",
     "TalonClassicError",
     "load_settings",
     "transform",

@@ -34,3 +34,11 @@ def test_typed_package_and_public_names() -> None:
     assert (Path(talon_classic.__file__).parent / "py.typed").exists()
     for name in talon_classic.__all__:
         assert getattr(talon_classic, name) is not None, name
+
+
+def test_every_exception_class_is_exported() -> None:
+    from talon_classic import exceptions
+
+    defined = {name for name, obj in vars(exceptions).items()
+               if isinstance(obj, type) and issubclass(obj, exceptions.TalonClassicError)}
+    assert defined <= set(talon_classic.__all__)
