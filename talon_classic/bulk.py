@@ -291,11 +291,16 @@ class Pipeline:
             self.stop("interrupted (Ctrl-C); " + self._resume_hint())
             raise
         finally:
-            # after Ctrl-C, batches not yet started are dropped (and not checkpointed)
-            executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
-            gc.set_threshold(*thresholds)
-            sys.setswitchinterval(interval)
-            self._finish()
+            try:
+                # after Ctrl-C, batches not yet started are dropped (and not checkpointed)
+                executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
+            except KeyboardInterrupt:  # Ctrl-C while the last batches were finishing
+                self.stop("interrupted (Ctrl-C); " + self._resume_hint())
+                raise
+            finally:  # the summary is complete however the run ended
+                gc.set_threshold(*thresholds)
+                sys.setswitchinterval(interval)
+                self._finish()
         return self.summary
 
     def stop(self, reason: str) -> None:

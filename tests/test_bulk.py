@@ -48,3 +48,29 @@ def test_an_unexpected_error_dead_letters_its_batch_and_the_run_goes_on(
 def test_unexpected_never_shows_an_authorization_value() -> None:
     exc = ValueError("Invalid header value b'ApiKey-v1 secret\\nkey'\nsecond line")
     assert unexpected(exc) == "unexpected error ValueError: Invalid header value b'ApiKey-v1 ****"
+
+
+def test_ctrl_c_while_the_last_batches_finish_still_completes_the_summary(
+        talon_emulator, tmp_path: Path, monkeypatch) -> None:
+    import concurrent.futures
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"userId": f"u{i}"}) + "\n" for i in range(4)))
+    real = concurrent.futures.ThreadPoolExecutor.shutdown
+
+    def interrupted(self, wait=True, *, cancel_futures=False):
+        real(self, wait=wait, cancel_futures=cancel_futures)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "shutdown", interrupted)
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    pipeline = Pipeline(Engine([]), client, Options(batch_size=2))
+    try:
+        pipeline.run([str(src)])
+    except KeyboardInterrupt:
+        pass
+    summary = pipeline.summary
+    assert (summary.requests, summary.profiles_upserted) == (2, 4)
+    assert summary.finished is not None
+    assert summary.stopped == ("interrupted (Ctrl-C); nothing was recorded (no --checkpoint), "
+                               "so a rerun starts over")
