@@ -3,7 +3,9 @@
 Lines look like ``{"event": <original>, "reason": ..., "error": ...,
 "input": "file:line"}`` so a user can fix the cause and feed the events
 back with ``talon-classic identify``: the ``event`` field is the original
-event, untouched. The file is appended to, never truncated.
+event, untouched. Any event the reader produced can be written (huge
+integers in full, lone surrogates as ``\\ud800`` escapes; see
+:mod:`talon_classic.jsonio`). The file is appended to, never truncated.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import threading
 from typing import IO, Any
 
-from talon_classic.reader import dumps
+from talon_classic.jsonio import dumps
 
 
 class DeadLetters:

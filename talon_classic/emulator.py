@@ -27,7 +27,6 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import itertools
-import json
 import logging
 import math
 import os
@@ -48,6 +47,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+# the package's one JSON module, under the name the code below uses
+from talon_classic import jsonio as json
 from talon_classic.serving import WaitressServer
 
 log = logging.getLogger("talon_classic.emulator")
