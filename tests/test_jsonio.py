@@ -264,3 +264,15 @@ def test_whatever_loads_reads_dumps_writes_and_reads_back(text: str, wrap: int) 
         written.encode("utf-8")  # always valid UTF-8
         again, again_plain = both(loads, written)
         assert _same(again, _finite(value)) and _same(again_plain, again)
+
+
+def test_without_orjson_installed_the_module_uses_the_standard_library() -> None:
+    import subprocess
+
+    code = ("import sys; sys.modules['orjson'] = None\n"
+            "from talon_classic import jsonio\n"
+            "assert jsonio._fast is None\n"
+            "v = jsonio.loads(b'[18446744073709551616, \"\\\\ud800\", 1e400]')\n"
+            "print(jsonio.dumps(v))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == '[18446744073709551616,"\\ud800",null]\n'
