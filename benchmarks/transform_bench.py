@@ -29,9 +29,9 @@ from benchmarks.data import ALLOWLIST, events, lines  # noqa: E402
 from talon_classic.transform import Engine  # noqa: E402
 
 try:
-    from talon_classic.reader import dumps, loads
+    from talon_classic.jsonio import dumps, loads
 
-    CODEC = "talon_classic.reader"
+    CODEC = "talon_classic.jsonio"
 except ImportError:  # pragma: no cover - only before the reader existed
     try:
         import orjson

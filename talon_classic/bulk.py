@@ -72,6 +72,12 @@ class Options:
             raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if not self.id_prefix.isascii():
+            try:
+                self.id_prefix.encode("utf-8")
+            except UnicodeEncodeError:  # e.g. undecodable bytes of a command line
+                raise ValueError("the id prefix holds a lone surrogate, so it is not text "
+                                 "and cannot be sent") from None
 
 
 def parse_timestamp(value: Any) -> float | None:

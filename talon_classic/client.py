@@ -33,7 +33,6 @@ answer goes through :func:`scrub` first, in case it quotes the header.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -53,14 +52,9 @@ from tenacity.wait import wait_random_exponential
 
 from talon_classic import __version__
 from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
+from talon_classic.jsonio import dumps, dumps_bytes, loads
 from talon_classic.ratelimit import TokenBucket
-from talon_classic.reader import dumps, loads
 from talon_classic.settings import Settings, check_secret, redact
-
-try:  # the ``fast`` extra: same JSON, serialised several times faster
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    orjson = None
 
 log = logging.getLogger("talon_classic.client")
 
@@ -83,21 +77,6 @@ def redact_key(key: str | None) -> str:
     ``<unset>`` when there is no key. Enough to tell two keys apart in a log or a dry run, never enough to use one.
     """
     return redact(key)
-
-
-def encode_body(obj: Any) -> bytes:
-    """Compact UTF-8 JSON for a request body.
-
-    orjson when installed, else ``json.dumps(separators=(",", ":"),
-    ensure_ascii=False)``: both give the same JSON. What orjson refuses
-    (non-string keys, integers beyond 64 bits) falls back to the standard library.
-    """
-    if orjson is not None:
-        try:
-            return orjson.dumps(obj)
-        except orjson.JSONEncodeError:
-            pass
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class _Retryable(Exception):
@@ -176,7 +155,7 @@ def _scrub_errors(errors: list[dict[str, Any]], secret: str | None) -> list[dict
 def _server_error(response: requests.Response) -> tuple[str, list[dict[str, Any]]]:
     """The ``message`` and ``errors`` of a Talon.One error body, whatever arrived."""
     try:
-        body = response.json()
+        body = loads(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -435,7 +414,7 @@ class Client:
         other answer (501, 505, a redirect).
         """
         url = self.base_url + path
-        data = encode_body(body) if body is not None else None
+        data = dumps_bytes(body) if body is not None else None
 
         def attempt() -> requests.Response:
             self.limiter.acquire()
@@ -533,7 +512,7 @@ class Client:
             exc.integration_id = integration_id
             raise
         try:
-            answer = response.json()
+            answer = loads(response.content)
         except ValueError:
             return {}
         return answer if isinstance(answer, dict) else {}

@@ -75,3 +75,21 @@ class RejectedError(DeliveryError):
 
 class RetriesExhausted(DeliveryError):
     """A retryable failure (409/429/5xx/timeout) outlasted every attempt."""
+
+
+class BadLine(TalonClassicError, ValueError):
+    """JSON text that cannot be read: ``reason`` is the skip code (``invalid_json``...).
+
+    The message is short and never quotes the text: ``Expecting value: column 7``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Unserialisable(TalonClassicError, ValueError):
+    """A value that is not JSON data (a set, bytes, a circular reference...), with where it is.
+
+    Never raised for anything :func:`talon_classic.jsonio.loads` returned.
+    """

@@ -15,6 +15,24 @@ background :class:`Worker` drains the spool in micro-batches through the
 same engine, merge and client as ``talon-classic identify``: rejected
 events go to the spool's dead-letter table, everything else that fails
 stays in the spool and is tried again, so nothing acknowledged is lost.
+
+Answers to a request that cannot be taken:
+
+* 400 (or 413) when it can never be stored: not JSON (nested more than
+  :data:`~talon_classic.jsonio.MAX_NESTING` levels deep included), an event
+  that is not an object, over the size limits. The message names the event
+  (``batch[3] is not a JSON object``). One bad event refuses the whole
+  request and nothing of it is stored, as Segment's own API does with a
+  malformed batch: the sender sees the error instead of losing events
+  silently, and Segment's libraries do not retry a 400.
+* Values JSON can carry but Talon.One cannot take (lone surrogates, huge
+  integers, traits nested deeper than the engine's limit) are not such
+  events: they are stored and acknowledged like any other, and the engine
+  drops those attributes at delivery (``unsupported_value``), exactly as
+  ``talon-classic identify`` does with the same file.
+* 503 with ``Retry-After`` only when storing failed (disk full, an I/O
+  error), shutting down, or the spool is full: retrying later helps then.
+* 500 for an unexpected error (a bug); it is logged.
 """
 
 from __future__ import annotations
@@ -23,6 +41,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import sqlite3
 import threading
 import time
 import zlib
@@ -35,7 +54,7 @@ from werkzeug.wrappers import Request, Response
 
 from talon_classic.bulk import Batch, Merger, describe_rejection, parse_timestamp
 from talon_classic.exceptions import DeliveryError, RejectedError
-from talon_classic.reader import BadLine, dumps, dumps_bytes, loads
+from talon_classic.jsonio import BadLine, Unserialisable, dumps, dumps_bytes, loads
 from talon_classic.spool import Spool
 from talon_classic.transform import Engine
 from talon_classic.wsgi import DEFAULT_IDLE_TIMEOUT, WaitressServer
@@ -287,10 +306,14 @@ class App:
             response = _answer(404, "not found")
         except HTTPException as exc:
             response = _answer(exc.code or 400, exc.description)
-        except Exception:  # e.g. the spool's disk is full: nothing was acknowledged
-            log.exception("%s %s failed", request.method, request.path)
+        except (sqlite3.Error, OSError) as exc:  # disk full, I/O: nothing was acknowledged
+            log.warning("%s %s: could not store the events (%s: %s); answered 503",
+                        request.method, request.path, exc.__class__.__name__, exc)
             response = _answer(503, "could not store the events; retry later",
                                **{"Retry-After": "5"})
+        except Exception:  # a bug: not the client's fault, but no reason to retry at once
+            log.exception("%s %s failed", request.method, request.path)
+            response = _answer(500, "internal error; see the server log")
         finally:
             with self._busy_lock:
                 self.busy -= 1
@@ -351,16 +374,25 @@ class App:
                 return _answer(400, "invalid gzip body (truncated)")
         return data
 
-    def _store(self, events: list[Any]) -> Response:
-        """Spool the events (all or none) and acknowledge once they are on disk."""
+    def _store(self, events: list[Any], batch: bool = True) -> Response:
+        """Spool the events (all or none) and acknowledge once they are on disk.
+
+        An event that can never be stored refuses the whole request with 400
+        (413 when too big), naming it (``batch[3]``) and saying why; only a
+        storage failure is 503 (see :meth:`__call__`).
+        """
         pairs = []
-        for event in events:
+        for n, event in enumerate(events):
+            which = f"batch[{n}]" if batch else "the event"
             if not isinstance(event, dict):
-                return _answer(400, "each event must be a JSON object")
+                return _answer(400, f"{which} is not a JSON object")
             event.pop("writeKey", None)  # a secret: never into the spool or a dead letter
-            body = dumps_bytes(event)
+            try:
+                body = dumps_bytes(event)
+            except Unserialisable as exc:  # never for what loads() read; a guard, not a path
+                return _answer(400, f"{which} cannot be stored: {exc}")
             if len(body) > MAX_EVENT_BYTES:
-                return _answer(413, f"an event is over {MAX_EVENT_BYTES} bytes")
+                return _answer(413, f"{which} is over {MAX_EVENT_BYTES} bytes")
             mid = event.get("messageId")
             pairs.append((body, mid if isinstance(mid, str) and mid else None))
         stored, dupes = self.spool.append(pairs)
@@ -404,7 +436,7 @@ class App:
             return _answer(400, "the body must be a JSON object")
         if kind is not None:
             body["type"] = kind  # the path says what it is, as at Segment
-            return self._store([body])
+            return self._store([body], batch=False)
         events = body.get("batch")
         if not isinstance(events, list):
             return _answer(400, "batch must be an array")
@@ -419,7 +451,9 @@ class App:
         body = self._read_json(request, MAX_BATCH_BYTES, signed=True)
         if isinstance(body, Response):
             return body
-        return self._store(body if isinstance(body, list) else [body])
+        if isinstance(body, list):
+            return self._store(body)
+        return self._store([body], batch=False)
 
     def _on_health(self, request: Request) -> Response:
         worker_ok = self.worker is None or self.worker.is_alive()

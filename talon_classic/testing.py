@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from talon_classic.emulator import Emulator, EmulatorConfig, EmulatorServer
+from talon_classic.jsonio import loads
 
 
 class EmulatorHandle:
@@ -56,7 +57,7 @@ class EmulatorHandle:
         if missing_ok and response.status_code == 404:
             return None
         response.raise_for_status()
-        return response.json()
+        return loads(response.content)
 
     def profile(self, integration_id: str) -> dict[str, Any] | None:
         """``{"integrationId", "attributes"}``, or None when no such profile."""
@@ -96,9 +97,9 @@ class EmulatorHandle:
                 changes[name] = sorted(changes[name])
         response = self._http.post(f"{self.url}/_emulator/config", json=changes, timeout=10)
         if response.status_code == 400:
-            raise ValueError(response.json()["message"])
+            raise ValueError(loads(response.content)["message"])
         response.raise_for_status()
-        return response.json()
+        return loads(response.content)
 
     def close(self) -> None:
         """Stop the server."""

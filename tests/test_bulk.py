@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import hostile
+import pytest
+
 from talon_classic.bulk import Options, Pipeline, unexpected
 from talon_classic.client import BulkOutcome, Client
 from talon_classic.deadletter_file import DeadLetters
+from talon_classic.jsonio import loads
 from talon_classic.transform import Engine
 
 
@@ -74,3 +78,54 @@ def test_ctrl_c_while_the_last_batches_finish_still_completes_the_summary(
     assert summary.finished is not None
     assert summary.stopped == ("interrupted (Ctrl-C); nothing was recorded (no --checkpoint), "
                                "so a rerun starts over")
+
+
+def test_values_json_cannot_send_are_dropped_and_nothing_is_lost(talon_emulator_factory,
+                                                                 tmp_path: Path) -> None:
+    """Lone surrogates, huge integers, deep nesting: dropped or skipped, every batch delivered.
+
+    Before: the sender raised on the first lone surrogate, every later batch
+    was dropped and the run ended as an authentication failure.
+    """
+    emu = talon_emulator_factory(reject_ids={"rejected"})
+    kinds = hostile.dropped_events()
+    lines = [hostile.good("good-1")]
+    lines += [line for _, line, _ in kinds]
+    lines += [hostile.SURROGATE_USER, hostile.TOO_DEEP]
+    lines += [hostile.good("rejected", **hostile.HOSTILE_CONTEXT)]
+    lines += [hostile.good(f"after-{i}") for i in range(5)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    warnings: list[str] = []
+    with Client(emu.url, emu.api_key, rate_limit=0) as client:
+        pipeline = Pipeline(Engine(hostile.ALLOW), client, Options(batch_size=2, concurrency=2),
+                            dead_letters=dead, warn=warnings.append)
+        summary = pipeline.run([str(src)])
+
+    assert pipeline.auth_error is None and summary.stopped is None
+    want = ["good-1", *(uid for uid, _, _ in kinds), *(f"after-{i}" for i in range(5))]
+    for uid in want:
+        assert emu.profile(uid)["attributes"] == {"email": hostile.email(uid)}, uid
+    assert emu.profile("rejected") is None
+    assert summary.profiles_upserted == len(want)
+    assert summary.skipped == {"invalid_user_id": 1, "invalid_json": 1}
+    assert summary.dropped["unsupported_value"] == len(kinds)
+    assert set(summary.dropped_names["unsupported_value"]) == {name for _, _, name in kinds}
+    assert any("nested too deeply" in w for w in warnings)
+
+    # the rejected profile's event is dead-lettered whole, huge values and all
+    letters = [loads(x) for x in (tmp_path / "dead.jsonl").read_bytes().splitlines()]
+    assert [letter["reason"] for letter in letters] == ["rejected"]
+    assert letters[0]["event"] == loads(lines[-6])
+    assert letters[0]["event"]["context"]["big"] == hostile.BIG_400
+    assert letters[0]["event"]["context"]["huge"] == 10**5000 - 1
+    assert summary.dead_lettered == 1 and summary.as_dict()["dead_lettered"] == 1
+    json.dumps(summary.as_dict())  # the summary itself is printable JSON
+    summary.render().encode("utf-8")  # and printable text: no lone surrogate in names
+
+
+def test_an_id_prefix_that_is_not_text_is_refused() -> None:
+    with pytest.raises(ValueError, match="lone surrogate"):
+        Options(id_prefix="x\udcff")  # what an undecodable command-line byte becomes
+    assert Options(id_prefix="tenant-ü/").id_prefix == "tenant-ü/"

@@ -404,3 +404,88 @@ def test_connection_limits_reach_the_http_server(talon_emulator, tmp_path: Path)
     with Service(str(tmp_path / "s.db"), Engine([]), client, [WRITE_KEY], port=0,
                  connection_limit=12, idle_timeout=0.75) as svc:
         assert (svc.http.connection_limit, svc.http.idle_timeout) == (12, 0.75)
+
+
+# -- events JSON can carry but Talon.One cannot take (issue 11, items 7 and 8) -----------------
+
+def _post_batch(url: str, events: list[str]) -> requests.Response:
+    body = '{"batch":[' + ",".join(events) + "]}"
+    return requests.post(f"{url}/v1/batch", data=body.encode(), timeout=10,
+                         headers={**basic(WRITE_KEY), "Content-Type": "application/json"})
+
+
+def test_hostile_values_are_stored_and_delivered_without_them(talon_emulator,
+                                                              tmp_path: Path) -> None:
+    """Lone surrogates, huge integers, traits 300 deep: 200, and every good profile arrives.
+
+    Before: 503 + Retry-After, which Segment's libraries retry forever, so the
+    good events batched with them never arrived.
+    """
+    import hostile
+
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0, max_attempts=2,
+                    backoff_base=0.01, backoff_cap=0.05)
+    svc = Service(str(tmp_path / "spool.db"), Engine(hostile.ALLOW), client, [WRITE_KEY],
+                  port=0, linger=0.05, backoff=0.1).start()
+    try:
+        kinds = hostile.dropped_events()
+        events = [hostile.good("good-1"), *(line for _, line, _ in kinds),
+                  hostile.SURROGATE_USER, hostile.good("ctx-1", **hostile.HOSTILE_CONTEXT)]
+        r = _post_batch(svc.url, events)
+        assert (r.status_code, r.json()) == (200, {"success": True})
+        want = ["good-1", *(uid for uid, _, _ in kinds), "ctx-1"]
+        wait_for(lambda: svc.spool.depth == 0 and talon_emulator.stats()["profiles"] == len(want))
+        for uid in want:
+            assert talon_emulator.profile(uid)["attributes"] == {"email": hostile.email(uid)}
+        assert svc.spool.dead_count() == 0
+        metrics = requests.get(f"{svc.url}/metrics").text
+        assert 'talon_events_skipped_total{reason="invalid_user_id"} 1.0' in metrics
+        assert requests.get(f"{svc.url}/health").json()["last_delivery_error"] is None
+    finally:
+        svc.stop()
+
+
+def test_too_deep_for_the_parser_is_400_with_the_reason(service) -> None:
+    import hostile
+
+    for events in ([hostile.good("a"), hostile.TOO_DEEP], [hostile.nested(600)]):
+        r = _post_batch(service.url, events)
+        assert r.status_code == 400 and "Retry-After" not in r.headers
+        assert r.json() == {"success": False, "message":
+                            "invalid JSON: nested too deeply (more than 512 levels)"}
+    r = requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY),
+                      data=hostile.nested(600).encode())
+    assert r.status_code == 400
+    assert service.spool.depth == 0
+
+
+def test_an_event_that_cannot_be_stored_is_400_naming_it(service, monkeypatch) -> None:
+    """All or nothing, as Segment's API: the client sees which event and why; nothing is stored."""
+    import talon_classic.server as server
+    from talon_classic.jsonio import Unserialisable
+
+    real = server.dumps_bytes
+
+    def picky(obj):
+        if isinstance(obj, dict) and obj.get("userId") == "poison":
+            raise Unserialisable("a set is not a JSON value")
+        return real(obj)
+
+    monkeypatch.setattr(server, "dumps_bytes", picky)
+    events = [json.dumps({"userId": u, "traits": {"plan": "p"}}) for u in ("a", "poison", "b")]
+    r = _post_batch(service.url, events)
+    assert (r.status_code, "Retry-After" in r.headers) == (400, False)
+    assert r.json()["message"] == "batch[1] cannot be stored: a set is not a JSON value"
+    assert service.spool.depth == 0
+    bad = _post_batch(service.url, ['{"userId": "a"}', "[1]"])
+    assert (bad.status_code, bad.json()["message"]) == (400, "batch[1] is not a JSON object")
+
+
+def test_an_unexpected_error_is_500_not_a_retry_forever(service, monkeypatch) -> None:
+    def broken(events):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service.spool, "append", broken)
+    r = requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "f"})
+    assert (r.status_code, "Retry-After" in r.headers) == (500, False)
+    assert "a bug" not in r.text

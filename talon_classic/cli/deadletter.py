@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from talon_classic.cli.options import UsageFailure
-from talon_classic.reader import dumps, loads
+from talon_classic.jsonio import dumps, loads
 
 if TYPE_CHECKING:
     from talon_classic.spool import Spool

@@ -41,7 +41,8 @@ from talon_classic.cli.options import (
 from talon_classic.cli.transform import silence_stdout
 from talon_classic.exceptions import CheckpointError, InputError, SettingsError
 from talon_classic.files import open_private
-from talon_classic.reader import STDIN, dumps
+from talon_classic.jsonio import dumps
+from talon_classic.reader import STDIN
 from talon_classic.settings import Settings
 from talon_classic.transform import Engine
 
