@@ -15,6 +15,7 @@ from talon_classic.client import BulkOutcome, Client  # noqa: E402
 from talon_classic.exceptions import (  # noqa: E402
     AddressInUse,
     AuthError,
+    BadLine,
     CheckpointError,
     DeliveryError,
     InputError,
@@ -23,6 +24,7 @@ from talon_classic.exceptions import (  # noqa: E402
     ServeError,
     SettingsError,
     TalonClassicError,
+    Unserialisable,
 )
 from talon_classic.settings import Settings, load_settings  # noqa: E402
 from talon_classic.summary import Summary  # noqa: E402
@@ -32,6 +34,7 @@ __all__ = [
     "__version__",
     "AddressInUse",
     "AuthError",
+    "BadLine",
     "BulkOutcome",
     "CheckpointError",
     "Client",
@@ -48,6 +51,7 @@ __all__ = [
     "SettingsError",
     "Summary",
     "TalonClassicError",
+    "Unserialisable",
     "load_settings",
     "transform",
 ]

@@ -129,7 +129,7 @@ def scrub(text: str, secret: str | None) -> str:
         return text
     shown = redact_key(secret)
     text = text.replace(f"ApiKey-v1 {secret}", f"ApiKey-v1 {shown}")
-    for form in (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]):
+    for form in (secret, repr(secret)[1:-1], dumps(secret)[1:-1]):
         text = text.replace(form, shown)
     pieces = "".join(ch if " " < ch <= "~" and ch not in "\\'\"" else "\n" for ch in secret)
     for piece in sorted(set(pieces.split()), key=len, reverse=True):
