@@ -38,11 +38,11 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import IO, Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -312,7 +312,7 @@ class Client:
         return cls(settings.application_domain, settings.api_key, **kw)
 
     @classmethod
-    def dry_run(cls, base_url: str, api_key: str, out: IO[str], **kw: Any) -> Client:
+    def dry_run(cls, base_url: str, api_key: str, out: TextSink, **kw: Any) -> Client:
         """A client that writes each request as a JSON line to ``out`` instead of sending.
 
         The same request-building code runs; only the transport differs. The
@@ -652,6 +652,16 @@ def _for_profile(exc: RejectedError, profile: dict[str, Any],
                          profile.get("integrationId"))
 
 
+class TextSink(Protocol):
+    """Where a dry run writes its requests: a text file, stdout, or anything with these two."""
+
+    def write(self, text: str, /) -> int:
+        """Write ``text``."""
+
+    def flush(self) -> None:
+        """Make what was written visible."""
+
+
 class DryRunAdapter(BaseAdapter):
     """A requests transport that records requests as JSONL instead of sending them.
 
@@ -661,7 +671,7 @@ class DryRunAdapter(BaseAdapter):
     success: 200 ``{}`` for a single-profile PUT, else 204.
     """
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: TextSink) -> None:
         super().__init__()
         self.out = out
         self._lock = threading.Lock()
@@ -672,8 +682,8 @@ class DryRunAdapter(BaseAdapter):
         stream: bool = False,
         timeout: float | tuple[float | None, float | None] | None = None,
         verify: bool | str = True,
-        cert: str | tuple[str, str] | None = None,
-        proxies: dict[str, str] | None = None,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Write ``request`` as one JSON line and answer it without any network.
 

@@ -76,10 +76,11 @@ class InputFile:
             except OSError as exc:
                 raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from None
         self._raw = raw
-        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
+        buffered: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
         head = buffered.peek(2)[:2]
         self.compressed = head == GZIP_MAGIC
-        self.stream: IO[bytes] = gzip.GzipFile(fileobj=buffered) if self.compressed else buffered
+        self.stream: IO[bytes] = (gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
+                                  if self.compressed else buffered)
 
     @property
     def consumed(self) -> int:
