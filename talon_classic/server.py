@@ -33,8 +33,9 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from talon_classic.bulk import Batch, Merger, describe_rejection, parse_timestamp
+from talon_classic.bulk import describe_rejection
 from talon_classic.exceptions import DeliveryError, RejectedError
+from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.reader import BadLine, dumps, dumps_bytes, loads
 from talon_classic.spool import Spool
 from talon_classic.transform import Engine
@@ -109,9 +110,6 @@ class Worker(threading.Thread):
         self._wake = threading.Event()
         self.last_error: str | None = None
         self._received: dict[int, float] = {}
-        # what the merger remembered as sent before this micro-batch, per
-        # integrationId, so a profile that was not delivered can be forgotten
-        self._sent_before: dict[str, tuple[dict[str, float | None], float | None] | None] = {}
 
     def wake(self) -> None:
         """New events arrived; drain without waiting out the linger if the batch is full."""
@@ -132,18 +130,12 @@ class Worker(threading.Thread):
                 while not self._stop_event.is_set() and self.drain_once():
                     pass
             except _Stopping:
-                self._forget_open()
+                self.merger.discard_open()
             except Exception as exc:  # noqa: BLE001 - keep serving; events stay spooled
-                self._forget_open()
+                self.merger.discard_open()
                 self.last_error = str(exc)
                 log.warning("delivery paused for %.0fs: %s", self.backoff, exc)
                 self._stop_event.wait(self.backoff)
-
-    def _forget_open(self) -> None:
-        """Drop this micro-batch's unsent merge; its events are still in the spool."""
-        self.merger.open.clear()
-        self.merger.sources.clear()
-        self.merger.carried = 0
 
     def drain_once(self) -> bool:
         """Deliver one micro-batch; True when a full one was taken (more may wait)."""
@@ -171,17 +163,12 @@ class Worker(threading.Thread):
                 self.metrics.skipped.labels(result.skipped).inc()
                 skipped.append(seq)
                 continue
-            ts = parse_timestamp(event.get("timestamp"))
-            self.merger.add(result.integration_id, result.attributes, ts, (event, seq))
+            iid, attributes = result.integration_id, result.attributes
+            assert iid is not None and attributes is not None  # a kept event has both
+            self.merger.add(iid, attributes, parse_timestamp(event.get("timestamp")), (event, seq))
         self.spool.ack(skipped)
-        sent = self.merger.sent
-        self._sent_before = {}
-        for iid in self.merger.open:
-            before = sent.get(iid)
-            # close() updates the stamps in place: keep a copy
-            self._sent_before[iid] = None if before is None else (dict(before[0]), before[1])
         seq_no = 0
-        while self.merger.open:
+        while self.merger.pending:
             if self._stop_event.is_set():
                 raise _Stopping
             batch = self.merger.close(seq_no, final=True)
@@ -199,7 +186,7 @@ class Worker(threading.Thread):
             outcome = self.client.upsert_profiles(batch.profiles)
         except BaseException:
             # AuthError, DeliveryError (501, a redirect): nothing was delivered
-            self._unsend(batch.sources)
+            self.merger.rollback(batch, batch.sources)
             raise
         finally:
             self.metrics.retries.inc(max(0, getattr(stats, "retries", 0) - before))
@@ -209,7 +196,7 @@ class Worker(threading.Thread):
         now = time.time()
         for seq in done:
             self.metrics.latency.observe(max(0.0, now - self._received.get(seq, now)))
-        dead = []
+        dead: list[tuple[int, str, str | None]] = []
         for profile, exc in outcome.rejected:
             error = describe_rejection(exc) if isinstance(exc, RejectedError) else str(exc)
             dead += [(seq, "rejected", error) for _, seq in batch.sources[profile["integrationId"]]]
@@ -218,23 +205,13 @@ class Worker(threading.Thread):
         self.metrics.delivered.inc(len(outcome.delivered))
         self.metrics.delivered_events.inc(len(done))
         self.metrics.dead.inc(len(dead))
-        self._unsend(p["integrationId"] for p, _ in [*outcome.rejected, *outcome.failed])
+        # not delivered: the merger forgets their values, or the next try could
+        # leave out values it believes were sent
+        self.merger.rollback(batch, [p["integrationId"]
+                                     for p, _ in [*outcome.rejected, *outcome.failed]])
         if outcome.failed:
             raise DeliveryError(f"{len(outcome.failed)} profiles kept in the spool: "
                                 f"{outcome.failed[0][1]}")
-
-    def _unsend(self, iids: Iterable[str]) -> None:
-        """Profiles not delivered: the merger forgets this micro-batch's values for them.
-
-        Otherwise the next try could leave out values it believes were sent.
-        """
-        sent = self.merger.sent
-        for iid in iids:
-            before = self._sent_before.get(iid)
-            if before is None:
-                sent.pop(iid, None)
-            else:
-                sent[iid] = before
 
 
 def _unauthorized() -> Response:
@@ -244,7 +221,7 @@ def _unauthorized() -> Response:
 
 
 def _answer(status: int, message: str | None = None, **headers: str) -> Response:
-    body = {"success": status < 300}
+    body: dict[str, Any] = {"success": status < 300}
     if message:
         body["message"] = message
     return Response(dumps(body), status, headers, content_type="application/json")
