@@ -23,10 +23,11 @@ import base64
 import hashlib
 import hmac
 import logging
+import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from werkzeug.exceptions import HTTPException, NotFound
@@ -75,11 +76,40 @@ class Metrics:
                                  "From acknowledgement to delivery", registry=self.registry,
                                  buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800))
 
+    def watch(self, spool: Spool, worker: Worker | None) -> None:
+        """Report the spool's write health, read when scraped:
+
+        ``talon_spool_writable`` (0 after a failed write, until one succeeds),
+        ``talon_spool_write_errors_total`` and ``talon_spool_unremoved``
+        (events delivered, skipped or rejected that the spool could not let go
+        of yet, e.g. with its disk full).
+        """
+        self.registry.register(_SpoolCollector(spool, worker))
+
     def render(self) -> bytes:
         """Prometheus text format."""
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class _SpoolCollector:
+    """Prometheus collector of the spool's write health (see :meth:`Metrics.watch`)."""
+
+    def __init__(self, spool: Spool, worker: Worker | None) -> None:
+        self.spool, self.worker = spool, worker
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield GaugeMetricFamily("talon_spool_writable",
+                                "1 while spool writes work, 0 after one failed (e.g. disk full)",
+                                value=0 if self.spool.write_error else 1)
+        yield CounterMetricFamily("talon_spool_write_errors", "Spool writes that failed",
+                                  value=self.spool.write_errors)
+        yield GaugeMetricFamily("talon_spool_unremoved",
+                                "Handled events the spool could not remove yet",
+                                value=self.worker.unremoved if self.worker else 0)
 
 
 class _Stopping(Exception):
@@ -93,8 +123,16 @@ class Worker(threading.Thread):
     the merger keeps per-profile order by timestamp across micro-batches.
     An event leaves the spool only once Talon.One took it (acked) or
     refused it (moved to the dead-letter table); on any other failure the
-    micro-batch is dropped from memory, the worker waits ``backoff`` seconds
-    and takes the same events from the spool again.
+    micro-batch is dropped from memory (and rolled back in the merger), the
+    worker waits ``backoff`` seconds and takes the same events again.
+
+    When the spool cannot be written (its disk is full), events Talon.One
+    already took cannot be removed from it. The worker remembers their
+    sequence numbers, tries the removal again with backoff (0.5 s doubling
+    up to ``backoff``), and takes nothing new from the spool meanwhile, so
+    nothing is sent twice and memory stays bounded by one micro-batch.
+    Only a restart in that state forgets them: those events are then sent
+    once more (upserts are idempotent).
     """
 
     def __init__(self, spool: Spool, engine: Engine, client: Any, metrics: Metrics,
@@ -110,6 +148,17 @@ class Worker(threading.Thread):
         self._wake = threading.Event()
         self.last_error: str | None = None
         self._received: dict[int, float] = {}
+        # handled events the spool could not forget yet: delivered or skipped
+        # (to delete), rejected (to move to the dead-letter table)
+        self._unremoved: set[int] = set()
+        self._unburied: dict[int, tuple[str, str | None]] = {}
+        self._retry_wait = 0.0  # backoff for writing them, 0 while the spool is fine
+        self._retry_at = 0.0
+
+    @property
+    def unremoved(self) -> int:
+        """Events delivered, skipped or rejected that the spool could not let go of yet."""
+        return len(self._unremoved) + len(self._unburied)
 
     def wake(self) -> None:
         """New events arrived; drain without waiting out the linger if the batch is full."""
@@ -139,6 +188,8 @@ class Worker(threading.Thread):
 
     def drain_once(self) -> bool:
         """Deliver one micro-batch; True when a full one was taken (more may wait)."""
+        if not self._settle():
+            return False  # the spool cannot be written: take nothing new
         rows = self.spool.take(self.take_size)
         if len(rows) < self.take_size:
             # short queue: count it again (cheap now), which also picks up dead
@@ -166,17 +217,21 @@ class Worker(threading.Thread):
             iid, attributes = result.integration_id, result.attributes
             assert iid is not None and attributes is not None  # a kept event has both
             self.merger.add(iid, attributes, parse_timestamp(event.get("timestamp")), (event, seq))
-        self.spool.ack(skipped)
+        self._remove(skipped)
         seq_no = 0
         while self.merger.pending:
             if self._stop_event.is_set():
                 raise _Stopping
+            if self.unremoved:
+                # the spool stopped taking writes: the rest waits there, unsent
+                self.merger.discard_open()
+                break
             batch = self.merger.close(seq_no, final=True)
             seq_no += 1
             self._send(batch)
         self.last_error = None
         self.metrics.depth.set(self.spool.depth)
-        return len(rows) >= self.take_size
+        return len(rows) >= self.take_size and not self.unremoved
 
     def _send(self, batch: Batch) -> None:
         """One Talon.One request: ack the delivered, bury the rejected, raise if any failed."""
@@ -190,6 +245,10 @@ class Worker(threading.Thread):
             raise
         finally:
             self.metrics.retries.inc(max(0, getattr(stats, "retries", 0) - before))
+        # not delivered: the merger forgets their values, or the next try could
+        # leave out values it believes were sent
+        self.merger.rollback(batch, [p["integrationId"]
+                                     for p, _ in [*outcome.rejected, *outcome.failed]])
         done: list[int] = []
         for profile in outcome.delivered:
             done += [seq for _, seq in batch.sources[profile["integrationId"]]]
@@ -200,18 +259,72 @@ class Worker(threading.Thread):
         for profile, exc in outcome.rejected:
             error = describe_rejection(exc) if isinstance(exc, RejectedError) else str(exc)
             dead += [(seq, "rejected", error) for _, seq in batch.sources[profile["integrationId"]]]
-        self.spool.ack(done)
-        self.spool.bury(dead)
+        self._remove(done)
+        self._bury(dead)
         self.metrics.delivered.inc(len(outcome.delivered))
         self.metrics.delivered_events.inc(len(done))
         self.metrics.dead.inc(len(dead))
-        # not delivered: the merger forgets their values, or the next try could
-        # leave out values it believes were sent
-        self.merger.rollback(batch, [p["integrationId"]
-                                     for p, _ in [*outcome.rejected, *outcome.failed]])
         if outcome.failed:
             raise DeliveryError(f"{len(outcome.failed)} profiles kept in the spool: "
                                 f"{outcome.failed[0][1]}")
+
+    # -- when the spool cannot be written ------------------------------------------
+    def _remove(self, seqs: list[int]) -> None:
+        """Delete handled events from the spool, or remember them if it cannot."""
+        if not seqs:
+            return
+        try:
+            self.spool.ack(seqs)
+        except sqlite3.Error:
+            self._unremoved.update(seqs)
+            self._write_failed()
+
+    def _bury(self, dead: list[tuple[int, str, str | None]]) -> None:
+        """Move rejected events to the dead-letter table, or remember them if it cannot."""
+        if not dead:
+            return
+        try:
+            self.spool.bury(dead)
+        except sqlite3.Error:
+            self._unburied.update((seq, (reason, error)) for seq, reason, error in dead)
+            self._write_failed()
+
+    def _write_failed(self) -> None:
+        """Note a failed spool write: log the first, and wait longer before the next try."""
+        if not self._retry_wait:
+            if self.unremoved:
+                log.warning("spool not writable (%s): %d delivered events stay in it until "
+                            "they can be removed; delivery paused", self.spool.write_error,
+                            self.unremoved)
+            else:
+                log.warning("spool not writable (%s); delivery paused until it is",
+                            self.spool.write_error)
+        self._retry_wait = min(self.backoff, 2 * self._retry_wait or 0.5)
+        self._retry_at = time.monotonic() + self._retry_wait
+
+    def _settle(self) -> bool:
+        """Write what the spool could not take before; True once it takes writes again."""
+        if not self._retry_wait and not self.unremoved and self.spool.write_error is None:
+            return True  # the common case: nothing to do
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            if self._unremoved:
+                self.spool.ack(sorted(self._unremoved))
+                self._unremoved.clear()
+            if self._unburied:
+                self.spool.bury([(seq, *why) for seq, why in sorted(self._unburied.items())])
+                self._unburied.clear()
+        except sqlite3.Error:
+            self._write_failed()
+            return False
+        if self.spool.write_error is not None and not self.spool.probe():
+            self._write_failed()  # nothing was waiting, but the spool still cannot write
+            return False
+        if self._retry_wait:
+            log.warning("spool writable again; delivery resumes")
+        self._retry_wait = 0.0
+        return True
 
 
 def _unauthorized() -> Response:
@@ -398,12 +511,29 @@ class App:
         return self._store(body if isinstance(body, list) else [body])
 
     def _on_health(self, request: Request) -> Response:
-        worker_ok = self.worker is None or self.worker.is_alive()
-        ok = worker_ok and self.spool.writable()
-        body = {"status": "ok" if ok else "unhealthy", "spool_depth": self.spool.depth,
+        """200 ``ok``, or 503 ``unhealthy`` with a ``reason``: the worker stopped, or the
+        spool cannot be written (new events are refused, delivered ones stay in it).
+
+        ``last_delivery_error`` (Talon.One unreachable, ...) does not make it
+        unhealthy: events are still accepted and kept.
+        """
+        worker = self.worker
+        worker_ok = worker is None or worker.is_alive()
+        problems = [] if worker_ok else ["the delivery worker stopped"]
+        spool_error = self.spool.write_error
+        if spool_error is None and not self.spool.writable():
+            spool_error = "locked or read-only"
+        if spool_error is not None:
+            problem = f"spool not writable: {spool_error}"
+            if worker is not None and worker.unremoved:
+                problem += (f"; {worker.unremoved} delivered events cannot be removed from it, "
+                            f"delivery paused until they are")
+            problems.append(problem)
+        body = {"status": "unhealthy" if problems else "ok",
+                "reason": "; ".join(problems) or None, "spool_depth": self.spool.depth,
                 "worker": "running" if worker_ok else "stopped",
-                "last_delivery_error": self.worker.last_error if self.worker else None}
-        return Response(dumps(body), 200 if ok else 503, content_type="application/json")
+                "last_delivery_error": worker.last_error if worker else None}
+        return Response(dumps(body), 503 if problems else 200, content_type="application/json")
 
     def _on_metrics(self, request: Request) -> Response:
         self.metrics.depth.set(self.spool.depth)
@@ -425,6 +555,7 @@ class Service:
         self.metrics = Metrics()
         self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
                              backoff=backoff)
+        self.metrics.watch(self.spool, self.worker)
         self.app = App(self.spool, self.worker, self.metrics, write_keys,
                        webhook_secret=webhook_secret, max_depth=max_depth)
         self.worker.busy = lambda: self.app.busy > 0
