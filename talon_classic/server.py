@@ -26,6 +26,7 @@ import logging
 import sqlite3
 import threading
 import time
+import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -35,7 +36,13 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from talon_classic.bulk import describe_rejection
-from talon_classic.exceptions import DeliveryError, RejectedError
+from talon_classic.exceptions import (
+    DeliveryError,
+    RejectedError,
+    TalonClassicError,
+    logged,
+    shown,
+)
 from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.reader import BadLine, dumps, dumps_bytes, loads
 from talon_classic.spool import Spool
@@ -146,6 +153,7 @@ class Worker(threading.Thread):
         self.busy = busy
         self._stop_event = threading.Event()
         self._wake = threading.Event()
+        #: The last delivery failure, safe to show (see :func:`~talon_classic.exceptions.shown`).
         self.last_error: str | None = None
         self._received: dict[int, float] = {}
         # handled events the spool could not forget yet: delivered or skipped
@@ -182,8 +190,11 @@ class Worker(threading.Thread):
                 self.merger.discard_open()
             except Exception as exc:  # noqa: BLE001 - keep serving; events stay spooled
                 self.merger.discard_open()
-                self.last_error = str(exc)
-                log.warning("delivery paused for %.0fs: %s", self.backoff, exc)
+                self.last_error = shown(exc)
+                log.warning("delivery paused for %.0fs: %s", self.backoff, logged(exc))
+                if not isinstance(exc, TalonClassicError):
+                    log.debug("where it failed (message above):\n%s",
+                              "".join(traceback.format_tb(exc.__traceback__)))
                 self._stop_event.wait(self.backoff)
 
     def drain_once(self) -> bool:
@@ -266,7 +277,7 @@ class Worker(threading.Thread):
         self.metrics.dead.inc(len(dead))
         if outcome.failed:
             raise DeliveryError(f"{len(outcome.failed)} profiles kept in the spool: "
-                                f"{outcome.failed[0][1]}")
+                                f"{shown(outcome.failed[0][1])}")
 
     # -- when the spool cannot be written ------------------------------------------
     def _remove(self, seqs: list[int]) -> None:
@@ -376,8 +387,9 @@ class App:
             response = _answer(404, "not found")
         except HTTPException as exc:
             response = _answer(exc.code or 400, exc.description)
-        except Exception:  # e.g. the spool's disk is full: nothing was acknowledged
-            log.exception("%s %s failed", request.method, request.path)
+        except Exception as exc:  # e.g. the spool's disk is full: nothing was acknowledged
+            # no log.exception: a traceback's last line may quote a header
+            log.error("%s %s failed: %s", request.method, request.path, logged(exc))
             response = _answer(503, "could not store the events; retry later",
                                **{"Retry-After": "5"})
         finally:

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
+from requests.adapters import HTTPAdapter
 
 from talon_classic.cli import main
 from talon_classic.client import Client
@@ -437,6 +439,54 @@ def test_disk_full_with_nothing_delivered_recovers_by_itself(talon_emulator, dis
         wait_for(lambda: requests.get(f"{svc.url}/health").status_code == 200)
     finally:
         svc.stop()
+
+
+FAKE_KEY = "sk-LEAKED-0123456789"
+
+
+class HeaderRefusingAdapter(HTTPAdapter):
+    """A transport that refuses the request the way ``requests`` refuses a header
+    with a newline in it: by quoting the header's value in the error."""
+
+    def send(self, request, **kwargs):
+        value = request.headers["Authorization"]
+        raise requests.exceptions.InvalidHeader(
+            "Invalid leading whitespace, reserved character(s), or return character(s) in "
+            f"header value: {value!r}")
+
+
+def test_unexpected_errors_never_show_or_log_a_key(talon_emulator, tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    session = requests.Session()
+    session.mount("http://", HeaderRefusingAdapter())
+    client = Client(talon_emulator.url, FAKE_KEY + "\n", session=session, rate_limit=0)
+    svc = Service(str(tmp_path / "spool.db"), Engine(["plan"]), client, [WRITE_KEY], port=0,
+                  linger=0.05, backoff=0.1).start()
+    try:
+        requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY),
+                      json={"userId": "u1", "traits": {"plan": "p"}}).raise_for_status()
+        wait_for(lambda: svc.worker.last_error is not None)
+        health = requests.get(f"{svc.url}/health")
+        assert FAKE_KEY not in health.text
+        assert health.json()["last_delivery_error"] == (
+            "unexpected error (InvalidHeader); see the log")
+
+        def broken(events):
+            raise ValueError(f"cannot store {{'Authorization': 'ApiKey-v1 {FAKE_KEY}'}}")
+
+        svc.spool.append = broken
+        r = requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "x"})
+        assert r.status_code == 503 and FAKE_KEY not in r.text
+    finally:
+        svc.stop()
+    records = [r for r in caplog.records if r.name.startswith("talon_classic")]
+    logged = "\n".join(caplog.text.splitlines() + [r.getMessage() for r in records])
+    assert FAKE_KEY not in logged
+    assert all(r.exc_info is None for r in caplog.records)
+    assert any("InvalidHeader: " in r.getMessage() and "ApiKey-v1 [redacted]" in r.getMessage()
+               for r in records if r.name == "talon_classic.server")
+    assert any("POST /v1/identify failed: ValueError: cannot store {'Authorization': "
+               "'[redacted]'}" in r.getMessage() for r in records)
 
 
 def test_spool_group_commit_dedupe_window_and_retry(tmp_path: Path) -> None:
