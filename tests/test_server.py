@@ -559,7 +559,11 @@ def test_kill_9_and_sigterm_lose_no_acknowledged_event(talon_emulator, tmp_path:
         stop = threading.Event()
         sender = threading.Thread(target=_send_until, args=(url, stop, acked, prefix))
         sender.start()
-        time.sleep(1.5)
+        # signal it while the client is sending and the worker is delivering: at
+        # least 1,000 events of this run acknowledged and the first delivered
+        # (no fixed sleep; with one, each run took 1.5 s)
+        wait_for(lambda p=prefix: sum(a.startswith(p) for a in acked) >= 1000
+                 and talon_emulator.profile(f"{p}0") is not None, timeout=30)
         proc.send_signal(how)
         code = proc.wait(timeout=30)
         stop.set()
