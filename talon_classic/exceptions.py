@@ -58,3 +58,11 @@ class RejectedError(DeliveryError):
 
 class RetriesExhausted(DeliveryError):
     """A retryable failure (409/429/5xx/timeout) outlasted every attempt."""
+
+
+class SchemaError(TalonClassicError):
+    """An attribute schema (a ``--schema`` file, the cache, an API answer) is unusable.
+
+    The message is one line naming the file, the item and the field:
+    ``schema.json: data[3]: missing "type"``.
+    """
