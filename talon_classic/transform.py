@@ -19,6 +19,13 @@ Choices the contract leaves open, written down here and in the README:
 * An Engage value that is an object is flattened under the snake_case name;
   an Engage attribute that flattens to the same name as an ordinary trait
   wins, and the ordinary trait is dropped as ``collision``.
+
+With a :class:`~talon_classic.schema.Schema` (typed-attributes contract),
+every attribute left after the allowlist and Engage is then looked up by its
+exact name: one not in the schema is dropped as ``unknown_attribute``, one
+whose value cannot be coerced to its type (:mod:`talon_classic.coerce`) as
+``type_mismatch``. Without a schema nothing is coerced or dropped for its
+name or type.
 """
 
 from __future__ import annotations
@@ -27,9 +34,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from fnmatch import translate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import inflection
+
+from talon_classic.coerce import MISMATCH
+
+if TYPE_CHECKING:
+    from talon_classic.schema import Schema
 
 #: Reasons an event is skipped as a whole (the contract's codes).
 SKIP_REASONS = (
@@ -41,7 +53,8 @@ SKIP_REASONS = (
     "invalid_user_id",
 )
 #: Reasons one attribute is left out of an otherwise kept event.
-DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value")
+DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value",
+                "unknown_attribute", "type_mismatch")
 
 MAX_ID_LENGTH = 1000
 _SNAKE = re.compile(r"[a-z0-9_]+")
@@ -178,16 +191,19 @@ def _integration_id(user_id: Any) -> tuple[str | None, str | None, str | None]:
 
 
 class Engine:
-    """Applies the mapping contract for one allowlist.
+    """Applies the mapping contract for one allowlist (and, if given, one schema).
 
     Build one per settings and reuse it: the allowlist is compiled once and
-    per-name decisions (allowlist, snake_case) are cached.
+    per-name decisions (allowlist, snake_case) are cached. With ``schema``,
+    attributes are typed after the allowlist and Engage (see the module's
+    docstring); the schema's coercers are compiled once here.
     """
 
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
-                 "_refused")
+                 "_refused", "schema", "_as_is", "_coercers")
 
-    def __init__(self, custom_attributes: Iterable[str] | Any = ()) -> None:
+    def __init__(self, custom_attributes: Iterable[str] | Any = (),
+                 schema: Schema | None = None) -> None:
         attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
         self._exact = frozenset(a for a in self.allowlist if "*" not in a)
@@ -199,6 +215,10 @@ class Engine:
         #: so whoever keeps Talon.One's attribute list needs to know them).
         self.engage_names: set[str] = set()
         self._refused: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        self.schema = schema
+        compiled = schema.compiled if schema is not None else None
+        self._as_is = compiled.as_is if compiled is not None else None
+        self._coercers = compiled.coercers if compiled is not None else {}
 
     def allowed(self, name: str) -> bool:
         """Is a flattened attribute name in the allowlist (exact or pattern)?"""
@@ -296,7 +316,37 @@ class Engine:
 
         if engage_key is not None and engage_key in traits:
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
+        if self._as_is is not None and attributes:
+            self._typed(attributes, dropped)
         return Result(integration_id, attributes, dropped)
+
+    def _typed(self, attributes: dict[str, Any], dropped: list[tuple[str, str]]) -> None:
+        """Coerce each attribute to its schema type in place; drop unknown names and misfits.
+
+        The usual value already has the right Python type and costs one dict
+        lookup and one set test; only the others call their coercer.
+        """
+        as_is = self._as_is
+        assert as_is is not None
+        bad: list[tuple[str, str]] | None = None
+        for name, value in attributes.items():
+            ok = as_is.get(name)
+            if ok is None:
+                if bad is None:
+                    bad = []
+                bad.append((name, "unknown_attribute"))
+            elif type(value) not in ok:
+                value = self._coercers[name](value)
+                if value is MISMATCH:
+                    if bad is None:
+                        bad = []
+                    bad.append((name, "type_mismatch"))
+                else:
+                    attributes[name] = value  # same key: safe while iterating
+        if bad is not None:
+            for name, _ in bad:
+                del attributes[name]
+            dropped += bad
 
     def _engage(
         self,
@@ -443,9 +493,9 @@ def _collide(
             depth.pop(name, None)
 
 
-def transform(event: Any, settings: Any) -> Result:
+def transform(event: Any, settings: Any, schema: Schema | None = None) -> Result:
     """Map one event with the allowlist of ``settings`` (one-off convenience).
 
     For many events build an :class:`Engine` once instead.
     """
-    return Engine(settings).transform(event)
+    return Engine(settings, schema).transform(event)

@@ -201,4 +201,50 @@ def test_reason_codes_are_exactly_the_contracts() -> None:
     assert set(SKIP_REASONS) == {"invalid_json", "invalid_event", "not_identify",
                                  "disabled_by_integrations", "no_user_id", "invalid_user_id"}
     assert set(DROP_REASONS) == {"not_allowlisted", "unsupported_value", "collision",
-                                 "invalid_audience_value"}
+                                 "invalid_audience_value", "unknown_attribute", "type_mismatch"}
+
+
+# -- with a schema (typed-attributes contract; the worked cases are in test_typed_vectors) --
+def typed_engine(allowlist, types):
+    from talon_classic.schema import Schema
+
+    return Engine(allowlist, Schema(types))
+
+
+def test_without_a_schema_nothing_is_typed() -> None:
+    result = Engine(["age", "x"]).transform(ev({"age": "42", "x": [1]}))
+    assert result.attributes == {"age": "42", "x": [1]} and result.dropped == []
+
+
+def test_values_of_the_right_type_are_kept_as_they_are() -> None:
+    name = "Ada Lovelace"
+    result = typed_engine(["name", "age"], {"name": "string", "age": "number"}).transform(
+        ev({"name": name, "age": 36}))
+    assert result.attributes == {"name": name, "age": 36} and result.dropped == []
+    assert result.attributes["name"] is name
+
+
+def test_typing_keeps_the_order_and_the_other_drops() -> None:
+    engine = typed_engine(["a", "b", "c", "d"], {"a": "number", "b": "boolean", "d": "string"})
+    result = engine.transform(ev({"a": "1", "zz": 1, "b": "nope", "c": 3, "d": 4}))
+    assert list(result.attributes.items()) == [("a", 1), ("d", "4")]
+    assert result.dropped == [("zz", "not_allowlisted"), ("b", "type_mismatch"),
+                              ("c", "unknown_attribute")]
+
+
+def test_engage_attributes_are_typed_too() -> None:
+    engine = typed_engine([], {"ltv": "number"})
+    result = engine.transform(ev({"ltv": {"eur": "3"}}, context=persona("trait", "ltv")))
+    assert result.attributes == {} and result.dropped == [("ltv_eur", "unknown_attribute")]
+    assert engine.engage_names == {"ltv_eur"}
+    bad = engine.transform(ev({"VIP": "maybe"}, context=persona("audience", "VIP")))
+    assert bad.dropped == [("vip", "invalid_audience_value")]  # never typed on top
+
+
+def test_a_typed_engine_for_settings() -> None:
+    from talon_classic.schema import Schema
+    from talon_classic.settings import Settings
+
+    engine = Engine(Settings(custom_attributes=("age",)), schema=Schema({"age": "number"}))
+    assert engine.transform(ev({"age": " 7 "})).attributes == {"age": 7}
+    assert engine.schema is not None and engine.schema["age"] == "number"
