@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import inflection
 
-from talon_classic.coerce import MISMATCH
+from talon_classic.coerce import MISMATCH, Coercer
 
 if TYPE_CHECKING:
     from talon_classic.schema import Schema
@@ -62,6 +62,10 @@ _ENGAGE_BOOL = frozenset({"audience", "journey_step"})
 _ENGAGE_VALUE = frozenset({"trait", "computed_trait"})
 _DESTINATION_KEYS = ("Talon.One", "Talon_One")
 _CACHE_LIMIT = 100_000
+
+#: What typing does to one event's attributes: ``(name, coercer)`` to coerce,
+#: ``(name, None)`` to drop as not in the schema.
+_Plan = tuple[tuple[str, Coercer | None], ...]
 
 
 class Result:
@@ -200,7 +204,7 @@ class Engine:
     """
 
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
-                 "_refused", "schema", "_as_is", "_coercers")
+                 "_refused", "schema", "_as_is", "_coercers", "_plans")
 
     def __init__(self, custom_attributes: Iterable[str] | Any = (),
                  schema: Schema | None = None) -> None:
@@ -219,6 +223,10 @@ class Engine:
         compiled = schema.compiled if schema is not None else None
         self._as_is = compiled.as_is if compiled is not None else None
         self._coercers = compiled.coercers if compiled is not None else {}
+        #: An event's attribute names -> (the latest value types, what typing does to
+        #: them, and every value-types signature seen for these names -> its plan).
+        self._plans: dict[tuple[str, ...],
+                          tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]]] = {}
 
     def allowed(self, name: str) -> bool:
         """Is a flattened attribute name in the allowlist (exact or pattern)?"""
@@ -323,30 +331,76 @@ class Engine:
     def _typed(self, attributes: dict[str, Any], dropped: list[tuple[str, str]]) -> None:
         """Coerce each attribute to its schema type in place; drop unknown names and misfits.
 
-        The usual value already has the right Python type and costs one dict
-        lookup and one set test; only the others call their coercer.
+        Events from one source share their names and the Python types of their
+        values, so what to do is decided once per such signature (see
+        :meth:`_plan`) and recognised with two C-level passes per event. The
+        usual plan is empty (every value already has its type) or holds only
+        the list attributes, whose items must be looked at.
         """
-        as_is = self._as_is
-        assert as_is is not None
-        bad: list[tuple[str, str]] | None = None
-        for name, value in attributes.items():
-            ok = as_is.get(name)
-            if ok is None:
-                if bad is None:
-                    bad = []
-                bad.append((name, "unknown_attribute"))
-            elif type(value) not in ok:
-                value = self._coercers[name](value)
-                if value is MISMATCH:
-                    if bad is None:
-                        bad = []
-                    bad.append((name, "type_mismatch"))
-                else:
-                    attributes[name] = value  # same key: safe while iterating
+        names = tuple(attributes)
+        kinds = [*map(type, attributes.values())]
+        known = self._plans.get(names)
+        if known is not None and known[0] == kinds:
+            plan = known[1]
+        else:
+            plan = self._plan(names, kinds, known)
+        if not plan:
+            return
+        bad = None
+        for name, coerce in plan:
+            if coerce is not None:
+                value = attributes[name]
+                new = coerce(value)
+                if new is value:  # e.g. a list already of the right items
+                    continue
+                if new is not MISMATCH:
+                    attributes[name] = new
+                    continue
+                reason = "type_mismatch"
+            else:
+                reason = "unknown_attribute"
+            if bad is None:
+                bad = []
+            bad.append((name, reason))
         if bad is not None:
             for name, _ in bad:
                 del attributes[name]
             dropped += bad
+
+    def _plan(
+        self,
+        names: tuple[str, ...],
+        kinds: list[type],
+        known: tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]] | None,
+    ) -> _Plan:
+        """:meth:`_typed`'s work for one signature, remembered for the next event with these names.
+
+        ``(name, coercer)`` for each value not of a type its attribute takes as
+        is, ``(name, None)`` for each name not in the schema, in attribute order.
+        Every signature seen for ``names`` is kept (a source whose ``age`` is
+        sometimes ``"42"``, sometimes ``42``); the latest is checked first.
+        """
+        signature = tuple(kinds)
+        seen = known[2] if known is not None else {}
+        plan = seen.get(signature)
+        if plan is None:
+            as_is = self._as_is
+            assert as_is is not None
+            coercers = self._coercers
+            work: list[tuple[str, Coercer | None]] = []
+            for name, kind in zip(names, kinds, strict=True):
+                ok = as_is.get(name)
+                if ok is None:
+                    work.append((name, None))
+                elif kind not in ok:
+                    work.append((name, coercers[name]))
+            plan = tuple(work)
+            if len(seen) < 64:
+                seen[signature] = plan
+        if len(self._plans) >= _CACHE_LIMIT // 10:
+            self._plans.clear()
+        self._plans[names] = (kinds, plan, seen)  # replaced whole: readers see one or the other
+        return plan
 
     def _engage(
         self,

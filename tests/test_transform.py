@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from talon_classic.coerce import MISMATCH
 from talon_classic.transform import Engine, snake_case
 
 ENGINE = Engine(["email", "a_b", "tags", "address_*", "x"])
@@ -248,3 +249,55 @@ def test_a_typed_engine_for_settings() -> None:
     engine = Engine(Settings(custom_attributes=("age",)), schema=Schema({"age": "number"}))
     assert engine.transform(ev({"age": " 7 "})).attributes == {"age": 7}
     assert engine.schema is not None and engine.schema["age"] == "number"
+
+
+def test_one_name_set_with_changing_value_types() -> None:
+    """Plans are cached per names and value types: every combination stays right."""
+    engine = typed_engine(["age", "tags"], {"age": "number", "tags": "(list string)"})
+    for _ in range(2):
+        assert engine.transform(ev({"age": "42", "tags": ["a"]})).attributes == {
+            "age": 42, "tags": ["a"]}
+        assert engine.transform(ev({"age": 41, "tags": [1]})).attributes == {
+            "age": 41, "tags": ["1"]}
+        bad = engine.transform(ev({"age": "x", "tags": "a"}))
+        assert bad.attributes == {} and sorted(bad.dropped) == [
+            ("age", "type_mismatch"), ("tags", "type_mismatch")]
+        assert engine.transform(ev({"age": True, "tags": []})).dropped == [("age", "type_mismatch")]
+
+
+def test_typed_engine_matches_its_definition() -> None:
+    """Property: typed output = untyped output, then each attribute coerced or dropped."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from talon_classic.coerce import KNOWN_TYPES, coerce
+
+    names = st.sampled_from(["a", "b", "c", "d", "e"])
+    scalars = st.one_of(st.text(max_size=4), st.sampled_from(["1", " 2.5", "true", "2024-05-01"]),
+                        st.integers(-10**13, 10**13), st.booleans(), st.none(),
+                        st.floats(allow_nan=False, allow_infinity=False))
+    values = st.one_of(scalars, st.lists(scalars, max_size=3))
+    schemas = st.dictionaries(names, st.sampled_from(KNOWN_TYPES + ("other",)), max_size=5)
+
+    @settings(max_examples=150, deadline=None)
+    @given(schemas, st.lists(st.dictionaries(names, values, max_size=5), min_size=1, max_size=6))
+    def check(types: dict, traits_list: list) -> None:
+        plain = Engine(["*"])
+        typed = typed_engine(["*"], types)
+        for traits in traits_list:  # several events through one engine: its caches are used
+            base = plain.transform(ev(traits))
+            got = typed.transform(ev(traits))
+            want, dropped = {}, list(base.dropped)
+            for name, value in base.attributes.items():
+                if name not in types:
+                    dropped.append((name, "unknown_attribute"))
+                    continue
+                new = coerce(value, types[name])
+                if new is MISMATCH:
+                    dropped.append((name, "type_mismatch"))
+                else:
+                    want[name] = new
+            assert repr(got.attributes) == repr(want)
+            assert sorted(got.dropped) == sorted(dropped)
+
+    check()
