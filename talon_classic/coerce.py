@@ -250,14 +250,14 @@ def _coerce_items(item: Coercer, value: list[Any]) -> Any:
 @lru_cache(maxsize=64)
 def coercer(type_name: str) -> Coercer:
     """The coercer for one Talon.One type name (exact, case-sensitive); unknown types pass."""
-    scalar = _SCALAR_COERCERS.get(type_name)
-    if scalar is not None:
-        return scalar
+    found = _SCALAR_COERCERS.get(type_name)
+    if found is not None:
+        return found
     if type_name == "(list string)":
         return _coerce_list_string
     if type_name in LIST_TYPES:
-        scalar = type_name[6:-1]
-        return _list_of(_SCALAR_COERCERS[scalar], _LIST_ITEMS_AS_IS.get(scalar, frozenset()))
+        item = type_name[6:-1]
+        return _list_of(_SCALAR_COERCERS[item], _LIST_ITEMS_AS_IS.get(item, frozenset()))
     return unchanged
 
 
