@@ -130,3 +130,11 @@ class Unserialisable(TalonClassicError, ValueError):
 
     Never raised for anything :func:`talon_classic.jsonio.loads` returned.
     """
+
+
+class SchemaError(TalonClassicError):
+    """An attribute schema (a ``--schema`` file, the cache, an API answer) is unusable.
+
+    The message is one line naming the file, the item and the field:
+    ``schema.json: data[3]: missing "type"``.
+    """

@@ -45,6 +45,13 @@ Choices the contract leaves open, written down here and in the README:
 * An Engage value that is an object is flattened under the snake_case name;
   an Engage attribute that flattens to the same name as an ordinary trait
   wins, and the ordinary trait is dropped as ``collision``.
+
+With a :class:`~talon_classic.schema.Schema` (typed-attributes contract),
+every attribute left after the allowlist and Engage is then looked up by its
+exact name: one not in the schema is dropped as ``unknown_attribute``, one
+whose value cannot be coerced to its type (:mod:`talon_classic.coerce`) as
+``type_mismatch``. Without a schema nothing is coerced or dropped for its
+name or type.
 """
 
 from __future__ import annotations
@@ -53,9 +60,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from fnmatch import translate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import inflection
+
+from talon_classic.coerce import MISMATCH, Coercer
+
+if TYPE_CHECKING:
+    from talon_classic.schema import Schema
 
 #: Reasons an event is skipped as a whole (the contract's codes).
 SKIP_REASONS = (
@@ -67,7 +79,8 @@ SKIP_REASONS = (
     "invalid_user_id",
 )
 #: Reasons one attribute is left out of an otherwise kept event.
-DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value")
+DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value",
+                "unknown_attribute", "type_mismatch")
 
 MAX_ID_LENGTH = 1000
 #: Largest magnitude of an integer attribute: float64 holds every integer up to it exactly.
@@ -83,6 +96,10 @@ _ENGAGE_BOOL = frozenset({"audience", "journey_step"})
 _ENGAGE_VALUE = frozenset({"trait", "computed_trait"})
 _DESTINATION_KEYS = ("Talon.One", "Talon_One")
 _CACHE_LIMIT = 100_000
+
+#: What typing does to one event's attributes: ``(name, coercer)`` to coerce,
+#: ``(name, None)`` to drop as not in the schema.
+_Plan = tuple[tuple[str, Coercer | None], ...]
 
 
 class Result:
@@ -235,16 +252,19 @@ def _integration_id(user_id: Any) -> tuple[str | None, str | None, str | None]:
 
 
 class Engine:
-    """Applies the mapping contract for one allowlist.
+    """Applies the mapping contract for one allowlist (and, if given, one schema).
 
     Build one per settings and reuse it: the allowlist is compiled once and
-    per-name decisions (allowlist, snake_case) are cached.
+    per-name decisions (allowlist, snake_case) are cached. With ``schema``,
+    attributes are typed after the allowlist and Engage (see the module's
+    docstring); the schema's coercers are compiled once here.
     """
 
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
-                 "_refused")
+                 "_refused", "schema", "_as_is", "_coercers", "_plans")
 
-    def __init__(self, custom_attributes: Iterable[str] | Any = ()) -> None:
+    def __init__(self, custom_attributes: Iterable[str] | Any = (),
+                 schema: Schema | None = None) -> None:
         attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
         self._exact = frozenset(a for a in self.allowlist if "*" not in a)
@@ -257,6 +277,14 @@ class Engine:
         self.engage_names: set[str] = set()
         # per set of names: (names to delete, what to report as dropped)
         self._refused: dict[tuple[str, ...], tuple[list[str], list[tuple[str, str]]]] = {}
+        self.schema = schema
+        compiled = schema.compiled if schema is not None else None
+        self._as_is = compiled.as_is if compiled is not None else None
+        self._coercers = compiled.coercers if compiled is not None else {}
+        #: An event's attribute names -> (the latest value types, what typing does to
+        #: them, and every value-types signature seen for these names -> its plan).
+        self._plans: dict[tuple[str, ...],
+                          tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]]] = {}
 
     def allowed(self, name: str) -> bool:
         """Is a flattened attribute name in the allowlist (exact or pattern)?"""
@@ -353,6 +381,8 @@ class Engine:
 
         if engage_key is not None and engage_key in traits:
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
+        if self._as_is is not None and attributes:
+            self._typed(attributes, dropped)
         return Result(integration_id, attributes, dropped)
 
     def _refuse(self, names: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -367,6 +397,80 @@ class Engine:
                 gone.append(name)
                 report.append((name, "not_allowlisted"))
         return gone, report
+
+    def _typed(self, attributes: dict[str, Any], dropped: list[tuple[str, str]]) -> None:
+        """Coerce each attribute to its schema type in place; drop unknown names and misfits.
+
+        Events from one source share their names and the Python types of their
+        values, so what to do is decided once per such signature (see
+        :meth:`_plan`) and recognised with two C-level passes per event. The
+        usual plan is empty (every value already has its type) or holds only
+        the list attributes, whose items must be looked at.
+        """
+        names = tuple(attributes)
+        kinds = [*map(type, attributes.values())]
+        known = self._plans.get(names)
+        if known is not None and known[0] == kinds:
+            plan = known[1]
+        else:
+            plan = self._plan(names, kinds, known)
+        if not plan:
+            return
+        bad = None
+        for name, coerce in plan:
+            if coerce is not None:
+                value = attributes[name]
+                new = coerce(value)
+                if new is value:  # e.g. a list already of the right items
+                    continue
+                if new is not MISMATCH:
+                    attributes[name] = new
+                    continue
+                reason = "type_mismatch"
+            else:
+                reason = "unknown_attribute"
+            if bad is None:
+                bad = []
+            bad.append((name, reason))
+        if bad is not None:
+            for name, _ in bad:
+                del attributes[name]
+            dropped += bad
+
+    def _plan(
+        self,
+        names: tuple[str, ...],
+        kinds: list[type],
+        known: tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]] | None,
+    ) -> _Plan:
+        """:meth:`_typed`'s work for one signature, remembered for the next event with these names.
+
+        ``(name, coercer)`` for each value not of a type its attribute takes as
+        is, ``(name, None)`` for each name not in the schema, in attribute order.
+        Every signature seen for ``names`` is kept (a source whose ``age`` is
+        sometimes ``"42"``, sometimes ``42``); the latest is checked first.
+        """
+        signature = tuple(kinds)
+        seen = known[2] if known is not None else {}
+        plan = seen.get(signature)
+        if plan is None:
+            as_is = self._as_is
+            assert as_is is not None
+            coercers = self._coercers
+            work: list[tuple[str, Coercer | None]] = []
+            for name, kind in zip(names, kinds, strict=True):
+                ok = as_is.get(name)
+                if ok is None:
+                    work.append((name, None))
+                elif kind not in ok:
+                    work.append((name, coercers[name]))
+            plan = tuple(work)
+            if len(seen) < 64:
+                seen[signature] = plan
+        if len(self._plans) >= _CACHE_LIMIT // 10:
+            self._plans.clear()
+        self._plans[names] = (kinds, plan, seen)  # replaced whole: readers see one or the other
+        return plan
 
     def _engage(
         self,
@@ -547,9 +651,9 @@ def _collide(
             depth.pop(name, None)
 
 
-def transform(event: Any, settings: Any) -> Result:
+def transform(event: Any, settings: Any, schema: Schema | None = None) -> Result:
     """Map one event with the allowlist of ``settings`` (one-off convenience).
 
     For many events build an :class:`Engine` once instead.
     """
-    return Engine(settings).transform(event)
+    return Engine(settings, schema).transform(event)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from talon_classic.coerce import MISMATCH
 from talon_classic.transform import Engine, snake_case
 
 ENGINE = Engine(["email", "a_b", "tags", "address_*", "x"])
@@ -201,7 +202,7 @@ def test_reason_codes_are_exactly_the_contracts() -> None:
     assert set(SKIP_REASONS) == {"invalid_json", "invalid_event", "not_identify",
                                  "disabled_by_integrations", "no_user_id", "invalid_user_id"}
     assert set(DROP_REASONS) == {"not_allowlisted", "unsupported_value", "collision",
-                                 "invalid_audience_value"}
+                                 "invalid_audience_value", "unknown_attribute", "type_mismatch"}
 
 
 # -- values JSON can carry but Talon.One cannot take (issue 11, item 7) ------------------------
@@ -317,3 +318,101 @@ def test_engage_values_follow_the_same_rules() -> None:
     assert sorted(result.dropped) == [("ltv_a", "unsupported_value"),
                                       ("ltv_b", "unsupported_value"),
                                       ("ltv_c\\ud800", "unsupported_value")]
+
+
+# -- with a schema (typed-attributes contract; the worked cases are in test_typed_vectors) --
+def typed_engine(allowlist, types):
+    from talon_classic.schema import Schema
+
+    return Engine(allowlist, Schema(types))
+
+
+def test_without_a_schema_nothing_is_typed() -> None:
+    result = Engine(["age", "x"]).transform(ev({"age": "42", "x": [1]}))
+    assert result.attributes == {"age": "42", "x": [1]} and result.dropped == []
+
+
+def test_values_of_the_right_type_are_kept_as_they_are() -> None:
+    name = "Ada Lovelace"
+    result = typed_engine(["name", "age"], {"name": "string", "age": "number"}).transform(
+        ev({"name": name, "age": 36}))
+    assert result.attributes == {"name": name, "age": 36} and result.dropped == []
+    assert result.attributes["name"] is name
+
+
+def test_typing_keeps_the_order_and_the_other_drops() -> None:
+    engine = typed_engine(["a", "b", "c", "d"], {"a": "number", "b": "boolean", "d": "string"})
+    result = engine.transform(ev({"a": "1", "zz": 1, "b": "nope", "c": 3, "d": 4}))
+    assert list(result.attributes.items()) == [("a", 1), ("d", "4")]
+    assert result.dropped == [("zz", "not_allowlisted"), ("b", "type_mismatch"),
+                              ("c", "unknown_attribute")]
+
+
+def test_engage_attributes_are_typed_too() -> None:
+    engine = typed_engine([], {"ltv": "number"})
+    result = engine.transform(ev({"ltv": {"eur": "3"}}, context=persona("trait", "ltv")))
+    assert result.attributes == {} and result.dropped == [("ltv_eur", "unknown_attribute")]
+    assert engine.engage_names == {"ltv_eur"}
+    bad = engine.transform(ev({"VIP": "maybe"}, context=persona("audience", "VIP")))
+    assert bad.dropped == [("vip", "invalid_audience_value")]  # never typed on top
+
+
+def test_a_typed_engine_for_settings() -> None:
+    from talon_classic.schema import Schema
+    from talon_classic.settings import Settings
+
+    engine = Engine(Settings(custom_attributes=("age",)), schema=Schema({"age": "number"}))
+    assert engine.transform(ev({"age": " 7 "})).attributes == {"age": 7}
+    assert engine.schema is not None and engine.schema["age"] == "number"
+
+
+def test_one_name_set_with_changing_value_types() -> None:
+    """Plans are cached per names and value types: every combination stays right."""
+    engine = typed_engine(["age", "tags"], {"age": "number", "tags": "(list string)"})
+    for _ in range(2):
+        assert engine.transform(ev({"age": "42", "tags": ["a"]})).attributes == {
+            "age": 42, "tags": ["a"]}
+        assert engine.transform(ev({"age": 41, "tags": [1]})).attributes == {
+            "age": 41, "tags": ["1"]}
+        bad = engine.transform(ev({"age": "x", "tags": "a"}))
+        assert bad.attributes == {} and sorted(bad.dropped) == [
+            ("age", "type_mismatch"), ("tags", "type_mismatch")]
+        assert engine.transform(ev({"age": True, "tags": []})).dropped == [("age", "type_mismatch")]
+
+
+def test_typed_engine_matches_its_definition() -> None:
+    """Property: typed output = untyped output, then each attribute coerced or dropped."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from talon_classic.coerce import KNOWN_TYPES, coerce
+
+    names = st.sampled_from(["a", "b", "c", "d", "e"])
+    scalars = st.one_of(st.text(max_size=4), st.sampled_from(["1", " 2.5", "true", "2024-05-01"]),
+                        st.integers(-10**13, 10**13), st.booleans(), st.none(),
+                        st.floats(allow_nan=False, allow_infinity=False))
+    values = st.one_of(scalars, st.lists(scalars, max_size=3))
+    schemas = st.dictionaries(names, st.sampled_from(KNOWN_TYPES + ("other",)), max_size=5)
+
+    @settings(max_examples=150, deadline=None)
+    @given(schemas, st.lists(st.dictionaries(names, values, max_size=5), min_size=1, max_size=6))
+    def check(types: dict, traits_list: list) -> None:
+        plain = Engine(["*"])
+        typed = typed_engine(["*"], types)
+        for traits in traits_list:  # several events through one engine: its caches are used
+            base = plain.transform(ev(traits))
+            got = typed.transform(ev(traits))
+            want, dropped = {}, list(base.dropped)
+            for name, value in base.attributes.items():
+                if name not in types:
+                    dropped.append((name, "unknown_attribute"))
+                    continue
+                new = coerce(value, types[name])
+                if new is MISMATCH:
+                    dropped.append((name, "type_mismatch"))
+                else:
+                    want[name] = new
+            assert repr(got.attributes) == repr(want)
+            assert sorted(got.dropped) == sorted(dropped)
+
+    check()
