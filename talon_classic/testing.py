@@ -14,7 +14,7 @@ way a user would look, never into the emulator's memory.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -91,9 +91,12 @@ class EmulatorHandle:
         returns the new config without the key; a refused change raises
         ValueError with the emulator's reason.
         """
-        for name in ("attributes", "reject_ids"):
-            if changes.get(name) is not None and not isinstance(changes[name], str):
-                changes[name] = sorted(changes[name])
+        for name in ("attributes", "reject_ids", "attribute_types"):
+            value = changes.get(name)
+            if isinstance(value, Mapping):
+                changes[name] = dict(value)  # name -> type, as JSON
+            elif value is not None and not isinstance(value, str):
+                changes[name] = sorted(value)
         response = self._http.post(f"{self.url}/_emulator/config", json=changes, timeout=10)
         if response.status_code == 400:
             raise ValueError(response.json()["message"])

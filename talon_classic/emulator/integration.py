@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from talon_classic.emulator.attributes import ATTRIBUTE_NAME, attribute_exists
+from talon_classic.emulator.attributes import ATTRIBUTE_NAME, attribute_type
 from talon_classic.emulator.problems import Problem, bad_request, json_response
 from talon_classic.emulator.routes import Exchange, Routes, flag, json_body
 from talon_classic.emulator.store import Items, now
+from talon_classic.emulator.types import expectation, type_problem
 
 if TYPE_CHECKING:
     from talon_classic.emulator.app import Emulator
@@ -140,15 +141,22 @@ class IntegrationAPI(Routes):
         if not isinstance(attributes, dict):
             raise bad_request(f"attributes of profile {iid!r} must be an object",
                               f"{pointer}/attributes")
-        for name in attributes:
+        for name, value in attributes.items():
             where = f"{pointer}/attributes/{name.replace('~', '~0').replace('/', '~1')}"
             if not ATTRIBUTE_NAME.fullmatch(name):
                 raise bad_request(f"attribute {name!r} is not a valid name (profile {iid!r})",
                                   where, details=r"attribute names match ^[A-Za-z]\w*$")
-            if cfg.attributes is not None and not attribute_exists(name, cfg.attributes):
+            exists, expected = attribute_type(name, cfg.attributes, cfg.attribute_types)
+            if not exists:
                 raise bad_request(f"attribute {name!r} does not exist (profile {iid!r})", where,
                                   details="create it in the Campaign Manager (Attributes, "
                                   "entity Customer Profile) or remove it from customAttributes")
+            problem = type_problem(expected, value)
+            if problem is not None:
+                raise bad_request(f"attribute {name!r} has type {expected!r}: {problem} "
+                                  f"(profile {iid!r})", where,
+                                  details=f"a {expected} attribute takes "
+                                  f"{expectation(expected or '')}")
         return iid, attributes
 
     @staticmethod

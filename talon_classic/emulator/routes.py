@@ -65,10 +65,18 @@ class Routes:
         """Raise a 401 :class:`~talon_classic.emulator.problems.Problem` for a refused key."""
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_body(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying why not."""
+    """The request body as a JSON object, or a 400 saying why not.
+
+    ``NaN`` and ``Infinity`` are refused, as Talon.One's JSON parser does
+    (Python's accepts them, and ``json.dumps`` writes them).
+    """
     try:
-        body = json.loads(request.get_data())
+        body = json.loads(request.get_data(), parse_constant=_no_constants)
     except ValueError:
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(body, dict):
