@@ -19,9 +19,9 @@ def api(emu, key: str | None = None) -> requests.Session:
     return session
 
 
-def bulk(emu, items, **params) -> requests.Response:
+def bulk(emu, items, timeout: float = 10, **params) -> requests.Response:
     return api(emu).put(f"{emu.url}/v2/customer_profiles", json={"customerProfiles": items},
-                        params=params, timeout=10)
+                        params=params, timeout=timeout)
 
 
 def single(emu, iid: str, attributes, **params) -> requests.Response:

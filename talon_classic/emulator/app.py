@@ -70,8 +70,7 @@ class Emulator:
         with self._lock:
             self.config = replace(self.config, **changes)  # __post_init__ checks the values
             self.faults.reconfigure(self.config, set(changes))
-        log.debug("emulator config changed: %s", ", ".join(
-            name for name in sorted(changes) if name != "api_key") or "api_key")
+        log.debug("emulator config changed: %s", ", ".join(sorted(changes)))
 
     def profile(self, integration_id: str) -> dict[str, Any] | None:
         """``{"integrationId", "attributes"}`` of one stored profile, or None."""
@@ -110,7 +109,7 @@ class Emulator:
         try:
             if group is not None and emulated:
                 group.authenticate(request)
-                self._gate(request, exchange)
+                self._gate(request, exchange, group.rate_field)
             endpoint, args = self._url_map.bind_to_environ(environ).match()
             response = endpoint(request, exchange, **args)
         except Problem as problem:
@@ -139,14 +138,13 @@ class Emulator:
         self._record(request, status, exchange, arrived)
         return response(environ, start_response)
 
-    def _gate(self, request: Request, exchange: Exchange) -> None:
-        """One injected fault, then the rate limit; raises the error answer."""
+    def _gate(self, request: Request, exchange: Exchange, rate_field: str) -> None:
+        """One injected fault, then the group's rate limit; raises the error answer."""
         with self._lock:
             fault, self.config = self.faults.pick(self.config)
             config = self.config
         exchange.drop = fault is Fault.DROP
-        self.faults.inflict(fault, config, f"{request.method} {request.path}")
-        self.faults.limit()
+        self.faults.inflict(fault, config, f"{request.method} {request.path}", rate_field)
 
     def _record(self, request: Request, status: int, exchange: Exchange,
                 arrived: float) -> None:

@@ -53,6 +53,8 @@ class Routes:
     prefix: ClassVar[str]
     #: Whether requests here emulate Talon.One (authenticated, faulted, paced, logged).
     emulated: ClassVar[bool] = False
+    #: The :class:`~talon_classic.emulator.config.EmulatorConfig` field that paces the group.
+    rate_field: ClassVar[str] = "rate_limit"
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
