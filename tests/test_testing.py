@@ -36,3 +36,16 @@ def test_factory_takes_typed_attributes_and_a_management_key(talon_emulator_fact
     assert emu.management_headers == {"Authorization": "ManagementKey-v1 mk-123456789012"}
     assert emu.app.config.management_rate_limit == 0 and emu.app.config.rate_limit == 0
     assert bulk(emu, [{"integrationId": "u", "attributes": {"age": "1"}}]).status_code == 400
+
+
+def test_audience_helpers(talon_emulator) -> None:
+    from emulator_http import add, audience_actions, create_audience
+
+    assert talon_emulator.audiences() == [] and talon_emulator.audience_members(1) is None
+    aid = create_audience(talon_emulator, name="vip", integrationId="x").json()["id"]
+    audience_actions(talon_emulator, [add("b", aid), add("a", aid)])
+    assert talon_emulator.audiences() == [{"id": aid, "name": "vip", "integrationId": "x",
+                                           "members": 2}]
+    assert talon_emulator.audience_members(aid) == ["a", "b"]
+    talon_emulator.reset()
+    assert talon_emulator.audiences() == []

@@ -1,10 +1,13 @@
-"""The Integration API endpoints talon-classic uses, under ``/v2``.
+"""The Integration API's profile endpoints talon-classic uses, under ``/v2``.
 
 ``GET /v2/authping``, ``PUT /v2/customer_profiles/{integrationId}`` and the
 bulk ``PUT /v2/customer_profiles``, with Talon.One's request checks, status
 codes and error bodies: 401 without the key, 400 naming the item and its
-JSON pointer, 409 for concurrent updates of one profile. Audiences are
-validated in requests but not modelled: ``audienceMemberships`` stays empty.
+JSON pointer (an unknown attribute, a value of the wrong type), 409 for
+concurrent updates of one profile. The single update applies
+``audiencesChanges``; profiles show their ``audienceMemberships``. The
+audience endpoints are :mod:`~talon_classic.emulator.audiences`, under the
+same prefix and key (:class:`IntegrationRoutes`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from talon_classic.emulator.attributes import ATTRIBUTE_NAME, attribute_type
+from talon_classic.emulator.audience_store import Action
 from talon_classic.emulator.problems import Problem, bad_request, json_response
 from talon_classic.emulator.routes import Exchange, Routes, flag, json_body
 from talon_classic.emulator.store import Items, now
@@ -34,8 +38,10 @@ MAX_PROFILES = 1000
 MAX_ID_LENGTH = 1000
 
 
-def customer_profile(profile: dict[str, Any]) -> dict[str, Any]:
-    """A stored profile as Talon.One's CustomerProfile object."""
+def customer_profile(profile: dict[str, Any],
+                     memberships: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A stored profile as Talon.One's CustomerProfile object; ``memberships`` are the
+    ``{"id", "name"}`` of the audiences it belongs to."""
     return {
         "id": profile["id"],
         "created": profile["created"],
@@ -45,16 +51,30 @@ def customer_profile(profile: dict[str, Any]) -> dict[str, Any]:
         "closedSessions": 0,
         "totalSales": 0.0,
         "loyaltyMemberships": [],
-        "audienceMemberships": [],
+        "audienceMemberships": memberships or [],
         "lastActivity": profile.get("lastActivity", profile["created"]),
     }
 
 
-class IntegrationAPI(Routes):
-    """``/v2``: authping and the customer-profile upserts."""
+class IntegrationRoutes(Routes):
+    """A group of Integration API endpoints: under ``/v2``, with the Application's key."""
 
     prefix = "/v2/"
     emulated = True
+
+    def authenticate(self, request: Request) -> None:
+        """``Authorization: ApiKey-v1 <key>`` with the configured key, compared in constant time."""
+        header = request.headers.get("Authorization", "")
+        expected = f"ApiKey-v1 {self.emulator.config.api_key}"
+        if not hmac.compare_digest(header.encode(), expected.encode()):
+            log.info("401 for %s %s: missing or wrong API key", request.method, request.path)
+            raise Problem(401, "Unauthorized", details="missing or invalid API key: send "
+                          "'Authorization: ApiKey-v1 <key>' with the Application's key")
+
+
+
+class IntegrationAPI(IntegrationRoutes):
+    """``/v2``: authping and the customer-profile upserts."""
 
     def __init__(self, emulator: Emulator) -> None:
         super().__init__(emulator)
@@ -68,15 +88,6 @@ class IntegrationAPI(Routes):
             Rule("/v2/customer_profiles/<path:iid>", endpoint=self.single, methods=["PUT"]),
         ]
 
-    def authenticate(self, request: Request) -> None:
-        """``Authorization: ApiKey-v1 <key>`` with the configured key, compared in constant time."""
-        header = request.headers.get("Authorization", "")
-        expected = f"ApiKey-v1 {self.emulator.config.api_key}"
-        if not hmac.compare_digest(header.encode(), expected.encode()):
-            log.info("401 for %s %s: missing or wrong API key", request.method, request.path)
-            raise Problem(401, "Unauthorized", details="missing or invalid API key: send "
-                          "'Authorization: ApiKey-v1 <key>' with the Application's key")
-
     # -- endpoints -------------------------------------------------------------
     def authping(self, request: Request, exchange: Exchange) -> Response:
         return Response(status=204)
@@ -87,15 +98,21 @@ class IntegrationAPI(Routes):
         exchange.profiles = 1
         body = json_body(request)
         attributes = self._check(iid, body.get("attributes", {}), "")[1]
+        actions = self._audience_changes(iid, body)
         self._check_extras(body)
         if dry:  # what the update would give, nothing stored
             stamp = now()
             current = self.emulator.store.get(iid) or {
                 "id": 0, "created": stamp, "integrationId": iid, "attributes": {}}
             current["attributes"].update(attributes)
-            profile = customer_profile({**current, "lastActivity": stamp})
+            stored = {**current, "lastActivity": stamp}
         else:
-            profile = customer_profile(self._write([(iid, attributes)], exchange, True)[0])
+            stored = self._write([(iid, attributes)], exchange, True)[0]
+            if actions:
+                self.emulator.audiences.apply(actions)
+                self.emulator.traffic.count_audience_actions(len(actions))
+        memberships = self.emulator.audiences.memberships([iid]).get(iid)
+        profile = customer_profile(stored, memberships)
         return json_response({"customerProfile": profile, "effects": [], "createdCoupons": [],
                               "createdReferrals": [], "ruleFailureReasons": [],
                               "triggeredCampaigns": [], "awardedGiveaways": []})
@@ -120,8 +137,10 @@ class IntegrationAPI(Routes):
         stored = self._write(batch, exchange, snapshot=not silent)
         if silent:
             return Response(status=204)
-        return json_response({"integrationStates": [{"customerProfile": customer_profile(p)}
-                                                    for p in stored]})
+        memberships = self.emulator.audiences.memberships([p["integrationId"] for p in stored])
+        return json_response({"integrationStates": [
+            {"customerProfile": customer_profile(p, memberships.get(p["integrationId"]))}
+            for p in stored]})
 
     # -- checks and the write --------------------------------------------------
     def _check(self, iid: Any, attributes: Any, pointer: str) -> tuple[str, dict[str, Any]]:
@@ -159,20 +178,32 @@ class IntegrationAPI(Routes):
                                   f"{expectation(expected or '')}")
         return iid, attributes
 
+    def _audience_changes(self, iid: str, body: dict[str, Any]) -> list[Action]:
+        """The membership actions of a single update's ``audiencesChanges``, checked: a
+        400 for a bad shape, a 404 for an audience that does not exist."""
+        changes = body.get("audiencesChanges")
+        if changes is None:
+            return []
+        if not isinstance(changes, dict) or set(changes) != {"adds", "deletes"}:
+            raise bad_request("audiencesChanges must be {\"adds\": [...], \"deletes\": [...]}",
+                              "/audiencesChanges")
+        actions: list[Action] = []
+        for key, action in (("adds", "add"), ("deletes", "delete")):
+            ids = changes[key]
+            if not isinstance(ids, list) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) for i in ids):
+                raise bad_request(f"audiencesChanges.{key} must be a list of audience ids",
+                                  f"/audiencesChanges/{key}")
+            for index, audience_id in enumerate(ids):
+                if self.emulator.audiences.get(audience_id) is None:
+                    raise Problem(404, f"audience {audience_id} does not exist",
+                                  title="Not found", pointer=f"/audiencesChanges/{key}/{index}")
+                actions.append((action, iid, audience_id))
+        return actions
+
     @staticmethod
     def _check_extras(body: dict[str, Any]) -> None:
-        """``audiencesChanges`` and ``responseContent`` of a single update, when present."""
-        changes = body.get("audiencesChanges")
-        if changes is not None:
-            if not isinstance(changes, dict) or set(changes) != {"adds", "deletes"}:
-                raise bad_request("audiencesChanges must be {\"adds\": [...], \"deletes\": [...]}",
-                                  "/audiencesChanges")
-            for key in ("adds", "deletes"):
-                ids = changes[key]
-                if not isinstance(ids, list) or not all(
-                        isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                    raise bad_request(f"audiencesChanges.{key} must be a list of audience ids",
-                                      f"/audiencesChanges/{key}")
+        """``responseContent`` of a single update, when present."""
         content = body.get("responseContent")
         if content is not None and (
                 not isinstance(content, list) or not all(isinstance(c, str) for c in content)):

@@ -1,11 +1,13 @@
 """The shape every group of endpoints takes, and the request helpers they share.
 
 The emulator answers several APIs, each under its own path prefix: the
-Integration API (``/v2``, :mod:`~talon_classic.emulator.integration`) and
-the inspection endpoints (``/_emulator``,
-:mod:`~talon_classic.emulator.inspection`). Each is a :class:`Routes`
-subclass in a module of its own; another API (the Management API, say) is
-one more module and one more entry in :data:`Emulator.route_groups`.
+Integration API (``/v2``, :mod:`~talon_classic.emulator.integration` and
+:mod:`~talon_classic.emulator.audiences`), the Management API (``/v1``,
+:mod:`~talon_classic.emulator.management`) and the inspection endpoints
+(``/_emulator``, :mod:`~talon_classic.emulator.inspection`). Each is a
+:class:`Routes` subclass in a module of its own; another API is one more
+module and one more entry in :data:`Emulator.route_groups`. Groups sharing
+a prefix share its key and rate limit (the first one listed authenticates).
 """
 
 from __future__ import annotations
