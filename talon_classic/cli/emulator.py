@@ -53,7 +53,8 @@ def _schema(attributes: tuple[str, ...], attributes_file: str | None) -> dict[st
               help="The attributes that exist: names (NAME or NAME:TYPE one per line, or a JSON "
               "array), a saved GET /v1/attributes answer (what `schema pull` writes), or a "
               "JSON list of {\"name\", \"type\"}.")
-@click.option("--db", metavar="PATH", help="Keep profiles and audiences in this SQLite file (else in memory).")
+@click.option("--db", metavar="PATH",
+              help="Keep profiles and audiences in this SQLite file (else in memory).")
 @click.option("--rate-limit", default=60.0, show_default=True, type=click.FloatRange(0),
               help="Integration API (/v2) requests per second before answering 429 "
               "(0 = no limit).")

@@ -25,10 +25,11 @@ from talon_classic.emulator.audience_store import Action
 from talon_classic.emulator.problems import Problem, bad_request, json_response
 from talon_classic.emulator.routes import Exchange, Routes, flag, json_body
 from talon_classic.emulator.store import Items, now
-from talon_classic.emulator.types import expectation, type_problem
+from talon_classic.emulator.types import Check, checker, expectation
 
 if TYPE_CHECKING:
     from talon_classic.emulator.app import Emulator
+    from talon_classic.emulator.config import EmulatorConfig
 
 log = logging.getLogger(__package__)  # one logger for the emulator: talon_classic.emulator
 
@@ -36,6 +37,10 @@ log = logging.getLogger(__package__)  # one logger for the emulator: talon_class
 MAX_PROFILES = 1000
 #: Longest integrationId Talon.One accepts.
 MAX_ID_LENGTH = 1000
+
+#: What a request found out about one attribute name: may it be written (well-formed
+#: and existing), its type, and the check of its values (None: any value).
+Verdict = tuple[bool, "str | None", "Check | None"]
 
 
 def customer_profile(profile: dict[str, Any],
@@ -128,12 +133,13 @@ class IntegrationAPI(IntegrationRoutes):
             raise bad_request(f"at most {MAX_PROFILES} profiles per request, got {len(items)}",
                               "/customerProfiles")
         batch: Items = []
+        names: dict[str, Verdict] = {}
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise bad_request(f"customerProfiles[{i}] must be an object",
                                   f"/customerProfiles/{i}")
             batch.append(self._check(item.get("integrationId"), item.get("attributes", {}),
-                                     f"/customerProfiles/{i}"))
+                                     f"/customerProfiles/{i}", names))
         stored = self._write(batch, exchange, snapshot=not silent)
         if silent:
             return Response(status=204)
@@ -143,10 +149,24 @@ class IntegrationAPI(IntegrationRoutes):
             for p in stored]})
 
     # -- checks and the write --------------------------------------------------
-    def _check(self, iid: Any, attributes: Any, pointer: str) -> tuple[str, dict[str, Any]]:
+    @staticmethod
+    def _verdict(name: str, cfg: EmulatorConfig) -> Verdict:
+        """Whether ``name`` may be written (well-formed and existing), its type and check."""
+        if not ATTRIBUTE_NAME.fullmatch(name):
+            return False, None, None
+        exists, expected = attribute_type(name, cfg.attributes, cfg.attribute_types)
+        return exists, expected, checker(expected)
+
+    def _check(self, iid: Any, attributes: Any, pointer: str,
+               names: dict[str, Verdict] | None = None) -> tuple[str, dict[str, Any]]:
         """One profile's id and attributes, checked against Talon.One's rules and the
-        config; returned as they are when they pass (``pointer`` locates them for a 400)."""
+        config; returned as they are when they pass (``pointer`` locates them for a 400).
+
+        ``names`` keeps what was found out about each name over one request, so
+        a bulk request looks each name up once, not once per profile.
+        """
         cfg = self.emulator.config
+        names = {} if names is None else names
         if not isinstance(iid, str) or not iid:
             raise bad_request("integrationId must be a non-empty string",
                               f"{pointer}/integrationId")
@@ -161,21 +181,24 @@ class IntegrationAPI(IntegrationRoutes):
             raise bad_request(f"attributes of profile {iid!r} must be an object",
                               f"{pointer}/attributes")
         for name, value in attributes.items():
+            verdict = names.get(name)
+            if verdict is None:
+                verdict = names[name] = self._verdict(name, cfg)
+            known, expected, check = verdict
+            if known and (check is None or (problem := check(value)) is None):
+                continue
             where = f"{pointer}/attributes/{name.replace('~', '~0').replace('/', '~1')}"
             if not ATTRIBUTE_NAME.fullmatch(name):
                 raise bad_request(f"attribute {name!r} is not a valid name (profile {iid!r})",
                                   where, details=r"attribute names match ^[A-Za-z]\w*$")
-            exists, expected = attribute_type(name, cfg.attributes, cfg.attribute_types)
-            if not exists:
+            if not known:
                 raise bad_request(f"attribute {name!r} does not exist (profile {iid!r})", where,
                                   details="create it in the Campaign Manager (Attributes, "
                                   "entity Customer Profile) or remove it from customAttributes")
-            problem = type_problem(expected, value)
-            if problem is not None:
-                raise bad_request(f"attribute {name!r} has type {expected!r}: {problem} "
-                                  f"(profile {iid!r})", where,
-                                  details=f"a {expected} attribute takes "
-                                  f"{expectation(expected or '')}")
+            raise bad_request(f"attribute {name!r} has type {expected!r}: {problem} "
+                              f"(profile {iid!r})", where,
+                              details=f"a {expected} attribute takes "
+                              f"{expectation(expected or '')}")
         return iid, attributes
 
     def _audience_changes(self, iid: str, body: dict[str, Any]) -> list[Action]:

@@ -15,6 +15,8 @@ output is measured against, so it must not share the library's code.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 #: Talon.One's attribute types.
@@ -23,9 +25,12 @@ TYPES = ("string", "number", "boolean", "time", "(list string)", "(list number)"
 
 #: RFC 3339 ``date-time`` as Talon.One (Go's ``time.RFC3339``) parses it: a full date,
 #: ``T``, a full time with optional fraction digits, and ``Z`` or a numeric offset.
-#: Upper-case ``T`` and ``Z`` only, no spaces, no bare dates.
+#: Upper-case ``T`` and ``Z`` only, no spaces, no bare dates. Every field's range is in
+#: the pattern but the day's bound for its month (see :func:`is_rfc3339`).
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:Z|[+-](\d{2}):(\d{2}))",
+    r"(\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
     re.ASCII)
 
 _LIST = re.compile(r"\(list (\w+)\)", re.ASCII)
@@ -48,13 +53,10 @@ def is_rfc3339(text: str) -> bool:
     match = _RFC3339.fullmatch(text)
     if match is None:
         return False
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
-        return False
-    if hour > 23 or minute > 59 or second > 59:
-        return False
-    off_hour, off_minute = match.group(7), match.group(8)
-    return off_hour is None or (int(off_hour) <= 23 and int(off_minute) <= 59)
+    day = match.group(3)
+    if day < "29":
+        return True
+    return int(day) <= _days_in_month(int(match.group(1)), int(match.group(2)))
 
 
 def kind(value: Any) -> str:
@@ -72,19 +74,61 @@ def kind(value: Any) -> str:
     return "an object"
 
 
-def _scalar_problem(attribute_type: str, value: Any) -> str | None:
-    if attribute_type == "string":
-        return None if isinstance(value, str) else f"got {kind(value)}"
-    if attribute_type == "number":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return None if ok else f"got {kind(value)}"
-    if attribute_type == "boolean":
-        return None if isinstance(value, bool) else f"got {kind(value)}"
-    if attribute_type == "time":
-        if not isinstance(value, str):
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"got {kind(value)}"
+
+
+def _number(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return None if ok else f"got {kind(value)}"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"got {kind(value)}"
+
+
+def _time(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"got {kind(value)}"
+    return None if is_rfc3339(value) else "got a string that is not an RFC 3339 date-time"
+
+
+#: The check of each scalar type whose values Talon.One checks.
+_SCALARS = {"string": _string, "number": _number, "boolean": _boolean, "time": _time}
+#: The item types of the list types whose items Talon.One checks.
+_LIST_ITEMS = ("string", "number", "time")
+
+
+#: A check of one value: None when it passes, else why not.
+Check = Callable[[Any], "str | None"]
+
+
+@lru_cache(maxsize=256)
+def checker(attribute_type: str | None) -> Check | None:
+    """The check for values of ``attribute_type``; None when any value passes
+    (no type, ``location``, ``(list location)``, a type the emulator does not know).
+
+    Looked up once per type, so a bulk request of 1000 profiles pays the
+    parsing of a type name once, not once per value.
+    """
+    if attribute_type is None:
+        return None
+    listed = _LIST.fullmatch(attribute_type)
+    if listed is None:
+        return _SCALARS.get(attribute_type)  # location and unknown types: None
+    if listed.group(1) not in _LIST_ITEMS:
+        return None  # (list location) and unknown list types: any value
+    check_item = _SCALARS[listed.group(1)]
+
+    def check_list(value: Any) -> str | None:
+        if not isinstance(value, list):
             return f"got {kind(value)}"
-        return None if is_rfc3339(value) else "got a string that is not an RFC 3339 date-time"
-    return None  # location and types the emulator does not know: any value
+        for index, item in enumerate(value):
+            problem = check_item(item)
+            if problem is not None:
+                return f"item {index} {problem}"
+        return None
+    return check_list
 
 
 def type_problem(attribute_type: str | None, value: Any) -> str | None:
@@ -94,21 +138,8 @@ def type_problem(attribute_type: str | None, value: Any) -> str | None:
     any value passes. The reason reads after the expected type, e.g.
     ``"got a string"`` or ``"item 2 got a boolean"``.
     """
-    if attribute_type is None:
-        return None
-    listed = _LIST.fullmatch(attribute_type)
-    if listed is None:
-        return _scalar_problem(attribute_type, value)
-    item_type = listed.group(1)
-    if item_type not in ("string", "number", "time"):
-        return None  # (list location) and unknown list types: any value
-    if not isinstance(value, list):
-        return f"got {kind(value)}"
-    for index, item in enumerate(value):
-        problem = _scalar_problem(item_type, item)
-        if problem is not None:
-            return f"item {index} {problem}"
-    return None
+    check = checker(attribute_type)
+    return None if check is None else check(value)
 
 
 def expectation(attribute_type: str) -> str:
