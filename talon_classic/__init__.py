@@ -21,11 +21,14 @@ from talon_classic.exceptions import (  # noqa: E402
     InputError,
     RejectedError,
     RetriesExhausted,
+    SchemaError,
     ServeError,
     SettingsError,
     TalonClassicError,
     Unserialisable,
 )
+from talon_classic.management import ManagementClient  # noqa: E402
+from talon_classic.schema import Schema, read_schema_file  # noqa: E402
 from talon_classic.settings import Settings, load_settings  # noqa: E402
 from talon_classic.summary import Summary  # noqa: E402
 from talon_classic.transform import Engine, Result, transform  # noqa: E402
@@ -41,11 +44,14 @@ __all__ = [
     "DeliveryError",
     "Engine",
     "InputError",
+    "ManagementClient",
     "Options",
     "Pipeline",
     "RejectedError",
     "Result",
     "RetriesExhausted",
+    "Schema",
+    "SchemaError",
     "ServeError",
     "Settings",
     "SettingsError",
@@ -53,5 +59,6 @@ __all__ = [
     "TalonClassicError",
     "Unserialisable",
     "load_settings",
+    "read_schema_file",
     "transform",
 ]
