@@ -10,13 +10,20 @@ written atomically, mode 0600: they may hold users' data.
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from talon_classic.files import write_atomic
+
+__all__ = ["APP_NAME", "ENV_STATE_HOME", "ensure_dir", "state_dir", "state_file", "write_atomic"]
 
 APP_NAME = "talon-classic"
 ENV_STATE_HOME = "XDG_STATE_HOME"
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
 def state_dir(env: Mapping[str, str] | None = None, home: str | os.PathLike[str] | None = None) -> Path:
@@ -36,25 +43,17 @@ def ensure_dir(path: str | os.PathLike[str]) -> Path:
     return where
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new, never half.
+def state_file(deployment: str, id_prefix: str = "", *, state: str | os.PathLike[str] | None = None
+               ) -> Path:
+    """The state database of one Talon.One deployment and id prefix (not created).
 
-    A temporary file in the same directory is written, flushed to disk, given
-    ``mode`` and renamed over ``path``. On any failure the temporary file is
-    removed and the old ``path`` is left as it was.
+    ``<state>/<host>-<hash>.db``: the host keeps it recognisable, the hash of
+    the deployment URL and the id prefix keeps two deployments (or two
+    prefixes sharing one deployment) apart. One file holds everything
+    talon-classic remembers of what that deployment acknowledged (the
+    ordering ledger, audience memberships).
     """
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    host = _UNSAFE.sub("_", urlsplit(deployment).netloc) or "deployment"
+    digest = hashlib.sha256(f"{deployment}\0{id_prefix}".encode()).hexdigest()[:12]
+    base = Path(state) if state is not None else state_dir()
+    return base / f"{host[:100]}-{digest}.db"

@@ -48,3 +48,14 @@ def test_write_atomic_failure_keeps_the_old_file(tmp_path: Path, monkeypatch) ->
         write_atomic(path, b"new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_state_file_per_deployment_and_prefix(tmp_path: Path) -> None:
+    from talon_classic.state import state_file
+
+    a = state_file("https://acme.talon.one", state=tmp_path)
+    assert a.parent == tmp_path and a.name.startswith("acme.talon.one-") and a.suffix == ".db"
+    assert state_file("https://acme.talon.one", state=tmp_path) == a
+    assert state_file("https://acme.talon.one", "eu-", state=tmp_path) != a
+    assert state_file("https://other.talon.one", state=tmp_path) != a
+    assert state_file("http://127.0.0.1:8321", state=tmp_path).name.startswith("127.0.0.1_8321-")
