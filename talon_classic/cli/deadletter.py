@@ -22,7 +22,7 @@ def _open_spool(path: str) -> Spool:
     return Spool(path)
 
 
-@click.group()
+@click.group(short_help="List or re-send events the server's Talon.One rejected.")
 def deadletter() -> None:
     """List or re-send events the server's Talon.One rejected (its spool's dead-letter table)."""
 
