@@ -327,9 +327,10 @@ class Engine:
         ) and _is_text(user_id):
             integration_id = user_id  # the common case, already clean
         else:
-            integration_id, reason, message = _integration_id(user_id)
-            if reason is not None:
-                return skip(reason, message)
+            found, reason, message = _integration_id(user_id)
+            if found is None:
+                return skip(reason or "invalid_user_id", message or "userId is not usable")
+            integration_id = found
 
         context = event.get("context")
         if "traits" in event:
@@ -379,7 +380,7 @@ class Engine:
             dropped += refused[1]
         attributes = flat
 
-        if engage_key is not None and engage_key in traits:
+        if engage_class is not None and engage_key is not None and engage_key in traits:
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
         if self._as_is is not None and attributes:
             self._typed(attributes, dropped)
