@@ -1,0 +1,480 @@
+"""Sync an audience's membership with a member list: add, remove or mirror.
+
+:class:`AudienceSync` is what ``talon-classic audience sync`` runs:
+
+1. **Read** the member lists (:mod:`talon_classic.members`) into a
+   temporary table of the state database (:class:`~talon_classic.audience_state.AudienceState`):
+   duplicates are counted once, bad entries reported with their ``file:line``.
+2. **Baseline**: the audience's membership as last acknowledged (the state
+   database), or, with ``from_talon``, as Talon.One has it now (the
+   Management API, paged), which then becomes the recorded membership.
+3. **Plan**, in SQL: ``add`` queues the listed ids not yet members; ``remove``
+   the listed ids that are (every listed id when the membership is not
+   known); ``mirror`` both ways, so the audience ends up exactly the list.
+   A first mirror of an audience whose membership is not known can only
+   add, and says so.
+4. **Deliver** the queued actions through
+   :meth:`~talon_classic.client.Client.update_memberships`, 1000 a request,
+   ``concurrency`` requests in flight, each acknowledged request recorded in
+   the state database at once (so an interrupted sync, run again, sends
+   only what is still needed). Rejected actions, and those whose retries ran
+   out, are dead-lettered and left unrecorded.
+
+A 404 means the audience does not exist: the sync stops and
+:meth:`AudienceSync.run` raises :class:`~talon_classic.exceptions.AudienceNotFound`.
+An authentication failure stops it too (:attr:`AudienceSync.auth_error`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from talon_classic.audience_state import BASELINE_STATE, BASELINE_TALON, AudienceState, Pending
+from talon_classic.audiences import ADD, MembershipAction, MembershipOutcome
+from talon_classic.bulk import describe_rejection, unexpected
+from talon_classic.deadletter_file import DeadLetters
+from talon_classic.exceptions import (
+    AudienceNotFound,
+    AuthError,
+    DeliveryError,
+    RejectedError,
+)
+from talon_classic.members import read_members
+from talon_classic.reader import InputFile, display_name
+from talon_classic.summary import _peak_rss_mb
+
+if TYPE_CHECKING:
+    from talon_classic.client import Client
+    from talon_classic.management import ManagementClient
+
+log = logging.getLogger("talon_classic.audience_sync")
+
+MODES = ("add", "remove", "mirror")
+MAX_BATCH = 1000
+#: Bad entries reported one by one; the rest are only counted.
+MAX_WARNINGS = 20
+_LOAD_CHUNK = 10_000
+
+
+@dataclass
+class SyncOptions:
+    """What to sync and how."""
+
+    audience_id: int
+    mode: str
+    id_column: str | None = None
+    id_prefix: str = ""
+    #: Read the current membership from Talon.One (Management API) instead of the state.
+    from_talon: bool = False
+    concurrency: int = 8
+    batch_size: int = MAX_BATCH
+    #: Record nothing (a dry run): the state database is only read.
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+
+class SyncSummary:
+    """The counters of one sync, printed at the end (text or JSON)."""
+
+    def __init__(self, options: SyncOptions, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.options = options
+        self.started = clock()
+        self.read_done: float | None = None
+        self.finished: float | None = None
+        self.members_read = 0
+        self.blank = 0
+        self.invalid: Counter[str] = Counter()
+        self.duplicates = 0
+        self.baseline = BASELINE_STATE
+        self.first_mirror = False
+        self.to_add = 0
+        self.to_remove = 0
+        self.unchanged = 0
+        self.added = 0
+        self.removed = 0
+        self.requests = 0
+        self.retries = 0
+        self.rejected = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self.internal_errors = 0
+        self.dead_letter_file: str | None = None
+        self.stopped: str | None = None
+
+    @property
+    def distinct(self) -> int:
+        """Distinct valid ids in the lists."""
+        return self.members_read - sum(self.invalid.values()) - self.duplicates
+
+    def add(self, **counts: int) -> None:
+        """Add to counters from any thread."""
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def mark_read(self) -> None:
+        """Reading and planning are done: delivery starts."""
+        self.read_done = self._clock()
+
+    def finish(self) -> None:
+        """Stop the clock."""
+        self.finished = self._clock()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start (until :meth:`finish`)."""
+        return (self.finished if self.finished is not None else self._clock()) - self.started
+
+    @property
+    def delivery_seconds(self) -> float:
+        """Seconds from the end of reading (and planning) to the end."""
+        end = self.finished if self.finished is not None else self._clock()
+        return end - (self.read_done if self.read_done is not None else end)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable ``--json`` shape."""
+        sent = self.added + self.removed
+        delivering = self.delivery_seconds
+        return {
+            "audience_id": self.options.audience_id,
+            "mode": self.options.mode,
+            "baseline": self.baseline,
+            "first_mirror": self.first_mirror,
+            "members_read": self.members_read,
+            "invalid": sum(self.invalid.values()),
+            "invalid_by_reason": dict(sorted(self.invalid.items())),
+            "blank": self.blank,
+            "duplicates": self.duplicates,
+            "to_add": self.to_add,
+            "to_remove": self.to_remove,
+            "added": self.added,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "requests": self.requests,
+            "retries": self.retries,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "dead_lettered": self.dead_lettered,
+            "internal_errors": self.internal_errors,
+            "dead_letter_file": self.dead_letter_file if self.dead_lettered else None,
+            "stopped": self.stopped,
+            "elapsed_s": round(self.elapsed, 3),
+            "read_s": round(self.elapsed - delivering, 3),
+            "delivery_s": round(delivering, 3),
+            "actions_per_s": round(sent / delivering, 1) if delivering > 0 and sent else None,
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+
+    def render(self) -> str:
+        """Human summary, one fact per line."""
+        d = self.as_dict()
+        against = {BASELINE_TALON: "the membership read from Talon.One",
+                   BASELINE_STATE: "the state database"}[d["baseline"]]
+        invalid = ", ".join(f"{r} {n:,}" for r, n in d["invalid_by_reason"].items())
+        lines = [
+            f"audience           {d['audience_id']:>12}  ({d['mode']}, against {against})",
+            f"members read       {d['members_read']:>12,}",
+            f"invalid            {d['invalid']:>12,}" + (f"  ({invalid})" if invalid else ""),
+            f"duplicates         {d['duplicates']:>12,}",
+            f"added              {d['added']:>12,}"
+            + (f"  (of {d['to_add']:,})" if d["added"] != d["to_add"] else ""),
+            f"removed            {d['removed']:>12,}"
+            + (f"  (of {d['to_remove']:,})" if d["removed"] != d["to_remove"] else ""),
+            f"unchanged          {d['unchanged']:>12,}",
+            f"requests sent      {d['requests']:>12,}  (retries {d['retries']:,})",
+            f"rejected           {d['rejected']:>12,}  actions",
+        ]
+        if d["blank"]:
+            lines.insert(3, f"blank              {d['blank']:>12,}  (skipped)")
+        if d["failed"]:
+            lines.append(f"failed             {d['failed']:>12,}  actions (retries ran out)")
+        if d["dead_letter_file"]:
+            lines.append(f"dead letters in    {d['dead_letter_file']}  ({d['dead_lettered']:,} "
+                         "actions appended; earlier runs' lines are kept)")
+        if d["internal_errors"]:
+            lines.append(f"unexpected errors  {d['internal_errors']:>12,}  requests; their "
+                         "actions are dead-lettered (a bug: please report it)")
+        rate = f"{d['actions_per_s']:,.0f} actions/s" if d["actions_per_s"] else "-"
+        lines.append(f"elapsed            {d['elapsed_s']:>11.2f}s  (reading {d['read_s']:.2f}s, "
+                     f"delivering {d['delivery_s']:.2f}s at {rate})")
+        if d["stopped"]:
+            lines.append(f"stopped early: {d['stopped']}")
+        return "\n".join(lines)
+
+
+class AudienceSync:
+    """One sync of one audience. Build it, call :meth:`run`, read :attr:`summary`."""
+
+    def __init__(
+        self,
+        client: Client,
+        state: AudienceState,
+        options: SyncOptions,
+        *,
+        management: ManagementClient | None = None,
+        dead_letters: DeadLetters | None = None,
+        warn: Callable[[str], None] | None = None,
+        on_progress: Callable[[AudienceSync], None] | None = None,
+    ) -> None:
+        if options.from_talon and management is None:
+            raise ValueError("from_talon needs a ManagementClient")
+        self.client = client
+        self.state = state
+        self.options = options
+        self.management = management
+        self.dead_letters = dead_letters
+        self.warn = warn or log.warning
+        self.on_progress = on_progress
+        self.summary = SyncSummary(options)
+        self.auth_error: AuthError | None = None
+        self.not_found: AudienceNotFound | None = None
+        #: The first unexpected error (a bug) while sending, as one line.
+        self.internal_error: str | None = None
+        self.phase = "reading"
+        self.current_input: InputFile | None = None
+        self._names: list[str] = []
+        self._warned = 0
+        self._stopping = threading.Event()
+
+    # -- the run ------------------------------------------------------------------
+    def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> SyncSummary:
+        """Read, compare, deliver; return the summary.
+
+        Raises AudienceNotFound (nothing more is sent once Talon.One says the
+        audience does not exist) and InputError (an input cannot be read).
+        KeyboardInterrupt stops the run after the requests in flight are
+        answered and recorded, then propagates.
+        """
+        opts = self.options
+        try:
+            self.state.start_list()
+            self._read(list(paths), stdin)
+            table, removes = self._baseline()
+            plan = self.state.plan(opts.audience_id, opts.mode, table, removes)
+            self.summary.to_add, self.summary.to_remove = plan.adds, plan.removes
+            self.summary.unchanged = plan.unchanged
+            self.summary.mark_read()
+            self.phase = "delivering"
+            self._deliver()
+            if self.not_found is not None:
+                raise self.not_found
+            if (opts.mode == "mirror" and not opts.dry_run and self.auth_error is None
+                    and not self._stopping.is_set()):
+                self.state.mark_known(opts.audience_id, "mirror")
+        finally:
+            self._finish()
+        return self.summary
+
+    def stop(self, reason: str) -> None:
+        """Send no more requests (from any thread); the first reason is kept."""
+        if self.summary.stopped is None:
+            self.summary.stopped = reason
+        self._stopping.set()
+
+    def where(self, source: int | None, line: int | None) -> str:
+        """``file:line`` of a listed id, or why an action has none."""
+        if source is None or line is None:
+            return "not in the list (mirror)"
+        return f"{self._names[source]}:{line}"
+
+    # -- 1. read ------------------------------------------------------------------
+    def _opened(self, source: InputFile) -> None:
+        self.current_input = source
+
+    def _read(self, paths: list[str], stdin: IO[bytes] | None) -> None:
+        self._names = [display_name(p) for p in paths]
+        summary = self.summary
+        rows: list[tuple[str, int, int]] = []
+        members = read_members(paths, id_column=self.options.id_column,
+                               id_prefix=self.options.id_prefix, stdin=stdin,
+                               on_open=self._opened)
+        for member in members:
+            if member.reason is None:
+                assert member.integration_id is not None
+                rows.append((member.integration_id, member.source, member.line))
+                if len(rows) >= _LOAD_CHUNK:
+                    self._load(rows)
+                    rows = []
+                continue
+            if member.reason == "blank":
+                summary.blank += 1
+                continue
+            summary.members_read += 1
+            summary.invalid[member.reason] += 1
+            self._report(f"{self.where(member.source, member.line)}: {member.reason}: "
+                         f"{member.message}")
+        if rows:
+            self._load(rows)
+
+    def _load(self, rows: list[tuple[str, int, int]]) -> None:
+        new = self.state.add_to_list(rows)
+        self.summary.members_read += len(rows)
+        self.summary.duplicates += len(rows) - new
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+    def _report(self, message: str) -> None:
+        self._warned += 1
+        if self._warned <= MAX_WARNINGS:
+            self.warn(message)
+        elif self._warned == MAX_WARNINGS + 1:
+            self.warn(f"more than {MAX_WARNINGS} bad entries: the others are only counted in "
+                      "the summary")
+
+    # -- 2. baseline --------------------------------------------------------------
+    def _baseline(self) -> tuple[str, bool]:
+        """Choose the baseline: the table to compare with, and whether it is the whole
+        membership (so that removes are right)."""
+        opts = self.options
+        if opts.from_talon:
+            assert self.management is not None
+            self.phase = "reading Talon.One"
+            try:
+                self.state.add_talon_members(
+                    str(p.get("integrationId")) for p in
+                    self.management.audience_memberships(opts.audience_id)
+                    if isinstance(p, dict) and p.get("integrationId"))
+            except RejectedError as exc:
+                if exc.status != 404:
+                    raise
+                raise AudienceNotFound(
+                    f"audience {opts.audience_id} does not exist in this Talon.One deployment "
+                    f"(404): {exc}", opts.audience_id) from None
+            self.summary.baseline = BASELINE_TALON
+            if opts.dry_run:
+                return BASELINE_TALON, True
+            self.state.adopt_talon(opts.audience_id)
+            return BASELINE_STATE, True
+        known = self.state.is_known(opts.audience_id)
+        if opts.mode == "mirror" and not known:
+            self.summary.first_mirror = True
+            self.warn(f"audience {opts.audience_id}: no membership is recorded for it (first "
+                      "mirror) and no --from-talon, so this mirror can only add: members who "
+                      "are not in the list are not removed this time (later mirrors remove "
+                      "those who leave the list)")
+        return BASELINE_STATE, known
+
+    # -- 4. deliver ---------------------------------------------------------------
+    def _deliver(self) -> None:
+        opts = self.options
+        inflight: dict[Future[MembershipOutcome], list[Pending]] = {}
+        executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-audience")
+        try:
+            for batch in self.state.pending(opts.batch_size):
+                while len(inflight) >= opts.concurrency:
+                    self._collect(inflight, FIRST_COMPLETED)
+                if self._halted:
+                    break
+                actions = [MembershipAction(p.action, p.integration_id,  # type: ignore[arg-type]
+                                            opts.audience_id) for p in batch]
+                inflight[executor.submit(self.client.update_memberships, actions)] = batch
+            while inflight:
+                self._collect(inflight, FIRST_COMPLETED)
+        except KeyboardInterrupt:
+            self.stop("interrupted (Ctrl-C): what was acknowledged is recorded; run the same "
+                      "sync again to send the rest" if self._persistent else
+                      "interrupted (Ctrl-C); nothing is recorded (no state), so a rerun sends "
+                      "everything again")
+            for future in inflight:
+                future.cancel()
+            raise
+        finally:
+            try:
+                while inflight:  # answers of requests in flight are still recorded
+                    self._collect(inflight, FIRST_COMPLETED, cancelled_ok=True)
+            finally:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def _persistent(self) -> bool:
+        return self.state.persistent and not self.options.dry_run
+
+    @property
+    def _halted(self) -> bool:
+        return self._stopping.is_set() or self.auth_error is not None or self.not_found is not None
+
+    def _collect(self, inflight: dict[Future[MembershipOutcome], list[Pending]],
+                 how: str, cancelled_ok: bool = False) -> None:
+        done, _ = wait(list(inflight), return_when=how)
+        for future in done:
+            batch = inflight.pop(future)
+            if future.cancelled():
+                continue
+            try:
+                outcome = future.result()
+            except AuthError as exc:
+                if self.auth_error is None:
+                    self.auth_error = exc
+                    self.stop(f"{exc}; what was acknowledged is recorded")
+                continue
+            except DeliveryError as exc:
+                self._dead_letter(batch, "failed", str(exc))
+                continue
+            except Exception as exc:  # a bug: dead-letter the actions, go on, exit 4
+                what = unexpected(exc)
+                self.summary.add(internal_errors=1)
+                if self.internal_error is None:
+                    self.internal_error = what
+                self._dead_letter(batch, "internal_error", what)
+                continue
+            self._record(batch, outcome)
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+    def _record(self, batch: list[Pending], outcome: MembershipOutcome) -> None:
+        opts = self.options
+        delivered = outcome.delivered
+        if delivered and not opts.dry_run:
+            self.state.record(opts.audience_id, ((a.action, a.integration_id) for a in delivered),
+                              known="mirror" if opts.mode == "mirror" else None)
+        adds = sum(1 for a in delivered if a.action == ADD)
+        self.summary.add(added=adds, removed=len(delivered) - adds)
+        by_id = {p.integration_id: p for p in batch}
+        for action, exc in outcome.rejected:
+            if isinstance(exc, AudienceNotFound):
+                if self.not_found is None:
+                    self.not_found = exc
+                    self.stop(str(exc))
+                continue
+            self._dead_letter([by_id[action.integration_id]], "rejected", describe_rejection(exc))
+        for action, failure in outcome.failed:
+            self._dead_letter([by_id[action.integration_id]], "retries_exhausted", str(failure))
+
+    def _dead_letter(self, pending: list[Pending], reason: str, error: str) -> None:
+        count = len(pending)
+        kind = "rejected" if reason == "rejected" else "failed"
+        self.summary.add(dead_lettered=count, **{kind: count})
+        if self.dead_letters is None:
+            return
+        for p in pending:
+            action = MembershipAction(p.action, p.integration_id,  # type: ignore[arg-type]
+                                      self.options.audience_id)
+            self.dead_letters.write(action.as_json(), reason, error, self.where(p.source, p.line))
+        self.dead_letters.flush()
+
+    def _finish(self) -> None:
+        stats = self.client.stats.snapshot()
+        self.summary.requests = stats["requests"]
+        self.summary.retries = stats["retries"]
+        if self.dead_letters is not None:
+            self.dead_letters.close()
+            self.summary.dead_letter_file = self.dead_letters.path
+        if self.summary.read_done is None:
+            self.summary.mark_read()
+        self.summary.finish()
