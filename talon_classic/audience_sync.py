@@ -44,6 +44,7 @@ from talon_classic.exceptions import (
     AudienceNotFound,
     AuthError,
     DeliveryError,
+    InputError,
     RejectedError,
 )
 from talon_classic.members import read_members
@@ -249,6 +250,7 @@ class AudienceSync:
         self.phase = "reading"
         self.current_input: InputFile | None = None
         self._names: list[str] = []
+        self._truncated: list[str] = []
         self._warned = 0
         self._stopping = threading.Event()
 
@@ -257,7 +259,9 @@ class AudienceSync:
         """Read, compare, deliver; return the summary.
 
         Raises AudienceNotFound (nothing more is sent once Talon.One says the
-        audience does not exist) and InputError (an input cannot be read).
+        audience does not exist) and InputError (an input cannot be read, or
+        a mirror's list holds no id at all: that would empty the audience,
+        which ``clear`` does on purpose).
         KeyboardInterrupt stops the run after the requests in flight are
         answered and recorded, then propagates.
         """
@@ -265,7 +269,9 @@ class AudienceSync:
         try:
             self.state.start_list()
             self._read(list(paths), stdin)
+            self._check_list()
             table, removes = self._baseline()
+            removes = self._check_mirror(removes)
             plan = self.state.plan(opts.audience_id, opts.mode, table, removes)
             self.summary.to_add, self.summary.to_remove = plan.adds, plan.removes
             self.summary.unchanged = plan.unchanged
@@ -315,6 +321,8 @@ class AudienceSync:
             if member.reason == "blank":
                 summary.blank += 1
                 continue
+            if member.reason == "truncated_input":
+                self._truncated.append(self._names[member.source])
             summary.members_read += 1
             summary.invalid[member.reason] += 1
             self._report(f"{self.where(member.source, member.line)}: {member.reason}: "
@@ -364,11 +372,34 @@ class AudienceSync:
         known = self.state.is_known(opts.audience_id)
         if opts.mode == "mirror" and not known:
             self.summary.first_mirror = True
-            self.warn(f"audience {opts.audience_id}: no membership is recorded for it (first "
-                      "mirror) and no --from-talon, so this mirror can only add: members who "
-                      "are not in the list are not removed this time (later mirrors remove "
-                      "those who leave the list)")
+            why = ("no membership is recorded for it (first mirror)" if self.state.persistent
+                   else "nothing is recorded (no state database)")
+            self.warn(f"audience {opts.audience_id}: {why} and no --from-talon, so this mirror "
+                      "can only add: members who are not in the list are not removed this time"
+                      + (" (later mirrors remove those who leave the list)"
+                         if self.state.persistent else ""))
         return BASELINE_STATE, known
+
+    def _check_list(self) -> None:
+        """Refuse to mirror a list without a single id (InputError): it would empty the
+        audience, which ``audience clear`` does when that is what is meant."""
+        if self.options.mode == "mirror" and self.summary.distinct == 0:
+            raise InputError(
+                f"the member list holds no id ({self.summary.members_read:,} entries read, "
+                f"{sum(self.summary.invalid.values()):,} invalid): a mirror would remove every "
+                f"member; to empty audience {self.options.audience_id}, use "
+                "`talon-classic audience clear`")
+
+    def _check_mirror(self, removes: bool) -> bool:
+        """A mirror removes only when its list is whole: never after a cut-short input."""
+        if self.options.mode != "mirror" or not removes:
+            return removes
+        if self._truncated:
+            self.warn(f"{', '.join(dict.fromkeys(self._truncated))}: ends early, so members "
+                      "missing from it may only be missing from the file: this mirror only "
+                      "adds; fix the input and run it again to remove those who left")
+            return False
+        return True
 
     # -- 4. deliver ---------------------------------------------------------------
     def _deliver(self) -> None:
@@ -427,6 +458,8 @@ class AudienceSync:
                 self._dead_letter(batch, "failed", str(exc))
                 continue
             except Exception as exc:  # a bug: dead-letter the actions, go on, exit 4
+                if self._stopping.is_set():  # e.g. a dry run's output was closed: not a bug
+                    continue
                 what = unexpected(exc)
                 self.summary.add(internal_errors=1)
                 if self.internal_error is None:

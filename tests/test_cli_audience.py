@@ -485,3 +485,63 @@ def test_kill_9_during_a_sync_then_rerun_sends_only_what_is_left(talon_emulator_
     assert emu.stats()["audience_actions"] - before == report["added"] + report["removed"]
     assert report["first_mirror"] is False
     assert emu.audience_members(audience_id) == sorted(wanted)
+
+
+def test_a_mirror_of_an_empty_list_is_refused(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    sync(settings, "-", "--audience-id", audience_id, "--mode", "mirror", input="u1\n")
+    for text in ("", "\n\n", "   \n"):
+        result = sync(settings, "-", "--audience-id", audience_id, "--mode", "mirror",
+                      input=text)
+        assert result.exit_code == 2
+        assert "a mirror would remove every member" in result.stderr
+        assert "talon-classic audience clear" in result.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    result = sync(settings, str(bad), "--audience-id", audience_id, "--mode", "mirror")
+    assert result.exit_code == 2 and "(1 entries read, 1 invalid)" in result.stderr
+    assert emu.audience_members(int(audience_id)) == ["u1"]
+
+
+def test_a_mirror_of_a_cut_short_input_only_adds(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    everyone = [f"user{i}" for i in range(20_000)]
+    full = lines(tmp_path / "all.txt", everyone)
+    assert sync(settings, str(full), "--audience-id", audience_id, "--mode",
+                "mirror").exit_code == 0
+    data = gzip.compress(full.read_bytes())
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    result = cli("sync", "--settings", settings, str(cut), "--audience-id", audience_id,
+                 "--mode", "mirror", "--json")
+    got = summary(result)
+    assert got["removed"] == 0 and got["invalid_by_reason"] == {"truncated_input": 1}
+    assert "ends early" in result.stderr and "only adds" in result.stderr
+    assert len(emu.audience_members(int(audience_id))) == 20_000
+
+
+def test_no_state_mirror_says_it_can_only_add(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    result = cli("sync", "--settings", settings, "-", "--audience-id", audience_id, "--mode",
+                 "mirror", "--no-state", input="u1\n")
+    assert result.exit_code == 0
+    assert "nothing is recorded (no state database)" in result.stderr
+    assert "no state: nothing was recorded (--no-state)" in result.stdout
+
+
+def test_dry_run_into_a_closed_pipe_ends_quietly(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    members = lines(tmp_path / "m.txt", [f"u{i}" for i in range(20_000)])
+    proc = subprocess.Popen(_cli("sync", str(members), "--settings", settings, "--audience-id",
+                                 audience_id, "--mode", "add", "--dry-run"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"unexpected" not in err

@@ -18,8 +18,8 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -287,6 +287,36 @@ def list_audiences(settings_args: SettingsArgs, as_json: bool) -> None:
                    f"{row.integration_id or '-'}")
 
 
+class PipeOutput:
+    """Where a dry run writes its requests; a closed pipe (``| head``) stops the sync quietly."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.closed_pipe = False
+        self.on_closed: Callable[[], None] = lambda: None
+
+    def write(self, text: str) -> int:
+        """Write, or stop the sync if the reader went away."""
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            raise
+
+    def flush(self) -> None:
+        """Flush, or stop the sync if the reader went away."""
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._closed()
+            raise
+
+    def _closed(self) -> None:
+        if not self.closed_pipe:
+            self.closed_pipe = True
+            self.on_closed()
+
+
 class Progress:
     """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
 
@@ -403,6 +433,7 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
     4 an unexpected error, 130 interrupted (Ctrl-C).
     """
     from talon_classic.audience_sync import AudienceSync, SyncOptions
+    from talon_classic.cli.transform import silence_stdout
     from talon_classic.client import Client
     from talon_classic.deadletter_file import DeadLetters
     from talon_classic.files import open_private
@@ -428,6 +459,7 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
     interrupted = False
+    pipe: PipeOutput | None = None
     with contextlib.ExitStack() as stack:
         if management is not None:
             stack.callback(management.close)
@@ -437,8 +469,9 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
                 stream = stack.enter_context(open_private(output)) if output else sys.stdout
             except OSError as exc:
                 raise UsageFailure(f"{output}: cannot write: {exc.strerror}") from None
+            pipe = PipeOutput(stream)
             client = Client.dry_run(settings.application_domain or "", settings.api_key or "",
-                                    stream, concurrency=1)
+                                    pipe, concurrency=1)
         else:
             client = Client(settings.application_domain or "", settings.api_key or "",
                             concurrency=concurrency, rate_limit=rate_limit)
@@ -446,6 +479,8 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
         runner = AudienceSync(client, recorded, options, management=management,
                               dead_letters=DeadLetters(dead),
                               warn=(lambda _m: None) if quiet else warn, on_progress=progress)
+        if pipe is not None:
+            pipe.on_closed = lambda: runner.stop("the output was closed")
         try:
             summary = runner.run(paths)
         except KeyboardInterrupt:
@@ -467,6 +502,9 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
                                        "before is recorded") from None
         finally:
             progress.close()
+        if pipe is not None and pipe.closed_pipe:
+            silence_stdout()  # like `head` closing a pipe: no summary, no traceback
+            sys.exit(EXIT_OK)
     code = sync_exit_code(runner, interrupted)
     to_err = dry_run and not output
     if as_json:
