@@ -18,23 +18,32 @@ and the file is in WAL mode so both can use it at once. The tables here:
   audience is ``segment`` + its ``computation_id``), so it is created once.
 
 A list to sync is loaded into a temporary table and compared with the
-recorded membership in SQL (:meth:`AudienceState.plan`): a million ids are
-never held in Python, twice or even once. Temporary tables live in a
+recorded membership in SQL (:meth:`AudienceState.changes`): a million ids
+are never held in Python, twice or even once. Temporary tables live in a
 temporary file, so memory stays flat whatever the list's size.
 
+The changes stream out of one query while they are delivered, so delivery
+starts with the first thousand rather than after the whole diff. Two
+connections make that safe: the diff reads through one (holding the list's
+temporary tables; in WAL mode its query sees the database as it was when
+it started), and acknowledged actions are recorded through the other, each
+request's in its own transaction, as soon as it is acknowledged.
+
 Without a file (``--no-state``, or a dry run with no state yet) the same
-code runs on a private temporary database that is gone when closed.
+code runs on a private temporary database, deleted when closed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from talon_classic.audiences import ADD, DELETE
 from talon_classic.state import ensure_dir
@@ -67,13 +76,6 @@ CREATE TEMP TABLE IF NOT EXISTS sync_list (
 CREATE TEMP TABLE IF NOT EXISTS sync_talon (
     integration_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
-CREATE TEMP TABLE IF NOT EXISTS sync_pending (
-    seq INTEGER PRIMARY KEY,
-    action TEXT NOT NULL,
-    integration_id TEXT NOT NULL,
-    source INTEGER,
-    line INTEGER
-);
 """
 
 #: Where the membership a list is compared with comes from.
@@ -86,21 +88,10 @@ _CHUNK = 10_000
 _TEMP_CACHE_KIB = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a sync must send: counts of the adds and deletes queued, and what needs nothing."""
-
-    adds: int
-    removes: int
-    unchanged: int
-
-
-@dataclass(frozen=True)
-class Pending:
-    """One queued action: ``seq`` orders them; ``source``/``line`` say where in the list it came
+class Pending(NamedTuple):
+    """One action a sync must send: ``source``/``line`` say where in the list its id came
     from (None for a member a mirror removes because it is not in the list)."""
 
-    seq: int
     action: str
     integration_id: str
     source: int | None
@@ -122,20 +113,31 @@ class AudienceState:
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = Path(path) if path is not None else None
+        self._scratch: str | None = None
         if self.path is not None:
             ensure_dir(self.path.parent)
             if not self.path.exists():
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            file = os.fspath(self.path)
+        else:
+            self._scratch = tempfile.mkdtemp(prefix="talon-classic-state-")
+            file = os.path.join(self._scratch, "state.db")
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(os.fspath(self.path) if self.path is not None else "",
-                                   isolation_level=None, check_same_thread=False, timeout=30)
-        if self.path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA temp_store=FILE")
-        self._db.execute(f"PRAGMA temp.cache_size=-{_TEMP_CACHE_KIB}")
-        self._db.executescript(_SCHEMA)
-        self._db.executescript(_TEMP_SCHEMA)
+        # _main: the lasting tables, always a fresh view; _list: the list's temporary
+        # tables and the diff's query (see the module's docstring).
+        self._main = self._connect(file)
+        self._main.executescript(_SCHEMA)
+        self._list = self._connect(file)
+        self._list.execute("PRAGMA temp_store=FILE")
+        self._list.execute(f"PRAGMA temp.cache_size=-{_TEMP_CACHE_KIB}")
+        self._list.executescript(_TEMP_SCHEMA)
+
+    @staticmethod
+    def _connect(file: str) -> sqlite3.Connection:
+        db = sqlite3.connect(file, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     @property
     def persistent(self) -> bool:
@@ -145,7 +147,10 @@ class AudienceState:
     def close(self) -> None:
         """Close the database (a temporary one is deleted)."""
         with self._lock:
-            self._db.close()
+            self._list.close()
+            self._main.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> AudienceState:
         return self
@@ -156,26 +161,26 @@ class AudienceState:
     def _write(self, statements: Iterable[tuple[str, Iterable[tuple[object, ...]]]]) -> None:
         """Run ``(sql, rows)`` pairs (executemany) in one transaction."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._main.execute("BEGIN IMMEDIATE")
             try:
                 for sql, rows in statements:
-                    self._db.executemany(sql, rows)
-                self._db.execute("COMMIT")
+                    self._main.executemany(sql, rows)
+                self._main.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._main.execute("ROLLBACK")
                 raise
 
     # -- recorded memberships ---------------------------------------------------
     def is_known(self, audience_id: int) -> bool:
         """Is the recorded membership of ``audience_id`` taken as its whole membership?"""
         with self._lock:
-            return self._db.execute("SELECT 1 FROM audience_known WHERE audience_id = ?",
+            return self._main.execute("SELECT 1 FROM audience_known WHERE audience_id = ?",
                                     (audience_id,)).fetchone() is not None
 
     def known_source(self, audience_id: int) -> str | None:
         """Where the known membership started (``mirror``, ``talon``, ``clear``), or None."""
         with self._lock:
-            row = self._db.execute("SELECT source FROM audience_known WHERE audience_id = ?",
+            row = self._main.execute("SELECT source FROM audience_known WHERE audience_id = ?",
                                    (audience_id,)).fetchone()
         return row[0] if row else None
 
@@ -224,7 +229,7 @@ class AudienceState:
     def member_count(self, audience_id: int) -> int:
         """How many members are recorded for ``audience_id``."""
         with self._lock:
-            count: int = self._db.execute(
+            count: int = self._main.execute(
                 "SELECT COUNT(*) FROM audience_members WHERE audience_id = ?",
                 (audience_id,)).fetchone()[0]
         return count
@@ -234,7 +239,7 @@ class AudienceState:
         last = ""
         while True:
             with self._lock:
-                rows = self._db.execute(
+                rows = self._main.execute(
                     "SELECT integration_id FROM audience_members WHERE audience_id = ? AND "
                     "integration_id > ? ORDER BY integration_id LIMIT ?",
                     (audience_id, last, _CHUNK)).fetchall()
@@ -248,22 +253,12 @@ class AudienceState:
     def start_list(self) -> None:
         """Empty the temporary tables of a previous sync on this connection."""
         with self._lock:
-            self._db.executescript("DELETE FROM temp.sync_list; DELETE FROM temp.sync_talon; "
-                                   "DELETE FROM temp.sync_pending;")
+            self._list.executescript("DELETE FROM temp.sync_list; DELETE FROM temp.sync_talon;")
 
     def add_to_list(self, rows: list[tuple[str, int, int]]) -> int:
         """Load ``(integration_id, source, line)`` rows; return how many were new (not duplicates)."""
-        with self._lock:
-            before = self._db.total_changes
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT OR IGNORE INTO temp.sync_list (integration_id, "
-                                     "source, line) VALUES (?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return self._db.total_changes - before
+        return self._load("INSERT OR IGNORE INTO temp.sync_list (integration_id, source, line) "
+                          "VALUES (?, ?, ?)", rows)
 
     def add_talon_members(self, ids: Iterable[str]) -> int:
         """Load members read from Talon.One into the temporary baseline; return how many."""
@@ -272,109 +267,101 @@ class AudienceState:
         for iid in ids:
             chunk.append((iid,))
             if len(chunk) >= _CHUNK:
-                total += self._load_talon(chunk)
+                total += self._load("INSERT OR IGNORE INTO temp.sync_talon (integration_id) "
+                                    "VALUES (?)", chunk)
                 chunk = []
         if chunk:
-            total += self._load_talon(chunk)
+            total += self._load("INSERT OR IGNORE INTO temp.sync_talon (integration_id) "
+                                "VALUES (?)", chunk)
         return total
 
-    def _load_talon(self, rows: list[tuple[str]]) -> int:
+    def _load(self, sql: str, rows: list[tuple[str, int, int]] | list[tuple[str]]) -> int:
         with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO temp.sync_talon (integration_id) "
-                                 "VALUES (?)", rows)
-            self._db.execute("COMMIT")
-        return len(rows)
+            db = self._list
+            before = db.total_changes
+            db.execute("BEGIN")
+            try:
+                db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return db.total_changes - before
 
     def adopt_talon(self, audience_id: int) -> None:
         """Replace the recorded membership with what was read from Talon.One, and know it."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._list  # where the temporary baseline is
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("DELETE FROM audience_members WHERE audience_id = ?",
-                                 (audience_id,))
-                self._db.execute("INSERT INTO audience_members (audience_id, integration_id) "
-                                 "SELECT ?, integration_id FROM temp.sync_talon", (audience_id,))
-                self._db.execute("DELETE FROM audience_known WHERE audience_id = ?",
-                                 (audience_id,))
-                self._db.execute("INSERT INTO audience_known (audience_id, source, since) "
-                                 "VALUES (?, 'talon', ?)", (audience_id, _now()))
-                self._db.execute("COMMIT")
+                db.execute("DELETE FROM audience_members WHERE audience_id = ?", (audience_id,))
+                db.execute("INSERT INTO audience_members (audience_id, integration_id) "
+                           "SELECT ?, integration_id FROM temp.sync_talon", (audience_id,))
+                db.execute("DELETE FROM audience_known WHERE audience_id = ?", (audience_id,))
+                db.execute("INSERT INTO audience_known (audience_id, source, since) "
+                           "VALUES (?, 'talon', ?)", (audience_id, _now()))
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
 
-    def plan(self, audience_id: int, mode: str, baseline: str = BASELINE_STATE,
-             removes: bool = True) -> Plan:
-        """Queue what the loaded list needs against ``baseline``, in SQL; return the counts.
+    def listed(self) -> int:
+        """How many distinct ids the loaded list holds."""
+        with self._lock:
+            count: int = self._list.execute("SELECT COUNT(*) FROM temp.sync_list").fetchone()[0]
+        return count
+
+    def changes(self, audience_id: int, mode: str, baseline: str = BASELINE_STATE,
+                removes: bool = True, batch_size: int = 1000) -> Iterator[list[Pending]]:
+        """What the loaded list needs against ``baseline``, in batches, computed as they go.
 
         ``mode`` ``add``: the listed ids not in the baseline. ``remove``: the
         listed ids in it (every listed id when ``removes`` is False, i.e. the
         baseline is not the whole membership). ``mirror``: both ways; the
         members to remove only when ``removes`` (otherwise it can only add).
-        Adds come first, each kind in id order.
+        Adds come first, each kind in id order. One query, read
+        ``batch_size`` rows at a time: recording acknowledged actions while
+        it runs (through the other connection) changes nothing it returns.
         """
         if baseline == BASELINE_TALON:
             base = "temp.sync_talon b WHERE b.integration_id = l.integration_id"
             members = "SELECT b.integration_id FROM temp.sync_talon b"
         else:
-            base = ("audience_members b WHERE b.audience_id = :aid AND "
+            base = ("main.audience_members b WHERE b.audience_id = :aid AND "
                     "b.integration_id = l.integration_id")
-            members = "SELECT b.integration_id FROM audience_members b WHERE b.audience_id = :aid"
-        params = {"aid": audience_id, "add": ADD, "delete": DELETE}
+            members = ("SELECT b.integration_id FROM main.audience_members b "
+                       "WHERE b.audience_id = :aid")
+        parts = []
+        if mode in ("add", "mirror"):
+            parts.append("SELECT :add, l.integration_id, l.source, l.line FROM temp.sync_list l "
+                         f"WHERE NOT EXISTS (SELECT 1 FROM {base})")
+        if mode == "remove":
+            where = f"WHERE EXISTS (SELECT 1 FROM {base})" if removes else ""
+            parts.append("SELECT :delete, l.integration_id, l.source, l.line FROM "
+                         f"temp.sync_list l {where}")
+        elif mode == "mirror" and removes:
+            parts.append(f"SELECT :delete, m.integration_id, NULL, NULL FROM ({members}) m "
+                         "WHERE NOT EXISTS (SELECT 1 FROM temp.sync_list l "
+                         "WHERE l.integration_id = m.integration_id)")
         with self._lock:
-            db = self._db
-            db.execute("DELETE FROM temp.sync_pending")
-            db.execute("BEGIN")
-            try:
-                if mode in ("add", "mirror"):
-                    db.execute("INSERT INTO temp.sync_pending (action, integration_id, source, "
-                               "line) SELECT :add, l.integration_id, l.source, l.line FROM "
-                               f"temp.sync_list l WHERE NOT EXISTS (SELECT 1 FROM {base})",
-                               params)
-                adds = db.execute("SELECT COUNT(*) FROM temp.sync_pending").fetchone()[0]
-                if mode == "remove":
-                    where = f"WHERE EXISTS (SELECT 1 FROM {base})" if removes else ""
-                    db.execute("INSERT INTO temp.sync_pending (action, integration_id, source, "
-                               "line) SELECT :delete, l.integration_id, l.source, l.line FROM "
-                               f"temp.sync_list l {where}", params)
-                elif mode == "mirror" and removes:
-                    db.execute("INSERT INTO temp.sync_pending (action, integration_id) "
-                               f"SELECT :delete, m.integration_id FROM ({members}) m WHERE NOT "
-                               "EXISTS (SELECT 1 FROM temp.sync_list l WHERE l.integration_id "
-                               "= m.integration_id)", params)
-                total = db.execute("SELECT COUNT(*) FROM temp.sync_pending").fetchone()[0]
-                listed = db.execute("SELECT COUNT(*) FROM temp.sync_list").fetchone()[0]
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        removed = total - adds
-        unchanged = listed - adds if mode != "remove" else listed - removed
-        return Plan(adds, removed, unchanged)
-
-    def pending(self, batch_size: int) -> Iterator[list[Pending]]:
-        """The queued actions in batches of ``batch_size``, in order.
-
-        Each batch is one finished query, so recording acknowledged actions
-        between batches (on this connection) is safe.
-        """
-        last = 0
-        while True:
+            cursor = self._list.execute(" UNION ALL ".join(parts),
+                                        {"aid": audience_id, "add": ADD, "delete": DELETE})
+        try:
+            while True:
+                with self._lock:
+                    rows = cursor.fetchmany(batch_size)
+                if not rows:
+                    return
+                yield [Pending(*row) for row in rows]
+        finally:
             with self._lock:
-                rows = self._db.execute(
-                    "SELECT seq, action, integration_id, source, line FROM temp.sync_pending "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch_size)).fetchall()
-            if not rows:
-                return
-            yield [Pending(*row) for row in rows]
-            last = rows[-1][0]
+                cursor.close()
 
     # -- audiences created for another platform's ------------------------------
     def audience_id_for(self, integration: str, integration_id: str) -> int | None:
         """The remembered Talon.One id of ``integration``'s audience ``integration_id``, or None."""
         with self._lock:
-            row = self._db.execute("SELECT audience_id FROM audience_ids WHERE integration = ? "
+            row = self._main.execute("SELECT audience_id FROM audience_ids WHERE integration = ? "
                                    "AND integration_id = ?",
                                    (integration, integration_id)).fetchone()
         return row[0] if row else None

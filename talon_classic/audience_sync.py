@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -104,9 +104,11 @@ class SyncSummary:
         self.duplicates = 0
         self.baseline = BASELINE_STATE
         self.first_mirror = False
+        #: Actions queued so far (all of them, unless the sync stopped early).
         self.to_add = 0
         self.to_remove = 0
-        self.unchanged = 0
+        #: Listed ids that needed nothing; None until the whole diff was seen.
+        self.unchanged: int | None = None
         self.added = 0
         self.removed = 0
         self.requests = 0
@@ -130,7 +132,7 @@ class SyncSummary:
                 setattr(self, key, getattr(self, key) + value)
 
     def mark_read(self) -> None:
-        """Reading and planning are done: delivery starts."""
+        """Reading (the list, and Talon.One's membership) is done: diff and delivery start."""
         self.read_done = self._clock()
 
     def finish(self) -> None:
@@ -144,7 +146,7 @@ class SyncSummary:
 
     @property
     def delivery_seconds(self) -> float:
-        """Seconds from the end of reading (and planning) to the end."""
+        """Seconds from the end of reading to the end: the diff and the delivery."""
         end = self.finished if self.finished is not None else self._clock()
         return end - (self.read_done if self.read_done is not None else end)
 
@@ -197,7 +199,8 @@ class SyncSummary:
             + (f"  (of {d['to_add']:,})" if d["added"] != d["to_add"] else ""),
             f"removed            {d['removed']:>12,}"
             + (f"  (of {d['to_remove']:,})" if d["removed"] != d["to_remove"] else ""),
-            f"unchanged          {d['unchanged']:>12,}",
+            "unchanged          "
+            + (f"{d['unchanged']:>12,}" if d["unchanged"] is not None else f"{'-':>12}"),
             f"requests sent      {d['requests']:>12,}  (retries {d['retries']:,})",
             f"rejected           {d['rejected']:>12,}  actions",
         ]
@@ -213,7 +216,7 @@ class SyncSummary:
                          "actions are dead-lettered (a bug: please report it)")
         rate = f"{d['actions_per_s']:,.0f} actions/s" if d["actions_per_s"] else "-"
         lines.append(f"elapsed            {d['elapsed_s']:>11.2f}s  (reading {d['read_s']:.2f}s, "
-                     f"delivering {d['delivery_s']:.2f}s at {rate})")
+                     f"comparing and delivering {d['delivery_s']:.2f}s at {rate})")
         if d["stopped"]:
             lines.append(f"stopped early: {d['stopped']}")
         return "\n".join(lines)
@@ -272,12 +275,13 @@ class AudienceSync:
             self._check_list()
             table, removes = self._baseline()
             removes = self._check_mirror(removes)
-            plan = self.state.plan(opts.audience_id, opts.mode, table, removes)
-            self.summary.to_add, self.summary.to_remove = plan.adds, plan.removes
-            self.summary.unchanged = plan.unchanged
             self.summary.mark_read()
             self.phase = "delivering"
-            self._deliver()
+            exhausted = self._deliver(self.state.changes(opts.audience_id, opts.mode, table,
+                                                         removes, opts.batch_size))
+            if exhausted:
+                queued = self.summary.to_remove if opts.mode == "remove" else self.summary.to_add
+                self.summary.unchanged = self.summary.distinct - queued
             if self.not_found is not None:
                 raise self.not_found
             if (opts.mode == "mirror" and not opts.dry_run and self.auth_error is None
@@ -402,19 +406,28 @@ class AudienceSync:
         return True
 
     # -- 4. deliver ---------------------------------------------------------------
-    def _deliver(self) -> None:
+    def _deliver(self, changes: Iterator[list[Pending]]) -> bool:
+        """Send every batch of ``changes``, ``concurrency`` at a time; record each answer.
+
+        Returns whether every change was seen (False when the sync stopped early).
+        """
         opts = self.options
         inflight: dict[Future[MembershipOutcome], list[Pending]] = {}
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-audience")
+        exhausted = False
         try:
-            for batch in self.state.pending(opts.batch_size):
+            for batch in changes:
                 while len(inflight) >= opts.concurrency:
                     self._collect(inflight, FIRST_COMPLETED)
                 if self._halted:
                     break
+                adds = sum(1 for p in batch if p.action == ADD)
+                self.summary.add(to_add=adds, to_remove=len(batch) - adds)
                 actions = [MembershipAction(p.action, p.integration_id,  # type: ignore[arg-type]
                                             opts.audience_id) for p in batch]
                 inflight[executor.submit(self.client.update_memberships, actions)] = batch
+            else:
+                exhausted = True
             while inflight:
                 self._collect(inflight, FIRST_COMPLETED)
         except KeyboardInterrupt:
@@ -426,11 +439,15 @@ class AudienceSync:
                 future.cancel()
             raise
         finally:
+            close = getattr(changes, "close", None)
+            if close is not None:
+                close()  # ends the diff's query, so its snapshot is released
             try:
                 while inflight:  # answers of requests in flight are still recorded
-                    self._collect(inflight, FIRST_COMPLETED, cancelled_ok=True)
+                    self._collect(inflight, FIRST_COMPLETED)
             finally:
                 executor.shutdown(wait=True, cancel_futures=True)
+        return exhausted and not self._halted
 
     @property
     def _persistent(self) -> bool:
@@ -441,7 +458,7 @@ class AudienceSync:
         return self._stopping.is_set() or self.auth_error is not None or self.not_found is not None
 
     def _collect(self, inflight: dict[Future[MembershipOutcome], list[Pending]],
-                 how: str, cancelled_ok: bool = False) -> None:
+                 how: str) -> None:
         done, _ = wait(list(inflight), return_when=how)
         for future in done:
             batch = inflight.pop(future)

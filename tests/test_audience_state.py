@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from talon_classic.audience_state import BASELINE_TALON, AudienceState, Plan
+from talon_classic.audience_state import BASELINE_TALON, AudienceState
 
 
 def load(state: AudienceState, ids) -> None:
@@ -16,8 +16,9 @@ def load(state: AudienceState, ids) -> None:
     state.add_to_list([(iid, 0, n) for n, iid in enumerate(ids, 1)])
 
 
-def queued(state: AudienceState) -> list[tuple[str, str]]:
-    return [(p.action, p.integration_id) for batch in state.pending(2) for p in batch]
+def changes(state: AudienceState, *args, **kw) -> list[tuple[str, str]]:
+    return [(p.action, p.integration_id) for batch in state.changes(*args, batch_size=2, **kw)
+            for p in batch]
 
 
 @pytest.fixture()
@@ -32,29 +33,28 @@ def test_add_to_list_counts_duplicates_once(state: AudienceState) -> None:
     assert state.add_to_list([("b", 1, 1), ("c", 1, 2)]) == 1
 
 
-def test_mirror_plans_both_ways_in_id_order(state: AudienceState) -> None:
+def test_mirror_changes_both_ways_in_id_order(state: AudienceState) -> None:
     state.record(7, [("add", "a"), ("add", "b"), ("add", "c")], known="mirror")
     load(state, ["d", "b", "a", "e"])
-    assert state.plan(7, "mirror") == Plan(adds=2, removes=1, unchanged=2)
-    assert queued(state) == [("add", "d"), ("add", "e"), ("delete", "c")]
+    assert changes(state, 7, "mirror") == [("add", "d"), ("add", "e"), ("delete", "c")]
     # an unknown membership: it can only add
-    assert state.plan(7, "mirror", removes=False) == Plan(adds=2, removes=0, unchanged=2)
+    assert changes(state, 7, "mirror", removes=False) == [("add", "d"), ("add", "e")]
+    assert state.listed() == 4
 
 
-def test_add_and_remove_plans(state: AudienceState) -> None:
+def test_add_and_remove_changes(state: AudienceState) -> None:
     state.record(7, [("add", "a"), ("add", "b")])
     load(state, ["a", "x"])
-    assert state.plan(7, "add") == Plan(1, 0, 1) and queued(state) == [("add", "x")]
-    assert state.plan(7, "remove") == Plan(0, 1, 1) and queued(state) == [("delete", "a")]
-    assert state.plan(7, "remove", removes=False) == Plan(0, 2, 0)
-    assert queued(state) == [("delete", "a"), ("delete", "x")]
+    assert changes(state, 7, "add") == [("add", "x")]
+    assert changes(state, 7, "remove") == [("delete", "a")]
+    assert changes(state, 7, "remove", removes=False) == [("delete", "a"), ("delete", "x")]
 
 
 def test_audiences_are_kept_apart(state: AudienceState) -> None:
     state.record(1, [("add", "a")])
     state.record(2, [("add", "b")])
     load(state, ["a"])
-    assert state.plan(2, "mirror") == Plan(1, 1, 0)
+    assert changes(state, 2, "mirror") == [("add", "a"), ("delete", "b")]
     assert state.member_count(1) == 1 and list(state.members(2)) == ["b"]
 
 
@@ -63,8 +63,7 @@ def test_a_talon_baseline_is_compared_without_touching_the_record(state: Audienc
     state.start_list()
     state.add_talon_members(["theirs", "both"])
     state.add_to_list([("both", 0, 1), ("new", 0, 2)])
-    assert state.plan(7, "mirror", BASELINE_TALON) == Plan(1, 1, 1)
-    assert queued(state) == [("add", "new"), ("delete", "theirs")]
+    assert changes(state, 7, "mirror", BASELINE_TALON) == [("add", "new"), ("delete", "theirs")]
     assert list(state.members(7)) == ["mine"]
     state.adopt_talon(7)
     assert list(state.members(7)) == ["both", "theirs"]
@@ -86,15 +85,33 @@ def test_record_reset_forget_and_known(state: AudienceState) -> None:
     assert not state.is_known(3) and state.audience_id_for("segment", "aud_1") is None
 
 
-def test_pending_batches_survive_recording_between_them(state: AudienceState) -> None:
+def test_recording_while_the_diff_streams_changes_nothing_it_returns(
+        state: AudienceState) -> None:
+    state.record(1, [("add", f"old{i:04d}") for i in range(1500)], known="mirror")
     load(state, [f"u{i:04d}" for i in range(2500)])
-    assert state.plan(1, "mirror").adds == 2500
-    seen = 0
-    for batch in state.pending(1000):
-        seen += len(batch)
-        state.record(1, [(p.action, p.integration_id) for p in batch], known="mirror")
-    assert seen == 2500 and state.member_count(1) == 2500
-    assert [p.line for p in next(state.pending(3))] == [1, 2, 3]
+    seen: list[tuple[str, str, int | None]] = []
+    for batch in state.changes(1, "mirror", batch_size=1000):
+        seen += [(p.action, p.integration_id, p.line) for p in batch]
+        state.record(1, [(p.action, p.integration_id) for p in batch])
+    assert [s for s in seen if s[0] == "add"] == [
+        ("add", f"u{i:04d}", i + 1) for i in range(2500)]
+    assert [s[1] for s in seen if s[0] == "delete"] == [f"old{i:04d}" for i in range(1500)]
+    assert all(s[2] is None for s in seen if s[0] == "delete")
+    assert state.member_count(1) == 2500
+
+
+def test_an_abandoned_diff_releases_its_snapshot(state: AudienceState) -> None:
+    load(state, [f"u{i}" for i in range(50)])
+    stream = state.changes(1, "add", batch_size=10)
+    next(stream)
+    state.record(1, [("add", "late")])
+
+    def seen_by_the_diffs_connection() -> int:
+        return state._list.execute("SELECT COUNT(*) FROM main.audience_members").fetchone()[0]
+
+    assert seen_by_the_diffs_connection() == 0  # the diff reads the database as it started
+    stream.close()
+    assert seen_by_the_diffs_connection() == 1  # released: the WAL can be checkpointed again
 
 
 def test_audience_ids(state: AudienceState) -> None:
@@ -134,5 +151,8 @@ def test_no_path_is_a_temporary_database(tmp_path: Path) -> None:
         assert not state.persistent
         state.record(1, [("add", "a")])
         assert state.member_count(1) == 1
+        scratch = state._scratch
+        assert scratch is not None and os.path.isdir(scratch)
+    assert not os.path.exists(scratch)
     with AudienceState(None) as again:
         assert again.member_count(1) == 0

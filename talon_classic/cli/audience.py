@@ -334,8 +334,7 @@ class Progress:
         if sync.phase == "delivering":
             seconds = s.delivery_seconds
             rate = (s.added + s.removed) / seconds if seconds > 0 else 0.0
-            text = (f"added {s.added:,}/{s.to_add:,}  removed {s.removed:,}/{s.to_remove:,}  "
-                    f"{rate:,.0f} actions/s")
+            text = f"added {s.added:,}  removed {s.removed:,}  {rate:,.0f} actions/s"
         else:
             text = f"{s.members_read:,} members read"
             source = sync.current_input
