@@ -122,7 +122,10 @@ class AudienceState:
         else:
             self._scratch = tempfile.mkdtemp(prefix="talon-classic-state-")
             file = os.path.join(self._scratch, "state.db")
+        # One lock per connection: a long step of the diff (on _list, perhaps in another
+        # thread) must not hold up recording (on _main).
         self._lock = threading.RLock()
+        self._list_lock = threading.RLock()
         # _main: the lasting tables, always a fresh view; _list: the list's temporary
         # tables and the diff's query (see the module's docstring).
         self._main = self._connect(file)
@@ -146,7 +149,7 @@ class AudienceState:
 
     def close(self) -> None:
         """Close the database (a temporary one is deleted)."""
-        with self._lock:
+        with self._list_lock, self._lock:
             self._list.close()
             self._main.close()
         if self._scratch is not None:
@@ -252,7 +255,7 @@ class AudienceState:
     # -- a list to sync ---------------------------------------------------------
     def start_list(self) -> None:
         """Empty the temporary tables of a previous sync on this connection."""
-        with self._lock:
+        with self._list_lock:
             self._list.executescript("DELETE FROM temp.sync_list; DELETE FROM temp.sync_talon;")
 
     def add_to_list(self, rows: list[tuple[str, int, int]]) -> int:
@@ -276,7 +279,7 @@ class AudienceState:
         return total
 
     def _load(self, sql: str, rows: list[tuple[str, int, int]] | list[tuple[str]]) -> int:
-        with self._lock:
+        with self._list_lock:
             db = self._list
             before = db.total_changes
             db.execute("BEGIN")
@@ -290,7 +293,7 @@ class AudienceState:
 
     def adopt_talon(self, audience_id: int) -> None:
         """Replace the recorded membership with what was read from Talon.One, and know it."""
-        with self._lock:
+        with self._list_lock:
             db = self._list  # where the temporary baseline is
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -307,7 +310,7 @@ class AudienceState:
 
     def listed(self) -> int:
         """How many distinct ids the loaded list holds."""
-        with self._lock:
+        with self._list_lock:
             count: int = self._list.execute("SELECT COUNT(*) FROM temp.sync_list").fetchone()[0]
         return count
 
@@ -319,9 +322,10 @@ class AudienceState:
         listed ids in it (every listed id when ``removes`` is False, i.e. the
         baseline is not the whole membership). ``mirror``: both ways; the
         members to remove only when ``removes`` (otherwise it can only add).
-        Adds come first, each kind in id order. One query, read
-        ``batch_size`` rows at a time: recording acknowledged actions while
-        it runs (through the other connection) changes nothing it returns.
+        Removes come first, then adds, each kind in id order. One query,
+        read ``batch_size`` rows at a time: recording acknowledged actions
+        while it runs (through the other connection) changes nothing it
+        returns. It may run in another thread than the one recording.
         """
         if baseline == BASELINE_TALON:
             base = "temp.sync_talon b WHERE b.integration_id = l.integration_id"
@@ -332,9 +336,6 @@ class AudienceState:
             members = ("SELECT b.integration_id FROM main.audience_members b "
                        "WHERE b.audience_id = :aid")
         parts = []
-        if mode in ("add", "mirror"):
-            parts.append("SELECT :add, l.integration_id, l.source, l.line FROM temp.sync_list l "
-                         f"WHERE NOT EXISTS (SELECT 1 FROM {base})")
         if mode == "remove":
             where = f"WHERE EXISTS (SELECT 1 FROM {base})" if removes else ""
             parts.append("SELECT :delete, l.integration_id, l.source, l.line FROM "
@@ -343,18 +344,21 @@ class AudienceState:
             parts.append(f"SELECT :delete, m.integration_id, NULL, NULL FROM ({members}) m "
                          "WHERE NOT EXISTS (SELECT 1 FROM temp.sync_list l "
                          "WHERE l.integration_id = m.integration_id)")
-        with self._lock:
+        if mode in ("add", "mirror"):
+            parts.append("SELECT :add, l.integration_id, l.source, l.line FROM temp.sync_list l "
+                         f"WHERE NOT EXISTS (SELECT 1 FROM {base})")
+        with self._list_lock:
             cursor = self._list.execute(" UNION ALL ".join(parts),
                                         {"aid": audience_id, "add": ADD, "delete": DELETE})
         try:
             while True:
-                with self._lock:
+                with self._list_lock:
                     rows = cursor.fetchmany(batch_size)
                 if not rows:
                     return
                 yield [Pending(*row) for row in rows]
         finally:
-            with self._lock:
+            with self._list_lock:
                 cursor.close()
 
     # -- audiences created for another platform's ------------------------------

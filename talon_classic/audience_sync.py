@@ -28,6 +28,7 @@ An authentication failure stops it too (:attr:`AudienceSync.auth_error`).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -62,6 +63,8 @@ MAX_BATCH = 1000
 #: Bad entries reported one by one; the rest are only counted.
 MAX_WARNINGS = 20
 _LOAD_CHUNK = 10_000
+#: Batches the diff may compute ahead of the delivery (a bounded queue: memory stays flat).
+PREFETCH = 128
 
 
 @dataclass
@@ -256,6 +259,7 @@ class AudienceSync:
         self._truncated: list[str] = []
         self._warned = 0
         self._stopping = threading.Event()
+        self._flags = threading.RLock()
 
     # -- the run ------------------------------------------------------------------
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> SyncSummary:
@@ -277,8 +281,8 @@ class AudienceSync:
             removes = self._check_mirror(removes)
             self.summary.mark_read()
             self.phase = "delivering"
-            exhausted = self._deliver(self.state.changes(opts.audience_id, opts.mode, table,
-                                                         removes, opts.batch_size))
+            exhausted = self._deliver(Prefetch(self.state.changes(
+                opts.audience_id, opts.mode, table, removes, opts.batch_size), PREFETCH))
             if exhausted:
                 queued = self.summary.to_remove if opts.mode == "remove" else self.summary.to_add
                 self.summary.unchanged = self.summary.distinct - queued
@@ -293,9 +297,10 @@ class AudienceSync:
 
     def stop(self, reason: str) -> None:
         """Send no more requests (from any thread); the first reason is kept."""
-        if self.summary.stopped is None:
-            self.summary.stopped = reason
-        self._stopping.set()
+        with self._flags:
+            if self.summary.stopped is None:
+                self.summary.stopped = reason
+            self._stopping.set()
 
     def where(self, source: int | None, line: int | None) -> str:
         """``file:line`` of a listed id, or why an action has none."""
@@ -406,13 +411,13 @@ class AudienceSync:
         return True
 
     # -- 4. deliver ---------------------------------------------------------------
-    def _deliver(self, changes: Iterator[list[Pending]]) -> bool:
+    def _deliver(self, changes: Prefetch) -> bool:
         """Send every batch of ``changes``, ``concurrency`` at a time; record each answer.
 
         Returns whether every change was seen (False when the sync stopped early).
         """
         opts = self.options
-        inflight: dict[Future[MembershipOutcome], list[Pending]] = {}
+        inflight: dict[Future[None], list[Pending]] = {}
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-audience")
         exhausted = False
         try:
@@ -423,9 +428,7 @@ class AudienceSync:
                     break
                 adds = sum(1 for p in batch if p.action == ADD)
                 self.summary.add(to_add=adds, to_remove=len(batch) - adds)
-                actions = [MembershipAction(p.action, p.integration_id,  # type: ignore[arg-type]
-                                            opts.audience_id) for p in batch]
-                inflight[executor.submit(self.client.update_memberships, actions)] = batch
+                inflight[executor.submit(self._send, batch)] = batch
             else:
                 exhausted = True
             while inflight:
@@ -439,9 +442,7 @@ class AudienceSync:
                 future.cancel()
             raise
         finally:
-            close = getattr(changes, "close", None)
-            if close is not None:
-                close()  # ends the diff's query, so its snapshot is released
+            changes.close()  # ends the diff's query, so its snapshot is released
             try:
                 while inflight:  # answers of requests in flight are still recorded
                     self._collect(inflight, FIRST_COMPLETED)
@@ -457,35 +458,58 @@ class AudienceSync:
     def _halted(self) -> bool:
         return self._stopping.is_set() or self.auth_error is not None or self.not_found is not None
 
-    def _collect(self, inflight: dict[Future[MembershipOutcome], list[Pending]],
-                 how: str) -> None:
+    def _collect(self, inflight: dict[Future[None], list[Pending]], how: str) -> None:
+        """Wait for requests in flight; what each failure means (their successes are
+        recorded by the worker that sent them, see :meth:`_send`)."""
         done, _ = wait(list(inflight), return_when=how)
         for future in done:
             batch = inflight.pop(future)
             if future.cancelled():
                 continue
             try:
-                outcome = future.result()
+                future.result()
             except AuthError as exc:
-                if self.auth_error is None:
-                    self.auth_error = exc
-                    self.stop(f"{exc}; what was acknowledged is recorded")
-                continue
+                with self._flags:
+                    if self.auth_error is None:
+                        self.auth_error = exc
+                        self.stop(f"{exc}; what was acknowledged is recorded")
             except DeliveryError as exc:
                 self._dead_letter(batch, "failed", str(exc))
-                continue
+            except _RecordFailed as exc:  # delivered, but the state cannot say so: stop
+                what = unexpected(exc.cause)
+                with self._flags:
+                    if self.internal_error is None:
+                        self.internal_error = what
+                self.summary.add(internal_errors=1)
+                self.stop(f"cannot record an acknowledged request ({what}); a rerun sends "
+                          "its actions again")
             except Exception as exc:  # a bug: dead-letter the actions, go on, exit 4
                 if self._stopping.is_set():  # e.g. a dry run's output was closed: not a bug
                     continue
                 what = unexpected(exc)
                 self.summary.add(internal_errors=1)
-                if self.internal_error is None:
-                    self.internal_error = what
+                with self._flags:
+                    if self.internal_error is None:
+                        self.internal_error = what
                 self._dead_letter(batch, "internal_error", what)
-                continue
-            self._record(batch, outcome)
         if self.on_progress is not None:
             self.on_progress(self)
+
+    def _send(self, batch: list[Pending]) -> None:
+        """In a worker: send one batch, then record what Talon.One acknowledged at once.
+
+        Recording here, not in the main thread, keeps the main thread free to
+        keep requests in flight. A failure to record is raised as
+        :class:`_RecordFailed` (the actions were delivered: never dead-lettered).
+        """
+        audience_id = self.options.audience_id
+        outcome = self.client.update_memberships(
+            [MembershipAction(p.action, p.integration_id, audience_id)  # type: ignore[arg-type]
+             for p in batch])
+        try:
+            self._record(batch, outcome)
+        except Exception as exc:
+            raise _RecordFailed(exc) from None
 
     def _record(self, batch: list[Pending], outcome: MembershipOutcome) -> None:
         opts = self.options
@@ -498,9 +522,10 @@ class AudienceSync:
         by_id = {p.integration_id: p for p in batch}
         for action, exc in outcome.rejected:
             if isinstance(exc, AudienceNotFound):
-                if self.not_found is None:
-                    self.not_found = exc
-                    self.stop(str(exc))
+                with self._flags:
+                    if self.not_found is None:
+                        self.not_found = exc
+                        self.stop(str(exc))
                 continue
             self._dead_letter([by_id[action.integration_id]], "rejected", describe_rejection(exc))
         for action, failure in outcome.failed:
@@ -528,3 +553,74 @@ class AudienceSync:
         if self.summary.read_done is None:
             self.summary.mark_read()
         self.summary.finish()
+
+
+class _RecordFailed(Exception):
+    """Delivered, but recording it in the state database failed."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class Prefetch:
+    """Runs an iterator of batches (the diff's query) in its own thread, up to ``depth`` ahead.
+
+    SQLite works without the GIL, so the diff goes on while the main thread
+    sends and records; the bounded queue keeps memory flat. The iterator is
+    consumed and closed in that thread only (a generator cannot be closed
+    from another while it runs). An error in it is raised where the batches
+    are taken.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator[list[Pending]], depth: int) -> None:
+        self._source = source
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="talon-audience-diff",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for batch in self._source:
+                if not self._put(batch):
+                    break
+        except BaseException as exc:  # handed to the consumer
+            self._error = exc
+        finally:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
+            self._put(self._END)
+
+    def __iter__(self) -> Iterator[list[Pending]]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop the diff (if it is still running) and wait for its thread."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()

@@ -170,5 +170,23 @@ def test_a_dry_run_from_talon_compares_but_adopts_nothing(talon_emulator, audien
         assert (summary.added, summary.removed, summary.baseline) == (1, 1, "talon")
         assert state.member_count(audience) == 0 and not state.is_known(audience)
     (request,) = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert [a["action"] for a in request["body"]["data"]] == ["add", "delete"]
+    assert [a["action"] for a in request["body"]["data"]] == ["delete", "add"]
     assert talon_emulator.audience_members(audience) == ["theirs"]
+
+
+def test_a_state_that_cannot_record_stops_the_sync_without_dead_letters(
+        talon_emulator, audience, tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    with AudienceState(None) as state:
+        def full(*_a, **_k):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(state, "record", full)
+        sync, summary = run_sync(talon_emulator, state, audience, [f"u{i}" for i in range(30)],
+                                 batch_size=10, concurrency=1, dead_letters=dead)
+    assert "cannot record an acknowledged request" in (summary.stopped or "")
+    assert sync.internal_error and "disk is full" in sync.internal_error
+    assert summary.dead_lettered == 0 and not (tmp_path / "dead.jsonl").exists()
+    assert len(talon_emulator.audience_members(audience)) == 10  # delivered, then stopped
