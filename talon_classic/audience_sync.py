@@ -8,17 +8,20 @@
 2. **Baseline**: the audience's membership as last acknowledged (the state
    database), or, with ``from_talon``, as Talon.One has it now (the
    Management API, paged), which then becomes the recorded membership.
-3. **Plan**, in SQL: ``add`` queues the listed ids not yet members; ``remove``
-   the listed ids that are (every listed id when the membership is not
-   known); ``mirror`` both ways, so the audience ends up exactly the list.
-   A first mirror of an audience whose membership is not known can only
-   add, and says so.
-4. **Deliver** the queued actions through
-   :meth:`~talon_classic.client.Client.update_memberships`, 1000 a request,
-   ``concurrency`` requests in flight, each acknowledged request recorded in
-   the state database at once (so an interrupted sync, run again, sends
-   only what is still needed). Rejected actions, and those whose retries ran
-   out, are dead-lettered and left unrecorded.
+3. **Compare and deliver**, at once. The diff is one SQL query
+   (:meth:`~talon_classic.audience_state.AudienceState.changes`), run in its
+   own thread a bounded number of batches ahead: ``add`` wants the listed
+   ids not yet members; ``remove`` the listed ids that are (every listed id
+   when the membership is not known); ``mirror`` both ways, so the audience
+   ends up exactly the list. A first mirror of an audience whose membership
+   is not known can only add, and says so; a mirror never empties an
+   audience from an empty list, nor removes after an input that ended early.
+   The changes go through :meth:`~talon_classic.client.Client.update_memberships`,
+   1000 a request, ``concurrency`` requests in flight; the worker that sent
+   a request records what Talon.One acknowledged in the state database at
+   once (so an interrupted sync, run again, sends only what is still
+   needed). Rejected actions, and those whose retries ran out, are
+   dead-lettered and left unrecorded.
 
 A 404 means the audience does not exist: the sync stops and
 :meth:`AudienceSync.run` raises :class:`~talon_classic.exceptions.AudienceNotFound`.
