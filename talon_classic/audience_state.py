@@ -322,44 +322,64 @@ class AudienceState:
         listed ids in it (every listed id when ``removes`` is False, i.e. the
         baseline is not the whole membership). ``mirror``: both ways; the
         members to remove only when ``removes`` (otherwise it can only add).
-        Removes come first, then adds, each kind in id order. One query,
-        read ``batch_size`` rows at a time: recording acknowledged actions
-        while it runs (through the other connection) changes nothing it
-        returns. It may run in another thread than the one recording.
+        Removes come first, then adds, each kind in id order.
+
+        Both sides are read in id order (their primary keys), so SQLite
+        compares them by merging (``EXCEPT``/``INTERSECT`` with ``ORDER BY``):
+        one pass over each, no lookup per id. The queries share one read
+        transaction, ``batch_size`` rows read at a time: recording
+        acknowledged actions meanwhile (through the other connection)
+        changes nothing they return. They may run in another thread than the
+        one recording. Actions carry no list position (see :meth:`position`).
         """
         if baseline == BASELINE_TALON:
-            base = "temp.sync_talon b WHERE b.integration_id = l.integration_id"
-            members = "SELECT b.integration_id FROM temp.sync_talon b"
+            members = "SELECT integration_id FROM temp.sync_talon"
         else:
-            base = ("main.audience_members b WHERE b.audience_id = :aid AND "
-                    "b.integration_id = l.integration_id")
-            members = ("SELECT b.integration_id FROM main.audience_members b "
-                       "WHERE b.audience_id = :aid")
-        parts = []
+            members = "SELECT integration_id FROM main.audience_members WHERE audience_id = :aid"
+        listed = "SELECT integration_id FROM temp.sync_list"
+        queries: list[tuple[str, str]] = []
         if mode == "remove":
-            where = f"WHERE EXISTS (SELECT 1 FROM {base})" if removes else ""
-            parts.append("SELECT :delete, l.integration_id, l.source, l.line FROM "
-                         f"temp.sync_list l {where}")
+            queries.append((DELETE, f"{listed} INTERSECT {members} ORDER BY 1" if removes
+                            else f"{listed} ORDER BY 1"))
         elif mode == "mirror" and removes:
-            parts.append(f"SELECT :delete, m.integration_id, NULL, NULL FROM ({members}) m "
-                         "WHERE NOT EXISTS (SELECT 1 FROM temp.sync_list l "
-                         "WHERE l.integration_id = m.integration_id)")
+            queries.append((DELETE, f"{members} EXCEPT {listed} ORDER BY 1"))
         if mode in ("add", "mirror"):
-            parts.append("SELECT :add, l.integration_id, l.source, l.line FROM temp.sync_list l "
-                         f"WHERE NOT EXISTS (SELECT 1 FROM {base})")
+            queries.append((ADD, f"{listed} EXCEPT {members} ORDER BY 1"))
+        params = {"aid": audience_id}
+        cursor: sqlite3.Cursor | None = None
         with self._list_lock:
-            cursor = self._list.execute(" UNION ALL ".join(parts),
-                                        {"aid": audience_id, "add": ADD, "delete": DELETE})
+            self._list.execute("BEGIN")  # one snapshot for every query
+        batch: list[Pending] = []  # filled across queries: removes and adds share requests
         try:
-            while True:
+            for action, sql in queries:
                 with self._list_lock:
-                    rows = cursor.fetchmany(batch_size)
-                if not rows:
-                    return
-                yield [Pending(*row) for row in rows]
+                    cursor = self._list.execute(sql, params)
+                while True:
+                    with self._list_lock:
+                        rows = cursor.fetchmany(batch_size - len(batch))
+                    if not rows:
+                        break
+                    batch += [Pending(action, iid, None, None) for (iid,) in rows]
+                    if len(batch) >= batch_size:
+                        yield batch
+                        batch = []
+                with self._list_lock:
+                    cursor.close()
+                cursor = None
+            if batch:
+                yield batch
         finally:
             with self._list_lock:
-                cursor.close()
+                if cursor is not None:
+                    cursor.close()
+                self._list.execute("COMMIT")
+
+    def position(self, integration_id: str) -> tuple[int, int] | None:
+        """``(source, line)`` where the loaded list has ``integration_id`` first, or None."""
+        with self._list_lock:
+            row = self._list.execute("SELECT source, line FROM temp.sync_list WHERE "
+                                     "integration_id = ?", (integration_id,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     # -- audiences created for another platform's ------------------------------
     def audience_id_for(self, integration: str, integration_id: str) -> int | None:

@@ -543,7 +543,10 @@ class AudienceSync:
         for p in pending:
             action = MembershipAction(p.action, p.integration_id,  # type: ignore[arg-type]
                                       self.options.audience_id)
-            self.dead_letters.write(action.as_json(), reason, error, self.where(p.source, p.line))
+            found = ((p.source, p.line) if p.source is not None
+                     else self.state.position(p.integration_id))
+            self.dead_letters.write(action.as_json(), reason, error,
+                                    self.where(*found) if found else self.where(None, None))
         self.dead_letters.flush()
 
     def _finish(self) -> None:

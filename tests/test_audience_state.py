@@ -89,15 +89,34 @@ def test_recording_while_the_diff_streams_changes_nothing_it_returns(
         state: AudienceState) -> None:
     state.record(1, [("add", f"old{i:04d}") for i in range(1500)], known="mirror")
     load(state, [f"u{i:04d}" for i in range(2500)])
-    seen: list[tuple[str, str, int | None]] = []
+    seen: list[tuple[str, str]] = []
     for batch in state.changes(1, "mirror", batch_size=1000):
-        seen += [(p.action, p.integration_id, p.line) for p in batch]
+        seen += [(p.action, p.integration_id) for p in batch]
         state.record(1, [(p.action, p.integration_id) for p in batch])
-    assert [s for s in seen if s[0] == "add"] == [
-        ("add", f"u{i:04d}", i + 1) for i in range(2500)]
-    assert [s[1] for s in seen if s[0] == "delete"] == [f"old{i:04d}" for i in range(1500)]
-    assert all(s[2] is None for s in seen if s[0] == "delete")
+    assert seen == ([("delete", f"old{i:04d}") for i in range(1500)]
+                    + [("add", f"u{i:04d}") for i in range(2500)])
     assert state.member_count(1) == 2500
+
+
+def test_batches_are_filled_across_removes_and_adds(state: AudienceState) -> None:
+    state.record(1, [("add", "a"), ("add", "b"), ("add", "c")], known="mirror")
+    load(state, ["x", "y"])
+    sizes = [[p.action for p in b] for b in state.changes(1, "mirror", batch_size=4)]
+    assert sizes == [["delete", "delete", "delete", "add"], ["add"]]
+
+
+def test_the_diff_merges_rather_than_looking_up_each_id(state: AudienceState) -> None:
+    plan = state._list.execute(
+        "EXPLAIN QUERY PLAN SELECT integration_id FROM temp.sync_list EXCEPT SELECT "
+        "integration_id FROM main.audience_members WHERE audience_id = 1 ORDER BY 1").fetchall()
+    assert any("MERGE (EXCEPT)" in row[-1] for row in plan)
+
+
+def test_position_is_where_the_list_first_has_an_id(state: AudienceState) -> None:
+    state.start_list()
+    state.add_to_list([("a", 0, 3), ("b", 1, 7), ("a", 2, 9)])
+    assert state.position("a") == (0, 3) and state.position("b") == (1, 7)
+    assert state.position("zz") is None
 
 
 def test_an_abandoned_diff_releases_its_snapshot(state: AudienceState) -> None:
