@@ -80,7 +80,8 @@ class SyncOptions:
     id_prefix: str = ""
     #: Read the current membership from Talon.One (Management API) instead of the state.
     from_talon: bool = False
-    concurrency: int = 8
+    #: Requests in flight: 60 requests/s at up to 250 ms each need 15.
+    concurrency: int = 16
     batch_size: int = MAX_BATCH
     #: Record nothing (a dry run): the state database is only read.
     dry_run: bool = False
