@@ -8,6 +8,9 @@
 2. **Baseline**: the audience's membership as last acknowledged (the state
    database), or, with ``from_talon``, as Talon.One has it now (the
    Management API, paged), which then becomes the recorded membership.
+   With an ``id_prefix``, only the members whose ids start with it are
+   taken from Talon.One: a sync manages the ids of its own prefix and
+   leaves the others' alone.
 3. **Compare and deliver**, at once. The diff is one SQL query
    (:meth:`~talon_classic.audience_state.AudienceState.changes`), run in its
    own thread a bounded number of batches ahead: ``add`` wants the listed
@@ -366,11 +369,13 @@ class AudienceSync:
         if opts.from_talon:
             assert self.management is not None
             self.phase = "reading Talon.One"
+            prefix = opts.id_prefix  # with a prefix, only the ids it marks are this sync's
             try:
                 self.state.add_talon_members(
-                    str(p.get("integrationId")) for p in
-                    self.management.audience_memberships(opts.audience_id)
-                    if isinstance(p, dict) and p.get("integrationId"))
+                    iid for iid in (p.get("integrationId") for p in
+                                    self.management.audience_memberships(opts.audience_id)
+                                    if isinstance(p, dict))
+                    if isinstance(iid, str) and iid and iid.startswith(prefix))
             except RejectedError as exc:
                 if exc.status != 404:
                     raise

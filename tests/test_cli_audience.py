@@ -547,3 +547,13 @@ def test_dry_run_into_a_closed_pipe_ends_quietly(emu, tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert b"Traceback" not in err and b"unexpected" not in err
+
+
+def test_from_talon_with_a_prefix_leaves_other_ids_alone(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = create(settings)
+    emu.app.audiences.apply([("add", x, audience_id) for x in ("crm:old", "shop:7", "plain")])
+    got = summary(sync(settings, "-", "--audience-id", str(audience_id), "--mode", "mirror",
+                       "--from-talon", "--id-prefix", "crm:", input="new\n"))
+    assert (got["added"], got["removed"]) == (1, 1)
+    assert emu.audience_members(audience_id) == ["crm:new", "plain", "shop:7"]

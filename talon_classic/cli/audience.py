@@ -395,7 +395,7 @@ def sync_exit_code(sync: AudienceSync, interrupted: bool) -> int:
 @click.option("--from-talon", is_flag=True,
               help="Compare with the membership Talon.One has now (Management API, needs the "
               "management key) instead of the state database: for a first mirror, or after "
-              "changes made elsewhere.")
+              "changes made elsewhere. With --id-prefix, only members with that prefix count.")
 @click.option("--dry-run", is_flag=True,
               help="Send nothing, record nothing; write the exact HTTP requests as JSONL "
               "(key redacted).")
