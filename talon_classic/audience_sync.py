@@ -381,7 +381,7 @@ class AudienceSync:
                     raise
                 raise AudienceNotFound(
                     f"audience {opts.audience_id} does not exist in this Talon.One deployment "
-                    f"(404): {exc}", opts.audience_id) from None
+                    f"(404: {exc})", opts.audience_id) from None
             self.summary.baseline = BASELINE_TALON
             if opts.dry_run:
                 return BASELINE_TALON, True

@@ -611,10 +611,8 @@ class Client:
         except RejectedError as exc:
             if exc.status != 409:
                 raise
-            conflict = AudienceExists(
-                f"an audience with integration {integration!r} and integrationId "
-                f"{integration_id!r} exists (409): {exc}", integration, integration_id,
-                exc.errors)
+            conflict = AudienceExists(f"the audience exists (409): {exc}", integration,
+                                      integration_id, exc.errors)
         else:
             return Audience.from_api(_json(response), f"POST {AUDIENCES_PATH}")
         raise conflict
@@ -697,7 +695,7 @@ def _audience_path(audience_id: int) -> str:
 def _unknown_audience(exc: RejectedError, audience_id: int) -> AudienceNotFound:
     """A 404 as the AudienceNotFound it is, Talon.One's message kept."""
     return AudienceNotFound(f"audience {audience_id} does not exist in this Talon.One "
-                            f"deployment (404): {exc}", audience_id, exc.errors)
+                            f"deployment (404: {exc})", audience_id, exc.errors)
 
 
 @contextlib.contextmanager

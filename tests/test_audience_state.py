@@ -153,6 +153,8 @@ def test_the_file_is_private_wal_and_shared_with_other_tables(tmp_path: Path) ->
     os.chmod(path, 0o600)
     with AudienceState(path) as state:
         state.record(1, [("add", "a")])
+        for side in ("-wal", "-shm"):  # SQLite gives them the database's own mode
+            assert os.stat(f"{path}{side}").st_mode & 0o777 == 0o600
         with sqlite3.connect(path) as other:  # a second writer at the same time (WAL)
             other.execute("INSERT INTO ledger VALUES ('z', 'w')")
         assert state.persistent

@@ -87,7 +87,8 @@ def test_create_409_says_what_talon_one_said_and_finds_the_id(emu, tmp_path: Pat
                 "--integration", "crm")
     assert again.exit_code == 1
     (line,) = again.stderr.strip().splitlines()
-    assert "already exists" in line and "(409)" in line and line.endswith("it is audience 1")
+    assert line.startswith("Error: the audience exists (409): ")
+    assert "already exists" in line and line.endswith("; it is audience 1")
     plain = settings_for(tmp_path, emu, management=False)
     third = cli("create", "c", "--settings", plain, "--integration-id", "x", "--integration",
                 "crm")
@@ -124,7 +125,7 @@ def test_an_unknown_audience_id_is_one_line_exit_2(emu, tmp_path: Path, command)
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("Error: audience 42 does not exist in this Talon.One deployment "
-                           "(404)") and line.endswith("talon-classic audience list shows them)")
+                           "(404: ") and line.endswith("talon-classic audience list shows them)")
 
 
 def test_delete_and_clear_keep_the_state_database_true(emu, tmp_path: Path) -> None:
