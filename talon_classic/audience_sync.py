@@ -219,8 +219,8 @@ class SyncSummary:
         if d["failed"]:
             lines.append(f"failed             {d['failed']:>12,}  actions (retries ran out)")
         if d["dead_letter_file"]:
-            lines.append(f"dead letters in    {d['dead_letter_file']}  ({d['dead_lettered']:,} "
-                         "actions appended; earlier runs' lines are kept)")
+            lines.append(f"dead letters in    {d['dead_letter_file']}  (appended; earlier runs' "
+                         "lines are kept)")
         if d["internal_errors"]:
             lines.append(f"unexpected errors  {d['internal_errors']:>12,}  requests; their "
                          "actions are dead-lettered (a bug: please report it)")

@@ -123,6 +123,11 @@ def _text(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids) -> Iterator[M
         yield ids.of(lineno, value)
 
 
+def _names(keys: tuple[str, ...]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return keys[0] if len(keys) == 1 else f"{', '.join(keys[:-1])} or {keys[-1]}"
+
+
 def _jsonl(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids,
            keys: tuple[str, ...]) -> Iterator[Member]:
     for lineno, data in lines:
@@ -135,12 +140,11 @@ def _jsonl(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids,
             yield ids.bad(lineno, bad.reason, str(bad))
             continue
         if not isinstance(item, dict):
-            yield ids.bad(lineno, "not_an_object", "expected a JSON object with "
-                          + " or ".join(keys))
+            yield ids.bad(lineno, "not_an_object", f"expected a JSON object with {_names(keys)}")
             continue
         key = next((k for k in keys if item.get(k) is not None), None)
         if key is None:
-            yield ids.bad(lineno, "no_id", "the object has no " + " or ".join(keys))
+            yield ids.bad(lineno, "no_id", f"the object has no {_names(keys)}")
             continue
         value = item[key]
         if isinstance(value, int) and not isinstance(value, bool):
