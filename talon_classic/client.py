@@ -23,6 +23,12 @@
   can read it as a ``.``/``..`` path segment and send the request elsewhere.
 * :meth:`Client.dry_run` swaps the transport for :class:`DryRunAdapter`, so a
   dry run prints exactly the requests a real run would send.
+* Audiences: :meth:`Client.create_audience` (a 409 is
+  :class:`~talon_classic.exceptions.AudienceExists`, never retried),
+  ``rename_audience``, ``delete_audience``, ``clear_audience`` (a 404 is
+  :class:`~talon_classic.exceptions.AudienceNotFound`) and
+  :meth:`Client.update_memberships`, which goes through the same splitting
+  loop as profile upserts.
 
 The API key is never in a ``repr``, a log line or an exception: only
 :func:`redact_key`'s ``****abcd`` is shown. A key that no HTTP header can

@@ -558,3 +558,29 @@ def test_from_talon_with_a_prefix_leaves_other_ids_alone(emu, tmp_path: Path) ->
                        "--from-talon", "--id-prefix", "crm:", input="new\n"))
     assert (got["added"], got["removed"]) == (1, 1)
     assert emu.audience_members(audience_id) == ["crm:new", "plain", "shop:7"]
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_records_what_was_acknowledged_and_exits_130(talon_emulator_factory,
+                                                           tmp_path: Path) -> None:
+    emu = talon_emulator_factory(rate_limit=0, latency_ms=30)
+    settings = settings_for(tmp_path, emu)
+    audience_id = create(settings)
+    db = tmp_path / "state.db"
+    members = lines(tmp_path / "m.txt", [f"u{i}" for i in range(30_000)])
+    proc = subprocess.Popen(_cli("sync", str(members), "--settings", settings, "--audience-id",
+                                 str(audience_id), "--mode", "add", "--state", str(db),
+                                 "--quiet", "--rate-limit", "10", "--concurrency", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and emu.stats()["audience_actions"] < 3000:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped early: interrupted (Ctrl-C): what was acknowledged is recorded" in out
+    assert "Traceback" not in err
+    with AudienceState(db) as recorded:
+        count = recorded.member_count(audience_id)
+    assert 3000 <= count < 30_000
+    assert len(emu.audience_members(audience_id)) == count  # nothing delivered unrecorded
