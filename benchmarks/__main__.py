@@ -10,11 +10,11 @@ import platform
 import sys
 import time
 
-from benchmarks import e2e_bench, memory_bench, serve_bench, transform_bench
+from benchmarks import audience_bench, e2e_bench, memory_bench, serve_bench, transform_bench
 
 
 def main() -> None:
-    """Run transform, end-to-end and memory benchmarks and print their figures."""
+    """Run transform, end-to-end, memory, serve and audience benchmarks and print their figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check it runs")
     quick = parser.parse_args().quick
@@ -32,6 +32,7 @@ def main() -> None:
     m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
     print(memory_bench.report(m))
     print(serve_bench.report(serve_bench.run(1.0 if quick else 5.0)))
+    print(audience_bench.report(audience_bench.run(5_000 if quick else 1_000_000)))
     print(f"total {time.monotonic() - start:.0f}s")
 
 

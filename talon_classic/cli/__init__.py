@@ -12,6 +12,7 @@ from __future__ import annotations
 import click
 
 from talon_classic import __version__
+from talon_classic.cli.audience import audience
 from talon_classic.cli.check_config import check_config
 from talon_classic.cli.deadletter import deadletter
 from talon_classic.cli.emulator import emulator
@@ -31,7 +32,7 @@ def main() -> None:
     """
 
 
-for command in (check_config, deadletter, emulator, identify, serve, transform):
+for command in (audience, check_config, deadletter, emulator, identify, serve, transform):
     main.add_command(command)
 
 __all__ = ["main"]
