@@ -414,7 +414,7 @@ class Engine:
         return Result(integration_id, attributes, dropped)
 
     def _refuse(self, names: tuple[str, ...]) -> _Refusal:
-        """Which of these flattened names are left out, how each is reported, how to type the rest."""
+        """Which flattened names are left out, how each is reported, how to type the rest."""
         gone: list[str] = []
         report: list[tuple[str, str]] = []
         for name in names:

@@ -428,3 +428,20 @@ def test_identify_emulator_with_a_schema_delivers_typed_values(tmp_path: Path) -
     assert report["dropped"]["type_mismatch"] == {"count": 1, "top": {"age": 1}}
     assert report["dropped"]["unknown_attribute"] == {"count": 1, "top": {"favoriteColor": 1}}
     assert report["schema"] == {"origin": f"from {schema}", "attributes": 7}
+
+
+def test_a_resumed_run_types_with_the_recorded_schema(talon_emulator, tmp_path: Path) -> None:
+    schema = tmp_path / "typed.json"
+    schema.write_text(json.dumps([{"name": n, "type": t} for n, t in TYPES.items()]))
+    events = write_events(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"age": "7"}}])
+    checkpoint = tmp_path / "run.checkpoint.json"
+    first = invoke("identify", "--quiet", str(events), "--settings",
+                   str(settings_file(tmp_path, talon_emulator)), "--schema", str(schema),
+                   "--checkpoint", str(checkpoint))
+    assert first.exit_code == 0, first.output
+    assert json.loads(checkpoint.read_text())["options"]["schema"] == str(schema)
+    resumed = invoke("identify", "--quiet", str(events), "--checkpoint", str(checkpoint),
+                     "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.output.splitlines()[0] == f"schema: from {schema} (6 attributes)"
+
