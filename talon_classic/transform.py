@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 import inflection
 
-from talon_classic.coerce import MISMATCH, Coercer
+from talon_classic.coerce import MISMATCH, Coercer, coercer
 
 if TYPE_CHECKING:
     from talon_classic.schema import Schema
@@ -102,20 +102,27 @@ _CACHE_LIMIT = 100_000
 _Plan = tuple[tuple[str, Coercer | None], ...]
 
 
+#: A plan and, when all it does is look at ``(list string)`` lists, their names: joining
+#: a list of strings is the fastest test that every item is one.
+_Decided = tuple[_Plan, tuple[str, ...]]
+_LIST_STRING = coercer("(list string)")
+
+
 class _Typing:
     """What typing does to one set of attribute names, per signature of their value types.
 
-    ``last`` is the latest ``(value types, plan)``, replaced whole (a reader
-    sees the old pair or the new one); ``seen`` keeps every signature met for
-    these names (a source whose ``age`` is sometimes ``"42"``, sometimes ``42``).
+    ``last`` is the latest ``(value types, plan, list names)``, replaced whole
+    (a reader sees the old one or the new one); ``seen`` keeps every signature
+    met for these names (a source whose ``age`` is sometimes ``"42"``,
+    sometimes ``42``).
     """
 
     __slots__ = ("names", "last", "seen")
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
-        self.last: tuple[list[type], _Plan] | None = None
-        self.seen: dict[tuple[type, ...], _Plan] = {}
+        self.last: tuple[list[type], _Plan, tuple[str, ...]] | None = None
+        self.seen: dict[tuple[type, ...], _Decided] = {}
 
 
 #: Per set of flattened names: (names to delete, what to report as dropped, how to type
@@ -408,9 +415,16 @@ class Engine:
             # Inline, as this runs for every event: the plan of these value types.
             kinds = [*map(type, attributes.values())]
             last = typing.last
-            plan = last[1] if last is not None and last[0] == kinds else self._plan(typing, kinds)
-            if plan:
-                _apply(plan, attributes, dropped)
+            if last is None or last[0] != kinds:
+                last = self._plan(typing, kinds)
+            if last[2]:  # only (list string) lists to look at, the usual case with lists
+                try:
+                    for name in last[2]:
+                        _join(attributes[name])  # a TypeError unless every item is a string
+                except TypeError:
+                    _apply(last[1], attributes, dropped)
+            elif last[1]:
+                _apply(last[1], attributes, dropped)
         return Result(integration_id, attributes, dropped)
 
     def _refuse(self, names: tuple[str, ...]) -> _Refusal:
@@ -451,36 +465,44 @@ class Engine:
         """
         kinds = [*map(type, attributes.values())]
         last = typing.last
-        plan = last[1] if last is not None and last[0] == kinds else self._plan(typing, kinds)
-        if plan:
-            _apply(plan, attributes, dropped)
+        if last is None or last[0] != kinds:
+            last = self._plan(typing, kinds)
+        if last[1]:
+            _apply(last[1], attributes, dropped)
 
-    def _plan(self, typing: _Typing, kinds: list[type]) -> _Plan:
+    def _plan(self, typing: _Typing, kinds: list[type]
+              ) -> tuple[list[type], _Plan, tuple[str, ...]]:
         """Typing's work for one signature of value types, remembered in ``typing``.
 
-        ``(name, coercer)`` for each value not of a type its attribute takes as
-        is, ``(name, None)`` for each name not in the schema, in attribute order.
-        Every signature seen is kept (up to 64 per set of names); the latest is
+        The plan holds ``(name, coercer)`` for each value not of a type its
+        attribute takes as is and ``(name, None)`` for each name not in the
+        schema, in attribute order. When every entry is a list for a ``(list
+        string)`` attribute their names come too (see :data:`_Decided`). Every
+        signature seen is kept (up to 64 per set of names); the latest is
         checked first.
         """
         signature = tuple(kinds)
-        plan = typing.seen.get(signature)
-        if plan is None:
+        decided = typing.seen.get(signature)
+        if decided is None:
             as_is = self._as_is
             assert as_is is not None
             coercers = self._coercers
             work: list[tuple[str, Coercer | None]] = []
+            lists: list[str] = []
             for name, kind in zip(typing.names, kinds, strict=True):
                 ok = as_is.get(name)
                 if ok is None:
                     work.append((name, None))
                 elif kind not in ok:
                     work.append((name, coercers[name]))
-            plan = tuple(work)
+                    if kind is list and coercers[name] is _LIST_STRING:
+                        lists.append(name)
+            decided = (tuple(work), tuple(lists) if len(lists) == len(work) else ())
             if len(typing.seen) < 64:
-                typing.seen[signature] = plan
-        typing.last = (kinds, plan)  # replaced whole: readers see one pair or the other
-        return plan
+                typing.seen[signature] = decided
+        last = (kinds, *decided)
+        typing.last = last  # replaced whole: readers see one or the other
+        return last
 
     def _engage(
         self,
@@ -662,6 +684,7 @@ def _flatten(
 
 
 _isfinite = math.isfinite
+_join = "".join
 
 
 def _collide(
