@@ -445,3 +445,13 @@ def test_a_resumed_run_types_with_the_recorded_schema(talon_emulator, tmp_path: 
     assert resumed.exit_code == 0, resumed.output
     assert resumed.output.splitlines()[0] == f"schema: from {schema} (6 attributes)"
 
+
+
+def test_a_refused_read_names_the_deployment(talon_emulator_factory) -> None:
+    emu = talon_emulator_factory(attributes=TYPES)
+    emu.configure(fail_next=1, fail_status=404)
+    result = invoke("schema", "pull", "--application-domain", emu.url,
+                    env={"TALON_MANAGEMENT_KEY": emu.management_key})
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: cannot read the attribute schema from {emu.url}: ")
+    assert len(result.output.splitlines()) == 1

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 from click.core import ParameterSource
 
-from talon_classic.exceptions import AuthError, RetriesExhausted, SettingsError, TalonClassicError
+from talon_classic.exceptions import (
+    AuthError,
+    DeliveryError,
+    RetriesExhausted,
+    SettingsError,
+    TalonClassicError,
+)
 from talon_classic.reader import STDIN
 from talon_classic.settings import (
     ENV_API_KEY,
@@ -194,13 +200,20 @@ def pull_schema(settings: Settings, **client_options: Any) -> Schema:
         return client.attributes()
 
 
-def schema_failure(exc: TalonClassicError, domain: str | None) -> click.ClickException:
-    """One line for a schema that cannot be had: exit 3 for a refused key, else exit 2."""
+def schema_failure(exc: TalonClassicError, domain: str | None, *, hint: bool = True
+                   ) -> click.ClickException:
+    """One line for a schema that cannot be had: exit 3 for a refused key, else exit 2.
+
+    ``hint``: say that a ``--schema`` file is the way around an unreachable API.
+    """
     if isinstance(exc, AuthError):
         return AuthFailure(str(exc))
     if isinstance(exc, RetriesExhausted):
-        return UsageFailure(f"cannot read the attribute schema from {domain}: {exc}; try again, "
-                            "or give --schema FILE (written by `talon-classic schema pull`)")
+        way_out = (" try again, or give --schema FILE (written by `talon-classic schema pull`)"
+                   if hint else " try again")
+        return UsageFailure(f"cannot read the attribute schema from {domain}: {exc};{way_out}")
+    if isinstance(exc, DeliveryError):
+        return UsageFailure(f"cannot read the attribute schema from {domain}: {exc}")
     return UsageFailure(str(exc))
 
 

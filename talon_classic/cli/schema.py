@@ -49,7 +49,7 @@ def schema_pull(settings_args: SettingsArgs, output: str | None) -> None:
     try:
         pulled = pull_schema(settings)
     except TalonClassicError as exc:
-        raise schema_failure(exc, settings.application_domain) from None
+        raise schema_failure(exc, settings.application_domain, hint=False) from None
     data = schema_bytes(pulled)
     if output is None:
         click.echo(data.decode(), nl=False)
