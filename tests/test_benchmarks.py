@@ -16,6 +16,6 @@ def test_benchmarks_run_quick() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for label in ("transform alone", "bulk", "single", "ratio", "memory:", "serve:",
-                  "audience:"):
+    for label in ("transform alone", "with a schema", "typing costs", "bulk", "single", "ratio",
+                  "memory:", "serve:", "audience:"):
         assert label in proc.stdout

@@ -17,6 +17,7 @@ from talon_classic.cli.check_config import check_config
 from talon_classic.cli.deadletter import deadletter
 from talon_classic.cli.emulator import emulator
 from talon_classic.cli.identify import identify
+from talon_classic.cli.schema import schema
 from talon_classic.cli.serve import serve
 from talon_classic.cli.transform import transform
 
@@ -32,7 +33,8 @@ def main() -> None:
     """
 
 
-for command in (audience, check_config, deadletter, emulator, identify, serve, transform):
+for command in (audience, check_config, deadletter, emulator, identify, schema, serve,
+                transform):
     main.add_command(command)
 
 __all__ = ["main"]

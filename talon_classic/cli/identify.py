@@ -31,10 +31,14 @@ from talon_classic.cli.options import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    SchemaArgs,
     SettingsArgs,
     UsageFailure,
     check_inputs,
     given,
+    load_schema,
+    schema_line,
+    schema_options,
     settings_options,
     warn,
 )
@@ -50,11 +54,13 @@ if TYPE_CHECKING:
     from talon_classic.bulk import Batch, Pipeline
     from talon_classic.client import Client
     from talon_classic.emulator import Emulator, EmulatorServer
+    from talon_classic.schema import Schema
+    from talon_classic.schemacache import SchemaSource
     from talon_classic.summary import Summary
 
 #: Options a checkpoint records, so that a bare --resume continues the run as it was.
 RECORDED = (*BATCH_OPTIONS, "run_rule_engine", "concurrency", "rate_limit", "dead_letter",
-            "dead_letter_skipped", "settings_path", "emulator", "emulator_db")
+            "dead_letter_skipped", "settings_path", "emulator", "emulator_db", "schema")
 
 
 @dataclass
@@ -66,6 +72,8 @@ class Run:
     paths: list[str]
     dead_letter: str
     checkpoint: Checkpoint | None
+    #: The attribute schema the run types with (None: nothing typed).
+    schema: SchemaSource | None = None
 
 
 class Progress:
@@ -135,13 +143,24 @@ class RequestOutput:
 
 @contextlib.contextmanager
 def emulator_for(settings: Settings, rate_limit: float, db: str | None,
-                 strict: bool = True) -> Iterator[EmulatorServer]:
-    """A local emulator; ``strict``: its attributes are the allowlist (patterns included)."""
+                 strict: bool = True, schema: Schema | None = None
+                 ) -> Iterator[EmulatorServer]:
+    """A local emulator as strict as Talon.One would be for these settings.
+
+    ``strict``: its attributes are the allowlist (patterns included), else any.
+    With ``schema`` they are typed, and they are the schema's allowlisted
+    attributes (``strict``) or all of its attributes, as in Talon.One.
+    """
     from talon_classic.emulator import EmulatorConfig, EmulatorServer
 
+    attributes = frozenset(settings.custom_attributes) if strict else None
+    types: dict[str, str] = {}
+    if schema is not None:
+        types = {name: kind for name, kind in schema.items() if "*" not in name}
+        allowed = Engine(settings.custom_attributes).allowed
+        attributes = frozenset(n for n in types if allowed(n)) if strict else frozenset(types)
     config = EmulatorConfig(api_key=settings.api_key or "emulator-key", rate_limit=rate_limit,
-                            db=db, attributes=frozenset(settings.custom_attributes) if strict
-                            else None)
+                            db=db, attributes=attributes, attribute_types=types)
     with EmulatorServer(config) as server:
         yield server
 
@@ -150,13 +169,17 @@ def register_engage_names(engine: Engine, app: Emulator) -> Callable[[Batch], No
     """Before each batch, create the Engage attributes met so far in the emulator.
 
     In Talon.One they are created once by hand; the emulator learns them as
-    they appear, so its attribute list stays the allowlist plus Engage's.
+    they appear, so its attribute list stays the allowlist plus Engage's (with a
+    schema, only those the schema has: the others never exist in Talon.One).
     """
     known: set[str] = set()
     base = app.config.attributes or frozenset()
+    schema = engine.schema
 
     def before_send(_batch: Batch) -> None:
         names = engine.engage_names.copy()  # set.copy is atomic: the reader may be adding
+        if schema is not None:
+            names = {name for name in names if name in schema}
         if names - known:
             known.update(names)
             app.configure(attributes=base | known)
@@ -260,8 +283,9 @@ def open_client(run: Run, stack: contextlib.ExitStack, output: RequestOutput | N
     opts = run.options
     server = None
     if opts["emulator"]:
-        server = stack.enter_context(emulator_for(run.settings, opts["rate_limit"],
-                                                  opts["emulator_db"]))
+        server = stack.enter_context(emulator_for(
+            run.settings, opts["rate_limit"], opts["emulator_db"],
+            schema=run.schema.schema if run.schema else None))
         base_url, key = server.url, server.app.config.api_key
         if not quiet:
             warn(f"emulator: delivering to the local Talon.One emulator at {server.url}")
@@ -297,6 +321,8 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
     summary.dead_letter_file = run.dead_letter
     if as_json:
         data = summary.as_dict()
+        data["schema"] = (None if run.schema is None else
+                          {"origin": run.schema.origin, "attributes": len(run.schema.schema)})
         data["dry_run"] = opts["dry_run"]
         data["exit_code"] = code
         click.echo(dumps(data), err=to_err)
@@ -309,6 +335,9 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
                 "GET /_emulator/profiles" if db else
                 "; add --emulator-db FILE to keep them and inspect them afterwards"))
     text = summary.render()
+    line = schema_line(run.schema)
+    if line:
+        text = f"{line}\n{text}"
     if internal:
         text += f"\nfirst unexpected error: {internal}"
     if opts["dry_run"]:
@@ -318,6 +347,7 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
 
 @click.command(short_help="Upsert Talon.One profiles from JSONL identify events.")
 @settings_options
+@schema_options(pull=True)
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process (no account needed).")
@@ -355,11 +385,15 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
               type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line and no per-line warnings.")
-def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool, quiet: bool,
-             **options: Any) -> None:
+def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[str, ...],
+             as_json: bool, quiet: bool, **options: Any) -> None:
     """Upsert Talon.One profiles from identify events in JSONL files (bulk, resumable).
 
-    INPUT is a .jsonl/.ndjson file, a .gz of one, or '-' for stdin.
+    INPUT is a .jsonl/.ndjson file, a .gz of one, or '-' for stdin. With an
+    attribute schema (--schema, or pulled with a management key) values are
+    coerced to Talon.One's types, and attributes Talon.One does not have or
+    values that do not fit are dropped, so they cannot fail a batch; the
+    summary says where the schema came from.
 
     Exit status: 0 all delivered (or a dry run's reader closed the output),
     1 some events dead-lettered, 2 usage or settings error (nothing sent),
@@ -369,8 +403,11 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
     from talon_classic.bulk import Options, Pipeline
     from talon_classic.deadletter_file import DeadLetters
 
+    options["schema"] = schema_args.path  # recorded, so --resume types as the run did
     run = plan_run(settings_args, inputs, options)
     opts = run.options
+    run.schema = load_schema(SchemaArgs(opts["schema"], schema_args.refresh), run.settings,
+                             pull=True)
     pipeline_options = Options(
         batch_size=opts["batch_size"],
         concurrency=1 if opts["dry_run"] else opts["concurrency"],  # a dry run prints in order
@@ -395,7 +432,7 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
                 raise UsageFailure(f"{opts['output']}: cannot write: {exc.strerror}") from None
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
-        engine = Engine(run.settings.custom_attributes)
+        engine = Engine(run.settings.custom_attributes, run.schema.schema if run.schema else None)
         pipeline = Pipeline(
             engine,
             client,

@@ -11,8 +11,12 @@ from typing import Any
 import click
 
 from talon_classic.cli.options import (
+    SchemaArgs,
     SettingsArgs,
     UsageFailure,
+    load_schema,
+    schema_line,
+    schema_options,
     secret,
     server_options,
     settings_options,
@@ -33,6 +37,7 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 
 @click.command(short_help="Stand in for the classic destination over HTTP.")
 @settings_options
+@schema_options(pull=True)
 @click.option("--spool", "spool_path", required=True, metavar="PATH",
               help="SQLite file where accepted events wait for delivery.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -57,17 +62,20 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process.")
 @server_options
-def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
-          write_keys: list[str], webhook_secret: str | None, threads: int, max_spool: int,
-          linger: float, dedupe_hours: float, rate_limit: float, emulator: bool,
+def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str, host: str,
+          port: int, write_keys: list[str], webhook_secret: str | None, threads: int,
+          max_spool: int, linger: float, dedupe_hours: float, rate_limit: float, emulator: bool,
           connection_limit: int | None, idle_timeout: float) -> None:
     """Accept Segment events over HTTP (tracking API, webhooks), spool them, deliver them.
 
     Segment's server libraries work unchanged when pointed at this host
     (e.g. analytics-python's host=http://HOST:PORT). SIGTERM or Ctrl-C:
     stop accepting, finish requests in progress, exit 0; undelivered events
-    stay in the spool for the next start. Exit status 2: it cannot start
-    (settings, options, the port is in use).
+    stay in the spool for the next start. With an attribute schema (--schema,
+    or pulled once at start with a management key) values are coerced to
+    Talon.One's types and what cannot be is dropped. Exit status 2: it
+    cannot start (settings, options, the schema, the port is in use); 3: the
+    management key was refused.
     """
     from talon_classic.cli.identify import emulator_for
     from talon_classic.client import Client
@@ -88,11 +96,16 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
         webhook_secret = secret(webhook_secret, "webhookSecret", "webhook_secret",
                                 ENV_WEBHOOK_SECRET)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    source = load_schema(schema_args, settings, pull=True)
+    schema = source.schema if source else None
+    engine = Engine(settings.custom_attributes, schema)
     with contextlib.ExitStack() as stack:
         client: Any
         if emulator:
             # the server's worker does not report Engage names: accept every attribute
-            server = stack.enter_context(emulator_for(settings, rate_limit, None, strict=False))
+            # (with a schema, every attribute it has)
+            server = stack.enter_context(emulator_for(settings, rate_limit, None, strict=False,
+                                                      schema=schema))
             client = Client(server.url, server.app.config.api_key, rate_limit=rate_limit)
             click.echo(f"emulator: delivering to the local Talon.One emulator at {server.url}")
         else:
@@ -103,7 +116,7 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
             client = Client.from_settings(settings, rate_limit=rate_limit, concurrency=1)
         stack.callback(client.close)
         try:
-            service = Service(spool_path, Engine(settings.custom_attributes), client, write_keys,
+            service = Service(spool_path, engine, client, write_keys,
                               webhook_secret=webhook_secret or None, host=host, port=port,
                               threads=threads, max_depth=max_spool, linger=linger,
                               dedupe_window=dedupe_hours * 3600,
@@ -112,6 +125,8 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
             raise UsageFailure(str(exc)) from None
 
         signal.signal(signal.SIGTERM, lambda signum, frame: service.request_stop())
+        if source is not None:
+            click.echo(schema_line(source))
         click.echo(f"talon-classic serving on {service.url} (spool {spool_path}, "
                    f"{service.spool.depth:,} events waiting)")
         sys.stdout.flush()
