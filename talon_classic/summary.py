@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 #: Distinct dropped attribute names remembered per reason (keeps memory flat).
@@ -15,7 +16,7 @@ MAX_DROPPED_NAMES = 10_000
 class Summary:
     """Thread-safe counters for one run."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.started = clock()

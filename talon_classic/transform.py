@@ -68,6 +68,7 @@ from talon_classic.coerce import MISMATCH, Coercer, coercer
 
 if TYPE_CHECKING:
     from talon_classic.schema import Schema
+    from talon_classic.settings import Settings
 
 #: Reasons an event is skipped as a whole (the contract's codes).
 SKIP_REASONS = (
@@ -291,9 +292,9 @@ class Engine:
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
                  "_refused", "schema", "_as_is", "_coercers", "_plans")
 
-    def __init__(self, custom_attributes: Iterable[str] | Any = (),
+    def __init__(self, custom_attributes: Iterable[str] | Settings = (),
                  schema: Schema | None = None) -> None:
-        attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
+        attrs: Iterable[str] = getattr(custom_attributes, "custom_attributes", custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
         self._exact = frozenset(a for a in self.allowlist if "*" not in a)
         globs = [translate(a) for a in self.allowlist if "*" in a]
@@ -709,7 +710,8 @@ def _collide(
             depth.pop(name, None)
 
 
-def transform(event: Any, settings: Any, schema: Schema | None = None) -> Result:
+def transform(event: Any, settings: Settings | Iterable[str],
+              schema: Schema | None = None) -> Result:
     """Map one event with the allowlist of ``settings`` (one-off convenience).
 
     For many events build an :class:`Engine` once instead.
