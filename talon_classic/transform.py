@@ -294,7 +294,8 @@ class Engine:
 
     def __init__(self, custom_attributes: Iterable[str] | Settings = (),
                  schema: Schema | None = None) -> None:
-        attrs: Iterable[str] = getattr(custom_attributes, "custom_attributes", custom_attributes)
+        attrs = (custom_attributes.custom_attributes if hasattr(custom_attributes, "custom_attributes")
+                 else custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
         self._exact = frozenset(a for a in self.allowlist if "*" not in a)
         globs = [translate(a) for a in self.allowlist if "*" in a]
