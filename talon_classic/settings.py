@@ -178,7 +178,8 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
     if validator == "minLength":
         return where, "must not be empty"
     if validator == "enum":
-        return where, "expected one of " + ", ".join(map(str, error.validator_value))
+        choices: Any = error.validator_value
+        return where, "expected one of " + ", ".join(map(str, choices))
     if validator == "minimum":
         return where, "expected a Talon.One audience id (a whole number, 1 or more)"
     if validator == "additionalProperties":
