@@ -339,32 +339,35 @@ class MembershipDelivery:
 
     def _resolve(self, wanted: list[_Wanted], report: MembershipReport
                  ) -> list[tuple[int, _Wanted]]:
-        """Each wanted action with its Talon.One audience id; the unresolvable dead-lettered."""
+        """Each wanted action with its Talon.One audience id; the unresolvable dead-lettered.
+
+        One thread at a time (it is quick once an audience is known): an
+        audience that cannot be resolved is asked for once per run, not once
+        per batch in flight.
+        """
         out: list[tuple[int, _Wanted]] = []
         for w in wanted:
             m = w.membership
-            why = self._unresolved.get(m.computation_id)
-            if why is None:
-                try:
-                    out.append((self.resolver.resolve(m.computation_id, m.computation_key,
-                                                      keys=[m.computation_key]), w))
-                    continue
-                except AuthError:
-                    raise
-                except RejectedError as exc:  # 409 that cannot be looked up, or refused
-                    why = (f"Engage audience {m.computation_key} ({m.computation_id}): "
-                           f"{_one_line(exc)}")
-                    with self._lock:
-                        first = m.computation_id not in self._unresolved
+            with self._lock:
+                why = self._unresolved.get(m.computation_id)
+                if why is None:
+                    try:
+                        out.append((self.resolver.resolve(m.computation_id, m.computation_key,
+                                                          keys=[m.computation_key]), w))
+                        continue
+                    except AuthError:
+                        raise
+                    except RejectedError as exc:  # 409 that cannot be looked up, or refused
+                        why = (f"Engage audience {m.computation_key} ({m.computation_id}): "
+                               f"{_one_line(exc)}")
                         self._unresolved[m.computation_id] = why
-                    if first:
                         self.warn(f"{why}; its events are dead-lettered")
-                except RetriesExhausted as exc:
-                    report.dead += [(s, "retries_exhausted", str(exc)) for s in w.sources]
-                    continue
-                except DeliveryError as exc:
-                    report.dead += [(s, "failed", str(exc)) for s in w.sources]
-                    continue
+                    except RetriesExhausted as exc:
+                        report.dead += [(s, "retries_exhausted", str(exc)) for s in w.sources]
+                        continue
+                    except DeliveryError as exc:
+                        report.dead += [(s, "failed", str(exc)) for s in w.sources]
+                        continue
             report.dead += [(s, "rejected", why) for s in w.sources]
         return out
 
