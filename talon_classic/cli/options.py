@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 import click
@@ -20,9 +20,11 @@ from click.core import ParameterSource
 from talon_classic.exceptions import SettingsError
 from talon_classic.reader import STDIN
 from talon_classic.settings import (
+    ENGAGE_MODES,
     ENV_API_KEY,
     ENV_ATTRIBUTES,
     ENV_DOMAIN,
+    ENV_ENGAGE_AUDIENCES,
     Settings,
     check_secret,
     load_settings,
@@ -63,6 +65,8 @@ class SettingsArgs:
     api_key: str | None
     application_domain: str | None
     custom_attributes: tuple[str, ...]
+    #: ``--engage-audiences`` (commands with :func:`engage_option`), None when not given.
+    engage_audiences: str | None = None
 
     @property
     def label(self) -> str:
@@ -77,6 +81,7 @@ class SettingsArgs:
                 api_key=self.api_key,
                 application_domain=self.application_domain,
                 custom_attributes=self.custom_attributes or None,
+                engage_audiences=self.engage_audiences,
             )
         except SettingsError as exc:
             raise UsageFailure(str(exc)) from None
@@ -120,6 +125,29 @@ def settings_options(func: F) -> F:
         "--settings", "settings_path", type=click.Path(dir_okay=False), metavar="FILE",
         help="Classic destination settings JSON (apiKey, applicationDomain, customAttributes).",
     )(decorated)
+    return cast(F, decorated)
+
+
+def engage_option(func: F) -> F:
+    """``--engage-audiences``: what an Engage audience becomes. Put it below :func:`settings_options`.
+
+    The environment variable is read by :func:`~talon_classic.settings.load_settings`
+    (so its messages name it); the flag overrides it and the file.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, engage_audiences: str | None, **kwargs: Any) -> Any:
+        if engage_audiences is not None:
+            kwargs["settings_args"] = replace(kwargs["settings_args"],
+                                              engage_audiences=engage_audiences)
+        return func(*args, **kwargs)
+
+    decorated: Any = click.option(
+        "--engage-audiences", type=click.Choice(ENGAGE_MODES), default=None,
+        help="What an Engage audience becomes: 'attributes' (a boolean attribute, as the classic "
+        "destination; the default), 'memberships' (a member of a Talon.One audience instead; "
+        "Audience Entered/Exited tracks too) or 'both' [env var: "
+        f"{ENV_ENGAGE_AUDIENCES}; setting engageAudiences].")(wrapper)
     return cast(F, decorated)
 
 

@@ -6,18 +6,24 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
+    engage_option,
     secret,
     server_options,
     settings_options,
 )
 from talon_classic.exceptions import SettingsError, TalonClassicError
+
+if TYPE_CHECKING:
+    from talon_classic.client import Client
+    from talon_classic.memberships import MembershipDelivery
+    from talon_classic.settings import Settings
 
 ENV_WRITE_KEYS = "TALON_WRITE_KEYS"
 ENV_WEBHOOK_SECRET = "TALON_WEBHOOK_SECRET"
@@ -33,6 +39,7 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 
 @click.command(short_help="Stand in for the classic destination over HTTP.")
 @settings_options
+@engage_option
 @click.option("--spool", "spool_path", required=True, metavar="PATH",
               help="SQLite file where accepted events wait for delivery.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -102,12 +109,15 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
                 raise UsageFailure(str(exc)) from None
             client = Client.from_settings(settings, rate_limit=rate_limit, concurrency=1)
         stack.callback(client.close)
+        memberships = open_memberships(settings, client, stack, emulator)
+        engine = Engine(settings.custom_attributes, engage_audiences=settings.engage_audiences)
         try:
-            service = Service(spool_path, Engine(settings.custom_attributes), client, write_keys,
+            service = Service(spool_path, engine, client, write_keys,
                               webhook_secret=webhook_secret or None, host=host, port=port,
                               threads=threads, max_depth=max_spool, linger=linger,
                               dedupe_window=dedupe_hours * 3600,
-                              connection_limit=connection_limit, idle_timeout=idle_timeout)
+                              connection_limit=connection_limit, idle_timeout=idle_timeout,
+                              memberships=memberships)
         except TalonClassicError as exc:
             raise UsageFailure(str(exc)) from None
 
@@ -120,3 +130,27 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
         finally:
             service.stop()
             click.echo("stopped; events not yet delivered stay in the spool")
+
+
+def open_memberships(settings: Settings, client: Client, stack: contextlib.ExitStack,
+                     emulator: bool) -> MembershipDelivery | None:
+    """With ``engageAudiences`` memberships or both: what the worker delivers them with.
+
+    Its state database is the deployment's (:func:`~talon_classic.state.state_file`);
+    none with ``--emulator``, which forgets everything when it stops.
+    """
+    import os
+    import sqlite3
+
+    from talon_classic.memberships import MembershipDelivery
+    from talon_classic.state import state_file
+
+    if settings.engage_audiences == "attributes":
+        return None
+    path = None if emulator else os.fspath(state_file(settings.application_domain or ""))
+    try:
+        delivery = MembershipDelivery.open(client, settings, path)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageFailure(f"{path}: cannot open the state database ({exc})") from None
+    stack.callback(delivery.close)
+    return delivery

@@ -10,6 +10,7 @@ from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    engage_option,
     settings_options,
     warn,
 )
@@ -21,6 +22,7 @@ from talon_classic.transform import Engine
 
 @click.command(short_help="Show what the engine makes of each event; sends nothing.")
 @settings_options
+@engage_option
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 def transform(settings_args: SettingsArgs, inputs: tuple[str, ...]) -> None:
     """Show what the engine makes of each event (JSONL in, JSONL out; sends nothing).
@@ -28,7 +30,9 @@ def transform(settings_args: SettingsArgs, inputs: tuple[str, ...]) -> None:
     INPUT is a .jsonl file, a .gz of one, or '-' for stdin (the default).
     One output line per non-blank input line, with its 1-based "line"
     number: the upsert ("integrationId", "attributes", "dropped") or
-    "skipped" with a reason code and an "error" in words.
+    "skipped" with a reason code and an "error" in words. With
+    --engage-audiences memberships or both, an Engage audience event also
+    shows its "memberships" ([{"action", "audience", "computation_id"}]).
 
     Exit status: 0 the input was read to the end (or the reader of the
     output went away, as with `| head`), 2 usage or settings error.
@@ -38,7 +42,7 @@ def transform(settings_args: SettingsArgs, inputs: tuple[str, ...]) -> None:
         warn("warning: customAttributes is empty, so every attribute but Engage audiences and "
              "computed traits is dropped as not_allowlisted (give --settings FILE or "
              "--custom-attribute NAME)")
-    engine = Engine(settings.custom_attributes)
+    engine = Engine(settings.custom_attributes, engage_audiences=settings.engage_audiences)
     paths = check_inputs(inputs)
     write = sys.stdout.write
     try:
