@@ -92,3 +92,12 @@ def test_audience_tracks_are_kept_as_an_empty_upsert_and_a_membership() -> None:
     assert engine.transform(track("u1", "Order Completed")).skipped == "not_identify"
     assert repr(result).endswith("memberships=(EngageMembership(action='delete', "
                                  "computation_id='aud_1', computation_key='vip_users'),))")
+
+
+def test_an_engine_built_from_settings_takes_their_engage_audiences() -> None:
+    from talon_classic.settings import Settings
+
+    engine = Engine(Settings(custom_attributes=("email",), engage_audiences="memberships"))
+    assert engine.engage_audiences == "memberships"
+    assert Engine(Settings(), engage_audiences="both").engage_audiences == "both"
+    assert Engine(["email"]).engage_audiences == "attributes"
