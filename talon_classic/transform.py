@@ -282,8 +282,8 @@ class Engine:
     def __init__(self, custom_attributes: Iterable[str] | Any = (),
                  schema: Schema | None = None, engage_audiences: str | None = None) -> None:
         # given Settings, its engageAudiences unless told otherwise
-        self.engage_audiences: str = engage_audiences or getattr(
-            custom_attributes, "engage_audiences", ATTRIBUTES)
+        self.engage_audiences: str = engage_audiences or str(getattr(
+            custom_attributes, "engage_audiences", None) or ATTRIBUTES)
         attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
         self._exact = frozenset(a for a in self.allowlist if "*" not in a)
