@@ -38,6 +38,9 @@ class Summary:
         #: Dead letters this run added to the dead-letter file (set by the caller).
         self.dead_letter_file: str | None = None
         self.stopped: str | None = None
+        #: Engage audience memberships (``added``, ``removed``, ``superseded``), when the run
+        #: sends them (``engageAudiences`` memberships or both); None otherwise.
+        self.memberships: dict[str, int] | None = None
 
     def skip(self, reason: str) -> None:
         """Count one skipped event (main thread)."""
@@ -81,6 +84,16 @@ class Summary:
             for key, value in counts.items():
                 setattr(self, key, getattr(self, key) + value)
 
+    def count_memberships(self, added: int = 0, removed: int = 0, superseded: int = 0) -> None:
+        """Count Engage memberships sent (added, removed) or left out as older (superseded)."""
+        with self._lock:
+            counts = self.memberships if self.memberships is not None else dict.fromkeys(
+                ("added", "removed", "superseded"), 0)
+            counts["added"] += added
+            counts["removed"] += removed
+            counts["superseded"] += superseded
+            self.memberships = counts
+
     def finish(self) -> None:
         """Stop the clock."""
         self.finished = self._clock()
@@ -93,7 +106,7 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         """The stable ``--json`` shape."""
         elapsed = self.elapsed
-        return {
+        out = {
             "events_read": self.events_read,
             "kept": self.kept,
             "skipped": dict(sorted(self.skipped.items())),
@@ -116,6 +129,9 @@ class Summary:
             "events_per_s": round(self.events_read / elapsed, 1) if elapsed > 0 else None,
             "peak_rss_mb": _peak_rss_mb(),
         }
+        if self.memberships is not None:
+            out["memberships"] = dict(self.memberships)
+        return out
 
     def render(self) -> str:
         """Human summary, one fact per line."""
@@ -143,6 +159,10 @@ class Summary:
             f"dead-lettered      {d['dead_lettered']:>12,}"
             f"  events (rejected {d['rejected']:,}, failed {d['failed']:,})",
         ]
+        if "memberships" in d:
+            m = d["memberships"]
+            lines.append(f"memberships added  {m['added']:>12,}  (removed {m['removed']:,}, "
+                         f"superseded by newer {m['superseded']:,})")
         if d["dead_letter_file"]:
             lines.append(f"dead letters in    {d['dead_letter_file']}  (appended; earlier runs' "
                          "lines are kept)")

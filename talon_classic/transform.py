@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 import inflection
 
 from talon_classic.coerce import MISMATCH, Coercer, coercer
+from talon_classic.engage import ATTRIBUTES, MEMBERSHIPS, EngageMembership, membership_of
 
 if TYPE_CHECKING:
     from talon_classic.schema import Schema
@@ -137,9 +138,11 @@ class Result:
     Either ``skipped`` is a reason code (and ``error`` says why in words), or
     ``integration_id`` and ``attributes`` describe the upsert, with
     ``dropped`` listing ``(name, reason)`` for every attribute left out.
+    ``memberships``: the Engage audience memberships it says (with
+    ``engageAudiences`` ``memberships`` or ``both``; see :mod:`talon_classic.engage`).
     """
 
-    __slots__ = ("integration_id", "attributes", "dropped", "skipped", "error")
+    __slots__ = ("integration_id", "attributes", "dropped", "skipped", "error", "memberships")
 
     def __init__(
         self,
@@ -148,12 +151,14 @@ class Result:
         dropped: list[tuple[str, str]] | None = None,
         skipped: str | None = None,
         error: str | None = None,
+        memberships: tuple[EngageMembership, ...] = (),
     ) -> None:
         self.integration_id = integration_id
         self.attributes = attributes
         self.dropped = dropped if dropped is not None else []
         self.skipped = skipped
         self.error = error
+        self.memberships = memberships
 
     @property
     def kept(self) -> bool:
@@ -164,18 +169,22 @@ class Result:
         """The stable JSON shape used by ``talon-classic transform``."""
         if self.skipped is not None:
             return {"skipped": self.skipped, "error": self.error}
-        return {
+        out = {
             "integrationId": self.integration_id,
             "attributes": self.attributes,
             "dropped": [{"name": n, "reason": r} for n, r in self.dropped],
         }
+        if self.memberships:
+            out["memberships"] = [m.as_dict() for m in self.memberships]
+        return out
 
     def __repr__(self) -> str:
         if self.skipped is not None:
             return f"Result(skipped={self.skipped!r}, error={self.error!r})"
         return (
             f"Result(integration_id={self.integration_id!r}, "
-            f"attributes={self.attributes!r}, dropped={self.dropped!r})"
+            f"attributes={self.attributes!r}, dropped={self.dropped!r}"
+            + (f", memberships={self.memberships!r})" if self.memberships else ")")
         )
 
     def __eq__(self, other: object) -> bool:
@@ -287,13 +296,23 @@ class Engine:
     per-name decisions (allowlist, snake_case) are cached. With ``schema``,
     attributes are typed after the allowlist and Engage (see the module's
     docstring); the schema's coercers are compiled once here.
+
+    ``engage_audiences`` (``engageAudiences``): ``attributes``, the classic
+    boolean attribute; ``memberships``: an Engage audience identify gives a
+    membership instead of its attribute, and ``Audience Entered``/``Exited``
+    tracks are kept as a membership and an empty upsert of their user (so
+    they are delivered, dead-lettered and checkpointed with their profile);
+    ``both``: the attribute and the membership.
     """
 
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
-                 "_refused", "schema", "_as_is", "_coercers", "_plans")
+                 "_refused", "schema", "_as_is", "_coercers", "_plans", "engage_audiences")
 
     def __init__(self, custom_attributes: Iterable[str] | Settings = (),
-                 schema: Schema | None = None) -> None:
+                 schema: Schema | None = None, engage_audiences: str | None = None) -> None:
+        # given Settings, its engageAudiences unless told otherwise
+        self.engage_audiences: str = engage_audiences or str(getattr(
+            custom_attributes, "engage_audiences", None) or ATTRIBUTES)
         attrs = (custom_attributes.custom_attributes if hasattr(custom_attributes, "custom_attributes")
                  else custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
@@ -341,8 +360,11 @@ class Engine:
         if not isinstance(event, dict):
             return skip("invalid_event", "the event is not a JSON object")
         etype = event.get("type")
+        track = None
         if etype is not None and (not isinstance(etype, str) or etype.lower() != "identify"):
-            return skip("not_identify", f"type is {etype!r}; only identify events are sent")
+            track = membership_of(event) if self.engage_audiences != ATTRIBUTES else None
+            if track is None:
+                return skip("not_identify", f"type is {etype!r}; only identify events are sent")
         integrations = event.get("integrations")
         if integrations is not None and _disabled(integrations):
             return skip(
@@ -359,6 +381,8 @@ class Engine:
             if found is None:
                 return skip(reason or "invalid_user_id", message or "userId is not usable")
             integration_id = found
+        if track is not None:  # Audience Entered/Exited: its user, and the membership
+            return Result(integration_id, {}, [], memberships=(track,))
 
         context = event.get("context")
         if "traits" in event:
@@ -410,7 +434,11 @@ class Engine:
         attributes = flat
         typing = refused[2]
 
-        if engage_class is not None and engage_key is not None and engage_key in traits:
+        membership = None
+        if engage_class == "audience" and self.engage_audiences != ATTRIBUTES:
+            membership = membership_of(event)
+        if engage_class is not None and engage_key is not None and engage_key in traits and (
+                membership is None or self.engage_audiences != MEMBERSHIPS):
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
             if typing is not None and attributes:  # names the allowlist's entry did not see
                 self._typed(attributes, dropped, self._typing_for(tuple(attributes)))
@@ -428,6 +456,8 @@ class Engine:
                     _apply(last[1], attributes, dropped)
             elif last[1]:
                 _apply(last[1], attributes, dropped)
+        if membership is not None:
+            return Result(integration_id, attributes, dropped, memberships=(membership,))
         return Result(integration_id, attributes, dropped)
 
     def _refuse(self, names: tuple[str, ...]) -> _Refusal:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    engage_option,
     given,
     load_schema,
     schema_line,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from talon_classic.bulk import Batch, Pipeline
     from talon_classic.client import Client
     from talon_classic.emulator import Emulator, EmulatorServer
+    from talon_classic.memberships import MembershipDelivery
     from talon_classic.schema import Schema
     from talon_classic.schemacache import SchemaSource
     from talon_classic.summary import Summary
@@ -243,6 +246,7 @@ def plan_run(settings_args: SettingsArgs, inputs: tuple[str, ...],
         opts = _resumed_options(recorded, opts)
     check_flags(opts)
     settings = settings_args.load(opts["settings_path"])
+    opts["engage_audiences"] = settings.engage_audiences  # tracks become profiles or not
     try:
         if not opts["emulator"] and (not opts["dry_run"] or not settings.application_domain):
             settings.require_delivery(settings_args.label)
@@ -300,6 +304,54 @@ def open_client(run: Run, stack: contextlib.ExitStack, output: RequestOutput | N
     return client, server
 
 
+def membership_state(run: Run) -> str | None:
+    """The state database Engage memberships are checked against and recorded in, or None.
+
+    ``--no-state``/``--state FILE`` when the command has them; an emulator
+    without ``--emulator-db`` forgets everything, so none; otherwise the
+    deployment's (:func:`~talon_classic.state.state_file`, per id prefix).
+    """
+    import os
+
+    from talon_classic.state import state_file
+
+    opts = run.options
+    if opts.get("no_state"):
+        return None
+    if opts.get("state"):
+        return str(opts["state"])
+    if opts["emulator"]:
+        db = opts["emulator_db"]
+        return os.fspath(state_file(f"http://emulator/{os.path.abspath(db)}",
+                                    opts["id_prefix"])) if db else None
+    return os.fspath(state_file(run.settings.application_domain or "", opts["id_prefix"]))
+
+
+def open_memberships(run: Run, client: Client, stack: contextlib.ExitStack,
+                     quiet: bool) -> MembershipDelivery | None:
+    """With ``engageAudiences`` memberships or both: what delivers them (None otherwise,
+    and in a dry run, which cannot create audiences; ``transform`` shows them)."""
+    from talon_classic.memberships import MembershipDelivery
+
+    if run.settings.engage_audiences == "attributes":
+        return None
+    if run.options["dry_run"]:
+        if not quiet:
+            warn("dry run: Engage audience memberships are not shown (audiences cannot be "
+                 "created without sending); `talon-classic transform --engage-audiences "
+                 f"{run.settings.engage_audiences}` shows them")
+        return None
+    path = membership_state(run)
+    try:
+        delivery = MembershipDelivery.open(client, run.settings, path,
+                                           warn=(lambda _m: None) if quiet else warn)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageFailure(f"{path}: cannot open the state database ({exc}); give another "
+                           "--state FILE, or --no-state") from None
+    stack.callback(delivery.close)
+    return delivery
+
+
 def exit_code(pipeline: Pipeline, summary: Summary, interrupted: bool) -> int:
     """130 interrupted, 3 authentication failure, 4 an unexpected error, 1 dead letters, else 0."""
     if interrupted:
@@ -348,6 +400,7 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
 @click.command(short_help="Upsert Talon.One profiles from JSONL identify events.")
 @settings_options
 @schema_options(pull=True)
+@engage_option
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process (no account needed).")
@@ -432,7 +485,9 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
                 raise UsageFailure(f"{opts['output']}: cannot write: {exc.strerror}") from None
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
-        engine = Engine(run.settings.custom_attributes, run.schema.schema if run.schema else None)
+        engine = Engine(run.settings.custom_attributes, run.schema.schema if run.schema else None,
+                        engage_audiences=run.settings.engage_audiences)
+        memberships = open_memberships(run, client, stack, quiet)
         pipeline = Pipeline(
             engine,
             client,
@@ -442,6 +497,7 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
             on_progress=progress,
             warn=(lambda _m: None) if quiet else warn,
             before_send=register_engage_names(engine, server.app) if server else None,
+            memberships=memberships,
         )
         if output is not None:
             output.on_closed = lambda: pipeline.stop("the output was closed")

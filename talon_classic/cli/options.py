@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
@@ -28,9 +28,11 @@ from talon_classic.exceptions import (
 )
 from talon_classic.reader import STDIN
 from talon_classic.settings import (
+    ENGAGE_MODES,
     ENV_API_KEY,
     ENV_ATTRIBUTES,
     ENV_DOMAIN,
+    ENV_ENGAGE_AUDIENCES,
     ENV_MANAGEMENT_KEY,
     Settings,
     check_secret,
@@ -83,6 +85,8 @@ class SettingsArgs:
     application_domain: str | None
     custom_attributes: tuple[str, ...]
     management_key: str | None = None
+    #: ``--engage-audiences`` (commands with :func:`engage_option`), None when not given.
+    engage_audiences: str | None = None
 
     @property
     def label(self) -> str:
@@ -98,6 +102,7 @@ class SettingsArgs:
                 application_domain=self.application_domain,
                 custom_attributes=self.custom_attributes or None,
                 management_key=self.management_key,
+                engage_audiences=self.engage_audiences,
             )
         except SettingsError as exc:
             raise UsageFailure(str(exc)) from None
@@ -254,6 +259,27 @@ def schema_line(source: SchemaSource | None) -> str | None:
         return None
     count = len(source.schema)
     return f"schema: {source.origin} ({count:,} attribute{'' if count == 1 else 's'})"
+def engage_option(func: F) -> F:
+    """``--engage-audiences``: what an Engage audience becomes. Put it below :func:`settings_options`.
+
+    The environment variable is read by :func:`~talon_classic.settings.load_settings`
+    (so its messages name it); the flag overrides it and the file.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, engage_audiences: str | None, **kwargs: Any) -> Any:
+        if engage_audiences is not None:
+            kwargs["settings_args"] = replace(kwargs["settings_args"],
+                                              engage_audiences=engage_audiences)
+        return func(*args, **kwargs)
+
+    decorated: Any = click.option(
+        "--engage-audiences", type=click.Choice(ENGAGE_MODES), default=None,
+        help="What an Engage audience becomes: 'attributes' (a boolean attribute, as the classic "
+        "destination; the default), 'memberships' (a member of a Talon.One audience instead; "
+        "Audience Entered/Exited tracks too) or 'both' [env var: "
+        f"{ENV_ENGAGE_AUDIENCES}; setting engageAudiences].")(wrapper)
+    return cast(F, decorated)
 
 
 def secret(value: str, name: str, param: str, envvar: str) -> str:

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,7 @@ from talon_classic.cli.options import (
     SchemaArgs,
     SettingsArgs,
     UsageFailure,
+    engage_option,
     load_schema,
     schema_line,
     schema_options,
@@ -22,6 +23,11 @@ from talon_classic.cli.options import (
     settings_options,
 )
 from talon_classic.exceptions import SettingsError, TalonClassicError
+
+if TYPE_CHECKING:
+    from talon_classic.client import Client
+    from talon_classic.memberships import MembershipDelivery
+    from talon_classic.settings import Settings
 
 ENV_WRITE_KEYS = "TALON_WRITE_KEYS"
 ENV_WEBHOOK_SECRET = "TALON_WEBHOOK_SECRET"
@@ -38,6 +44,7 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 @click.command(short_help="Stand in for the classic destination over HTTP.")
 @settings_options
 @schema_options(pull=True)
+@engage_option
 @click.option("--spool", "spool_path", required=True, metavar="PATH",
               help="SQLite file where accepted events wait for delivery.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -98,7 +105,8 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     source = load_schema(schema_args, settings, pull=True)
     schema = source.schema if source else None
-    engine = Engine(settings.custom_attributes, schema)
+    engine = Engine(settings.custom_attributes, schema,
+                    engage_audiences=settings.engage_audiences)
     with contextlib.ExitStack() as stack:
         client: Any
         if emulator:
@@ -115,12 +123,14 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
                 raise UsageFailure(str(exc)) from None
             client = Client.from_settings(settings, rate_limit=rate_limit, concurrency=1)
         stack.callback(client.close)
+        memberships = open_memberships(settings, client, stack, emulator)
         try:
             service = Service(spool_path, engine, client, write_keys,
                               webhook_secret=webhook_secret or None, host=host, port=port,
                               threads=threads, max_depth=max_spool, linger=linger,
                               dedupe_window=dedupe_hours * 3600,
-                              connection_limit=connection_limit, idle_timeout=idle_timeout)
+                              connection_limit=connection_limit, idle_timeout=idle_timeout,
+                              memberships=memberships)
         except TalonClassicError as exc:
             raise UsageFailure(str(exc)) from None
 
@@ -135,3 +145,27 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
         finally:
             service.stop()
             click.echo("stopped; events not yet delivered stay in the spool")
+
+
+def open_memberships(settings: Settings, client: Client, stack: contextlib.ExitStack,
+                     emulator: bool) -> MembershipDelivery | None:
+    """With ``engageAudiences`` memberships or both: what the worker delivers them with.
+
+    Its state database is the deployment's (:func:`~talon_classic.state.state_file`);
+    none with ``--emulator``, which forgets everything when it stops.
+    """
+    import os
+    import sqlite3
+
+    from talon_classic.memberships import MembershipDelivery
+    from talon_classic.state import state_file
+
+    if settings.engage_audiences == "attributes":
+        return None
+    path = None if emulator else os.fspath(state_file(settings.application_domain or ""))
+    try:
+        delivery = MembershipDelivery.open(client, settings, path)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageFailure(f"{path}: cannot open the state database ({exc})") from None
+    stack.callback(delivery.close)
+    return delivery

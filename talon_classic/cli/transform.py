@@ -11,6 +11,7 @@ from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    engage_option,
     load_schema,
     schema_options,
     settings_options,
@@ -25,6 +26,7 @@ from talon_classic.transform import Engine
 @click.command(short_help="Show what the engine makes of each event; sends nothing.")
 @settings_options
 @schema_options(pull=False)
+@engage_option
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...")
 def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[str, ...]
               ) -> None:
@@ -36,6 +38,8 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
     "skipped" with a reason code and an "error" in words. With --schema,
     values are coerced to Talon.One's types, and attributes it does not have
     or values that do not fit are dropped (unknown_attribute, type_mismatch).
+    With --engage-audiences memberships or both, an Engage audience event
+    also shows its "memberships" ([{"action", "audience", "computation_id"}]).
 
     Exit status: 0 the input was read to the end (or the reader of the
     output went away, as with `| head`), 2 usage or settings error.
@@ -46,7 +50,8 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
              "computed traits is dropped as not_allowlisted (give --settings FILE or "
              "--custom-attribute NAME)")
     source = load_schema(schema_args, settings, pull=False)
-    engine = Engine(settings.custom_attributes, source.schema if source else None)
+    engine = Engine(settings.custom_attributes, source.schema if source else None,
+                    engage_audiences=settings.engage_audiences)
     paths = check_inputs(inputs)
     write = sys.stdout.write
     try:
