@@ -75,3 +75,18 @@ class RejectedError(DeliveryError):
 
 class RetriesExhausted(DeliveryError):
     """A retryable failure (409/429/5xx/timeout) outlasted every attempt."""
+
+
+class CompactError(TalonClassicError):
+    """A compaction could not finish (disk full, out of memory, a failed Spark job).
+
+    Nothing is written to the output when it is raised: the output appears
+    only once complete.
+    """
+
+
+class MissingDependency(TalonClassicError):
+    """An optional part needs something not installed here (pyspark, a Java runtime).
+
+    The message says what to install.
+    """
