@@ -13,6 +13,7 @@ import click
 
 from talon_classic import __version__
 from talon_classic.cli.check_config import check_config
+from talon_classic.cli.compact import compact
 from talon_classic.cli.deadletter import deadletter
 from talon_classic.cli.emulator import emulator
 from talon_classic.cli.identify import identify
@@ -31,7 +32,7 @@ def main() -> None:
     """
 
 
-for command in (check_config, deadletter, emulator, identify, serve, transform):
+for command in (check_config, compact, deadletter, emulator, identify, serve, transform):
     main.add_command(command)
 
 __all__ = ["main"]

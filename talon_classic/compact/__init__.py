@@ -144,25 +144,26 @@ def compact(paths: Iterable[str], settings: Any, out: str, *, engine: str = "duc
         if on_progress is not None:
             on_progress(summary)
 
-    with tempfile.TemporaryDirectory(prefix="talon-compact-", dir=temp_dir) as tmp:
-        rows_dir = os.path.join(tmp, "rows")
-        os.mkdir(rows_dir, 0o700)
-        records = transform_inputs(paths, rules, rows_dir, workers=workers,
-                                   max_line_bytes=max_line_bytes, stdin=stdin, on_open=opened,
-                                   on_tally=tallied)
-        spill = os.path.join(tmp, "duckdb")
-        con = duckdb_engine.connect(memory_limit or default_memory_limit(), spill, workers)
-        writer = ProfileWriter(out)
-        try:
-            for iid, attributes, stamps in duckdb_engine.profiles(con, rows_dir, records,
-                                                                  max_line_bytes):
-                writer.write(iid, attributes, stamps)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        finally:
-            con.close()
+    writer = ProfileWriter(out)  # an output that cannot be written fails before the work
+    try:
+        with tempfile.TemporaryDirectory(prefix="talon-compact-", dir=temp_dir) as tmp:
+            rows_dir = os.path.join(tmp, "rows")
+            os.mkdir(rows_dir, 0o700)
+            records = transform_inputs(paths, rules, rows_dir, workers=workers,
+                                       max_line_bytes=max_line_bytes, stdin=stdin,
+                                       on_open=opened, on_tally=tallied)
+            spill = os.path.join(tmp, "duckdb")
+            con = duckdb_engine.connect(memory_limit or default_memory_limit(), spill, workers)
+            try:
+                for iid, attributes, stamps in duckdb_engine.profiles(con, rows_dir, records,
+                                                                      max_line_bytes):
+                    writer.write(iid, attributes, stamps)
+            finally:
+                con.close()
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     summary.profiles_written = writer.count
     summary.finish()
     return summary
