@@ -15,12 +15,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from compact_oracle import fold, merger_profiles, read_output
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from talon_classic.compact import CompactSummary, compact, events
 from talon_classic.exceptions import CompactError
-from compact_oracle import fold, merger_profiles, read_output
 
 ALLOW = ["a", "b", "c", "email", "plan", "name"]
 STAMPS = [None, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-02T00:00:00Z",

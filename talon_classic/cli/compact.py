@@ -143,6 +143,13 @@ def compact(settings_args: SettingsArgs, inputs: tuple[str, ...], output: str, a
     if os.path.abspath(output) in {os.path.abspath(p) for p in paths}:
         raise UsageFailure(f"{output}: is also an INPUT; write the profiles elsewhere")
     check_output(output)
+    if options["memory_limit"] is not None:
+        from talon_classic.compact.duckdb_engine import memory_size
+
+        try:
+            memory_size(options["memory_limit"])
+        except CompactError as exc:
+            raise UsageFailure(str(exc)) from None
     settings = settings_args.load()
     if not settings.custom_attributes and not quiet:
         warn("warning: customAttributes is empty, so every attribute but Engage audiences and "

@@ -115,7 +115,11 @@ def compact(paths: Iterable[str], settings: Any, out: str, *, engine: str = "duc
         raise CompactError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     from talon_classic.compact.output import ProfileWriter, output_format
 
-    output_format(out)  # refuse a wrong name before reading anything
+    output_format(out)  # refuse a wrong name or size before reading anything
+    if memory_limit is not None:
+        from talon_classic.compact.duckdb_engine import memory_size
+
+        memory_limit = memory_size(memory_limit)
     rules = transformer if transformer is not None else Engine(settings)
     summary = CompactSummary(os.fspath(out), engine)
     if engine == "spark":

@@ -13,6 +13,7 @@ DuckDB spills to its temporary directory whatever does not fit under
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,11 +108,20 @@ def import_duckdb() -> Any:
     return duckdb
 
 
-def _size(limit: str) -> str:
-    text = limit.strip().replace(" ", "")
-    if not text or not all(c.isalnum() or c == "." for c in text):
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*((?:[KMGT]i?)?B)?", re.IGNORECASE)
+
+
+def memory_size(limit: str) -> str:
+    """``"500MB"``, ``"4 GiB"``, ``"2gb"``... as DuckDB takes it; CompactError otherwise."""
+    found = _SIZE.fullmatch(limit.strip())
+    if found is None:
         raise CompactError(f"memory limit {limit!r} is not a size like 500MB or 4GB")
-    return text
+    number, unit = found.groups()
+    unit = (unit or "B").upper().replace("IB", "iB")
+    return f"{number}{unit}"
+
+
+_size = memory_size
 
 
 def _quote(text: str) -> str:

@@ -79,11 +79,11 @@ def read_blocks(paths: Iterable[str], max_line_bytes: int = DEFAULT_MAX_LINE_BYT
         try:
             for item in _file_blocks(source, max_line_bytes):
                 if len(item) == 3:
-                    line, reason, message = item  # type: ignore[misc]
+                    line, reason, message = item
                     yield Tally(seq, records=1, skipped=Counter({reason: 1}),
                                 warnings=[f"{source.name}:{line}: {reason}: {message}"])
                 else:
-                    first, data = item  # type: ignore[misc]
+                    first, data = item
                     yield Block(seq, source.name, first, data)
                 seq += 1
         finally:

@@ -21,7 +21,7 @@ import contextlib
 import gzip
 import os
 import tempfile
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from talon_classic.exceptions import CompactError
 from talon_classic.reader import dumps, dumps_bytes
@@ -64,9 +64,10 @@ class ProfileWriter:
             raise CompactError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
         os.fchmod(fd, 0o600)
         self._raw: IO[bytes] = os.fdopen(fd, "wb")
-        self._out: IO[bytes] = (gzip.GzipFile(filename="", mode="wb", fileobj=self._raw,
-                                              compresslevel=6, mtime=0)
-                                if self.format == "gz" else self._raw)
+        self._out: IO[bytes] = self._raw
+        if self.format == "gz":  # no name, no time: the same input gives the same bytes
+            self._out = cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=self._raw,
+                                                      compresslevel=6, mtime=0))
 
     def write(self, iid: str, attributes: dict[str, Any], timestamps: dict[str, list[Any]]
               ) -> None:
