@@ -8,6 +8,7 @@ agree with each other and with both engines.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,12 @@ def records(paths: list[Path]) -> list[Any]:
     """Every non-blank line of the inputs in order: the decoded event, or None if not JSON."""
     out: list[Any] = []
     for path in paths:
-        for line in path.read_bytes().split(b"\n"):
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        for n, line in enumerate(data.split(b"\n")):
+            if n == 0 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
             if not line.strip():
                 continue
             try:
