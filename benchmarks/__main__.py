@@ -10,11 +10,11 @@ import platform
 import sys
 import time
 
-from benchmarks import e2e_bench, memory_bench, serve_bench, transform_bench
+from benchmarks import compact_bench, e2e_bench, memory_bench, serve_bench, transform_bench
 
 
 def main() -> None:
-    """Run transform, end-to-end and memory benchmarks and print their figures."""
+    """Run transform, end-to-end, memory, serve and compaction benchmarks and print their figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check it runs")
     quick = parser.parse_args().quick
@@ -32,6 +32,9 @@ def main() -> None:
     m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
     print(memory_bench.report(m))
     print(serve_bench.report(serve_bench.run(1.0 if quick else 5.0)))
+    print(compact_bench.report(
+        compact_bench.run(20_000, 10_000, (3_000, 2_000), big_events=0) if quick
+        else compact_bench.run()))
     print(f"total {time.monotonic() - start:.0f}s")
 
 
