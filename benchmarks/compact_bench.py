@@ -137,11 +137,12 @@ def run(events: int = 2_000_000, users: int = 1_000_000, compare: tuple[int, int
     if big_events:
         big = _template_file(os.path.join(tmp, "big.jsonl"), big_events, big_events // 2)
         report, elapsed, peak = _peak_tree(["compact", big, "--settings", settings, "-o",
-                                            os.path.join(tmp, "big.jsonl.gz"),
+                                            os.path.join(tmp, "big-profiles.jsonl"),
                                             "--memory-limit", "500MB"])
         fig.update(big_events=big_events, big_seconds=elapsed, big_peak_mb=peak,
                    big_main_peak_mb=report["peak_rss_mb"], big_profiles=report["profiles_written"])
         os.unlink(big)
+        os.unlink(os.path.join(tmp, "big-profiles.jsonl"))
 
     with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
         report, elapsed = _run("identify", outs[fig["cores"]], "--profiles", "--settings",

@@ -368,6 +368,12 @@ def list_inputs(spark: Any, paths: list[str]) -> list[str]:
                 files.append(status.getPath().toString())
     if not files:
         raise InputError(f"{', '.join(paths)}: no input files")
+    seen: set[str] = set()
+    for name in files:
+        if _normal(name) in seen:
+            raise InputError(f"{name}: given twice (directly or through a glob); give each "
+                             "input once")
+        seen.add(_normal(name))
     return files
 
 

@@ -86,3 +86,12 @@ def read_output(path: Path) -> list[dict[str, Any]]:
     from talon_classic.compact.profiles import read_profile_records
 
     return [r.event for r in read_profile_records([str(path)])]
+
+
+class ExplodingEngine(Engine):
+    """An engine with a bug: it raises on the event of userId ``boom`` (in worker processes too)."""
+
+    def transform(self, event: Any) -> Any:
+        if isinstance(event, dict) and event.get("userId") == "boom":
+            raise RuntimeError("boom")
+        return super().transform(event)

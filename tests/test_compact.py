@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from compact_oracle import fold, merger_profiles, read_output
+from compact_oracle import ExplodingEngine, fold, merger_profiles, read_output
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -170,3 +170,24 @@ def test_the_summary_renders_like_identify_with_the_output(tmp_path: Path) -> No
     d = s.as_dict()
     assert d["skipped"] == {"invalid_json": 1} and d["profiles_written"] == 1
     assert "profiles_upserted" not in d
+
+
+def test_nothing_kept_writes_an_empty_output(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", ["{bad", {"type": "track", "userId": "u1"}, "  "])
+    out = tmp_path / "out.jsonl"
+    s = compact([str(src)], ALLOW, str(out), workers=1)
+    assert out.read_bytes() == b"" and s.profiles_written == 0 and s.events_read == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_transformer_stops_the_run_in_one_line_and_writes_nothing(
+        tmp_path: Path, workers: int) -> None:
+    """The transformer given is the one the workers use; a bug in it is one line, no output."""
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"a": 1}},
+                                              {"userId": "boom"}])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(CompactError, match=r"RuntimeError: boom; nothing was written$"):
+        compact([str(src)], ALLOW, str(out), workers=workers,
+                transformer=ExplodingEngine(ALLOW))
+    assert not out.exists()
+    assert os.listdir(tmp_path) == ["in.jsonl"]

@@ -210,12 +210,17 @@ def test_profiles_input_bad_records_are_skipped_counted_and_named(talon_emulator
     assert talon_emulator.profile("u1")["attributes"] == {"plan": "pro"}
 
 
-def test_compact_and_profiles_exclude_each_other(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--profiles", "--compact takes events"),
+    ("--replay-dead-letters", "--compact takes events"),
+    ("--dead-letter-skipped", "--dead-letter-skipped lists skipped events, which --compact"),
+])
+def test_compact_refuses_what_it_cannot_do(tmp_path: Path, flag, message) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1"}])
-    result = cli("identify", str(src), "--compact", "--profiles", "--dry-run",
+    result = cli("identify", str(src), "--compact", flag, "--dry-run",
                  "--custom-attribute", "plan")
     assert result.exit_code == 2
-    assert "--compact takes events" in result.output
+    assert message in result.output
 
 
 def test_profiles_dry_run_sends_the_record_as_it_is_without_timestamps(tmp_path: Path) -> None:

@@ -179,6 +179,9 @@ def check_flags(opts: dict[str, Any]) -> None:
     if opts["compact"] and (opts["profiles"] or opts["replay_dead_letters"]):
         raise UsageFailure("--compact takes events; --profiles and --replay-dead-letters "
                            "inputs are sent without it")
+    if opts["compact"] and opts["dead_letter_skipped"]:
+        raise UsageFailure("--dead-letter-skipped lists skipped events, which --compact does "
+                           "not keep (it counts them); run without --compact to list them")
 
 
 def _resumed_options(ckpt: Checkpoint, opts: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from talon_classic.compact.reduce import WINNERS_SQL, block_bases
@@ -54,7 +54,7 @@ def connect(memory_limit: str | None, temp_dir: str, threads: int | None = None)
     con = duckdb.connect(":memory:")
     try:
         if memory_limit:
-            con.execute(f"SET memory_limit = '{_size(memory_limit)}'")
+            con.execute(f"SET memory_limit = '{memory_size(memory_limit)}'")
         con.execute(f"SET temp_directory = '{_quote(temp_dir)}'")
         con.execute("SET preserve_insertion_order = false")
         if threads:
@@ -121,8 +121,6 @@ def memory_size(limit: str) -> str:
     return f"{number}{unit}"
 
 
-_size = memory_size
-
 
 def _quote(text: str) -> str:
     return text.replace("'", "''")
@@ -132,5 +130,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else exc.__class__.__name__
 
-
-OnProfile = Callable[[str, dict[str, Any], dict[str, list[Any]]], None]

@@ -187,7 +187,9 @@ def _worker(number: int, engine: Engine, max_line_bytes: int, path: str,
             tasks: Any, results: Any) -> None:
     """A worker process: transform blocks until told to stop (``None``)."""
     import gc
+    import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     gc.set_threshold(50_000, 20, 20)  # many small acyclic objects per block
     out = RowFile(path)
     try:
@@ -233,8 +235,12 @@ def transform_inputs(paths: list[str], engine: Engine, rows_dir: str, *, workers
                 if isinstance(item, Tally):
                     take(item)
                     continue
-                tally, rows = transform_block(item, engine, max_line_bytes)
-                out.write(rows)
+                try:
+                    tally, rows = transform_block(item, engine, max_line_bytes)
+                    out.write(rows)
+                except Exception as exc:  # a bug or a full disk: the run stops with one line
+                    raise CompactError(f"{exc.__class__.__name__}: {exc}; nothing was "
+                                       "written") from None
                 take(tally)
         finally:
             out.close()
@@ -286,23 +292,21 @@ def _run_workers(blocks: Iterator[Block | Tally], engine: Engine, rows_dir: str,
 
 
 def _drain(results: Any, order: _InOrder, procs: list[Any], block: bool) -> int:
-    """Take what the workers reported; return how many finished."""
+    """Take what the workers reported (one report if ``block``); return how many finished."""
     finished = 0
     while True:
         try:
             kind, value = results.get(timeout=0.5) if block else results.get_nowait()
         except queue.Empty:
-            if block and not all(p.is_alive() or p.exitcode == 0 for p in procs):
-                lost = next(p for p in procs if not p.is_alive() and p.exitcode != 0)
+            lost = [p for p in procs if p.exitcode not in (None, 0)]
+            if lost:  # killed (out of memory?) or crashed: its blocks will never come back
                 raise CompactError(f"a worker process ended unexpectedly (exit status "
-                                   f"{lost.exitcode}); nothing was written") from None
+                                   f"{lost[0].exitcode}); nothing was written") from None
             return finished
         if kind == "error":
             raise CompactError(f"{value}; nothing was written")
         if kind == "done":
             finished += 1
-            if block:
-                return finished
         else:
             order.add(value)
         if block:
