@@ -181,8 +181,9 @@ def test_nothing_kept_writes_an_empty_output(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_failing_transformer_stops_the_run_in_one_line_and_writes_nothing(
-        tmp_path: Path, workers: int) -> None:
+        tmp_path: Path, workers: int, monkeypatch) -> None:
     """The transformer given is the one the workers use; a bug in it is one line, no output."""
+    monkeypatch.setattr(events, "BLOCK_BYTES", 16)  # not "small": really in worker processes
     src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"a": 1}},
                                               {"userId": "boom"}])
     out = tmp_path / "out.jsonl"

@@ -80,7 +80,8 @@ def test_compact_json_summary_and_warnings_on_stderr(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["skipped"] == {"invalid_json": 1} and data["profiles_written"] == 1
     assert data["dropped"] == {"not_allowlisted": {"count": 1, "top": {"zip": 1}}}
-    assert data["exit_code"] == 0 and data["workers"] == 2
+    assert data["exit_code"] == 0
+    assert data["workers"] == 1  # an input this small is transformed in the main process
     assert result.stderr == f"{src}:2: invalid_json: Expecting property name enclosed in " \
         "double quotes: column 2\n"
     assert "Traceback" not in result.stderr

@@ -165,6 +165,24 @@ def register_engage_names(engine: Engine, app: Emulator) -> Callable[[Batch], No
     return before_send
 
 
+def register_profile_names(app: Emulator) -> Callable[[Batch], None]:
+    """With ``--profiles`` (or ``--compact``): the emulator learns each batch's attribute names.
+
+    Compacted profiles hold only what passed the allowlist, plus Engage's
+    attributes, which a streaming run registers as the engine meets them;
+    here the engine does not run, so the batch tells.
+    """
+    known: set[str] = set(app.config.attributes or ())
+
+    def before_send(batch: Batch) -> None:
+        names = {name for p in batch.profiles for name in p["attributes"]} - known
+        if names:
+            known.update(names)
+            app.configure(attributes=frozenset(known))
+
+    return before_send
+
+
 def check_flags(opts: dict[str, Any]) -> None:
     """Refuse option combinations that cannot work, before anything is read or sent."""
     if opts["emulator"] and opts["dry_run"]:
@@ -441,7 +459,9 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
             checkpoint=run.checkpoint,
             on_progress=progress,
             warn=(lambda _m: None) if quiet else warn,
-            before_send=register_engage_names(engine, server.app) if server else None,
+            before_send=(None if server is None
+                         else register_profile_names(server.app) if pipeline_options.profiles
+                         else register_engage_names(engine, server.app)),
         )
         if output is not None:
             output.on_closed = lambda: pipeline.stop("the output was closed")

@@ -82,6 +82,16 @@ class CompactSummary(Summary):
         return "\n".join(lines)
 
 
+def _small(paths: list[str]) -> bool:
+    """Inputs that are files of two blocks or less in all (not worth a worker process)."""
+    from talon_classic.compact.events import BLOCK_BYTES
+
+    try:
+        return sum(os.path.getsize(p) for p in paths) <= 2 * BLOCK_BYTES
+    except (OSError, TypeError):  # stdin, or gone (the reader names it)
+        return False
+
+
 def default_memory_limit() -> str:
     """:data:`MEMORY_FRACTION` of this machine's memory, as DuckDB takes it (``"11GB"``...)."""
     try:
@@ -103,7 +113,8 @@ def compact(paths: Iterable[str], settings: Any, out: str, *, engine: str = "duc
     ``settings`` gives the allowlist (a :class:`~talon_classic.settings.Settings`,
     or anything :class:`~talon_classic.transform.Engine` takes) unless
     ``transformer`` is given. ``workers`` defaults to the machine's cores,
-    ``memory_limit`` (DuckDB's, e.g. ``"500MB"``) to half its memory;
+    ``memory_limit`` (DuckDB's, e.g. ``"500MB"``) to half its memory (inputs of
+    two blocks, 8 MiB, or less are transformed in this process);
     ``temp_dir`` is where rows and DuckDB's spill files go (default: the
     system's, ``TMPDIR``). ``warn`` receives one line per broken input line
     (``file:line: reason: message``), ``on_progress`` the summary as it grows.
@@ -135,6 +146,8 @@ def compact(paths: Iterable[str], settings: Any, out: str, *, engine: str = "duc
 
     duckdb_engine.import_duckdb()  # one line if it is missing, before any work
     workers = max(1, workers or os.cpu_count() or 1)
+    if workers > 1 and _small(paths):  # starting processes would take longer than the work
+        workers = 1
     summary.workers = workers
 
     def opened(source: Any) -> None:
