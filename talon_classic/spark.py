@@ -381,9 +381,13 @@ def compact_to_file(paths: list[str], rules: Engine, out: str, summary: Any, *,
                     master: str | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
                     warn: Callable[[str], None] | None = None) -> None:
     """``compact --engine spark``: run on a new session, write ``out`` with the local writer."""
+    require_spark()
+    from pyspark.sql import SparkSession
+
     from talon_classic.compact.output import ProfileWriter
 
     writer = ProfileWriter(out)
+    ours = SparkSession.getActiveSession() is None  # inside a job: use its session, keep it
     spark = session(master)
     try:
         result = compaction(spark, paths, None, transformer=rules, max_line_bytes=max_line_bytes)
@@ -406,7 +410,8 @@ def compact_to_file(paths: list[str], rules: Engine, out: str, summary: Any, *,
         writer.abort()
         raise
     finally:
-        spark.stop()
+        if ours:
+            spark.stop()
     summary.profiles_written = writer.count
 
 

@@ -188,3 +188,21 @@ def test_without_java_one_line_says_what_to_install(monkeypatch, tmp_path: Path)
     assert result.exit_code == 2
     assert "Error: the Spark engine needs a Java 17 runtime" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.spark
+def test_the_cli_on_spark_writes_what_duckdb_writes(spark, tmp_path: Path) -> None:
+    """``compact --engine spark`` (the session already running is used, and kept)."""
+    paths = random_inputs(tmp_path, seed=5, files=2, lines=200)
+    args = ["compact", *map(str, paths), "--custom-attribute", "a", "--custom-attribute", "b",
+            "--max-line-bytes", "2048", "--json"]
+    on_spark = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "s.parquet"),
+                                         "--engine", "spark"])
+    assert on_spark.exit_code == 0, on_spark.output
+    local = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "d.parquet")])
+    assert local.exit_code == 0, local.output
+    assert read_output(tmp_path / "s.parquet") == read_output(tmp_path / "d.parquet")
+    report, other = (json.loads(r.output.strip().splitlines()[-1]) for r in (on_spark, local))
+    assert report["engine"] == "spark" and report["skipped"] == other["skipped"]
+    assert report["dropped"] == other["dropped"] and report["kept"] == other["kept"]
+    assert spark.range(1).count() == 1  # still running
