@@ -1,7 +1,7 @@
 """Transform throughput: (a) Engine.transform alone, (b) JSON line -> transform -> JSON line.
 
-Run ``python benchmarks/transform_bench.py [--events 100000] [--profile]``, or
-import it and call :func:`run`. The events are generated in memory by
+Run ``python benchmarks/transform_bench.py [--events 100000] [--profile] [--schema]``,
+or import it and call :func:`run`. The events are generated in memory by
 :mod:`benchmarks.data` (about twelve traits each, a nested address, a list,
 an Engage audience identify in every tenth). Single core, best of three
 runs. Targets: (a) >= 200,000 events/s, (b) >= 80,000 events/s.
@@ -9,6 +9,8 @@ runs. Targets: (a) >= 200,000 events/s, (b) >= 80,000 events/s.
 (b) uses ``talon_classic.reader.loads``/``dumps`` (orjson when installed);
 if that module is missing it falls back to orjson, then to :mod:`json`.
 ``--profile`` adds a cProfile of ``Engine.transform`` over the same events.
+``--schema`` adds (a) with :data:`SCHEMA`, a typed schema of every allowlisted
+attribute (issue 13: typing may cost at most 15% of (a)), side by side.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.data import ALLOWLIST, events, lines  # noqa: E402
+from talon_classic.schema import Schema  # noqa: E402
 from talon_classic.transform import Engine  # noqa: E402
 
 try:
-    from talon_classic.reader import dumps, loads
+    from talon_classic.jsonio import dumps, loads
 
-    CODEC = "talon_classic.reader"
+    CODEC = "talon_classic.jsonio"
 except ImportError:  # pragma: no cover - only before the reader existed
     try:
         import orjson
@@ -56,6 +59,15 @@ except ImportError:  # pragma: no cover - only before the reader existed
 
         CODEC = "json"
 
+#: Talon.One's types for the benchmark's allowlist (and its Engage audience).
+SCHEMA = Schema({
+    "email": "string", "name": "string", "first_name": "string", "plan": "string",
+    "age": "number", "tags": "(list string)", "address_city": "string",
+    "address_country": "string", "address_geo_lat": "number", "company_name": "string",
+    "newsletter": "boolean", "high_value_customers": "boolean",
+}, source="benchmark")
+#: Typed (a) may be at most this much slower than untyped (a).
+TYPED_MAX_COST = 0.15
 TARGET_ALONE = 200_000
 TARGET_LINES = 80_000
 ROUNDS = 3
@@ -88,6 +100,26 @@ def run(events: int = 100_000) -> dict[str, float]:
             dumps(transform(loads(line)).as_dict())
 
     return {"transform": _best(alone, n), "line_to_line": _best(line_to_line, n)}
+
+
+def run_typed(events: int = 100_000) -> dict[str, float]:
+    """Events/s of ``transform`` alone without and with :data:`SCHEMA`, measured alternately."""
+    decoded = list(_events(events))
+    plain = Engine(ALLOWLIST).transform
+    typed = Engine(ALLOWLIST, SCHEMA).transform
+
+    def with_(transform: Callable[[Any], Any]) -> Callable[[], None]:
+        def loop() -> None:
+            for event in decoded:
+                transform(event)
+        return loop
+
+    best = {"untyped": 0.0, "typed": 0.0}
+    for _ in range(ROUNDS):  # alternate, so a busy neighbour slows both alike
+        best["untyped"] = max(best["untyped"], _best(with_(plain), events, 1))
+        best["typed"] = max(best["typed"], _best(with_(typed), events, 1))
+    best["cost"] = 1 - best["typed"] / best["untyped"]
+    return best
 
 
 _events = events  # ``run``'s parameter shadows the generator's name
@@ -126,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000, help="events per run")
     parser.add_argument("--profile", action="store_true", help="also cProfile Engine.transform")
+    parser.add_argument("--schema", action="store_true",
+                        help="also (a) with a typed schema, side by side")
     args = parser.parse_args(argv)
     figures = run(args.events)
     print(f"Python {sys.version.split()[0]}, {cpu_model()}, JSON via {CODEC}, "
@@ -134,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
           f"(target {TARGET_ALONE:,})")
     print(f"(b) line -> transform -> line {figures['line_to_line']:>10,.0f} events/s  "
           f"(target {TARGET_LINES:,})")
+    if args.schema:
+        typed = run_typed(args.events)
+        print(f"(a) without a schema          {typed['untyped']:>10,.0f} events/s")
+        print(f"(a) with a schema             {typed['typed']:>10,.0f} events/s  "
+              f"(cost {typed['cost']:.1%}, at most {TYPED_MAX_COST:.0%})")
     if args.profile:
         print(profile(args.events))
 

@@ -15,15 +15,20 @@ from talon_classic.client import BulkOutcome, Client  # noqa: E402
 from talon_classic.exceptions import (  # noqa: E402
     AddressInUse,
     AuthError,
+    BadLine,
     CheckpointError,
     DeliveryError,
     InputError,
     RejectedError,
     RetriesExhausted,
+    SchemaError,
     ServeError,
     SettingsError,
     TalonClassicError,
+    Unserialisable,
 )
+from talon_classic.management import ManagementClient  # noqa: E402
+from talon_classic.schema import Schema, read_schema_file  # noqa: E402
 from talon_classic.settings import Settings, load_settings  # noqa: E402
 from talon_classic.summary import Summary  # noqa: E402
 from talon_classic.transform import Engine, Result, transform  # noqa: E402
@@ -32,22 +37,28 @@ __all__ = [
     "__version__",
     "AddressInUse",
     "AuthError",
+    "BadLine",
     "BulkOutcome",
     "CheckpointError",
     "Client",
     "DeliveryError",
     "Engine",
     "InputError",
+    "ManagementClient",
     "Options",
     "Pipeline",
     "RejectedError",
     "Result",
     "RetriesExhausted",
+    "Schema",
+    "SchemaError",
     "ServeError",
     "Settings",
     "SettingsError",
     "Summary",
     "TalonClassicError",
+    "Unserialisable",
     "load_settings",
+    "read_schema_file",
     "transform",
 ]

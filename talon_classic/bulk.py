@@ -8,7 +8,7 @@ Read -> transform -> merge per integrationId -> batches -> Talon.One, with:
   distinct profiles (or the input ends), never because of timing, so batch
   *n* of a resumed run is batch *n* of the first run, and the checkpoint
   only has to remember which batch numbers were acknowledged.
-* **Order per profile.** Events for one integrationId are merged by
+* **Order per profile** (:mod:`talon_classic.merge`). Events for one integrationId are merged by
   ``timestamp`` (then file order), attribute by attribute. A later batch
   never carries an older value than one already sent for the same
   attribute: the last timestamps sent are remembered for the most recent
@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from http import HTTPStatus
-from itertools import islice
 from typing import IO, Any
 
 from talon_classic.checkpoint import Checkpoint
@@ -40,7 +36,14 @@ from talon_classic.compact.profiles import newest as newest_stamp
 from talon_classic.compact.profiles import problem as profile_problem
 from talon_classic.compact.profiles import read_profile_records
 from talon_classic.deadletter_file import DeadLetters
-from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
+from talon_classic.exceptions import (
+    AuthError,
+    DeliveryError,
+    RejectedError,
+    RetriesExhausted,
+    logged,
+)
+from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, Record, read_records
 from talon_classic.summary import Summary
 from talon_classic.transform import MAX_ID_LENGTH, Engine
@@ -78,149 +81,12 @@ class Options:
             raise ValueError(f"batch size must be between 1 and {MAX_BATCH}")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-
-
-def parse_timestamp(value: Any) -> float | None:
-    """ISO 8601 -> epoch seconds; None when absent or unreadable (file order)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-@dataclass
-class Batch:
-    """Up to ``batch_size`` merged profiles and the events they came from."""
-
-    seq: int
-    profiles: list[dict[str, Any]]
-    sources: dict[str, list[tuple[Any, str]]] = field(repr=False)
-
-
-class _Open:
-    """One profile being merged: values, the timestamp behind each, and bounds."""
-
-    __slots__ = ("values", "stamps", "low", "high")
-
-    def __init__(self, attributes: dict[str, Any], ts: float | None) -> None:
-        self.values = dict(attributes)
-        self.stamps: dict[str, float | None] = dict.fromkeys(attributes, ts)
-        self.low = self.high = ts
-
-
-class Merger:
-    """The open batch: merges events per integrationId, attribute by attribute.
-
-    Each value keeps the timestamp it came with; an event without one counts
-    as the latest so far (file order). It also remembers the ids of the last
-    ``lookback`` batches. When a batch closes, profiles sent in one of those
-    (likely still in flight) are carried over to the next batch, as long as
-    most of the batch is fresh, so consecutive batches rarely share an id and
-    can go out in parallel. The decision depends only on the input, so
-    batches stay deterministic.
-
-    The common cases (events in time order) take C-level dict operations
-    only; per-attribute work happens only when timestamps go backwards.
-    """
-
-    def __init__(self, batch_size: int, lookback: int, window: int) -> None:
-        self.batch_size = batch_size
-        self.open: dict[str, _Open] = {}
-        self.sources: dict[str, list[tuple[Any, str]]] = {}
-        # per recently sent id: (timestamp per attribute, newest timestamp)
-        self.sent: dict[str, tuple[dict[str, float | None], float | None]] = {}
-        self.recent: deque[frozenset[str]] = deque(maxlen=lookback)
-        self.window = window
-        self.carried = 0
-
-    def add(self, iid: str, attributes: dict[str, Any], ts: float | None, source: tuple) -> None:
-        """Merge one kept event into the open profiles."""
-        current = self.open.get(iid)
-        if current is None:
-            self.open[iid] = _Open(attributes, ts)
-            self.sources[iid] = [source]
-            return
-        self.sources[iid].append(source)
-        if ts is None:  # file order: this one is the latest
-            current.values.update(attributes)
-            for key in attributes:
-                current.stamps.setdefault(key, None)
-            return
-        if current.high is None or ts >= current.high:
-            current.values.update(attributes)
-            current.stamps.update(dict.fromkeys(attributes, ts))
-            current.high = ts
-        else:
-            values, stamps = current.values, current.stamps
-            for key, value in attributes.items():
-                old = stamps.get(key)
-                if old is None or ts >= old:
-                    values[key] = value
-                    stamps[key] = ts
-        if current.low is None or ts < current.low:
-            current.low = ts
-
-    @property
-    def full(self) -> bool:
-        """Enough fresh profiles (not sent in the last batches) for a batch?"""
-        return len(self.open) - self.carried >= self.batch_size
-
-    def close(self, seq: int, final: bool = False) -> Batch:
-        """Take up to ``batch_size`` profiles out as a batch.
-
-        Values older than ones already sent for the same attribute are left
-        out. Unless ``final``, profiles of the last batches are carried over
-        when at least half the batch can be filled with fresh ones.
-        """
-        recent = self.recent
-        take = list(self.open)
-        if not final and recent:
-            fresh = [i for i in take if not any(i in r for r in recent)]
-            if len(fresh) >= self.batch_size // 2:
-                take = fresh
-        take = take[: self.batch_size]
-        profiles = []
-        sources = {}
-        sent = self.sent
-        pop_open, pop_sources = self.open.pop, self.sources.pop
-        for iid in take:
-            item = pop_open(iid)
-            sources[iid] = pop_sources(iid)
-            before = sent.pop(iid, None)
-            if before is None or before[1] is None or (item.low is not None and item.low >= before[1]):
-                attributes = item.values  # nothing here is older than what was sent
-                if before is None:
-                    stamps = item.stamps
-                else:
-                    stamps = before[0]
-                    stamps.update(item.stamps)
-            else:
-                stamps = before[0]
-                attributes = {}
-                for key, value in item.values.items():
-                    ts = item.stamps[key]
-                    if ts is not None:
-                        last = stamps.get(key)
-                        if last is not None and ts < last:
-                            continue  # an earlier batch already sent a newer value
-                        stamps[key] = ts
-                    attributes[key] = value
-            high = item.high if before is None or before[1] is None else (
-                before[1] if item.high is None else max(before[1], item.high))
-            sent[iid] = (stamps, high)  # re-inserted last: the dict is an LRU
-            profiles.append({"integrationId": iid, "attributes": attributes})
-        if len(sent) > self.window + self.window // 4:
-            # drop the least recently sent, in one pass (deleting from the front
-            # of a dict one by one gets slower and slower)
-            self.sent = dict(islice(sent.items(), len(sent) - self.window, None))
-        recent.append(frozenset(sources))
-        self.carried = len(self.open)
-        return Batch(seq, profiles, sources)
+        if not self.id_prefix.isascii():
+            try:
+                self.id_prefix.encode("utf-8")
+            except UnicodeEncodeError:  # e.g. undecodable bytes of a command line
+                raise ValueError("the id prefix holds a lone surrogate, so it is not text "
+                                 "and cannot be sent") from None
 
 
 class Pipeline:
@@ -257,12 +123,13 @@ class Pipeline:
         self._inflight = 0
         self._position: dict[str, int] = {}
         self._stopping = threading.Event()
+        self._merger: Merger | None = None
 
     # -- main thread ---------------------------------------------------------
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
         """Read every input, deliver, wait for the last batch; return the summary."""
         opts = self.options
-        merger = Merger(opts.batch_size, LOOKBACK, opts.ordering_window)
+        merger = self._merger = Merger(opts.batch_size, LOOKBACK, opts.ordering_window)
         seq = 0
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
         # The run keeps many small, acyclic containers alive (open profiles, the
@@ -290,7 +157,7 @@ class Pipeline:
                         break
                 if self.on_progress is not None and count % 2000 == 0:
                     self.on_progress(self)
-            while merger.open and not self._halted:
+            while merger.pending and not self._halted:
                 self._dispatch(executor, merger.close(seq, final=True))
                 seq += 1
         except KeyboardInterrupt:
@@ -351,6 +218,7 @@ class Pipeline:
         if result.skipped is not None:
             self._skipped(record, result.skipped, result.error, None)
             return
+        assert result.integration_id is not None and result.attributes is not None  # kept
         iid = self.options.id_prefix + result.integration_id
         if len(iid) > MAX_ID_LENGTH:
             self._skipped(
@@ -409,6 +277,10 @@ class Pipeline:
 
     # -- worker threads ------------------------------------------------------
     def _send(self, batch: Batch, ids: set[str]) -> None:
+        # What the merger remembers as sent must be what Talon.One took: for every
+        # profile not delivered, its memory goes back to before this batch, so a
+        # later batch does not leave out values it wrongly believes were sent.
+        undelivered: Iterable[str] = batch.sources
         try:
             try:
                 if self.before_send is not None:
@@ -422,17 +294,19 @@ class Pipeline:
                 # A bug, not Talon.One's answer: its events are dead-lettered, so
                 # nothing is lost, and the run goes on; the exit status tells.
                 what = unexpected(exc)
-                log.debug("batch %d: %s", batch.seq, what, exc_info=True)
+                log.debug("batch %d: %s", batch.seq, what)
                 self.summary.add(internal_errors=1)
                 if self.internal_error is None:
                     self.internal_error = what
                 delivered, bad = 0, [(p, "internal_error", what) for p in batch.profiles]
+            undelivered = [p["integrationId"] for p, _, _ in bad]
             self._record(batch, delivered, bad)
         except AuthError as exc:
             with self._cond:
                 if self.auth_error is None:
                     self.auth_error = exc
         except _Stopped as stop:
+            undelivered = [p["integrationId"] for p in batch.profiles[stop.delivered:]]
             self.summary.add(profiles_upserted=stop.delivered)
         except Exception as exc:  # the dead-letter file or the checkpoint cannot be written
             what = unexpected(exc)
@@ -442,6 +316,8 @@ class Pipeline:
             self.stop(f"cannot record batch {batch.seq} ({what}); its events are not "
                       f"marked delivered: {self._resume_hint()}")
         finally:
+            if self._merger is not None:
+                self._merger.rollback(batch, undelivered)
             with self._cond:
                 self._inflight_ids -= ids
                 self._inflight -= 1
@@ -527,18 +403,10 @@ class _Stopped(Exception):
         self.delivered = delivered
 
 
-_AUTH_VALUE = re.compile(r"(ApiKey|ManagementKey)-v1\s+\S+")
-
-
 def unexpected(exc: BaseException) -> str:
-    """One line for an exception nobody planned for: its class and its first line.
-
-    talon-classic's own errors are built without secrets; anything else is
-    cut to its first line and 200 characters.
-    """
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    text = _AUTH_VALUE.sub(r"\1-v1 ****", text)
-    return f"unexpected error {exc.__class__.__name__}" + (f": {text}" if text else "")
+    """One line for an exception nobody planned for: its class and its message,
+    anything that looks like a credential removed (:func:`~talon_classic.exceptions.logged`)."""
+    return f"unexpected error {logged(exc)}"
 
 
 _REASON_PHRASES = frozenset(status.phrase.lower() for status in HTTPStatus)

@@ -33,17 +33,16 @@ answer goes through :func:`scrub` first, in case it quotes the header.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import IO, Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -53,14 +52,9 @@ from tenacity.wait import wait_random_exponential
 
 from talon_classic import __version__
 from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
+from talon_classic.jsonio import dumps, dumps_bytes, loads
 from talon_classic.ratelimit import TokenBucket
-from talon_classic.reader import dumps, loads
 from talon_classic.settings import Settings, check_secret, redact
-
-try:  # the ``fast`` extra: same JSON, serialised several times faster
-    import orjson
-except ImportError:  # pragma: no cover - exercised where orjson is not installed
-    orjson = None
 
 log = logging.getLogger("talon_classic.client")
 
@@ -83,21 +77,6 @@ def redact_key(key: str | None) -> str:
     ``<unset>`` when there is no key. Enough to tell two keys apart in a log or a dry run, never enough to use one.
     """
     return redact(key)
-
-
-def encode_body(obj: Any) -> bytes:
-    """Compact UTF-8 JSON for a request body.
-
-    orjson when installed, else ``json.dumps(separators=(",", ":"),
-    ensure_ascii=False)``: both give the same JSON. What orjson refuses
-    (non-string keys, integers beyond 64 bits) falls back to the standard library.
-    """
-    if orjson is not None:
-        try:
-            return orjson.dumps(obj)
-        except orjson.JSONEncodeError:
-            pass
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class _Retryable(Exception):
@@ -150,7 +129,7 @@ def scrub(text: str, secret: str | None) -> str:
         return text
     shown = redact_key(secret)
     text = text.replace(f"ApiKey-v1 {secret}", f"ApiKey-v1 {shown}")
-    for form in (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1]):
+    for form in (secret, repr(secret)[1:-1], dumps(secret)[1:-1]):
         text = text.replace(form, shown)
     pieces = "".join(ch if " " < ch <= "~" and ch not in "\\'\"" else "\n" for ch in secret)
     for piece in sorted(set(pieces.split()), key=len, reverse=True):
@@ -176,7 +155,7 @@ def _scrub_errors(errors: list[dict[str, Any]], secret: str | None) -> list[dict
 def _server_error(response: requests.Response) -> tuple[str, list[dict[str, Any]]]:
     """The ``message`` and ``errors`` of a Talon.One error body, whatever arrived."""
     try:
-        body = response.json()
+        body = loads(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -333,7 +312,7 @@ class Client:
         return cls(settings.application_domain, settings.api_key, **kw)
 
     @classmethod
-    def dry_run(cls, base_url: str, api_key: str, out: IO[str], **kw: Any) -> Client:
+    def dry_run(cls, base_url: str, api_key: str, out: TextSink, **kw: Any) -> Client:
         """A client that writes each request as a JSON line to ``out`` instead of sending.
 
         The same request-building code runs; only the transport differs. The
@@ -435,7 +414,7 @@ class Client:
         other answer (501, 505, a redirect).
         """
         url = self.base_url + path
-        data = encode_body(body) if body is not None else None
+        data = dumps_bytes(body) if body is not None else None
 
         def attempt() -> requests.Response:
             self.limiter.acquire()
@@ -533,7 +512,7 @@ class Client:
             exc.integration_id = integration_id
             raise
         try:
-            answer = response.json()
+            answer = loads(response.content)
         except ValueError:
             return {}
         return answer if isinstance(answer, dict) else {}
@@ -673,6 +652,16 @@ def _for_profile(exc: RejectedError, profile: dict[str, Any],
                          profile.get("integrationId"))
 
 
+class TextSink(Protocol):
+    """Where a dry run writes its requests: a text file, stdout, or anything with these two."""
+
+    def write(self, text: str, /) -> int:
+        """Write ``text``."""
+
+    def flush(self) -> None:
+        """Make what was written visible."""
+
+
 class DryRunAdapter(BaseAdapter):
     """A requests transport that records requests as JSONL instead of sending them.
 
@@ -682,7 +671,7 @@ class DryRunAdapter(BaseAdapter):
     success: 200 ``{}`` for a single-profile PUT, else 204.
     """
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: TextSink) -> None:
         super().__init__()
         self.out = out
         self._lock = threading.Lock()
@@ -693,8 +682,8 @@ class DryRunAdapter(BaseAdapter):
         stream: bool = False,
         timeout: float | tuple[float | None, float | None] | None = None,
         verify: bool | str = True,
-        cert: str | tuple[str, str] | None = None,
-        proxies: dict[str, str] | None = None,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Write ``request`` as one JSON line and answer it without any network.
 

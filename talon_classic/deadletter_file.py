@@ -5,7 +5,9 @@ Lines look like ``{"event": <original>, "reason": ..., "error": ...,
 back with ``talon-classic identify``: the ``event`` field is the original
 event, untouched. The file is appended to, never truncated: a run never
 destroys what an earlier run could not deliver. It is created readable by
-its owner only (0600), since it holds users' traits.
+its owner only (0600), since it holds users' traits. Any event the reader
+produced can be written (huge integers in full, lone surrogates as
+``\\ud800`` escapes; see :mod:`talon_classic.jsonio`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 from typing import IO, Any
 
 from talon_classic.files import open_private
-from talon_classic.reader import dumps
+from talon_classic.jsonio import dumps
 
 
 class DeadLetters:

@@ -3,11 +3,48 @@
 All derive from :class:`TalonClassicError`, so a caller can catch one type.
 No message built here ever contains an API key: the classes only take the
 parts of a failure that are safe to show.
+
+Any other exception may quote what it was given, e.g. ``requests`` quotes
+a header it refuses, ``Authorization`` included. :func:`shown` and
+:func:`logged` are how such an error is told: shown to anyone (an
+answer, ``/health``) only by its class name; logged with anything that
+looks like a credential removed.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+#: An authorization scheme and its credential: to the closing quote, else to the end
+#: (a key with a newline in it spans lines). Schemes as sent, case-sensitive.
+_CREDENTIAL = re.compile(r"""(\b(?:ApiKey-v1|ManagementKey-v1|Bearer|Basic|Digest)\s+)[^'"]*""")
+#: ``Authorization: ...``, ``'Authorization': '...'``, ``authorization=...``.
+_HEADER = re.compile(r"""(?i)(\bauthorization\b['"]?\s*[:=]\s*['"]?)[^'",}]*""")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_LOGGED = 500
+
+
+def scrub_credentials(text: str) -> str:
+    """``text`` on one line, without anything that looks like an Authorization header value."""
+    text = _HEADER.sub(r"\1[redacted]", text)
+    text = _CREDENTIAL.sub(r"\1[redacted]", text)
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= MAX_LOGGED else text[:MAX_LOGGED] + "..."
+
+
+def shown(exc: BaseException) -> str:
+    """What may be shown to anyone: talon-classic's own message, else only the class name."""
+    if isinstance(exc, TalonClassicError):
+        return scrub_credentials(str(exc))
+    return f"unexpected error ({type(exc).__name__}); see the log"
+
+
+def logged(exc: BaseException) -> str:
+    """One log line: the class name and the message, credentials removed (no traceback)."""
+    if isinstance(exc, TalonClassicError):
+        return scrub_credentials(str(exc))
+    return f"{type(exc).__name__}: {scrub_credentials(str(exc))}"
 
 
 class TalonClassicError(Exception):
@@ -75,6 +112,32 @@ class RejectedError(DeliveryError):
 
 class RetriesExhausted(DeliveryError):
     """A retryable failure (409/429/5xx/timeout) outlasted every attempt."""
+
+
+class BadLine(TalonClassicError, ValueError):
+    """JSON text that cannot be read: ``reason`` is the skip code (``invalid_json``...).
+
+    The message is short and never quotes the text: ``Expecting value: column 7``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Unserialisable(TalonClassicError, ValueError):
+    """A value that is not JSON data (a set, bytes, a circular reference...), with where it is.
+
+    Never raised for anything :func:`talon_classic.jsonio.loads` returned.
+    """
+
+
+class SchemaError(TalonClassicError):
+    """An attribute schema (a ``--schema`` file, the cache, an API answer) is unusable.
+
+    The message is one line naming the file, the item and the field:
+    ``schema.json: data[3]: missing "type"``.
+    """
 
 
 class CompactError(TalonClassicError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from typing import IO
 
 
@@ -21,16 +22,24 @@ def open_private(path: str | os.PathLike[str], mode: str = "w") -> IO[str]:
     return os.fdopen(fd, mode, encoding="utf-8")
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` in one step, durably: a crash leaves the old or the new.
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` in one step, durably: readers see the old file or the new.
 
-    Written to ``<path>.tmp`` (0600), fsynced, then renamed over ``path``.
+    A temporary file in the same directory is written (text as UTF-8),
+    flushed to disk, given ``mode`` and renamed over ``path``. On any failure
+    the temporary file is removed and the old ``path`` is left as it was.
     """
-    tmp = f"{os.fspath(path)}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # a leftover keeps its old mode; start from a fresh 0600 file
-    with open_private(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    target = os.fspath(path)
+    directory, name = os.path.split(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -9,16 +9,17 @@ reason code and a one-line message that names the file and line:
 * ``truncated_input``: a ``.gz`` that ends early or is corrupt; the reader
   reports it once and goes on with the next input.
 
-Blank lines produce nothing. ``orjson`` is used when installed (the ``fast``
-extra); the standard library parses otherwise, and always writes the error
-message so it reads the same either way (``Expecting value: column 1``).
+Blank lines produce nothing. Lines are parsed by :func:`talon_classic.jsonio.loads`
+(the same result with or without orjson): integers of any size, lone
+surrogates and NaN are read as written; a line nested more than
+:data:`~talon_classic.jsonio.MAX_NESTING` levels deep is ``invalid_json``
+("nested too deeply").
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import sys
 import zlib
@@ -28,67 +29,13 @@ from typing import IO, Any
 
 from talon_classic.exceptions import InputError
 
-try:  # pragma: no cover - exercised by whichever is installed
-    import orjson
-
-    def _fast_loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-    def dumps(obj: Any) -> str:
-        """Serialise to compact JSON text (orjson when available)."""
-        return orjson.dumps(obj).decode()
-
-    def dumps_bytes(obj: Any) -> bytes:
-        """Serialise to compact UTF-8 JSON bytes."""
-        return orjson.dumps(obj)
-
-    HAVE_ORJSON = True
-except ImportError:  # pragma: no cover
-    _fast_loads = None
-
-    def dumps(obj: Any) -> str:
-        """Serialise to compact JSON text (orjson when available)."""
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-    def dumps_bytes(obj: Any) -> bytes:
-        """Serialise to compact UTF-8 JSON bytes."""
-        return dumps(obj).encode()
-
-    HAVE_ORJSON = False
+# dumps and dumps_bytes are re-exported for the CLI, which imports them from here;
+# new code imports them from talon_classic.jsonio.
+from talon_classic.jsonio import BadLine, loads
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
-
-
-class BadLine(ValueError):
-    """A line that cannot be decoded: ``reason`` is the skip code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def loads(data: bytes | str) -> Any:
-    """Parse one JSON document, raising :class:`BadLine` with a short message."""
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(data)
-        except ValueError:
-            pass  # fall through: the stdlib names the problem (and allows NaN)
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadLine("invalid_json", f"not valid UTF-8 (byte {exc.start + 1})") from None
-    else:
-        text = data
-    try:
-        return json.loads(text.rstrip("\r\n"))
-    except json.JSONDecodeError as exc:
-        raise BadLine("invalid_json", f"{exc.msg}: column {exc.colno}") from None
-    except RecursionError:
-        raise BadLine("invalid_json", "nested too deeply") from None
 
 
 @dataclass(slots=True)
@@ -129,10 +76,11 @@ class InputFile:
             except OSError as exc:
                 raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from None
         self._raw = raw
-        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
+        buffered: Any = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
         head = buffered.peek(2)[:2]
         self.compressed = head == GZIP_MAGIC
-        self.stream: IO[bytes] = gzip.GzipFile(fileobj=buffered) if self.compressed else buffered
+        self.stream: IO[bytes] = (gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
+                                  if self.compressed else buffered)
 
     @property
     def consumed(self) -> int:

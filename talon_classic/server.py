@@ -15,6 +15,24 @@ background :class:`Worker` drains the spool in micro-batches through the
 same engine, merge and client as ``talon-classic identify``: rejected
 events go to the spool's dead-letter table, everything else that fails
 stays in the spool and is tried again, so nothing acknowledged is lost.
+
+Answers to a request that cannot be taken:
+
+* 400 (or 413) when it can never be stored: not JSON (nested more than
+  :data:`~talon_classic.jsonio.MAX_NESTING` levels deep included), an event
+  that is not an object, over the size limits. The message names the event
+  (``batch[3] is not a JSON object``). One bad event refuses the whole
+  request and nothing of it is stored, as Segment's own API does with a
+  malformed batch: the sender sees the error instead of losing events
+  silently, and Segment's libraries do not retry a 400.
+* Values JSON can carry but Talon.One cannot take (lone surrogates, huge
+  integers, traits nested deeper than the engine's limit) are not such
+  events: they are stored and acknowledged like any other, and the engine
+  drops those attributes at delivery (``unsupported_value``), exactly as
+  ``talon-classic identify`` does with the same file.
+* 503 with ``Retry-After`` only when storing failed (disk full, an I/O
+  error), shutting down, or the spool is full: retrying later helps then.
+* 500 for an unexpected error (a bug); it is logged.
 """
 
 from __future__ import annotations
@@ -23,19 +41,28 @@ import base64
 import hashlib
 import hmac
 import logging
+import sqlite3
 import threading
 import time
+import traceback
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from talon_classic.bulk import Batch, Merger, describe_rejection, parse_timestamp
-from talon_classic.exceptions import DeliveryError, RejectedError
-from talon_classic.reader import BadLine, dumps, dumps_bytes, loads
+from talon_classic.bulk import describe_rejection
+from talon_classic.exceptions import (
+    DeliveryError,
+    RejectedError,
+    TalonClassicError,
+    logged,
+    shown,
+)
+from talon_classic.jsonio import BadLine, Unserialisable, dumps, dumps_bytes, loads
+from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.spool import Spool
 from talon_classic.transform import Engine
 from talon_classic.wsgi import DEFAULT_IDLE_TIMEOUT, WaitressServer
@@ -75,11 +102,40 @@ class Metrics:
                                  "From acknowledgement to delivery", registry=self.registry,
                                  buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800))
 
+    def watch(self, spool: Spool, worker: Worker | None) -> None:
+        """Report the spool's write health, read when scraped:
+
+        ``talon_spool_writable`` (0 after a failed write, until one succeeds),
+        ``talon_spool_write_errors_total`` and ``talon_spool_unremoved``
+        (events delivered, skipped or rejected that the spool could not let go
+        of yet, e.g. with its disk full).
+        """
+        self.registry.register(_SpoolCollector(spool, worker))
+
     def render(self) -> bytes:
         """Prometheus text format."""
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class _SpoolCollector:
+    """Prometheus collector of the spool's write health (see :meth:`Metrics.watch`)."""
+
+    def __init__(self, spool: Spool, worker: Worker | None) -> None:
+        self.spool, self.worker = spool, worker
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield GaugeMetricFamily("talon_spool_writable",
+                                "1 while spool writes work, 0 after one failed (e.g. disk full)",
+                                value=0 if self.spool.write_error else 1)
+        yield CounterMetricFamily("talon_spool_write_errors", "Spool writes that failed",
+                                  value=self.spool.write_errors)
+        yield GaugeMetricFamily("talon_spool_unremoved",
+                                "Handled events the spool could not remove yet",
+                                value=self.worker.unremoved if self.worker else 0)
 
 
 class _Stopping(Exception):
@@ -93,8 +149,16 @@ class Worker(threading.Thread):
     the merger keeps per-profile order by timestamp across micro-batches.
     An event leaves the spool only once Talon.One took it (acked) or
     refused it (moved to the dead-letter table); on any other failure the
-    micro-batch is dropped from memory, the worker waits ``backoff`` seconds
-    and takes the same events from the spool again.
+    micro-batch is dropped from memory (and rolled back in the merger), the
+    worker waits ``backoff`` seconds and takes the same events again.
+
+    When the spool cannot be written (its disk is full), events Talon.One
+    already took cannot be removed from it. The worker remembers their
+    sequence numbers, tries the removal again with backoff (0.5 s doubling
+    up to ``backoff``), and takes nothing new from the spool meanwhile, so
+    nothing is sent twice and memory stays bounded by one micro-batch.
+    Only a restart in that state forgets them: those events are then sent
+    once more (upserts are idempotent).
     """
 
     def __init__(self, spool: Spool, engine: Engine, client: Any, metrics: Metrics,
@@ -108,11 +172,20 @@ class Worker(threading.Thread):
         self.busy = busy
         self._stop_event = threading.Event()
         self._wake = threading.Event()
+        #: The last delivery failure, safe to show (see :func:`~talon_classic.exceptions.shown`).
         self.last_error: str | None = None
         self._received: dict[int, float] = {}
-        # what the merger remembered as sent before this micro-batch, per
-        # integrationId, so a profile that was not delivered can be forgotten
-        self._sent_before: dict[str, tuple[dict[str, float | None], float | None] | None] = {}
+        # handled events the spool could not forget yet: delivered or skipped
+        # (to delete), rejected (to move to the dead-letter table)
+        self._unremoved: set[int] = set()
+        self._unburied: dict[int, tuple[str, str | None]] = {}
+        self._retry_wait = 0.0  # backoff for writing them, 0 while the spool is fine
+        self._retry_at = 0.0
+
+    @property
+    def unremoved(self) -> int:
+        """Events delivered, skipped or rejected that the spool could not let go of yet."""
+        return len(self._unremoved) + len(self._unburied)
 
     def wake(self) -> None:
         """New events arrived; drain without waiting out the linger if the batch is full."""
@@ -133,21 +206,20 @@ class Worker(threading.Thread):
                 while not self._stop_event.is_set() and self.drain_once():
                     pass
             except _Stopping:
-                self._forget_open()
+                self.merger.discard_open()
             except Exception as exc:  # noqa: BLE001 - keep serving; events stay spooled
-                self._forget_open()
-                self.last_error = str(exc)
-                log.warning("delivery paused for %.0fs: %s", self.backoff, exc)
+                self.merger.discard_open()
+                self.last_error = shown(exc)
+                log.warning("delivery paused for %.0fs: %s", self.backoff, logged(exc))
+                if not isinstance(exc, TalonClassicError):
+                    log.debug("where it failed (message above):\n%s",
+                              "".join(traceback.format_tb(exc.__traceback__)))
                 self._stop_event.wait(self.backoff)
-
-    def _forget_open(self) -> None:
-        """Drop this micro-batch's unsent merge; its events are still in the spool."""
-        self.merger.open.clear()
-        self.merger.sources.clear()
-        self.merger.carried = 0
 
     def drain_once(self) -> bool:
         """Deliver one micro-batch; True when a full one was taken (more may wait)."""
+        if not self._settle():
+            return False  # the spool cannot be written: take nothing new
         rows = self.spool.take(self.take_size)
         if len(rows) < self.take_size:
             # short queue: count it again (cheap now), which also picks up dead
@@ -172,25 +244,24 @@ class Worker(threading.Thread):
                 self.metrics.skipped.labels(result.skipped).inc()
                 skipped.append(seq)
                 continue
-            ts = parse_timestamp(event.get("timestamp"))
-            self.merger.add(result.integration_id, result.attributes, ts, (event, seq))
-        self.spool.ack(skipped)
-        sent = self.merger.sent
-        self._sent_before = {}
-        for iid in self.merger.open:
-            before = sent.get(iid)
-            # close() updates the stamps in place: keep a copy
-            self._sent_before[iid] = None if before is None else (dict(before[0]), before[1])
+            iid, attributes = result.integration_id, result.attributes
+            assert iid is not None and attributes is not None  # a kept event has both
+            self.merger.add(iid, attributes, parse_timestamp(event.get("timestamp")), (event, seq))
+        self._remove(skipped)
         seq_no = 0
-        while self.merger.open:
+        while self.merger.pending:
             if self._stop_event.is_set():
                 raise _Stopping
+            if self.unremoved:
+                # the spool stopped taking writes: the rest waits there, unsent
+                self.merger.discard_open()
+                break
             batch = self.merger.close(seq_no, final=True)
             seq_no += 1
             self._send(batch)
         self.last_error = None
         self.metrics.depth.set(self.spool.depth)
-        return len(rows) >= self.take_size
+        return len(rows) >= self.take_size and not self.unremoved
 
     def _send(self, batch: Batch) -> None:
         """One Talon.One request: ack the delivered, bury the rejected, raise if any failed."""
@@ -200,42 +271,90 @@ class Worker(threading.Thread):
             outcome = self.client.upsert_profiles(batch.profiles)
         except BaseException:
             # AuthError, DeliveryError (501, a redirect): nothing was delivered
-            self._unsend(batch.sources)
+            self.merger.rollback(batch, batch.sources)
             raise
         finally:
             self.metrics.retries.inc(max(0, getattr(stats, "retries", 0) - before))
+        # not delivered: the merger forgets their values, or the next try could
+        # leave out values it believes were sent
+        self.merger.rollback(batch, [p["integrationId"]
+                                     for p, _ in [*outcome.rejected, *outcome.failed]])
         done: list[int] = []
         for profile in outcome.delivered:
             done += [seq for _, seq in batch.sources[profile["integrationId"]]]
         now = time.time()
         for seq in done:
             self.metrics.latency.observe(max(0.0, now - self._received.get(seq, now)))
-        dead = []
+        dead: list[tuple[int, str, str | None]] = []
         for profile, exc in outcome.rejected:
             error = describe_rejection(exc) if isinstance(exc, RejectedError) else str(exc)
             dead += [(seq, "rejected", error) for _, seq in batch.sources[profile["integrationId"]]]
-        self.spool.ack(done)
-        self.spool.bury(dead)
+        self._remove(done)
+        self._bury(dead)
         self.metrics.delivered.inc(len(outcome.delivered))
         self.metrics.delivered_events.inc(len(done))
         self.metrics.dead.inc(len(dead))
-        self._unsend(p["integrationId"] for p, _ in [*outcome.rejected, *outcome.failed])
         if outcome.failed:
             raise DeliveryError(f"{len(outcome.failed)} profiles kept in the spool: "
-                                f"{outcome.failed[0][1]}")
+                                f"{shown(outcome.failed[0][1])}")
 
-    def _unsend(self, iids: Iterable[str]) -> None:
-        """Profiles not delivered: the merger forgets this micro-batch's values for them.
+    # -- when the spool cannot be written ------------------------------------------
+    def _remove(self, seqs: list[int]) -> None:
+        """Delete handled events from the spool, or remember them if it cannot."""
+        if not seqs:
+            return
+        try:
+            self.spool.ack(seqs)
+        except sqlite3.Error:
+            self._unremoved.update(seqs)
+            self._write_failed()
 
-        Otherwise the next try could leave out values it believes were sent.
-        """
-        sent = self.merger.sent
-        for iid in iids:
-            before = self._sent_before.get(iid)
-            if before is None:
-                sent.pop(iid, None)
+    def _bury(self, dead: list[tuple[int, str, str | None]]) -> None:
+        """Move rejected events to the dead-letter table, or remember them if it cannot."""
+        if not dead:
+            return
+        try:
+            self.spool.bury(dead)
+        except sqlite3.Error:
+            self._unburied.update((seq, (reason, error)) for seq, reason, error in dead)
+            self._write_failed()
+
+    def _write_failed(self) -> None:
+        """Note a failed spool write: log the first, and wait longer before the next try."""
+        if not self._retry_wait:
+            if self.unremoved:
+                log.warning("spool not writable (%s): %d delivered events stay in it until "
+                            "they can be removed; delivery paused", self.spool.write_error,
+                            self.unremoved)
             else:
-                sent[iid] = before
+                log.warning("spool not writable (%s); delivery paused until it is",
+                            self.spool.write_error)
+        self._retry_wait = min(self.backoff, 2 * self._retry_wait or 0.5)
+        self._retry_at = time.monotonic() + self._retry_wait
+
+    def _settle(self) -> bool:
+        """Write what the spool could not take before; True once it takes writes again."""
+        if not self._retry_wait and not self.unremoved and self.spool.write_error is None:
+            return True  # the common case: nothing to do
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            if self._unremoved:
+                self.spool.ack(sorted(self._unremoved))
+                self._unremoved.clear()
+            if self._unburied:
+                self.spool.bury([(seq, *why) for seq, why in sorted(self._unburied.items())])
+                self._unburied.clear()
+        except sqlite3.Error:
+            self._write_failed()
+            return False
+        if self.spool.write_error is not None and not self.spool.probe():
+            self._write_failed()  # nothing was waiting, but the spool still cannot write
+            return False
+        if self._retry_wait:
+            log.warning("spool writable again; delivery resumes")
+        self._retry_wait = 0.0
+        return True
 
 
 def _unauthorized() -> Response:
@@ -245,7 +364,7 @@ def _unauthorized() -> Response:
 
 
 def _answer(status: int, message: str | None = None, **headers: str) -> Response:
-    body = {"success": status < 300}
+    body: dict[str, Any] = {"success": status < 300}
     if message:
         body["message"] = message
     return Response(dumps(body), status, headers, content_type="application/json")
@@ -287,10 +406,15 @@ class App:
             response = _answer(404, "not found")
         except HTTPException as exc:
             response = _answer(exc.code or 400, exc.description)
-        except Exception:  # e.g. the spool's disk is full: nothing was acknowledged
-            log.exception("%s %s failed", request.method, request.path)
+        except (sqlite3.Error, OSError) as exc:  # disk full, I/O: nothing was acknowledged
+            log.warning("%s %s: could not store the events (%s); answered 503",
+                        request.method, request.path, logged(exc))
             response = _answer(503, "could not store the events; retry later",
                                **{"Retry-After": "5"})
+        except Exception as exc:  # a bug: not the client's fault, but no reason to retry at once
+            # no log.exception: a traceback's last line may quote a header
+            log.error("%s %s failed: %s", request.method, request.path, logged(exc))
+            response = _answer(500, "internal error; see the server log")
         finally:
             with self._busy_lock:
                 self.busy -= 1
@@ -351,16 +475,25 @@ class App:
                 return _answer(400, "invalid gzip body (truncated)")
         return data
 
-    def _store(self, events: list[Any]) -> Response:
-        """Spool the events (all or none) and acknowledge once they are on disk."""
+    def _store(self, events: list[Any], batch: bool = True) -> Response:
+        """Spool the events (all or none) and acknowledge once they are on disk.
+
+        An event that can never be stored refuses the whole request with 400
+        (413 when too big), naming it (``batch[3]``) and saying why; only a
+        storage failure is 503 (see :meth:`__call__`).
+        """
         pairs = []
-        for event in events:
+        for n, event in enumerate(events):
+            which = f"batch[{n}]" if batch else "the event"
             if not isinstance(event, dict):
-                return _answer(400, "each event must be a JSON object")
+                return _answer(400, f"{which} is not a JSON object")
             event.pop("writeKey", None)  # a secret: never into the spool or a dead letter
-            body = dumps_bytes(event)
+            try:
+                body = dumps_bytes(event)
+            except Unserialisable as exc:  # never for what loads() read; a guard, not a path
+                return _answer(400, f"{which} cannot be stored: {exc}")
             if len(body) > MAX_EVENT_BYTES:
-                return _answer(413, f"an event is over {MAX_EVENT_BYTES} bytes")
+                return _answer(413, f"{which} is over {MAX_EVENT_BYTES} bytes")
             mid = event.get("messageId")
             pairs.append((body, mid if isinstance(mid, str) and mid else None))
         stored, dupes = self.spool.append(pairs)
@@ -404,7 +537,7 @@ class App:
             return _answer(400, "the body must be a JSON object")
         if kind is not None:
             body["type"] = kind  # the path says what it is, as at Segment
-            return self._store([body])
+            return self._store([body], batch=False)
         events = body.get("batch")
         if not isinstance(events, list):
             return _answer(400, "batch must be an array")
@@ -419,15 +552,34 @@ class App:
         body = self._read_json(request, MAX_BATCH_BYTES, signed=True)
         if isinstance(body, Response):
             return body
-        return self._store(body if isinstance(body, list) else [body])
+        if isinstance(body, list):
+            return self._store(body)
+        return self._store([body], batch=False)
 
     def _on_health(self, request: Request) -> Response:
-        worker_ok = self.worker is None or self.worker.is_alive()
-        ok = worker_ok and self.spool.writable()
-        body = {"status": "ok" if ok else "unhealthy", "spool_depth": self.spool.depth,
+        """200 ``ok``, or 503 ``unhealthy`` with a ``reason``: the worker stopped, or the
+        spool cannot be written (new events are refused, delivered ones stay in it).
+
+        ``last_delivery_error`` (Talon.One unreachable, ...) does not make it
+        unhealthy: events are still accepted and kept.
+        """
+        worker = self.worker
+        worker_ok = worker is None or worker.is_alive()
+        problems = [] if worker_ok else ["the delivery worker stopped"]
+        spool_error = self.spool.write_error
+        if spool_error is None and not self.spool.writable():
+            spool_error = "locked or read-only"
+        if spool_error is not None:
+            problem = f"spool not writable: {spool_error}"
+            if worker is not None and worker.unremoved:
+                problem += (f"; {worker.unremoved} delivered events cannot be removed from it, "
+                            f"delivery paused until they are")
+            problems.append(problem)
+        body = {"status": "unhealthy" if problems else "ok",
+                "reason": "; ".join(problems) or None, "spool_depth": self.spool.depth,
                 "worker": "running" if worker_ok else "stopped",
-                "last_delivery_error": self.worker.last_error if self.worker else None}
-        return Response(dumps(body), 200 if ok else 503, content_type="application/json")
+                "last_delivery_error": worker.last_error if worker else None}
+        return Response(dumps(body), 503 if problems else 200, content_type="application/json")
 
     def _on_metrics(self, request: Request) -> Response:
         self.metrics.depth.set(self.spool.depth)
@@ -454,6 +606,7 @@ class Service:
         self.metrics = Metrics()
         self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
                              backoff=backoff)
+        self.metrics.watch(self.spool, self.worker)
         self.app = App(self.spool, self.worker, self.metrics, write_keys,
                        webhook_secret=webhook_secret, max_depth=max_depth)
         self.worker.busy = lambda: self.app.busy > 0

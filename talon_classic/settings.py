@@ -3,14 +3,16 @@
 Keys are the classic Talon.One destination's own (``apiKey``,
 ``applicationDomain``, ``customAttributes``), so a settings export from
 Segment works unchanged; ``deployment`` (the Actions destination's name for
-the domain) is accepted as an alias. Values come from a JSON file, then the
-environment (``TALON_API_KEY``, ``TALON_APPLICATION_DOMAIN``,
-``TALON_CUSTOM_ATTRIBUTES``), then explicit overrides (CLI flags), each
-source overriding the one before.
+the domain) is accepted as an alias. ``managementKey`` (a Management API
+key, to read the attribute schema) is talon-classic's own addition. Values
+come from a JSON file, then the environment (``TALON_API_KEY``,
+``TALON_APPLICATION_DOMAIN``, ``TALON_CUSTOM_ATTRIBUTES``,
+``TALON_MANAGEMENT_KEY``), then explicit overrides (CLI flags), each source
+overriding the one before.
 
 Every problem is a :class:`~talon_classic.exceptions.SettingsError` with one
-line ``"{source}: {field}: {problem}"``. The API key is never part of a
-message or a ``repr``. :func:`check_secret` is the one check every key and
+line ``"{source}: {field}: {problem}"``. Neither key (API, management) is
+ever part of a message or a ``repr``. :func:`check_secret` is the one check every key and
 secret goes through (whitespace, control and non-ASCII characters refused).
 """
 
@@ -35,6 +37,7 @@ from talon_classic.exceptions import SettingsError
 ENV_API_KEY = "TALON_API_KEY"
 ENV_DOMAIN = "TALON_APPLICATION_DOMAIN"
 ENV_ATTRIBUTES = "TALON_CUSTOM_ATTRIBUTES"
+ENV_MANAGEMENT_KEY = "TALON_MANAGEMENT_KEY"
 LOOPBACK_HOSTS = frozenset({"localhost"})
 
 
@@ -97,17 +100,20 @@ def check_secret(value: str, name: str, source: str, *, allow_non_ascii: bool = 
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated settings. ``api_key`` is hidden from ``repr``."""
+    """Validated settings. ``api_key`` and ``management_key`` are hidden from ``repr``."""
 
     api_key: str | None = field(default=None, repr=False)
     application_domain: str | None = None
     custom_attributes: tuple[str, ...] = ()
+    management_key: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
+        management = (f", management_key={redact(self.management_key)!r}"
+                      if self.management_key is not None else "")
         return (
             f"Settings(api_key={redact(self.api_key)!r}, "
             f"application_domain={self.application_domain!r}, "
-            f"custom_attributes={list(self.custom_attributes)!r})"
+            f"custom_attributes={list(self.custom_attributes)!r}{management})"
         )
 
     def require_delivery(self, source: str = "settings") -> None:
@@ -159,7 +165,8 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
         # that look like a setting's (letters and underscores, short).
         shown = extra[0] if _SETTING_NAME.fullmatch(extra[0]) else "(unknown name, not shown)"
         return _field_path([*error.absolute_path, shown]), (
-            "unknown setting (expected apiKey, applicationDomain, deployment or customAttributes)"
+            "unknown setting (expected apiKey, applicationDomain, deployment, customAttributes "
+            "or managementKey)"
         )
     return where, error.message  # pragma: no cover - schema has no other keywords
 
@@ -246,6 +253,7 @@ def load_settings(
     api_key: str | None = None,
     application_domain: str | None = None,
     custom_attributes: Iterable[str] | None = None,
+    management_key: str | None = None,
 ) -> Settings:
     """Merge file < environment < explicit values and validate the result.
 
@@ -263,6 +271,8 @@ def load_settings(
         merged["apiKey"] = (env[ENV_API_KEY], ENV_API_KEY)
     if env.get(ENV_DOMAIN):
         merged["applicationDomain"] = (env[ENV_DOMAIN], ENV_DOMAIN)
+    if env.get(ENV_MANAGEMENT_KEY):
+        merged["managementKey"] = (env[ENV_MANAGEMENT_KEY], ENV_MANAGEMENT_KEY)
     if env.get(ENV_ATTRIBUTES):
         items = [a.strip() for a in env[ENV_ATTRIBUTES].split(",") if a.strip()]
         if not items:  # only separators: almost surely a mistake, and it would drop every trait
@@ -277,6 +287,8 @@ def load_settings(
         merged["applicationDomain"] = (application_domain, "--application-domain")
     if custom_attributes is not None:
         merged["customAttributes"] = (list(custom_attributes), "--custom-attribute")
+    if management_key is not None:
+        merged["managementKey"] = (management_key, "--management-key")
 
     for key, (value, source) in merged.items():
         validate_document({key: value}, source)
@@ -285,12 +297,14 @@ def load_settings(
     if "applicationDomain" in merged:
         value, source = merged["applicationDomain"]
         domain = normalise_domain(value, source)
-    key_value = merged.get("apiKey", (None, ""))[0]
-    if key_value is not None:
-        key_value = check_secret(key_value, "apiKey", merged["apiKey"][1])
+    keys: dict[str, str | None] = {}
+    for name in ("apiKey", "managementKey"):
+        value, source = merged.get(name, (None, ""))
+        keys[name] = check_secret(value, name, source) if value is not None else None
     attrs = merged.get("customAttributes", ([], ""))[0]
     return Settings(
-        api_key=key_value,
+        api_key=keys["apiKey"],
         application_domain=domain,
         custom_attributes=tuple(dict.fromkeys(attrs)),
+        management_key=keys["managementKey"],
     )

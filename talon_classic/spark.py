@@ -44,7 +44,8 @@ from urllib.parse import unquote
 
 from talon_classic.compact.lines import INPUT_REASONS, Kept, is_blank, process_line
 from talon_classic.exceptions import CompactError, InputError, MissingDependency
-from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, dumps, loads
+from talon_classic.jsonio import dumps, loads
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES
 from talon_classic.summary import Summary
 from talon_classic.transform import Engine
 

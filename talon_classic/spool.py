@@ -11,8 +11,13 @@ the others queue their events; the next committer writes all of them in one
 transaction. Each request still waits for its own events to be on disk.
 
 Tables: ``pending`` (events waiting for delivery, in arrival order),
-``seen`` (messageIds, to drop duplicates within a window, as Segment does)
-and ``dead`` (events Talon.One rejected, for ``talon-classic deadletter``).
+``seen`` (messageIds, to drop duplicates within a window, as Segment does),
+``dead`` (events Talon.One rejected, for ``talon-classic deadletter``) and
+``probe`` (one row, rewritten to find out whether writes work again).
+
+A write that fails (disk full, I/O error, locked) is rolled back and
+raised, and the spool remembers it (:attr:`Spool.write_error`) until a
+write succeeds, so ``/health`` and the metrics can say so.
 """
 
 from __future__ import annotations
@@ -32,7 +37,18 @@ CREATE TABLE IF NOT EXISTS seen (message_id TEXT PRIMARY KEY, received REAL NOT 
 CREATE INDEX IF NOT EXISTS seen_received ON seen (received);
 CREATE TABLE IF NOT EXISTS dead (seq INTEGER PRIMARY KEY, received REAL NOT NULL,
     body BLOB NOT NULL, reason TEXT NOT NULL, error TEXT, failed REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
+
+#: SQLite's result code for "database or disk is full".
+SQLITE_FULL = 13
+
+
+def describe_write_error(exc: sqlite3.Error) -> str:
+    """SQLite's own one-line reason (it never holds user data), "disk full" for SQLITE_FULL."""
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc):
+        return "disk full"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 @dataclass
@@ -79,6 +95,10 @@ class Spool:
         self._group = threading.Condition()
         self._queue: list[_Ticket] = []
         self._leading = False
+        #: Why the last write failed ("disk full", ...); None once a write succeeds.
+        self.write_error: str | None = None
+        #: Writes that failed since the spool was opened.
+        self.write_errors = 0
 
     @property
     def depth(self) -> int:
@@ -134,14 +154,19 @@ class Spool:
         """
         with self._lock:
             cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
+                cur.execute("BEGIN IMMEDIATE")
                 yield cur
                 cur.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if self._db.in_transaction:
-                    cur.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        cur.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    self.write_errors += 1
+                    self.write_error = describe_write_error(exc)
                 raise
+            self.write_error = None
 
     def _commit(self, group: list[_Ticket]) -> None:
         now = self._clock()
@@ -241,7 +266,7 @@ class Spool:
         return moved
 
     def writable(self) -> bool:
-        """Can the spool take a write right now? (for /health)"""
+        """Can the spool take the write lock right now (not locked, not read-only)? (for /health)"""
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -249,6 +274,20 @@ class Spool:
             return True
         except sqlite3.Error:
             return False
+
+    def probe(self) -> bool:
+        """Try one small real write (a row of ``probe``); True when it worked.
+
+        For finding out that a full disk has space again when nothing else
+        writes (:meth:`writable` only takes the write lock, which works on a
+        full disk too).
+        """
+        try:
+            with self._write() as cur:
+                cur.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (self._clock(),))
+        except sqlite3.Error:
+            return False
+        return True
 
     def close(self) -> None:
         """Close the database."""

@@ -14,11 +14,44 @@ Choices the contract leaves open, written down here and in the README:
 * ``integrations`` values follow JavaScript truthiness, as Segment does:
   ``false``, ``0``, ``""`` and ``null`` turn the destination off, while an
   options object (even ``{}``) keeps it on.
-* Non-finite numbers (NaN, Infinity) in traits cannot be sent as JSON and
-  are dropped as ``unsupported_value``.
+* What Talon.One cannot take exactly as JSON is dropped as
+  ``unsupported_value``, so a request body never fails to encode and never
+  changes a value on the way:
+
+  - non-finite numbers (NaN, Infinity);
+  - integers beyond :data:`MAX_SAFE_INTEGER` (2**53 - 1) either way.
+    Talon.One is written in Go and holds numbers as float64, which stores
+    every integer up to 2**53 - 1 exactly (JavaScript's safe integers, all
+    that Segment's browser library can send) and rounds the ones beyond, up
+    to refusing the request (10**400). Floats are float64 already and are
+    kept when finite;
+  - strings holding a lone surrogate (``"\\ud800"`` in the JSON text): not
+    Unicode text, so not valid UTF-8 either;
+  - a list with any of the above among its items (as a list of objects is);
+  - any value that is not JSON data (the engine also takes events built in
+    Python, not only decoded JSON).
+
+* An attribute whose name holds a lone surrogate (in any key on its path) is
+  dropped as ``unsupported_value``, whatever the allowlist says. Dropped
+  names are reported with each lone surrogate written as its ``\\udXXX``
+  escape, so reports are always printable.
+* A ``userId`` string holding a lone surrogate is ``invalid_user_id``; so
+  is an integer ``userId`` whose digits are longer than 1000 characters.
+* Traits are flattened :data:`MAX_TRAIT_DEPTH` (64) keys deep at most: a
+  non-empty object found at that depth is dropped as ``unsupported_value``
+  under the name reached there (its 64 keys joined), so no depth of input
+  can exhaust the stack. Engage computed traits count their own name as
+  the first key.
 * An Engage value that is an object is flattened under the snake_case name;
   an Engage attribute that flattens to the same name as an ordinary trait
   wins, and the ordinary trait is dropped as ``collision``.
+
+With a :class:`~talon_classic.schema.Schema` (typed-attributes contract),
+every attribute left after the allowlist and Engage is then looked up by its
+exact name: one not in the schema is dropped as ``unknown_attribute``, one
+whose value cannot be coerced to its type (:mod:`talon_classic.coerce`) as
+``type_mismatch``. Without a schema nothing is coerced or dropped for its
+name or type.
 """
 
 from __future__ import annotations
@@ -27,9 +60,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from fnmatch import translate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import inflection
+
+from talon_classic.coerce import MISMATCH, Coercer
+
+if TYPE_CHECKING:
+    from talon_classic.schema import Schema
 
 #: Reasons an event is skipped as a whole (the contract's codes).
 SKIP_REASONS = (
@@ -41,14 +79,27 @@ SKIP_REASONS = (
     "invalid_user_id",
 )
 #: Reasons one attribute is left out of an otherwise kept event.
-DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value")
+DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value",
+                "unknown_attribute", "type_mismatch")
 
 MAX_ID_LENGTH = 1000
+#: Largest magnitude of an integer attribute: float64 holds every integer up to it exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+#: Keys on the path to an attribute at most (its name joins at most this many).
+MAX_TRAIT_DEPTH = 64
+#: An integer of more bits than this has more than MAX_ID_LENGTH digits
+#: (and fewer bits always gives fewer than Python's 4,300-digit str() limit).
+_ID_BITS = 3400
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SNAKE = re.compile(r"[a-z0-9_]+")
 _ENGAGE_BOOL = frozenset({"audience", "journey_step"})
 _ENGAGE_VALUE = frozenset({"trait", "computed_trait"})
 _DESTINATION_KEYS = ("Talon.One", "Talon_One")
 _CACHE_LIMIT = 100_000
+
+#: What typing does to one event's attributes: ``(name, coercer)`` to coerce,
+#: ``(name, None)`` to drop as not in the schema.
+_Plan = tuple[tuple[str, Coercer | None], ...]
 
 
 class Result:
@@ -152,6 +203,18 @@ def _json_kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _is_text(value: str) -> bool:
+    """True unless ``value`` holds a lone surrogate (so it is valid Unicode, sendable as UTF-8)."""
+    return value.isascii() or _LONE_SURROGATE.search(value) is None
+
+
+def _shown(name: str) -> str:
+    """``name`` with each lone surrogate written as its ``\\udXXX`` escape: printable, for reports."""
+    if _is_text(name):
+        return name
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
+
+
 def _integration_id(user_id: Any) -> tuple[str | None, str | None, str | None]:
     """Return (id, skip reason, message)."""
     if user_id is None:
@@ -165,11 +228,22 @@ def _integration_id(user_id: Any) -> tuple[str | None, str | None, str | None]:
             return None, "invalid_user_id", "userId is not a finite number"
         text = str(int(user_id)) if user_id.is_integer() and abs(user_id) < 2**53 else repr(user_id)
     elif isinstance(user_id, int):
+        if user_id.bit_length() > _ID_BITS:
+            return None, "invalid_user_id", (
+                f"userId is a number of more than {MAX_ID_LENGTH} digits; Talon.One allows "
+                f"at most {MAX_ID_LENGTH} characters"
+            )
         text = str(user_id)
     else:
         text = user_id.strip()
         if not text:
             return None, "no_user_id", "userId is empty"
+        lone = None if text.isascii() else _LONE_SURROGATE.search(text)
+        if lone is not None:
+            return None, "invalid_user_id", (
+                f"userId holds a lone surrogate ({_shown(lone.group())}), so it is not text "
+                "and cannot be sent"
+            )
     if len(text) > MAX_ID_LENGTH:
         return None, "invalid_user_id", (
             f"userId is {len(text)} characters long; Talon.One allows at most {MAX_ID_LENGTH}"
@@ -178,16 +252,19 @@ def _integration_id(user_id: Any) -> tuple[str | None, str | None, str | None]:
 
 
 class Engine:
-    """Applies the mapping contract for one allowlist.
+    """Applies the mapping contract for one allowlist (and, if given, one schema).
 
     Build one per settings and reuse it: the allowlist is compiled once and
-    per-name decisions (allowlist, snake_case) are cached.
+    per-name decisions (allowlist, snake_case) are cached. With ``schema``,
+    attributes are typed after the allowlist and Engage (see the module's
+    docstring); the schema's coercers are compiled once here.
     """
 
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
-                 "_refused")
+                 "_refused", "schema", "_as_is", "_coercers", "_plans")
 
-    def __init__(self, custom_attributes: Iterable[str] | Any = ()) -> None:
+    def __init__(self, custom_attributes: Iterable[str] | Any = (),
+                 schema: Schema | None = None) -> None:
         attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
         self._exact = frozenset(a for a in self.allowlist if "*" not in a)
@@ -198,7 +275,16 @@ class Engine:
         #: Every Engage attribute name produced so far (they bypass the allowlist,
         #: so whoever keeps Talon.One's attribute list needs to know them).
         self.engage_names: set[str] = set()
-        self._refused: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        # per set of names: (names to delete, what to report as dropped)
+        self._refused: dict[tuple[str, ...], tuple[list[str], list[tuple[str, str]]]] = {}
+        self.schema = schema
+        compiled = schema.compiled if schema is not None else None
+        self._as_is = compiled.as_is if compiled is not None else None
+        self._coercers = compiled.coercers if compiled is not None else {}
+        #: An event's attribute names -> (the latest value types, what typing does to
+        #: them, and every value-types signature seen for these names -> its plan).
+        self._plans: dict[tuple[str, ...],
+                          tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]]] = {}
 
     def allowed(self, name: str) -> bool:
         """Is a flattened attribute name in the allowlist (exact or pattern)?"""
@@ -238,12 +324,13 @@ class Engine:
         user_id = event.get("userId")
         if type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and not (
             user_id[0].isspace() or user_id[-1].isspace()
-        ):
+        ) and _is_text(user_id):
             integration_id = user_id  # the common case, already clean
         else:
-            integration_id, reason, message = _integration_id(user_id)
-            if reason is not None:
-                return skip(reason, message)
+            found, reason, message = _integration_id(user_id)
+            if found is None:
+                return skip(reason or "invalid_user_id", message or "userId is not usable")
+            integration_id = found
 
         context = event.get("context")
         if "traits" in event:
@@ -283,20 +370,108 @@ class Engine:
         names = tuple(flat)
         refused = self._refused.get(names)
         if refused is None:
-            allowed = self.allowed
-            refused = [(n, "not_allowlisted") for n in names if not allowed(n)]
+            refused = self._refuse(names)
             if len(self._refused) >= _CACHE_LIMIT // 10:
                 self._refused.clear()
             self._refused[names] = refused
-        if refused:
-            for name, _ in refused:
+        if refused[0]:
+            for name in refused[0]:
                 del flat[name]
-            dropped += refused
+            dropped += refused[1]
         attributes = flat
 
-        if engage_key is not None and engage_key in traits:
+        if engage_class is not None and engage_key is not None and engage_key in traits:
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
+        if self._as_is is not None and attributes:
+            self._typed(attributes, dropped)
         return Result(integration_id, attributes, dropped)
+
+    def _refuse(self, names: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Which of these flattened names are left out, and how each is reported."""
+        gone: list[str] = []
+        report: list[tuple[str, str]] = []
+        for name in names:
+            if not _is_text(name):
+                gone.append(name)
+                report.append((_shown(name), "unsupported_value"))
+            elif not self.allowed(name):
+                gone.append(name)
+                report.append((name, "not_allowlisted"))
+        return gone, report
+
+    def _typed(self, attributes: dict[str, Any], dropped: list[tuple[str, str]]) -> None:
+        """Coerce each attribute to its schema type in place; drop unknown names and misfits.
+
+        Events from one source share their names and the Python types of their
+        values, so what to do is decided once per such signature (see
+        :meth:`_plan`) and recognised with two C-level passes per event. The
+        usual plan is empty (every value already has its type) or holds only
+        the list attributes, whose items must be looked at.
+        """
+        names = tuple(attributes)
+        kinds = [*map(type, attributes.values())]
+        known = self._plans.get(names)
+        if known is not None and known[0] == kinds:
+            plan = known[1]
+        else:
+            plan = self._plan(names, kinds, known)
+        if not plan:
+            return
+        bad = None
+        for name, coerce in plan:
+            if coerce is not None:
+                value = attributes[name]
+                new = coerce(value)
+                if new is value:  # e.g. a list already of the right items
+                    continue
+                if new is not MISMATCH:
+                    attributes[name] = new
+                    continue
+                reason = "type_mismatch"
+            else:
+                reason = "unknown_attribute"
+            if bad is None:
+                bad = []
+            bad.append((name, reason))
+        if bad is not None:
+            for name, _ in bad:
+                del attributes[name]
+            dropped += bad
+
+    def _plan(
+        self,
+        names: tuple[str, ...],
+        kinds: list[type],
+        known: tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]] | None,
+    ) -> _Plan:
+        """:meth:`_typed`'s work for one signature, remembered for the next event with these names.
+
+        ``(name, coercer)`` for each value not of a type its attribute takes as
+        is, ``(name, None)`` for each name not in the schema, in attribute order.
+        Every signature seen for ``names`` is kept (a source whose ``age`` is
+        sometimes ``"42"``, sometimes ``42``); the latest is checked first.
+        """
+        signature = tuple(kinds)
+        seen = known[2] if known is not None else {}
+        plan = seen.get(signature)
+        if plan is None:
+            as_is = self._as_is
+            assert as_is is not None
+            coercers = self._coercers
+            work: list[tuple[str, Coercer | None]] = []
+            for name, kind in zip(names, kinds, strict=True):
+                ok = as_is.get(name)
+                if ok is None:
+                    work.append((name, None))
+                elif kind not in ok:
+                    work.append((name, coercers[name]))
+            plan = tuple(work)
+            if len(seen) < 64:
+                seen[signature] = plan
+        if len(self._plans) >= _CACHE_LIMIT // 10:
+            self._plans.clear()
+        self._plans[names] = (kinds, plan, seen)  # replaced whole: readers see one or the other
+        return plan
 
     def _engage(
         self,
@@ -319,6 +494,9 @@ class Engine:
             found = {}
             _flatten({name: value}, "", 1, found, {}, dropped)
         for attr, val in found.items():
+            if not _is_text(attr):
+                dropped.append((_shown(attr), "unsupported_value"))
+                continue
             if attr in attributes:
                 dropped.append((attr, "collision"))
             attributes[attr] = val
@@ -326,7 +504,11 @@ class Engine:
 
 
 def _flatten_simple(
-    obj: dict[str, Any], prefix: str, flat: dict[str, Any], dropped: list[tuple[str, str]]
+    obj: dict[str, Any],
+    prefix: str,
+    flat: dict[str, Any],
+    dropped: list[tuple[str, str]],
+    level: int = 1,
 ) -> bool:
     """:func:`_flatten` for the usual case with no collision; False when one appears.
 
@@ -335,7 +517,9 @@ def _flatten_simple(
     """
     for key, value in obj.items():
         kind = type(value)
-        if kind is str or kind is int or kind is bool or (kind is float and _isfinite(value)):
+        if (kind is str and (value.isascii() or _LONE_SURROGATE.search(value) is None)) or (
+            kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+        ) or kind is bool or (kind is float and _isfinite(value)):
             name = prefix + key
             if name in flat:
                 return False
@@ -343,7 +527,14 @@ def _flatten_simple(
         elif value is None:
             continue
         elif kind is dict:
-            if value and not _flatten_simple(value, prefix + key + "_", flat, dropped):
+            if not value:
+                continue
+            if level >= MAX_TRAIT_DEPTH:
+                name = prefix + key
+                if name in flat:
+                    return False
+                dropped.append((_shown(name), "unsupported_value"))
+            elif not _flatten_simple(value, prefix + key + "_", flat, dropped, level + 1):
                 return False
         else:
             name = prefix + key
@@ -356,21 +547,33 @@ def _flatten_simple(
 def _nested_value(
     name: str, value: Any, flat: dict[str, Any], dropped: list[tuple[str, str]]
 ) -> None:
-    """A list (kept if all scalars) or an unsupported value, written or dropped."""
+    """A list (kept if all its items can be sent) or an unsupported value, written or dropped."""
     items = _scalar_list(value)
-    if items is None:  # a list of objects or lists, a non-finite float, ...
-        dropped.append((name, "unsupported_value"))
+    if items is None:  # a list of objects, a non-finite float, a huge integer, ...
+        dropped.append((_shown(name), "unsupported_value"))
     else:
         flat[name] = items
 
 
+def _sendable(item: Any) -> bool:
+    """Can this list item be sent as it is (a scalar Talon.One holds exactly)?"""
+    kind = type(item)
+    if kind is str:
+        return item.isascii() or _LONE_SURROGATE.search(item) is None
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+    if kind is float:
+        return _isfinite(item)
+    return kind is bool
+
+
 def _scalar_list(value: Any) -> list[Any] | None:
-    """A list of scalars without its nulls, or None when ``value`` is no such list."""
+    """A list of sendable scalars without its nulls, or None when ``value`` is no such list."""
     if type(value) is not list:
         return None
     items = [v for v in value if v is not None]
     for item in items:
-        if type(item) in _CONTAINERS or (type(item) is float and not _isfinite(item)):
+        if not _sendable(item):
             return None
     return items
 
@@ -389,10 +592,13 @@ def _flatten(
     (absent means level 1) so a collision can be settled: the shallower
     literal key wins, and at equal depth the later one does. This is the
     engine's hot loop, hence exact type checks and inlined common cases.
+    Objects at level :data:`MAX_TRAIT_DEPTH` are dropped, not entered.
     """
     for key, value in obj.items():
         kind = type(value)
-        if kind is str or kind is int or kind is bool or (kind is float and _isfinite(value)):
+        if (kind is str and (value.isascii() or _LONE_SURROGATE.search(value) is None)) or (
+            kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+        ) or kind is bool or (kind is float and _isfinite(value)):
             name = prefix + key
             if name in flat:
                 _collide(name, value, level, flat, depth, dropped)
@@ -403,13 +609,17 @@ def _flatten(
         elif value is None:
             continue
         elif kind is dict:
-            if value:
+            if not value:
+                continue
+            if level >= MAX_TRAIT_DEPTH:
+                dropped.append((_shown(prefix + key), "unsupported_value"))
+            else:
                 _flatten(value, prefix + key + "_", level + 1, flat, depth, dropped)
         else:
             name = prefix + key
             items = _scalar_list(value)
-            if items is None:  # a list of objects or lists, a non-finite float, ...
-                dropped.append((name, "unsupported_value"))
+            if items is None:  # a list of objects, a non-finite float, a huge integer, ...
+                dropped.append((_shown(name), "unsupported_value"))
             elif name in flat:
                 _collide(name, items, level, flat, depth, dropped)
             else:
@@ -418,7 +628,6 @@ def _flatten(
                     depth[name] = level
 
 
-_CONTAINERS = frozenset({dict, list})
 _isfinite = math.isfinite
 
 
@@ -431,7 +640,7 @@ def _collide(
     dropped: list[tuple[str, str]],
 ) -> None:
     """Settle two paths that flatten to one name; the loser is dropped."""
-    dropped.append((name, "collision"))
+    dropped.append((_shown(name), "collision"))
     if level <= depth.get(name, 1):
         # Shallower wins; at equal depth the later one (this one) wins. The
         # name moves to its new position so document order stays intuitive.
@@ -443,9 +652,9 @@ def _collide(
             depth.pop(name, None)
 
 
-def transform(event: Any, settings: Any) -> Result:
+def transform(event: Any, settings: Any, schema: Schema | None = None) -> Result:
     """Map one event with the allowlist of ``settings`` (one-off convenience).
 
     For many events build an :class:`Engine` once instead.
     """
-    return Engine(settings).transform(event)
+    return Engine(settings, schema).transform(event)

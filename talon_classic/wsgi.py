@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
-from waitress.server import create_server  # type: ignore[import-untyped]
-from waitress.task import ThreadedTaskDispatcher, WSGITask  # type: ignore[import-untyped]
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 from talon_classic.exceptions import AddressInUse, ServeError
 
@@ -43,7 +43,7 @@ MAX_DEFAULT_CONNECTIONS = 10_000
 #: streams, the listening socket, waitress's wake-up pipe, SQLite files (the
 #: spool, an emulator's database: three each with WAL), connections to Talon.One.
 FILES_RESERVED = 128
-class _KeepAliveTask(WSGITask):  # type: ignore[misc]
+class _KeepAliveTask(WSGITask):
     """waitress's task, keeping the connection open after an answer without a body.
 
     waitress 3.0 closes an HTTP/1.1 connection after any answer without a
@@ -72,7 +72,7 @@ class _KeepAliveTask(WSGITask):  # type: ignore[misc]
             super().set_close_on_finish()
 
 
-class _Channel(HTTPChannel):  # type: ignore[misc]
+class _Channel(HTTPChannel):
     task_class = _KeepAliveTask
 
 

@@ -17,7 +17,7 @@ from talon_classic.bulk import parse_timestamp
 from talon_classic.transform import Engine
 
 try:  # the merge module is moving out of bulk.py
-    from talon_classic.merge import Merger  # type: ignore[import-not-found]
+    from talon_classic.merge import Merger
 except ImportError:
     from talon_classic.bulk import Merger
 

@@ -19,9 +19,9 @@ def api(emu, key: str | None = None) -> requests.Session:
     return session
 
 
-def bulk(emu, items, **params) -> requests.Response:
+def bulk(emu, items, timeout: float = 10, **params) -> requests.Response:
     return api(emu).put(f"{emu.url}/v2/customer_profiles", json={"customerProfiles": items},
-                        params=params, timeout=10)
+                        params=params, timeout=timeout)
 
 
 def single(emu, iid: str, attributes, **params) -> requests.Response:
@@ -38,3 +38,26 @@ def error_of(response: requests.Response) -> dict:
     (error,) = body["errors"]
     assert error["title"] and error["details"] and "pointer" in error["source"]
     return {"message": body["message"], **error}
+
+
+def management(emu, key: str | None = None) -> requests.Session:
+    """A session with ``Authorization: ManagementKey-v1`` (the emulator's key unless given)."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"ManagementKey-v1 {key or emu.management_key}"
+    return session
+
+
+def create_audience(emu, **body) -> requests.Response:
+    return api(emu).post(f"{emu.url}/v2/audiences", json=body, timeout=10)
+
+
+def audience_actions(emu, data) -> requests.Response:
+    return api(emu).post(f"{emu.url}/v2/customer_audiences", json={"data": data}, timeout=10)
+
+
+def add(iid: str, audience_id: int) -> dict:
+    return {"action": "add", "profileIntegrationId": iid, "audienceId": audience_id}
+
+
+def delete(iid: str, audience_id: int) -> dict:
+    return {"action": "delete", "profileIntegrationId": iid, "audienceId": audience_id}

@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import hostile
+import pytest
+
 from talon_classic.bulk import Options, Pipeline, unexpected
 from talon_classic.client import BulkOutcome, Client
 from talon_classic.deadletter_file import DeadLetters
+from talon_classic.jsonio import loads
 from talon_classic.transform import Engine
 
 
@@ -47,7 +51,9 @@ def test_an_unexpected_error_dead_letters_its_batch_and_the_run_goes_on(
 
 def test_unexpected_never_shows_an_authorization_value() -> None:
     exc = ValueError("Invalid header value b'ApiKey-v1 secret\\nkey'\nsecond line")
-    assert unexpected(exc) == "unexpected error ValueError: Invalid header value b'ApiKey-v1 ****"
+    text = unexpected(exc)
+    assert text.startswith("unexpected error ValueError: Invalid header value b'ApiKey-v1 ")
+    assert "secret" not in text and "key'" not in text and "\n" not in text
 
 
 def test_ctrl_c_while_the_last_batches_finish_still_completes_the_summary(
@@ -74,3 +80,80 @@ def test_ctrl_c_while_the_last_batches_finish_still_completes_the_summary(
     assert summary.finished is not None
     assert summary.stopped == ("interrupted (Ctrl-C); nothing was recorded (no --checkpoint), "
                                "so a rerun starts over")
+
+
+def test_values_json_cannot_send_are_dropped_and_nothing_is_lost(talon_emulator_factory,
+                                                                 tmp_path: Path) -> None:
+    """Lone surrogates, huge integers, deep nesting: dropped or skipped, every batch delivered.
+
+    Before: the sender raised on the first lone surrogate, every later batch
+    was dropped and the run ended as an authentication failure.
+    """
+    emu = talon_emulator_factory(reject_ids={"rejected"})
+    kinds = hostile.dropped_events()
+    lines = [hostile.good("good-1")]
+    lines += [line for _, line, _ in kinds]
+    lines += [hostile.SURROGATE_USER, hostile.TOO_DEEP]
+    lines += [hostile.good("rejected", **hostile.HOSTILE_CONTEXT)]
+    lines += [hostile.good(f"after-{i}") for i in range(5)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    warnings: list[str] = []
+    with Client(emu.url, emu.api_key, rate_limit=0) as client:
+        pipeline = Pipeline(Engine(hostile.ALLOW), client, Options(batch_size=2, concurrency=2),
+                            dead_letters=dead, warn=warnings.append)
+        summary = pipeline.run([str(src)])
+
+    assert pipeline.auth_error is None and summary.stopped is None
+    want = ["good-1", *(uid for uid, _, _ in kinds), *(f"after-{i}" for i in range(5))]
+    for uid in want:
+        assert emu.profile(uid)["attributes"] == {"email": hostile.email(uid)}, uid
+    assert emu.profile("rejected") is None
+    assert summary.profiles_upserted == len(want)
+    assert summary.skipped == {"invalid_user_id": 1, "invalid_json": 1}
+    assert summary.dropped["unsupported_value"] == len(kinds)
+    assert set(summary.dropped_names["unsupported_value"]) == {name for _, _, name in kinds}
+    assert any("nested too deeply" in w for w in warnings)
+
+    # the rejected profile's event is dead-lettered whole, huge values and all
+    letters = [loads(x) for x in (tmp_path / "dead.jsonl").read_bytes().splitlines()]
+    assert [letter["reason"] for letter in letters] == ["rejected"]
+    assert letters[0]["event"] == loads(lines[-6])
+    assert letters[0]["event"]["context"]["big"] == hostile.BIG_400
+    assert letters[0]["event"]["context"]["huge"] == 10**5000 - 1
+    assert summary.dead_lettered == 1 and summary.as_dict()["dead_lettered"] == 1
+    json.dumps(summary.as_dict())  # the summary itself is printable JSON
+    summary.render().encode("utf-8")  # and printable text: no lone surrogate in names
+
+
+def test_an_id_prefix_that_is_not_text_is_refused() -> None:
+    with pytest.raises(ValueError, match="lone surrogate"):
+        Options(id_prefix="x\udcff")  # what an undecodable command-line byte becomes
+    assert Options(id_prefix="tenant-ü/").id_prefix == "tenant-ü/"
+
+
+def test_a_profile_that_was_not_delivered_does_not_hold_back_older_values(
+        talon_emulator, tmp_path: Path) -> None:
+    """u1's newer plan fails (501, dead-lettered); its older plan, read later, is still sent.
+
+    Without the rollback the merger believed the newer value was sent and left
+    the older one out, so u1 ended with no plan at all.
+    """
+    talon_emulator.configure(fail_next=1, fail_status=501)
+    events = [
+        {"userId": "u1", "timestamp": "2024-01-01T00:00:20Z", "traits": {"plan": "new"}},
+        {"userId": "u2", "traits": {"plan": "x"}},
+        {"userId": "u3", "traits": {"plan": "x"}},
+        {"userId": "u4", "traits": {"plan": "x"}},
+        {"userId": "u1", "timestamp": "2024-01-01T00:00:10Z", "traits": {"plan": "old"}},
+        {"userId": "u5", "traits": {"plan": "x"}},
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(e) + "\n" for e in events))
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    pipeline = Pipeline(Engine(["plan"]), client, Options(batch_size=2, concurrency=1),
+                        dead_letters=DeadLetters(tmp_path / "dead.jsonl"))
+    summary = pipeline.run([str(src)])
+    assert summary.dead_lettered == 2  # u1 (new) and u2, the failed first batch
+    assert talon_emulator.profile("u1")["attributes"] == {"plan": "old"}

@@ -245,3 +245,64 @@ def test_a_port_in_use_is_one_line_exit_2(tmp_path: Path, command: list[str]) ->
         f"Error: 127.0.0.1:{port} is already in use: stop the program using it or choose "
         "another --port (0 picks a free one)")
     assert "Traceback" not in result.output
+
+
+def _hostile_file(tmp_path: Path) -> tuple[Path, list[str]]:
+    import hostile
+
+    lines = [hostile.good("good-1"), *(line for _, line, _ in hostile.dropped_events()),
+             hostile.SURROGATE_USER, hostile.TOO_DEEP,
+             hostile.good("ctx-1", **hostile.HOSTILE_CONTEXT)]
+    src = tmp_path / "hostile.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    return src, lines
+
+
+def _allow_args() -> list[str]:
+    import hostile
+
+    return [arg for name in hostile.ALLOW for arg in ("--custom-attribute", name)]
+
+
+def test_transform_reports_values_json_cannot_send(tmp_path: Path) -> None:
+    """Lone surrogates, huge integers, deep nesting: one line each, dropped or skipped.
+
+    Before: 10**400 or a lone surrogate raised a traceback; 5000 digits a ValueError.
+    """
+    import hostile
+
+    src, lines = _hostile_file(tmp_path)
+    result = CliRunner().invoke(main, ["transform", *_allow_args(), str(src)])
+    assert result.exit_code == 0, result.output
+    out = [json.loads(x) for x in result.output.splitlines()]
+    assert [o["line"] for o in out] == list(range(1, len(lines) + 1))
+    kinds = hostile.dropped_events()
+    for o, (uid, _, name) in zip(out[1:], kinds, strict=False):
+        assert o["integrationId"] == uid
+        assert o["attributes"] == {"email": hostile.email(uid)}
+        assert o["dropped"] == [{"name": name, "reason": "unsupported_value"}]
+    after = out[1 + len(kinds):]
+    assert after[0]["skipped"] == "invalid_user_id" and "lone surrogate" in after[0]["error"]
+    assert after[1] == {"line": len(lines) - 1, "input": str(src), "skipped": "invalid_json",
+                        "error": "nested too deeply (more than 512 levels)"}
+    assert after[2]["attributes"] == {"email": hostile.email("ctx-1")}
+
+
+def test_identify_dry_run_prints_every_request_and_exits_0(tmp_path: Path) -> None:
+    """Before: the first bad value crashed the sender and the run exited 3."""
+    import hostile
+
+    src, _ = _hostile_file(tmp_path)
+    result = CliRunner().invoke(main, [
+        "identify", "--quiet", "--dry-run", "--api-key", KEY, "--application-domain",
+        "https://x.talon.one", "--batch-size", "2", "--json", *_allow_args(), str(src)])
+    assert result.exit_code == 0, result.output
+    requests_ = [json.loads(x) for x in result.stdout.splitlines()]
+    profiles = [p for r in requests_ for p in r["body"]["customerProfiles"]]
+    want = ["good-1", *(uid for uid, _, _ in hostile.dropped_events()), "ctx-1"]
+    assert sorted(p["integrationId"] for p in profiles) == sorted(want)
+    assert all(p["attributes"] == {"email": hostile.email(p["integrationId"])} for p in profiles)
+    report = json.loads(result.stderr.strip().splitlines()[-1])
+    assert report["exit_code"] == 0 and report["stopped"] is None
+    assert report["skipped"] == {"invalid_json": 1, "invalid_user_id": 1}
+    assert report["dropped"]["unsupported_value"]["count"] == len(hostile.dropped_events())

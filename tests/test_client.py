@@ -18,7 +18,6 @@ from talon_classic.client import (
     DEFAULT_MAX_RETRY_AFTER,
     Client,
     DryRunAdapter,
-    encode_body,
     parse_retry_after,
     redact_key,
     scrub,
@@ -305,15 +304,6 @@ def test_single_request_building_with_the_rule_engine() -> None:
     sent = responses.calls[0].request
     assert sent.url.endswith("/v2/customer_profiles/a%2Fb%20c%3F%23?runRuleEngine=true")
     assert sent.body == b'{"attributes":{"x":1}}'
-
-
-def test_body_encoding_matches_the_standard_library() -> None:
-    body = {"customerProfiles": [{"integrationId": "ü\u2028\"x", "attributes": {
-        "f": 0.1, "big": 10**30, "neg": -7, "list": ["a", None, False], "nested": {"k": [1.0]},
-    }}]}
-    expected = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    assert json.loads(encode_body(body)) == json.loads(expected)
-    assert encode_body({1: "int key"}) == b'{"1":"int key"}'  # orjson refuses: stdlib answers
 
 
 def test_own_session_pool_fits_the_concurrency_and_never_retries() -> None:

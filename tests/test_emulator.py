@@ -65,6 +65,13 @@ def test_dry_single_previews_and_stores_nothing(talon_emulator) -> None:
 def test_single_extras_are_checked(talon_emulator) -> None:
     url = f"{talon_emulator.url}/v2/customer_profiles/u1"
     ok = {"attributes": {}, "audiencesChanges": {"adds": [1], "deletes": []}}
+    # audiences exist now: audience 1 must be created first (it used to be accepted unseen)
+    unknown = api(talon_emulator).put(url, json=ok)
+    assert unknown.status_code == 404
+    assert error_of(unknown)["source"]["pointer"] == "/audiencesChanges/adds/0"
+    assert talon_emulator.profile("u1") is None
+    assert api(talon_emulator).post(f"{talon_emulator.url}/v2/audiences",
+                                    json={"name": "one"}).json()["id"] == 1
     assert api(talon_emulator).put(url, json=ok).status_code == 200
     bad = api(talon_emulator).put(url, json={"audiencesChanges": {"adds": [1]}})
     assert bad.status_code == 400 and error_of(bad)["source"]["pointer"] == "/audiencesChanges"
@@ -85,7 +92,8 @@ def test_bulk_silent_and_not(talon_emulator) -> None:
     assert states[0]["id"] < states[1]["id"]
     assert bulk(talon_emulator, [], silent="sometimes").status_code == 400
     assert talon_emulator.stats() == {"requests": {"204": 1, "200": 1, "400": 1},
-                                      "profiles": 2, "profile_updates": 3}
+                                      "profiles": 2, "profile_updates": 3, "audiences": 0,
+                                      "audience_actions": 0}
 
 
 def test_1000_ok_1001_rejected(talon_emulator) -> None:
@@ -205,12 +213,12 @@ def test_another_api_is_one_more_route_group() -> None:
     from talon_classic.emulator.routes import Routes
     from talon_classic.wsgi import WaitressServer
 
-    class Other(Routes):
-        prefix = "/v1/"
+    class Other(Routes):  # /v9: /v1 is the Management API's now
+        prefix = "/v9/"
         emulated = True
 
         def rules(self) -> list[Rule]:
-            return [Rule("/v1/things", endpoint=self.things, methods=["GET"])]
+            return [Rule("/v9/things", endpoint=self.things, methods=["GET"])]
 
         def authenticate(self, request) -> None:
             if request.headers.get("Authorization") != "ManagementKey-v1 m":
@@ -224,7 +232,7 @@ def test_another_api_is_one_more_route_group() -> None:
 
     app = WithOther(EmulatorConfig(rate_limit=0, fail_next=1))
     with WaitressServer(app) as server:
-        url, key = f"{server.url}/v1/things", {"Authorization": "ManagementKey-v1 m"}
+        url, key = f"{server.url}/v9/things", {"Authorization": "ManagementKey-v1 m"}
         assert requests.get(url).status_code == 401
         assert requests.get(url, headers=key).status_code == 503  # the injected failure
         assert requests.get(url, headers=key).json() == []

@@ -112,3 +112,53 @@ def test_token_bucket_bursts_one_seconds_worth_then_waits() -> None:
     assert [bucket.take(), bucket.take()] == [0, 4]
     bucket.set_rate(0)
     assert {bucket.take() for _ in range(100)} == {0}
+
+
+def _plan(emu) -> str | None:
+    found = emu.profile("u1")
+    return found and found["attributes"]["plan"]
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_hung_write_lands_at_the_end_of_its_hang(talon_emulator) -> None:
+    """The hazard Talon.One really has (issue 12): a request the client gave up on
+    completes later and overwrites newer values. The emulator reproduces it."""
+    from talon_classic.client import Client
+
+    talon_emulator.configure(hang_next=1, hang_seconds=1)
+    started = time.monotonic()
+    with Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0, read_timeout=0.3,
+                backoff_base=0.01, backoff_cap=0.01) as client:
+        outcome = client.upsert_profiles([{"integrationId": "u1", "attributes": {"plan": "A"}}])
+        assert [p["integrationId"] for p in outcome.delivered] == ["u1"]
+        assert client.stats.by_status["ReadTimeout"] == 1  # the first attempt hung
+        assert _plan(talon_emulator) == "A"  # the retry landed
+        client.upsert_profiles([{"integrationId": "u1", "attributes": {"plan": "B"}}])
+    assert _plan(talon_emulator) == "B" and time.monotonic() - started < 1
+    _wait_for(lambda: _plan(talon_emulator) == "A")  # the hung request, at the end of its hang
+    assert time.monotonic() - started >= 1
+    log = talon_emulator.requests()
+    assert sorted(r["status"] for r in log) == [204, 204, 204]  # it was answered, to nobody
+
+
+def test_a_hung_write_lands_even_when_the_rate_limit_is_spent(talon_emulator_factory) -> None:
+    """A hung request took its token when it arrived: it is not refused at the end."""
+    emu = talon_emulator_factory(rate_limit=1, hang_next=1, hang_seconds=0.6)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        bulk(emu, [{"integrationId": "u1", "attributes": {"plan": "late"}}], timeout=0.2)
+    assert api(emu).get(f"{emu.url}/v2/authping").status_code == 429  # the token is gone
+    _wait_for(lambda: _plan(emu) == "late")
+
+
+def test_hang_without_apply_answers_504_and_writes_nothing(talon_emulator) -> None:
+    talon_emulator.configure(hang_next=1, hang_seconds=0.3, hang_apply=False)
+    r = bulk(talon_emulator, [{"integrationId": "u1", "attributes": {"plan": "x"}}])
+    assert r.status_code == 504 and error_of(r)["message"] == "Gateway timeout"
+    assert talon_emulator.profile("u1") is None
+    assert bulk(talon_emulator, [{"integrationId": "u1", "attributes": {}}]).status_code == 204

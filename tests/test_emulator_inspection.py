@@ -23,7 +23,8 @@ def test_request_log_and_stats(talon_emulator) -> None:
     assert log[0]["t"] <= log[1]["t"] <= log[2]["t"] <= time.monotonic()
     assert talon_emulator.requests(limit=1, offset=1) == log[1:2]
     assert talon_emulator.stats() == {"requests": {"204": 1, "200": 1, "401": 1},
-                                      "profiles": 3, "profile_updates": 4}
+                                      "profiles": 3, "profile_updates": 4, "audiences": 0,
+                                      "audience_actions": 0}
 
 
 def test_inspection_list_reset_and_404(talon_emulator) -> None:
@@ -35,7 +36,8 @@ def test_inspection_list_reset_and_404(talon_emulator) -> None:
     nobody = requests.get(f"{talon_emulator.url}/_emulator/profiles/nobody")
     assert nobody.status_code == 404 and error_of(nobody)
     talon_emulator.reset()
-    assert talon_emulator.stats() == {"requests": {}, "profiles": 0, "profile_updates": 0}
+    assert talon_emulator.stats() == {"requests": {}, "profiles": 0, "profile_updates": 0,
+                                      "audiences": 0, "audience_actions": 0}
     assert talon_emulator.requests() == [] and talon_emulator.profiles() == []
 
 
@@ -55,3 +57,21 @@ def test_runtime_config(talon_emulator) -> None:
     assert requests.get(url).json() == public  # nothing changed by the refusals
     talon_emulator.configure(attributes=None)
     assert single(talon_emulator, "u1", {"anything": 1}).status_code == 200
+
+
+def test_audience_inspection(talon_emulator) -> None:
+    from emulator_http import add, audience_actions, create_audience
+
+    a = create_audience(talon_emulator, name="a", integrationId="seg_1").json()["id"]
+    b = create_audience(talon_emulator, name="b").json()["id"]
+    audience_actions(talon_emulator, [add("u2", a), add("u10", a), add("u1", a)])
+    url = f"{talon_emulator.url}/_emulator/audiences"
+    assert requests.get(url).json() == {"audiences": [
+        {"id": a, "name": "a", "integrationId": "seg_1", "members": 3},
+        {"id": b, "name": "b", "integrationId": None, "members": 0}]}
+    assert requests.get(f"{url}/{a}/members").json() == {"members": ["u1", "u10", "u2"]}
+    assert requests.get(f"{url}/{b}/members").json() == {"members": []}
+    missing = requests.get(f"{url}/77/members")
+    assert missing.status_code == 404 and error_of(missing)
+    assert talon_emulator.stats()["audience_actions"] == 3
+    assert talon_emulator.requests()[-1]["path"] == "/v2/customer_audiences"  # not /_emulator

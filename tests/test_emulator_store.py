@@ -69,3 +69,14 @@ def test_page_total_count_and_clear(store: ProfileStore) -> None:
     store.clear()
     assert store.count() == 0 and store.page(10, 0) == ([], 0)
     assert store.upsert([("new", {})], snapshot=True)[0]["id"] == 1  # ids restart
+
+
+def test_get_many_and_create_missing(store: ProfileStore) -> None:
+    store.upsert([("a", {"x": 1})], snapshot=False)
+    before = store.get("a")
+    assert store.create_missing(["a", "b", "b", "c"]) == 2
+    assert store.get("a") == before  # an existing profile is left exactly as it was
+    found = store.get_many(["c", "a", "nobody", "a"])
+    assert set(found) == {"a", "c"} and found["c"]["attributes"] == {}
+    assert found["a"]["attributes"] == {"x": 1} and store.count() == 3
+    assert store.create_missing([]) == 0

@@ -55,19 +55,31 @@ def leaf_paths(obj: dict[str, Any]) -> set[str]:
     return {name for name, _, _ in leaves(obj)}
 
 
+def sendable(value: Any) -> bool:
+    """A scalar Talon.One holds exactly: integers within 2**53 - 1 (float64's exact range).
+
+    (The generated text holds no lone surrogates and the floats are finite.)
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= 2**53 - 1
+    return True
+
+
 def expected(traits: dict[str, Any]) -> dict[str, Any]:
     """The contract's flattening, written plainly: the oracle for the engine.
 
     Lists of scalars lose their nulls; lists holding a container are
-    unsupported; on a name clash the shallowest leaf wins, the later one at
-    equal depth.
+    unsupported, and so are integers beyond 2**53 - 1 (alone or in a list);
+    on a name clash the shallowest leaf wins, the later one at equal depth.
     """
     winners: dict[str, tuple[int, Any]] = {}
     for name, depth, value in leaves(traits):
         if isinstance(value, list):
-            if any(isinstance(v, (dict, list)) for v in value):
+            if any(isinstance(v, (dict, list)) or not sendable(v) for v in value):
                 continue
             value = [v for v in value if v is not None]
+        elif not sendable(value):
+            continue
         if name not in winners or depth <= winners[name][0]:
             winners[name] = (depth, value)
     return {name: value for name, (_, value) in winners.items()}
@@ -146,3 +158,41 @@ def test_fast_flatten_agrees_with_the_full_one(traits: dict[str, Any]) -> None:
     if _flatten_simple(traits, "", fast_flat, fast_dropped):  # else the engine uses the full one
         assert list(fast_flat.items()) == list(slow_flat.items())
         assert fast_dropped == slow_dropped
+
+
+# -- whatever the engine keeps can be sent, exactly (issue 11, item 7) -------------------------
+
+hostile_scalars = st.one_of(
+    scalars,
+    st.text(alphabet=st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=3),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([2**53 - 1, 2**53, -(2**53)]),
+    st.sampled_from([400, 5000]).map(lambda digits: -(10**digits)),  # 5000: over str()'s limit
+    st.floats(),
+)
+hostile_keys = st.one_of(plain_keys, st.text(alphabet=st.sampled_from("a_\ud800\udfff"),
+                                             min_size=1, max_size=3))
+
+
+@EXAMPLES
+@given(st.dictionaries(hostile_keys, st.recursive(
+    hostile_scalars,
+    lambda children: st.one_of(st.lists(children, max_size=3),
+                               st.dictionaries(hostile_keys, children, max_size=3)),
+    max_leaves=12), max_size=6))
+def test_whatever_is_kept_is_sent_exactly(traits: dict[str, Any]) -> None:
+    """Kept values encode as UTF-8 JSON and read back equal, as Talon.One's float64 reads them."""
+    from talon_classic import jsonio
+
+    result = run(traits)
+    body = jsonio.dumps_bytes({"attributes": result.attributes})
+    body.decode("utf-8")
+    assert jsonio.loads(body)["attributes"] == result.attributes
+    for name, value in result.attributes.items():
+        name.encode("utf-8")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                assert math.isfinite(item) and float(item) == item  # float64 holds it exactly
+    for name, _ in result.dropped:
+        name.encode("utf-8")  # reports are printable
+    assert len(result.attributes) + len(result.dropped) <= len(leaves(traits))

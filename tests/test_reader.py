@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from talon_classic.exceptions import InputError
-from talon_classic.reader import BadLine, dumps, loads, read_records
+from talon_classic.jsonio import BadLine, dumps, loads
+from talon_classic.reader import read_records
 
 
 def records(*paths, **kw):
@@ -124,3 +125,31 @@ def test_lines_split_across_read_chunks(tmp_path: Path, monkeypatch, chunk: int)
         (4, None, "line_too_long"),
         (5, {"c": 3}, None),
     ]
+
+
+def test_hostile_lines_are_read_exactly_or_skipped_never_raised(tmp_path: Path) -> None:
+    """Lone surrogates, integers of any size, nesting: read as written, or skipped with a message."""
+    import hostile
+
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join([
+        '{"s": "\\ud800", "pair": "\\ud834\\udd1e"}',
+        '{"n": 18446744073709551616, "m": -9223372036854775809}',  # just past 64 bits
+        '{"n": ' + "1" + "0" * 400 + "}",
+        '{"n": ' + hostile.DIGITS_5000 + "}",
+        hostile.nested(300),
+        hostile.nested(600),
+        hostile.nested(1000),
+        hostile.nested(100_000),
+        "[" * 100_000,
+    ]) + "\n")
+    got = records(path)
+    assert got[0].event == {"s": "\ud800", "pair": "𝄞"}
+    assert got[1].event == {"n": 2**64, "m": -(2**63) - 1}
+    assert type(got[1].event["n"]) is int
+    assert got[2].event == {"n": 10**400}
+    assert got[3].event == {"n": 10**5000 - 1}
+    assert got[4].skipped is None
+    for record in got[5:]:
+        assert (record.skipped, record.error) == (
+            "invalid_json", "nested too deeply (more than 512 levels)"), record.line

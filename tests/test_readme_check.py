@@ -273,9 +273,9 @@ def test_background_server_on_a_mapped_port() -> None:
         ::
 
             $ talon-classic emulator --port 8321 --api-key demo-key-1234 &
-            Talon.One emulator on http://127.0.0.1:8321 (API key ****1234; inspect http://127.0.0.1:8321/_emulator/stats); Ctrl-C stops it
+            Talon.One emulator on http://127.0.0.1:8321 (API key ****1234, management key ****-key; inspect http://127.0.0.1:8321/_emulator/stats); Ctrl-C stops it
             $ curl -s http://127.0.0.1:8321/_emulator/stats
-            {"requests": {}, "profiles": 0, "profile_updates": 0}
+            {"requests": {}, "profiles": 0, "profile_updates": 0, "audiences": 0, "audience_actions": 0}
         """)
     assert session.error is None and session.failures() == [], session.report()
     banner = session.steps[0]

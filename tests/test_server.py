@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
+from requests.adapters import HTTPAdapter
 
 from talon_classic.cli import main
 from talon_classic.client import Client
@@ -301,6 +305,191 @@ def test_spool_write_failure_is_503_not_ack(service, monkeypatch) -> None:
     assert (r.status_code, r.json()["success"], r.headers["Retry-After"]) == (503, False, "5")
 
 
+class Disk:
+    """Where a test's spool lives, a disk the test can fill and free.
+
+    ``tmpfs``: a real 4 MB filesystem mounted in the test's directory
+    (needs root and permission to mount; skipped otherwise), filled with a
+    file to the last byte, so SQLite itself answers SQLITE_FULL.
+    ``injected``: a plain directory; while "full", every spool write fails
+    with SQLite's disk-full error, raised inside the spool's transaction.
+    """
+
+    def __init__(self, mode: str, path: Path) -> None:
+        self.mode, self.path = mode, path
+        self.full = False
+        path.mkdir()
+        if mode == "tmpfs":
+            if os.geteuid() != 0:
+                pytest.skip("mounting a tmpfs needs root")
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+
+    def attach(self, spool: Spool) -> None:
+        if self.mode != "injected":
+            return
+        write = spool._write
+
+        @contextlib.contextmanager
+        def failing_when_full():
+            with write() as cur:
+                if self.full:
+                    raise sqlite3.OperationalError("database or disk is full")
+                yield cur
+
+        spool._write = failing_when_full  # type: ignore[method-assign]
+
+    def fill(self) -> None:
+        self.full = True
+        if self.mode == "tmpfs":
+            with open(self.path / "filler", "wb", buffering=0) as f:
+                for size in (1 << 16, 4096, 512, 1):
+                    with contextlib.suppress(OSError):
+                        while True:
+                            f.write(b"\0" * size)
+            assert os.statvfs(self.path).f_bavail == 0
+
+    def free(self) -> None:
+        self.full = False
+        if self.mode == "tmpfs":
+            (self.path / "filler").unlink()
+
+    def remove(self) -> None:
+        if self.mode == "tmpfs":
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@pytest.fixture(params=["tmpfs", "injected"])
+def disk(request, tmp_path: Path):
+    d = Disk(request.param, tmp_path / "disk")
+    yield d
+    d.remove()
+
+
+def _metric(text: str, name: str) -> float:
+    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+
+def test_disk_full_delivered_events_are_not_sent_again(talon_emulator, disk: Disk) -> None:
+    """Talon.One takes the events but the full spool cannot forget them: they are
+    not sent again, /health and /metrics say why, and all recovers with space."""
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0, max_attempts=2,
+                    backoff_base=0.01, backoff_cap=0.05)
+    svc = Service(str(disk.path / "spool.db"), Engine(["plan"]), client, [WRITE_KEY], port=0,
+                  linger=0.05, backoff=0.1).start()
+    disk.attach(svc.spool)
+    try:
+        talon_emulator.configure(fail_next=1_000_000, fail_status=503)  # down while they arrive
+        batch = [{"type": "identify", "userId": f"u{i}", "traits": {"plan": "p"}} for i in range(20)]
+        assert requests.post(f"{svc.url}/v1/batch", json={"batch": batch},
+                             headers=basic(WRITE_KEY)).status_code == 200
+        disk.fill()
+        talon_emulator.configure(fail_next=0)
+        wait_for(lambda: talon_emulator.stats()["profiles"] == 20)
+        time.sleep(0.6)  # several backoffs: the old worker sent the same events each time
+        assert talon_emulator.stats()["profile_updates"] == 20
+        assert svc.spool.depth == 20  # delivered, but the spool could not remove them
+        r = requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY),
+                          json={"userId": "late", "traits": {"plan": "p"}})
+        assert (r.status_code, r.headers["Retry-After"]) == (503, "5")  # not acknowledged
+        health = requests.get(f"{svc.url}/health")
+        assert (health.status_code, health.json()["status"]) == (503, "unhealthy")
+        reason = health.json()["reason"]
+        assert reason.startswith("spool not writable: disk full; 20 delivered events cannot be "
+                                 "removed"), reason
+        metrics = requests.get(f"{svc.url}/metrics").text
+        assert _metric(metrics, "talon_spool_writable") == 0
+        assert _metric(metrics, "talon_spool_unremoved") == 20
+        assert _metric(metrics, "talon_spool_write_errors_total") >= 2
+        assert talon_emulator.stats()["profile_updates"] == 20
+
+        disk.free()
+        wait_for(lambda: svc.spool.depth == 0)
+        wait_for(lambda: requests.get(f"{svc.url}/health").status_code == 200)
+        assert requests.get(f"{svc.url}/health").json()["reason"] is None
+        metrics = requests.get(f"{svc.url}/metrics").text
+        assert _metric(metrics, "talon_spool_writable") == 1
+        assert _metric(metrics, "talon_spool_unremoved") == 0
+        assert talon_emulator.stats()["profile_updates"] == 20  # still each event once
+        assert requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY),
+                             json={"userId": "late", "traits": {"plan": "p"}}).status_code == 200
+        wait_for(lambda: talon_emulator.profile("late") is not None and svc.spool.depth == 0)
+        assert talon_emulator.stats()["profile_updates"] == 21
+    finally:
+        svc.stop()
+
+
+def test_disk_full_with_nothing_delivered_recovers_by_itself(talon_emulator, disk: Disk) -> None:
+    """Only ingestion failed (503): the worker probes the spool, so /health turns ok
+    again without new traffic (a balancer that stopped sending would wait forever)."""
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    svc = Service(str(disk.path / "spool.db"), Engine(["plan"]), client, [WRITE_KEY], port=0,
+                  linger=0.05, backoff=0.1).start()
+    disk.attach(svc.spool)
+    try:
+        disk.fill()
+        r = requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "a"})
+        assert r.status_code == 503
+        health = requests.get(f"{svc.url}/health")
+        assert health.status_code == 503
+        assert health.json()["reason"] == "spool not writable: disk full"
+        disk.free()
+        wait_for(lambda: requests.get(f"{svc.url}/health").status_code == 200)
+    finally:
+        svc.stop()
+
+
+FAKE_KEY = "sk-LEAKED-0123456789"
+
+
+class HeaderRefusingAdapter(HTTPAdapter):
+    """A transport that refuses the request the way ``requests`` refuses a header
+    with a newline in it: by quoting the header's value in the error."""
+
+    def send(self, request, **kwargs):
+        value = request.headers["Authorization"]
+        raise requests.exceptions.InvalidHeader(
+            "Invalid leading whitespace, reserved character(s), or return character(s) in "
+            f"header value: {value!r}")
+
+
+def test_unexpected_errors_never_show_or_log_a_key(talon_emulator, tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    session = requests.Session()
+    session.mount("http://", HeaderRefusingAdapter())
+    client = Client(talon_emulator.url, FAKE_KEY, session=session, rate_limit=0)
+    svc = Service(str(tmp_path / "spool.db"), Engine(["plan"]), client, [WRITE_KEY], port=0,
+                  linger=0.05, backoff=0.1).start()
+    try:
+        requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY),
+                      json={"userId": "u1", "traits": {"plan": "p"}}).raise_for_status()
+        wait_for(lambda: svc.worker.last_error is not None)
+        health = requests.get(f"{svc.url}/health")
+        assert FAKE_KEY not in health.text
+        # the client turns the foreign error into its own, the key scrubbed from it
+        assert health.json()["last_delivery_error"].startswith(
+            "InvalidHeader on PUT /v2/customer_profiles (")
+
+        def broken(events):
+            raise ValueError(f"cannot store {{'Authorization': 'ApiKey-v1 {FAKE_KEY}'}}")
+
+        svc.spool.append = broken
+        r = requests.post(f"{svc.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "x"})
+        assert r.status_code == 500 and FAKE_KEY not in r.text  # a bug, not a full disk
+    finally:
+        svc.stop()
+    records = [r for r in caplog.records if r.name.startswith("talon_classic")]
+    logged = "\n".join(caplog.text.splitlines() + [r.getMessage() for r in records])
+    assert FAKE_KEY not in logged
+    assert all(r.exc_info is None for r in caplog.records)
+    assert any("InvalidHeader on PUT" in r.getMessage() for r in records
+               if r.name == "talon_classic.server")
+    assert any("POST /v1/identify failed: ValueError: cannot store {'Authorization': "
+               "'[redacted]'}" in r.getMessage() for r in records)
+
+
 def test_spool_group_commit_dedupe_window_and_retry(tmp_path: Path) -> None:
     now = [1000.0]
     spool = Spool(tmp_path / "u.db", dedupe_window=60, clock=lambda: now[0])
@@ -371,7 +560,11 @@ def test_kill_9_and_sigterm_lose_no_acknowledged_event(talon_emulator, tmp_path:
         stop = threading.Event()
         sender = threading.Thread(target=_send_until, args=(url, stop, acked, prefix))
         sender.start()
-        time.sleep(1.5)
+        # signal it while the client is sending and the worker is delivering: at
+        # least 1,000 events of this run acknowledged and the first delivered
+        # (no fixed sleep; with one, each run took 1.5 s)
+        wait_for(lambda p=prefix: sum(a.startswith(p) for a in acked) >= 1000
+                 and talon_emulator.profile(f"{p}0") is not None, timeout=30)
         proc.send_signal(how)
         code = proc.wait(timeout=30)
         stop.set()
@@ -404,3 +597,88 @@ def test_connection_limits_reach_the_http_server(talon_emulator, tmp_path: Path)
     with Service(str(tmp_path / "s.db"), Engine([]), client, [WRITE_KEY], port=0,
                  connection_limit=12, idle_timeout=0.75) as svc:
         assert (svc.http.connection_limit, svc.http.idle_timeout) == (12, 0.75)
+
+
+# -- events JSON can carry but Talon.One cannot take (issue 11, items 7 and 8) -----------------
+
+def _post_batch(url: str, events: list[str]) -> requests.Response:
+    body = '{"batch":[' + ",".join(events) + "]}"
+    return requests.post(f"{url}/v1/batch", data=body.encode(), timeout=10,
+                         headers={**basic(WRITE_KEY), "Content-Type": "application/json"})
+
+
+def test_hostile_values_are_stored_and_delivered_without_them(talon_emulator,
+                                                              tmp_path: Path) -> None:
+    """Lone surrogates, huge integers, traits 300 deep: 200, and every good profile arrives.
+
+    Before: 503 + Retry-After, which Segment's libraries retry forever, so the
+    good events batched with them never arrived.
+    """
+    import hostile
+
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0, max_attempts=2,
+                    backoff_base=0.01, backoff_cap=0.05)
+    svc = Service(str(tmp_path / "spool.db"), Engine(hostile.ALLOW), client, [WRITE_KEY],
+                  port=0, linger=0.05, backoff=0.1).start()
+    try:
+        kinds = hostile.dropped_events()
+        events = [hostile.good("good-1"), *(line for _, line, _ in kinds),
+                  hostile.SURROGATE_USER, hostile.good("ctx-1", **hostile.HOSTILE_CONTEXT)]
+        r = _post_batch(svc.url, events)
+        assert (r.status_code, r.json()) == (200, {"success": True})
+        want = ["good-1", *(uid for uid, _, _ in kinds), "ctx-1"]
+        wait_for(lambda: svc.spool.depth == 0 and talon_emulator.stats()["profiles"] == len(want))
+        for uid in want:
+            assert talon_emulator.profile(uid)["attributes"] == {"email": hostile.email(uid)}
+        assert svc.spool.dead_count() == 0
+        metrics = requests.get(f"{svc.url}/metrics").text
+        assert 'talon_events_skipped_total{reason="invalid_user_id"} 1.0' in metrics
+        assert requests.get(f"{svc.url}/health").json()["last_delivery_error"] is None
+    finally:
+        svc.stop()
+
+
+def test_too_deep_for_the_parser_is_400_with_the_reason(service) -> None:
+    import hostile
+
+    for events in ([hostile.good("a"), hostile.TOO_DEEP], [hostile.nested(600)]):
+        r = _post_batch(service.url, events)
+        assert r.status_code == 400 and "Retry-After" not in r.headers
+        assert r.json() == {"success": False, "message":
+                            "invalid JSON: nested too deeply (more than 512 levels)"}
+    r = requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY),
+                      data=hostile.nested(600).encode())
+    assert r.status_code == 400
+    assert service.spool.depth == 0
+
+
+def test_an_event_that_cannot_be_stored_is_400_naming_it(service, monkeypatch) -> None:
+    """All or nothing, as Segment's API: the client sees which event and why; nothing is stored."""
+    import talon_classic.server as server
+    from talon_classic.jsonio import Unserialisable
+
+    real = server.dumps_bytes
+
+    def picky(obj):
+        if isinstance(obj, dict) and obj.get("userId") == "poison":
+            raise Unserialisable("a set is not a JSON value")
+        return real(obj)
+
+    monkeypatch.setattr(server, "dumps_bytes", picky)
+    events = [json.dumps({"userId": u, "traits": {"plan": "p"}}) for u in ("a", "poison", "b")]
+    r = _post_batch(service.url, events)
+    assert (r.status_code, "Retry-After" in r.headers) == (400, False)
+    assert r.json()["message"] == "batch[1] cannot be stored: a set is not a JSON value"
+    assert service.spool.depth == 0
+    bad = _post_batch(service.url, ['{"userId": "a"}', "[1]"])
+    assert (bad.status_code, bad.json()["message"]) == (400, "batch[1] is not a JSON object")
+
+
+def test_an_unexpected_error_is_500_not_a_retry_forever(service, monkeypatch) -> None:
+    def broken(events):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(service.spool, "append", broken)
+    r = requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "f"})
+    assert (r.status_code, "Retry-After" in r.headers) == (500, False)
+    assert "a bug" not in r.text

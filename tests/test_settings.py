@@ -18,7 +18,8 @@ from talon_classic.settings import Settings, check_secret, load_settings
 
 KEY = "tk-SECRET-0123456789abcd"
 UNKNOWN = (
-    "unknown setting (expected apiKey, applicationDomain, deployment or customAttributes)"
+    "unknown setting (expected apiKey, applicationDomain, deployment, customAttributes "
+    "or managementKey)"
 )
 HTTP_REFUSED = (
     "must use https:// (plain http is allowed only for loopback hosts: localhost, 127.0.0.0/8 and ::1)"
@@ -490,7 +491,7 @@ def test_unknown_setting_that_looks_like_a_secret_is_not_echoed(tmp_path: Path) 
     assert KEY not in str(info.value)
     assert str(info.value) == (
         "settings.json: (unknown name, not shown): unknown setting (expected apiKey, "
-        "applicationDomain, deployment or customAttributes)"
+        "applicationDomain, deployment, customAttributes or managementKey)"
     )
 
 
@@ -508,3 +509,38 @@ def test_env_attributes_of_only_separators() -> None:
         "TALON_CUSTOM_ATTRIBUTES: customAttributes: no attribute names in it "
         "(comma-separated, e.g. email,plan); unset it to use the file's list"
     )
+
+
+# --- the management key (issue 13): a second secret, handled like the API key -------------
+MKEY = "mk-SECRET-9876543210wxyz"
+
+
+def test_management_key_from_file_env_and_flag(tmp_path: Path) -> None:
+    path = write(tmp_path, {"apiKey": KEY, "managementKey": MKEY})
+    assert load_settings(path, env={}).management_key == MKEY
+    assert load_settings(path, env={"TALON_MANAGEMENT_KEY": "env-mkey"}).management_key == "env-mkey"
+    assert load_settings(path, env={"TALON_MANAGEMENT_KEY": "env-mkey"},
+                         management_key="flag-mkey").management_key == "flag-mkey"
+    assert load_settings(env={}).management_key is None
+
+
+def test_management_key_never_in_repr(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, {"apiKey": KEY, "managementKey": MKEY}), env={})
+    assert MKEY not in repr(s) and MKEY not in str(s)
+    assert repr(s) == ("Settings(api_key='****abcd', application_domain=None, "
+                       "custom_attributes=[], management_key='****wxyz')")
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"env": {"TALON_MANAGEMENT_KEY": MKEY + " "}},
+     "TALON_MANAGEMENT_KEY: managementKey: has leading or trailing whitespace"),
+    ({"management_key": ""}, "--management-key: managementKey: must not be empty"),
+    ({"management_key": f"\t{MKEY}"}, "--management-key: managementKey: has leading or trailing whitespace"),
+])
+def test_bad_management_keys(kwargs: dict[str, Any], expected: str) -> None:
+    text = message(**kwargs)
+    assert text == expected and MKEY not in text
+
+
+def test_management_key_type_in_file(tmp_path: Path) -> None:
+    assert error(tmp_path, {"managementKey": 7}) == "settings.json: managementKey: expected a string"

@@ -23,7 +23,9 @@ from talon_classic.cli.options import (
     warn,
 )
 from talon_classic.exceptions import CompactError, InputError, MissingDependency
-from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, dumps
+from talon_classic.jsonio import dumps
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES
+from talon_classic.transform import Engine
 
 EXIT_FAILED = 1
 
@@ -60,8 +62,11 @@ class CompactProgress:
 
 
 def run_compaction(settings: Any, paths: list[str], out: str, options: dict[str, Any],
-                   quiet: bool) -> Any:
-    """Compact with the CLI's options; one line (UsageFailure, exit 2) for what cannot run."""
+                   quiet: bool, transformer: Engine | None = None) -> Any:
+    """Compact with the CLI's options; one line (UsageFailure, exit 2) for what cannot run.
+
+    ``transformer`` is the engine to transform with (default: the settings' allowlist).
+    """
     from talon_classic.compact import compact as compact_events
 
     progress = CompactProgress(enabled=not quiet and sys.stderr.isatty())
@@ -74,6 +79,7 @@ def run_compaction(settings: Any, paths: list[str], out: str, options: dict[str,
             max_line_bytes=options.get("max_line_bytes") or DEFAULT_MAX_LINE_BYTES,
             spark_master=options.get("spark_master"),
             temp_dir=options.get("temp_dir"),
+            transformer=transformer,
             on_progress=progress,
             warn=None if quiet else warn,
         )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from talon_classic.cli.options import UsageFailure
-from talon_classic.reader import dumps, loads
+from talon_classic.jsonio import dumps, loads
 
 if TYPE_CHECKING:
     from talon_classic.spool import Spool
@@ -22,7 +22,7 @@ def _open_spool(path: str) -> Spool:
     return Spool(path)
 
 
-@click.group()
+@click.group(short_help="List or re-send events the server's Talon.One rejected.")
 def deadletter() -> None:
     """List or re-send events the server's Talon.One rejected (its spool's dead-letter table)."""
 

@@ -43,7 +43,8 @@ from talon_classic.cli.options import (
 from talon_classic.cli.transform import silence_stdout
 from talon_classic.exceptions import CheckpointError, CompactError, InputError, SettingsError
 from talon_classic.files import open_private
-from talon_classic.reader import STDIN, dumps
+from talon_classic.jsonio import dumps
+from talon_classic.reader import STDIN
 from talon_classic.settings import Settings
 from talon_classic.transform import Engine
 
@@ -277,8 +278,10 @@ def plan_run(settings_args: SettingsArgs, inputs: tuple[str, ...],
     return Run(opts, settings, paths, dead, ckpt)
 
 
-def compacted(run: Run, stack: contextlib.ExitStack, quiet: bool) -> tuple[list[str], Summary]:
-    """``--compact``: the inputs compacted into a temporary file, and the compaction's summary."""
+def compacted(run: Run, stack: contextlib.ExitStack, quiet: bool, engine: Engine
+              ) -> tuple[list[str], Summary]:
+    """``--compact``: the inputs compacted (with ``engine``) into a temporary file, and the
+    compaction's summary."""
     import tempfile
 
     from talon_classic.cli.compact import run_compaction
@@ -287,7 +290,8 @@ def compacted(run: Run, stack: contextlib.ExitStack, quiet: bool) -> tuple[list[
     out = os.path.join(tmp, "profiles.jsonl")
     try:
         done = run_compaction(run.settings, run.paths, out,
-                              {"max_line_bytes": run.options["max_line_bytes"]}, quiet)
+                              {"max_line_bytes": run.options["max_line_bytes"]}, quiet,
+                              transformer=engine)
     except CompactError as exc:
         raise UsageFailure(f"--compact: {exc}; nothing was sent") from None
     except KeyboardInterrupt:
@@ -440,7 +444,9 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
     interrupted = False
     stats = None
     with contextlib.ExitStack() as stack:
-        paths, compaction = compacted(run, stack, quiet) if opts["compact"] else (run.paths, None)
+        engine = Engine(run.settings.custom_attributes)
+        paths, compaction = (compacted(run, stack, quiet, engine) if opts["compact"]
+                             else (run.paths, None))
         output = None
         if opts["dry_run"]:
             try:
@@ -450,7 +456,6 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
                 raise UsageFailure(f"{opts['output']}: cannot write: {exc.strerror}") from None
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
-        engine = Engine(run.settings.custom_attributes)
         pipeline = Pipeline(
             engine,
             client,

@@ -14,7 +14,8 @@ from talon_classic.cli.options import (
     warn,
 )
 from talon_classic.exceptions import InputError
-from talon_classic.reader import dumps, read_records
+from talon_classic.jsonio import dumps
+from talon_classic.reader import read_records
 from talon_classic.transform import Engine
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from talon_classic.compact.reduce import WINNERS_SQL, block_bases
 from talon_classic.exceptions import CompactError, MissingDependency
-from talon_classic.reader import loads
+from talon_classic.jsonio import loads
 
 #: Profiles fetched from DuckDB at a time.
 FETCH_ROWS = 10_000

@@ -35,7 +35,8 @@ from typing import IO, Any
 
 from talon_classic.compact.lines import INPUT_REASONS, Kept, is_blank, process_line, too_long
 from talon_classic.exceptions import CompactError
-from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, InputFile, dumps_bytes
+from talon_classic.jsonio import dumps_bytes
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, InputFile
 from talon_classic.transform import Engine
 
 #: Bytes read at a time; a block is about this size (whole lines).

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from talon_classic.bulk import parse_timestamp
-from talon_classic.reader import BadLine, dumps_bytes, loads
+from talon_classic.exceptions import BadLine
+from talon_classic.jsonio import dumps_bytes, loads
+from talon_classic.merge import parse_timestamp
 from talon_classic.transform import Engine
 
 BOM = b"\xef\xbb\xbf"

@@ -24,7 +24,7 @@ import tempfile
 from typing import IO, Any, cast
 
 from talon_classic.exceptions import CompactError
-from talon_classic.reader import dumps, dumps_bytes
+from talon_classic.jsonio import dumps, dumps_bytes
 
 FORMATS = (".jsonl", ".jsonl.gz", ".parquet")
 

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from talon_classic.exceptions import InputError
-from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, STDIN, Record, loads, read_records
+from talon_classic.jsonio import loads
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, STDIN, Record, read_records
 from talon_classic.transform import MAX_ID_LENGTH
 
 PARQUET_MAGIC = b"PAR1"

@@ -23,10 +23,13 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request
 
+from talon_classic.emulator.audience_store import AudienceStore, open_audiences
+from talon_classic.emulator.audiences import AudienceAPI
 from talon_classic.emulator.config import CONFIG_FIELDS, EmulatorConfig
 from talon_classic.emulator.faults import Fault, Faults, dropped_answer, latency
 from talon_classic.emulator.inspection import Inspection
 from talon_classic.emulator.integration import IntegrationAPI
+from talon_classic.emulator.management import ManagementAPI
 from talon_classic.emulator.problems import Problem
 from talon_classic.emulator.routes import Exchange, Routes
 from talon_classic.emulator.store import ProfileStore, open_store
@@ -39,16 +42,25 @@ class Emulator:
     """The WSGI application. Thread-safe: waitress calls it from many threads.
 
     ``config`` is the current :class:`EmulatorConfig` (replaced whole on a
-    change), ``store`` the profiles, ``traffic`` what arrived.
+    change), ``store`` the profiles, ``audiences`` the audiences and their
+    members, ``traffic`` what arrived.
     """
 
-    #: The route groups served, each under its own path prefix.
-    route_groups: ClassVar[tuple[type[Routes], ...]] = (IntegrationAPI, Inspection)
+    #: The route groups served, each under its path prefix. Groups that share a prefix
+    #: (the Integration API's profiles and audiences) share its key and rate limit: the
+    #: first one listed authenticates.
+    route_groups: ClassVar[tuple[type[Routes], ...]] = (IntegrationAPI, AudienceAPI,
+                                                        ManagementAPI, Inspection)
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self._lock = threading.Lock()  # guards replacing self.config
         self.store: ProfileStore = open_store(self.config.db)
+        try:
+            self.audiences: AudienceStore = open_audiences(self.config.db)
+        except BaseException:
+            self.store.close()
+            raise
         self.traffic = Traffic()
         self.faults = Faults(self.config)
         self._groups = [group(self) for group in self.route_groups]
@@ -70,8 +82,7 @@ class Emulator:
         with self._lock:
             self.config = replace(self.config, **changes)  # __post_init__ checks the values
             self.faults.reconfigure(self.config, set(changes))
-        log.debug("emulator config changed: %s", ", ".join(
-            name for name in sorted(changes) if name != "api_key") or "api_key")
+        log.debug("emulator config changed: %s", ", ".join(sorted(changes)))
 
     def profile(self, integration_id: str) -> dict[str, Any] | None:
         """``{"integrationId", "attributes"}`` of one stored profile, or None."""
@@ -81,19 +92,26 @@ class Emulator:
         return {"integrationId": found["integrationId"], "attributes": found["attributes"]}
 
     def stats(self) -> dict[str, Any]:
-        """``{"requests": {status: n}, "profiles": stored, "profile_updates": written}``."""
+        """``{"requests": {status: n}, "profiles": stored, "profile_updates": written,
+        "audiences": stored, "audience_actions": applied}``."""
         counts = self.traffic.counts()
         return {"requests": counts["requests"], "profiles": self.store.count(),
-                "profile_updates": counts["profile_updates"]}
+                "profile_updates": counts["profile_updates"],
+                "audiences": self.audiences.count(),
+                "audience_actions": counts["audience_actions"]}
 
     def reset(self) -> None:
-        """Forget profiles, counters and the request log (the config stays)."""
+        """Forget profiles, audiences, counters and the request log (the config stays)."""
         self.store.clear()
+        self.audiences.clear()
         self.traffic.clear()
 
     def close(self) -> None:
-        """Release the store (closes the SQLite file); the app answers no more writes."""
-        self.store.close()
+        """Release the stores (closes the SQLite file); the app answers no more writes."""
+        try:
+            self.audiences.close()
+        finally:
+            self.store.close()
 
     def pause(self, exchange: Exchange) -> None:
         """Spend the configured latency, once per request."""
@@ -110,7 +128,7 @@ class Emulator:
         try:
             if group is not None and emulated:
                 group.authenticate(request)
-                self._gate(request, exchange)
+                self._gate(request, exchange, group.rate_field)
             endpoint, args = self._url_map.bind_to_environ(environ).match()
             response = endpoint(request, exchange, **args)
         except Problem as problem:
@@ -139,14 +157,13 @@ class Emulator:
         self._record(request, status, exchange, arrived)
         return response(environ, start_response)
 
-    def _gate(self, request: Request, exchange: Exchange) -> None:
-        """One injected fault, then the rate limit; raises the error answer."""
+    def _gate(self, request: Request, exchange: Exchange, rate_field: str) -> None:
+        """One injected fault, then the group's rate limit; raises the error answer."""
         with self._lock:
             fault, self.config = self.faults.pick(self.config)
             config = self.config
         exchange.drop = fault is Fault.DROP
-        self.faults.inflict(fault, config, f"{request.method} {request.path}")
-        self.faults.limit()
+        self.faults.inflict(fault, config, f"{request.method} {request.path}", rate_field)
 
     def _record(self, request: Request, status: int, exchange: Exchange,
                 arrived: float) -> None:

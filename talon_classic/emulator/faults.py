@@ -5,6 +5,15 @@ this order: ``fail_next`` (else ``fail_rate``, random from ``seed``), then
 ``hang_next``, then ``drop_next``; so ``fail_next=1, drop_next=1`` fails the
 next request and drops the one after. The rate limit comes after the fault
 (429 with ``Retry-After``), and ``latency_ms`` is added to every answer.
+
+A hung request takes its place in the rate limit when it arrives, then
+sleeps, then is handled as if nothing happened: its write lands at the end
+of the hang, after the client has long given up and perhaps written newer
+values, as a request Talon.One finishes late does. ``hang_apply=False``
+answers 504 at the end of the hang instead, handling nothing.
+
+Each API has its own rate limit (a token bucket per config field): the
+Integration API ``rate_limit``, the Management API ``management_rate_limit``.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ class Fault(enum.Enum):
 
     #: Answered with ``fail_status`` instead of being handled.
     FAIL = "fail"
-    #: Sleeps ``hang_seconds``, then is handled normally.
+    #: Sleeps ``hang_seconds``, then is handled normally (or, without ``hang_apply``, 504).
     HANG = "hang"
     #: Handled (a write is stored), then the connection breaks mid-answer.
     DROP = "drop"
@@ -84,17 +93,20 @@ class TokenBucket:
 class Faults:
     """The fault injection and rate limit of one emulator."""
 
+    #: The config fields that are rate limits, one token bucket each.
+    RATE_FIELDS = ("rate_limit", "management_rate_limit")
+
     def __init__(self, config: EmulatorConfig) -> None:
         self._random = random.Random(config.seed)
-        self._bucket = TokenBucket(config.rate_limit)
+        self._buckets = {name: TokenBucket(getattr(config, name)) for name in self.RATE_FIELDS}
 
     def reconfigure(self, config: EmulatorConfig, changed: set[str]) -> None:
         """Follow a config change: a new ``seed`` restarts the random faults, a new
-        ``rate_limit`` starts with a full bucket."""
+        rate limit starts with a full bucket."""
         if "seed" in changed:
             self._random = random.Random(config.seed)
-        if "rate_limit" in changed:
-            self._bucket.set_rate(config.rate_limit)
+        for name in changed & set(self.RATE_FIELDS):
+            self._buckets[name].set_rate(getattr(config, name))
 
     def pick(self, config: EmulatorConfig) -> tuple[Fault | None, EmulatorConfig]:
         """The fault the next request takes, if any, and the config with its count taken.
@@ -112,27 +124,39 @@ class Faults:
             return Fault.DROP, replace(config, drop_next=config.drop_next - 1)
         return None, config
 
-    @staticmethod
-    def inflict(fault: Fault | None, config: EmulatorConfig, what: str) -> None:
-        """Fail (raise the ``fail_status`` answer) or hang; ``what`` names the request.
+    def inflict(self, fault: Fault | None, config: EmulatorConfig, what: str,
+                rate_field: str) -> None:
+        """The fault, then the rate limit ``rate_field``; raises the error answer.
 
-        A drop is carried out later, by :func:`dropped_answer`, once the
-        request has been handled.
+        Fail raises the ``fail_status`` answer; a hang takes its token first
+        (it arrived now), then sleeps, then lets the request be handled (or
+        raises 504 without ``hang_apply``). ``what`` names the request. A drop
+        is carried out later, by :func:`dropped_answer`, once the request has
+        been handled.
         """
         if fault is Fault.FAIL:
             log.info("injected %d for %s", config.fail_status, what)
             raise Problem(config.fail_status, "Injected failure",
                           details="a fault injected by the emulator (fail_next / fail_rate)")
-        if fault is Fault.HANG:
-            log.info("hanging %s for %.1fs", what, config.hang_seconds)
-            time.sleep(config.hang_seconds)
+        self.limit(rate_field)
+        if fault is not Fault.HANG:
+            return
+        log.info("hanging %s for %.1fs%s", what, config.hang_seconds,
+                 "" if config.hang_apply else ", then answering 504")
+        time.sleep(config.hang_seconds)
+        if not config.hang_apply:
+            raise Problem(504, "Gateway timeout", details="a hang injected by the emulator "
+                          "(hang_next with hang_apply false): nothing was handled")
+        log.info("handling %s at the end of its hang", what)
 
-    def limit(self) -> None:
-        """Raise 429 with ``Retry-After`` when the request is above the rate limit."""
-        wait = self._bucket.take()
+    def limit(self, rate_field: str = "rate_limit") -> None:
+        """Raise 429 with ``Retry-After`` when the request is above the rate limit
+        ``rate_field`` (a config field name)."""
+        bucket = self._buckets[rate_field]
+        wait = bucket.take()
         if wait:
             raise Problem(429, "Too many requests", details=f"above the rate limit of "
-                          f"{self._bucket.rate:g} requests per second; retry after {wait}s",
+                          f"{bucket.rate:g} requests per second; retry after {wait}s",
                           headers={"Retry-After": str(wait)})
 
 

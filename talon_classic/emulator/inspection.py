@@ -1,8 +1,8 @@
 """``/_emulator``: look at what arrived and change the behaviour, without an API key.
 
-``GET profiles`` (paged) and ``profiles/{integrationId}``, ``GET stats``,
-``GET requests`` (the request log), ``POST reset``, and ``GET``/``POST
-config``. These are the emulator's own, not Talon.One's: they take no
+``GET profiles`` (paged) and ``profiles/{integrationId}``, ``GET audiences``
+and ``audiences/{id}/members``, ``GET stats``, ``GET requests`` (the
+request log), ``POST reset``, and ``GET``/``POST config``. These are the emulator's own, not Talon.One's: they take no
 faults, no latency and no rate limit, and are not in the request log.
 """
 
@@ -25,6 +25,9 @@ class Inspection(Routes):
         return [
             Rule("/_emulator/profiles", endpoint=self.profiles, methods=["GET"]),
             Rule("/_emulator/profiles/<path:iid>", endpoint=self.profile, methods=["GET"]),
+            Rule("/_emulator/audiences", endpoint=self.audiences, methods=["GET"]),
+            Rule("/_emulator/audiences/<int:audience_id>/members", endpoint=self.members,
+                 methods=["GET"]),
             Rule("/_emulator/stats", endpoint=self.stats, methods=["GET"]),
             Rule("/_emulator/requests", endpoint=self.requests, methods=["GET"]),
             Rule("/_emulator/reset", endpoint=self.reset, methods=["POST"]),
@@ -43,6 +46,22 @@ class Inspection(Routes):
         if found is None:
             raise Problem(404, f"no profile {iid!r}", title="Not found")
         return json_response(found)
+
+    def audiences(self, request: Request, exchange: Exchange) -> Response:
+        """``{"audiences": [{"id", "name", "integrationId", "members": count}]}``, by id."""
+        store = self.emulator.audiences
+        counts = store.member_counts()
+        listed, _ = store.page(store.count() + 1, 0)
+        return json_response({"audiences": [
+            {"id": a["id"], "name": a["name"], "integrationId": a.get("integrationId"),
+             "members": counts.get(a["id"], 0)} for a in listed]})
+
+    def members(self, request: Request, exchange: Exchange, audience_id: int) -> Response:
+        """``{"members": [integrationId, ...]}``, sorted; 404 for no such audience."""
+        members = self.emulator.audiences.members(audience_id, 2**62, 0)
+        if members is None:
+            raise Problem(404, f"no audience {audience_id}", title="Not found")
+        return json_response({"members": sorted(members)})
 
     def stats(self, request: Request, exchange: Exchange) -> Response:
         return json_response(self.emulator.stats())

@@ -1,11 +1,13 @@
 """The shape every group of endpoints takes, and the request helpers they share.
 
 The emulator answers several APIs, each under its own path prefix: the
-Integration API (``/v2``, :mod:`~talon_classic.emulator.integration`) and
-the inspection endpoints (``/_emulator``,
-:mod:`~talon_classic.emulator.inspection`). Each is a :class:`Routes`
-subclass in a module of its own; another API (the Management API, say) is
-one more module and one more entry in :data:`Emulator.route_groups`.
+Integration API (``/v2``, :mod:`~talon_classic.emulator.integration` and
+:mod:`~talon_classic.emulator.audiences`), the Management API (``/v1``,
+:mod:`~talon_classic.emulator.management`) and the inspection endpoints
+(``/_emulator``, :mod:`~talon_classic.emulator.inspection`). Each is a
+:class:`Routes` subclass in a module of its own; another API is one more
+module and one more entry in :data:`Emulator.route_groups`. Groups sharing
+a prefix share its key and rate limit (the first one listed authenticates).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Routes:
     prefix: ClassVar[str]
     #: Whether requests here emulate Talon.One (authenticated, faulted, paced, logged).
     emulated: ClassVar[bool] = False
+    #: The :class:`~talon_classic.emulator.config.EmulatorConfig` field that paces the group.
+    rate_field: ClassVar[str] = "rate_limit"
 
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
@@ -65,10 +69,18 @@ class Routes:
         """Raise a 401 :class:`~talon_classic.emulator.problems.Problem` for a refused key."""
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_body(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying why not."""
+    """The request body as a JSON object, or a 400 saying why not.
+
+    ``NaN`` and ``Infinity`` are refused, as Talon.One's JSON parser does
+    (Python's accepts them, and ``json.dumps`` writes them).
+    """
     try:
-        body = json.loads(request.get_data())
+        body = json.loads(request.get_data(), parse_constant=_no_constants)
     except ValueError:
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(body, dict):

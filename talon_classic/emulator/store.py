@@ -40,6 +40,15 @@ class ProfileStore(Protocol):
         """A copy of one profile, or None."""
         ...
 
+    def get_many(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Copies of the profiles of ``ids`` that exist, by integrationId."""
+        ...
+
+    def create_missing(self, ids: list[str]) -> int:
+        """Create the profiles of ``ids`` that do not exist (no attributes); existing
+        ones are left as they are. Returns how many were created."""
+        ...
+
     def page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         """Up to ``limit`` profiles from ``offset`` in creation order, and the total."""
         ...
@@ -95,6 +104,23 @@ class MemoryStore:
         with self._lock:
             found = self._profiles.get(iid)
             return self._copy(found) if found is not None else None
+
+    def get_many(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {iid: self._copy(self._profiles[iid]) for iid in ids if iid in self._profiles}
+
+    def create_missing(self, ids: list[str]) -> int:
+        stamp = now()
+        created = 0
+        with self._lock:
+            for iid in ids:
+                if iid not in self._profiles:
+                    self._profiles[iid] = {"id": self._next_id, "created": stamp,
+                                           "integrationId": iid, "attributes": {},
+                                           "lastActivity": stamp}
+                    self._next_id += 1
+                    created += 1
+        return created
 
     def page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         with self._lock:
@@ -177,6 +203,29 @@ class SqliteStore:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM profiles WHERE integration_id = ?",
                                    (iid,)).fetchone()
         return self._row(row) if row else None
+
+    def get_many(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            rows = self._select(self._db.cursor(), list(dict.fromkeys(ids)))
+        return {iid: self._row(row) for iid, row in rows.items()}
+
+    def create_missing(self, ids: list[str]) -> int:
+        stamp = now()
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                before = cur.execute("SELECT COUNT(*) FROM profiles").fetchone()[0]
+                cur.executemany(
+                    "INSERT OR IGNORE INTO profiles (integration_id, created, last_activity, "
+                    "attributes) VALUES (?, ?, ?, '{}')",
+                    [(iid, stamp, stamp) for iid in dict.fromkeys(ids)])
+                created: int = cur.execute("SELECT COUNT(*) FROM profiles").fetchone()[0] - before
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return created
 
     def page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         with self._lock:

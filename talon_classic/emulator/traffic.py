@@ -17,12 +17,14 @@ REQUEST_LOG_SIZE = 100_000
 
 
 class Traffic:
-    """Per-status counts, profile updates written, and the last requests. Thread-safe."""
+    """Per-status counts, profile updates and audience actions written, and the last
+    requests. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._status: Counter[str] = Counter()
         self._updates = 0
+        self._audience_actions = 0
         self._log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
 
     def record(self, arrived: float, method: str, path: str, status: int, profiles: int) -> None:
@@ -37,10 +39,16 @@ class Traffic:
         with self._lock:
             self._updates += n
 
-    def counts(self) -> dict[str, Any]:
-        """``{"requests": {status: n}, "profile_updates": n}``."""
+    def count_audience_actions(self, n: int) -> None:
+        """``n`` audience membership actions were applied."""
         with self._lock:
-            return {"requests": dict(self._status), "profile_updates": self._updates}
+            self._audience_actions += n
+
+    def counts(self) -> dict[str, Any]:
+        """``{"requests": {status: n}, "profile_updates": n, "audience_actions": n}``."""
+        with self._lock:
+            return {"requests": dict(self._status), "profile_updates": self._updates,
+                    "audience_actions": self._audience_actions}
 
     def entries(self, limit: int, offset: int) -> list[dict[str, Any]]:
         """Log entries ``{"t", "method", "path", "status", "profiles"}``, oldest first."""
@@ -52,4 +60,5 @@ class Traffic:
         with self._lock:
             self._status.clear()
             self._updates = 0
+            self._audience_actions = 0
             self._log.clear()

@@ -1,0 +1,322 @@
+"""The Talon.One Management API client: the few reads talon-classic needs, politely.
+
+The Management API is not the Integration API: another key (``Authorization:
+ManagementKey-v1 <key>``, created in the Campaign Manager under Account >
+Tools > Management API keys, with access to each endpoint it will call), the
+same deployment host, and at most 3 requests per second. It is meant for
+back-office reads, so talon-classic reads once and caches
+(:mod:`talon_classic.schemacache`).
+
+* :meth:`ManagementClient.attributes`: every customer-profile attribute,
+  custom and built-in, as a :class:`~talon_classic.schema.Schema`.
+* :meth:`ManagementClient.audiences` and
+  :meth:`ManagementClient.audience_memberships`: every audience, every
+  member of one.
+
+Lists are read in pages of 1000 (``pageSize``/``skip``) until ``hasMore``
+says no, ``totalResultSize`` is reached or (when the answer has neither) a
+page comes back short. Every request, retries included, takes a token from a
+:class:`~talon_classic.ratelimit.TokenBucket` (3 per second), and is retried
+as the Integration API client retries (tenacity, exponential backoff with
+full jitter, at least the ``Retry-After`` asked, capped): 408, 409, 429, 5xx
+except 501/505, timeouts and broken connections. 401 and 403 are one
+:class:`~talon_classic.exceptions.AuthError` line saying what to do.
+
+The key is never in a ``repr``, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from talon_classic import __version__
+from talon_classic.client import parse_retry_after
+from talon_classic.exceptions import (
+    AuthError,
+    DeliveryError,
+    RejectedError,
+    RetriesExhausted,
+    SettingsError,
+)
+from talon_classic.ratelimit import TokenBucket
+from talon_classic.schema import ENTITY, Schema
+from talon_classic.settings import ENV_MANAGEMENT_KEY, redact
+
+log = logging.getLogger("talon_classic.management")
+
+PAGE_SIZE = 1000
+RATE_LIMIT = 3.0
+ATTRIBUTES_PATH = "/v1/attributes"
+AUDIENCES_PATH = "/v1/audiences"
+RETRY_STATUSES = frozenset({408, 409, 429} | {s for s in range(500, 600) if s not in (501, 505)})
+KEYS_PAGE = "Campaign Manager > Account > Tools > Management API keys"
+
+
+class _Retryable(Exception):
+    """One failed attempt that may succeed later (never carries a header)."""
+
+    def __init__(self, what: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(what)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _check_key(key: str) -> None:
+    """Refuse a key that cannot be sent as a header, without ever showing it.
+
+    Settings refuse such keys when they load; this guards direct callers, since
+    ``requests`` would quote the whole header in its error.
+    """
+    if not key:
+        raise SettingsError("managementKey: must not be empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key) or key != key.strip():
+        raise SettingsError(
+            "managementKey: has surrounding whitespace or a control character (not shown): "
+            "copy the key again"
+        )
+
+
+class ManagementClient:
+    """Reads one Talon.One deployment's Management API with one Management API key.
+
+    ``base_url`` is the deployment (``https://mycompany.talon.one``, as the
+    settings' ``applicationDomain``). ``sleep`` and ``clock`` are injectable
+    so paging, limiting and retries can be tested without waiting.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        management_key: str,
+        *,
+        session: requests.Session | None = None,
+        rate_limit: float = RATE_LIMIT,
+        page_size: int = PAGE_SIZE,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        retry_after_cap: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        limiter: TokenBucket | None = None,
+    ) -> None:
+        _check_key(management_key)
+        self.base_url = base_url.rstrip("/")
+        self._shown_key = redact(management_key)
+        self._own_session = session is None
+        self.session = session if session is not None else requests.Session()
+        # Sent with each request, never set on the session: a caller's session
+        # must not carry the key to other hosts.
+        self._headers = {
+            "Authorization": f"ManagementKey-v1 {management_key}",
+            "Accept": "application/json",
+            "User-Agent": f"talon-classic/{__version__}",
+        }
+        self.page_size = max(1, page_size)
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_attempts = max(1, max_attempts)
+        self.retry_after_cap = retry_after_cap
+        self.limiter = limiter if limiter is not None else TokenBucket(
+            rate_limit, clock=clock, sleep=sleep)
+        self._sleep = sleep
+        self._jitter = wait_random_exponential(multiplier=backoff_base, max=backoff_cap)
+        #: Requests sent (attempts, retries included): for summaries and tests.
+        self.requests = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kw: Any) -> ManagementClient:
+        """A client for :class:`~talon_classic.settings.Settings` with a management key and domain."""
+        if not settings.management_key:
+            raise SettingsError(
+                f"settings: managementKey: missing (set it in the settings file, "
+                f"{ENV_MANAGEMENT_KEY} or --management-key)"
+            )
+        if not settings.application_domain:
+            raise SettingsError(
+                "settings: applicationDomain: missing (the Management API is on the same "
+                "deployment as the Integration API)"
+            )
+        return cls(settings.application_domain, settings.management_key, **kw)
+
+    def __repr__(self) -> str:
+        return f"ManagementClient({self.base_url!r}, auth='ManagementKey-v1 {self._shown_key}')"
+
+    def close(self) -> None:
+        """Close the session if this client made it (a caller's session stays theirs)."""
+        if self._own_session:
+            self.session.close()
+
+    def __enter__(self) -> ManagementClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the one place that does HTTP -----------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        wait = self._jitter(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            wait = max(wait, min(exc.retry_after, self.retry_after_cap))
+        return wait
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("Talon.One Management API: %s (attempt %d/%d); retrying in %.2fs", exc,
+                    state.attempt_number, self.max_attempts, wait)
+
+    def get(self, path: str, params: dict[str, str], needs: str) -> Any:
+        """``GET path`` with limiting and retries; the decoded JSON of a 2xx answer.
+
+        ``needs`` names the access the key must have, for the 401/403 message
+        (``"attributes"``). Raises AuthError, RejectedError (other 4xx),
+        RetriesExhausted or DeliveryError (anything else, a body not JSON).
+        """
+        url = self.base_url + path
+
+        def attempt() -> requests.Response:
+            self.limiter.acquire()
+            self.requests += 1
+            try:
+                response = self.session.get(url, params=params, headers=self._headers,
+                                            timeout=self.timeout, allow_redirects=False)
+            except (requests.Timeout, requests.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                log.debug("GET %s -> %s", path, exc.__class__.__name__)
+                raise _Retryable(f"{exc.__class__.__name__} on GET {path}") from None
+            except requests.RequestException as exc:  # its text could quote a header
+                raise DeliveryError(f"GET {path} could not be sent ({exc.__class__.__name__})"
+                                    ) from None
+            log.debug("GET %s -> %s", path, response.status_code)
+            if response.status_code in RETRY_STATUSES:
+                raise _Retryable(f"{response.status_code} on GET {path}", response.status_code,
+                                 parse_retry_after(response.headers.get("Retry-After")))
+            return response
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            response = retrying(attempt)
+        except _Retryable as exc:
+            raise RetriesExhausted(
+                f"Management API: gave up after {self.max_attempts} attempts: last {exc}",
+                exc.status,
+            ) from None
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(_auth_message(status, needs), status)
+        if 300 <= status < 400:
+            raise DeliveryError(
+                f"GET {path} was redirected ({status}): set the application domain to the "
+                f"deployment's own https:// address",
+                status,
+            )
+        if 400 <= status < 500:
+            raise RejectedError(_error_message(response), status)
+        if status >= 300:
+            raise DeliveryError(
+                f"unexpected answer {status} from the Management API: {_error_message(response)}",
+                status,
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise DeliveryError(
+                f"GET {path} answered {status} without JSON: is {self.base_url} a Talon.One "
+                f"deployment?",
+                status,
+            ) from None
+
+    def pages(self, path: str, params: dict[str, str] | None = None,
+              needs: str = "it") -> Iterator[dict[str, Any]]:
+        """Every item of a paged list endpoint, page after page (``pageSize``, ``skip``).
+
+        Stops when ``hasMore`` is false (when the answer has it), else when
+        ``skip`` reaches ``totalResultSize`` (when it has that), else at a
+        short page; always at an empty page.
+        """
+        skip = 0
+        while True:
+            query = {**(params or {}), "pageSize": str(self.page_size), "skip": str(skip)}
+            body = self.get(path, query, needs)
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise DeliveryError(
+                    f"GET {path} answered without a data list: is {self.base_url} a Talon.One "
+                    f"deployment?"
+                )
+            yield from data
+            skip += len(data)
+            if not data:
+                return
+            more = body.get("hasMore")
+            total = body.get("totalResultSize")
+            if isinstance(more, bool):
+                if not more:
+                    return
+            elif type(total) is int:
+                if skip >= total:
+                    return
+            elif len(data) < self.page_size:
+                return
+
+    # -- the reads ----------------------------------------------------------------
+    def attributes(self, entity: str = ENTITY) -> Schema:
+        """Every attribute of ``entity`` (custom and built-in) as a :class:`Schema`.
+
+        Items of another entity, should the server send any, are left out.
+        Raises SchemaError when an item has no usable name or type.
+        """
+        items = list(self.pages(ATTRIBUTES_PATH, {"entity": entity}, "attributes"))
+        return Schema.from_document({"totalResultSize": len(items), "data": items},
+                                    f"{self.base_url}{ATTRIBUTES_PATH}", entity=entity)
+
+    def audiences(self) -> Iterator[dict[str, Any]]:
+        """``GET /v1/audiences``: every audience of the account (``id``, ``name``, ...)."""
+        return self.pages(AUDIENCES_PATH, None, "audiences")
+
+    def audience_memberships(self, audience_id: int) -> Iterator[dict[str, Any]]:
+        """``GET /v1/audiences/{id}/memberships``: every member profile (``integrationId``, ...).
+
+        An unknown audience raises RejectedError (404).
+        """
+        return self.pages(f"{AUDIENCES_PATH}/{int(audience_id)}/memberships", None, "audiences")
+
+
+def _auth_message(status: int, needs: str) -> str:
+    if status == 401:
+        return (
+            f"the management key was refused (401): create one in {KEYS_PAGE} with read access "
+            f"to {needs}, and check the application domain"
+        )
+    return (
+        f"the management key may not read {needs} (403): in {KEYS_PAGE}, create a key that "
+        f"includes the {needs} endpoints"
+    )
+
+
+def _error_message(response: requests.Response) -> str:
+    """The server's ``message`` (Talon.One's error body), else the status line; one line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    text = str(message) if message else f"{response.status_code} {response.reason or ''}".strip()
+    return " ".join(text.split())[:300]

@@ -1,0 +1,252 @@
+"""The merge: newest timestamp per attribute, file order, carry-over, the window, rollback."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from talon_classic.merge import Batch, Merger, parse_timestamp
+
+
+def merger(batch_size: int = 10, lookback: int = 0, window: int = 1000) -> Merger:
+    return Merger(batch_size, lookback, window)
+
+
+def add(m: Merger, iid: str, ts: float | None, **attributes: Any) -> None:
+    m.add(iid, attributes, ts, ({"userId": iid}, f"in:{ts}"))
+
+
+def sent(batch: Batch) -> dict[str, dict[str, Any]]:
+    return {p["integrationId"]: p["attributes"] for p in batch.profiles}
+
+
+def test_parse_timestamp() -> None:
+    assert parse_timestamp("2024-01-01T00:00:00Z") == 1704067200.0
+    assert parse_timestamp("2024-01-01T01:00:00+01:00") == 1704067200.0
+    assert parse_timestamp("2024-01-01T00:00:00") == 1704067200.0  # naive: UTC
+    assert parse_timestamp("2024-01-01T00:00:00.5Z") == 1704067200.5
+    for unreadable in (None, "", "yesterday", 1704067200, ["2024-01-01"]):
+        assert parse_timestamp(unreadable) is None
+
+
+def test_out_of_order_values_per_attribute_in_one_batch() -> None:
+    m = merger()
+    add(m, "u1", 2, plan="new")
+    add(m, "u1", 1, plan="old", email="o@x.io")  # older plan loses, its email is new
+    add(m, "u1", 3, email="p@x.io")
+    add(m, "u2", 5, plan="a")
+    add(m, "u2", 5, plan="b")  # same timestamp: the later event wins
+    assert m.pending == 2
+    batch = m.close(0, final=True)
+    assert sent(batch) == {"u1": {"plan": "new", "email": "p@x.io"}, "u2": {"plan": "b"}}
+    assert batch.stamps() == {"u1": {"plan": 2, "email": 3}, "u2": {"plan": 5}}
+    assert [where for _, where in batch.sources["u1"]] == ["in:2", "in:1", "in:3"]
+    assert m.pending == 0
+
+
+def test_an_older_value_than_one_sent_is_left_out() -> None:
+    m = merger()
+    add(m, "u1", 20, plan="new")
+    m.close(0, final=True)
+    add(m, "u1", 10, plan="old", email="e@x.io")
+    add(m, "u2", 1, plan="x")
+    batch = m.close(1, final=True)
+    assert sent(batch) == {"u1": {"email": "e@x.io"}, "u2": {"plan": "x"}}
+    assert m.remembered("u1") == {"plan": 20, "email": 10}
+    add(m, "u1", 20, plan="same time, later input")
+    assert sent(m.close(2, final=True)) == {"u1": {"plan": "same time, later input"}}
+
+
+def test_events_without_timestamp_count_in_file_order() -> None:
+    m = merger()
+    add(m, "u1", 5, plan="a")
+    add(m, "u1", None, plan="b")  # the latest so far, whatever its time
+    add(m, "u1", 4, plan="c")  # older than the value "b" replaced: loses
+    add(m, "u2", None, plan="x")
+    add(m, "u2", None, plan="y")
+    add(m, "u2", 1, email="e")
+    assert sent(m.close(0, final=True)) == {"u1": {"plan": "b"}, "u2": {"plan": "y", "email": "e"}}
+    add(m, "u1", None, plan="d")  # always sent
+    assert sent(m.close(1, final=True)) == {"u1": {"plan": "d"}}
+    add(m, "u1", 4.5, plan="e")  # still older than the 5 that "b" and "d" replaced
+    add(m, "u2", 0, plan="z")  # "y" had no timestamp: anything later in the file wins
+    assert sent(m.close(2, final=True)) == {"u1": {}, "u2": {"plan": "z"}}
+
+
+def test_a_value_without_timestamp_keeps_the_timestamp_it_replaced() -> None:
+    """Regression: when the rest of the profile was newer, a value without
+    timestamp made the merger forget the timestamp it had sent for that
+    attribute, so an even older value went out after it."""
+    m = merger()
+    add(m, "u1", 10, email="ten@x.io")
+    m.close(0, final=True)
+    add(m, "u1", 12, plan="pro")
+    add(m, "u1", None, email="file-order@x.io")
+    assert sent(m.close(1, final=True)) == {"u1": {"plan": "pro", "email": "file-order@x.io"}}
+    assert m.remembered("u1") == {"email": 10, "plan": 12}
+    add(m, "u1", 9, email="nine@x.io")  # older than what the last value replaced
+    assert sent(m.close(2, final=True)) == {"u1": {}}
+
+
+def test_carry_over_of_profiles_sent_in_the_last_batches() -> None:
+    m = merger(batch_size=4, lookback=1)
+    for n in range(1, 5):
+        add(m, f"u{n}", n, a=n)
+    assert m.full
+    assert set(m.close(0).sources) == {"u1", "u2", "u3", "u4"}
+    add(m, "u1", 10, a="again")  # u1 is likely still in flight
+    assert not m.full
+    for n in range(5, 9):
+        add(m, f"u{n}", n, a=n)
+    assert m.full
+    second = m.close(1)
+    assert set(second.sources) == {"u5", "u6", "u7", "u8"}
+    assert m.pending == 1 and not m.full  # u1 carried over, not counted as fresh
+    # too few fresh profiles for half a batch: the carried ones go anyway
+    add(m, "u5", 20, a="again")
+    add(m, "u9", 9, a=9)
+    add(m, "u10", 10, a=10)
+    add(m, "u11", 11, a=11)
+    assert m.full
+    third = m.close(2)
+    assert set(third.sources) == {"u1", "u9", "u10", "u11"}
+    assert sent(third)["u1"] == {"a": "again"}
+    # the final batches take everything left
+    assert set(m.close(3, final=True).sources) == {"u5"}
+    assert m.pending == 0
+
+
+def test_the_window_bounds_what_is_remembered_least_recently_sent_first() -> None:
+    m = merger(batch_size=10, window=20)
+    add(m, "u0", 100, plan="new")
+    m.close(0, final=True)
+    for round_ in range(12):
+        for n in range(10):
+            add(m, f"r{round_}-{n}", 1, plan="x")
+        if round_ % 2 == 1:
+            add(m, "u0", 100 + round_, plan="kept fresh")  # re-sent: moves to the end
+        while m.pending:
+            m.close(round_ + 1, final=True)
+        assert m.remembered_count <= 25  # window + a quarter, then cut back in one pass
+    assert 20 <= m.remembered_count <= 25
+    assert m.remembered("r0-0") is None  # forgotten: sent longest ago
+    assert m.remembered("u0") == {"plan": 111}
+    add(m, "u0", 50, plan="old")
+    add(m, "r11-0", 0, plan="old")
+    add(m, "r0-0", 0, plan="old")  # outside the window: nothing to compare with
+    assert sent(m.close(99, final=True)) == {"u0": {}, "r11-0": {}, "r0-0": {"plan": "old"}}
+
+
+def test_rollback_forgets_what_was_not_delivered() -> None:
+    m = merger()
+    add(m, "u1", 5, plan="five")
+    add(m, "u2", 5, plan="five")
+    first = m.close(0, final=True)
+    add(m, "u1", 7, plan="seven", email="e7")
+    add(m, "u2", 7, plan="seven")
+    add(m, "u3", 7, plan="seven")
+    second = m.close(1, final=True)
+    # Talon.One took u2 only: u1 goes back to what the first batch delivered,
+    # u3 (never delivered before) is forgotten
+    m.rollback(second, ["u1", "u3", "not-in-the-batch"])
+    assert m.remembered("u1") == {"plan": 5}
+    assert m.remembered("u2") == {"plan": 7}
+    assert m.remembered("u3") is None
+    assert second.stamps() == {"u2": {"plan": 7}}  # what Talon.One acknowledged
+    assert first.stamps() == {"u1": {"plan": 5}, "u2": {"plan": 5}}
+    m.rollback(second, ["u1"])  # twice: nothing more happens
+    assert m.remembered("u1") == {"plan": 5}
+    # the retry of the undelivered events sends every value again, and an event
+    # older than an undelivered value is no longer left out because of it
+    add(m, "u1", 7, plan="seven", email="e7")
+    add(m, "u3", 6, plan="six")
+    add(m, "u2", 6, plan="six")
+    assert sent(m.close(2, final=True)) == {
+        "u1": {"plan": "seven", "email": "e7"}, "u3": {"plan": "six"}, "u2": {}}
+
+
+def test_rollback_of_the_whole_batch_and_of_an_older_overlapping_batch() -> None:
+    m = merger(batch_size=2)
+    add(m, "u1", 1, plan="one")
+    first = m.close(0, final=True)
+    m.rollback(first, first.sources)
+    assert m.remembered("u1") is None and first.stamps() == {}
+    add(m, "u1", 1, plan="one")
+    older = m.close(1, final=True)
+    add(m, "u1", 2, plan="two")
+    newer = m.close(2, final=True)  # closed before the older one's outcome was known
+    m.rollback(older, ["u1"])
+    assert m.remembered("u1") == {"plan": 2}  # the later batch's memory stays
+    m.rollback(newer, ["u1"])
+    assert m.remembered("u1") == {"plan": 1}  # conservative: never sends older over newer
+
+
+def test_discard_open_drops_the_unsent_merge_only() -> None:
+    m = merger(batch_size=2, lookback=1)
+    add(m, "u1", 5, plan="five")
+    m.close(0, final=True)
+    add(m, "u1", 6, plan="six")
+    add(m, "u2", 6, plan="six")
+    add(m, "u3", 6, plan="six")
+    m.discard_open()
+    assert m.pending == 0 and not m.full
+    assert m.remembered("u1") == {"plan": 5}
+    add(m, "u1", 4, plan="four")
+    assert sent(m.close(1, final=True)) == {"u1": {}}
+
+
+# -- properties -------------------------------------------------------------------
+events = st.lists(
+    st.tuples(st.sampled_from(["u1", "u2", "u3", "u4"]), st.sampled_from(["a", "b", "c"]),
+              st.integers(0, 6)),
+    min_size=1, max_size=60)
+
+
+def newest(evs: list[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """Independent model: per profile and attribute, the value of the newest
+    (timestamp, input order) event; the value is the event's index."""
+    best: dict[tuple[str, str], tuple[int, int]] = {}
+    for n, (iid, attr, ts) in enumerate(evs):
+        if (iid, attr) not in best or (ts, n) >= best[iid, attr]:
+            best[iid, attr] = (ts, n)
+    out: dict[str, dict[str, int]] = {}
+    for (iid, attr), (_, n) in best.items():
+        out.setdefault(iid, {})[attr] = n
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(events, st.integers(1, 3), st.integers(1, 12), st.integers(0, 2**32))
+def test_property_newest_value_wins_whatever_the_batching(
+        evs: list[tuple[str, str, int]], batch_size: int, take: int, seed: int) -> None:
+    """Sent in any batching, with random deliveries failing and retried like
+    the server's worker does (rolled back, merged again from the queue, oldest
+    first): Talon.One ends with the newest value of every attribute."""
+    rng = random.Random(seed)
+    m = Merger(batch_size, 1, 1000)
+    talon: dict[str, dict[str, int]] = {}
+    queue = list(range(len(evs)))  # the spool: indexes of events not yet delivered
+    rounds = 0
+    while queue:
+        rounds += 1
+        assert rounds < 1000
+        taken, queue = queue[:take], queue[take:]
+        for n in taken:
+            iid, attr, ts = evs[n]
+            m.add(iid, {attr: n}, ts, ({}, n))
+        back: list[int] = []
+        while m.pending:
+            batch = m.close(rounds, final=not m.full or rng.random() < 0.5)
+            failed = [iid for iid in batch.sources if rng.random() < 0.3]
+            m.rollback(batch, failed)
+            for profile in batch.profiles:
+                iid = profile["integrationId"]
+                if iid in failed:
+                    back += [n for _, n in batch.sources[iid]]
+                else:
+                    talon.setdefault(iid, {}).update(profile["attributes"])
+        queue = sorted(back + queue)
+    assert talon == newest(evs)
