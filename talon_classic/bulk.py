@@ -32,8 +32,7 @@ from http import HTTPStatus
 from typing import IO, Any
 
 from talon_classic.checkpoint import Checkpoint
-from talon_classic.compact.profiles import newest as newest_stamp
-from talon_classic.compact.profiles import problem as profile_problem
+from talon_classic.compact.profiles import check as check_profile
 from talon_classic.compact.profiles import read_profile_records
 from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import (
@@ -235,7 +234,7 @@ class Pipeline:
     def _take_profile(self, record: Record, merger: Merger) -> None:
         """A compacted profile, sent as it is; its ``timestamps`` stay on the source record."""
         profile = record.event
-        problem = profile_problem(profile)
+        problem, newest = check_profile(profile)
         if problem is not None:
             self._skipped(record, "invalid_profile", problem, record.raw)
             return
@@ -245,7 +244,7 @@ class Pipeline:
                           f"{len(iid)} characters; at most {MAX_ID_LENGTH}", None)
             return
         self.summary.keep([])
-        merger.add(iid, profile["attributes"], newest_stamp(profile), (profile, record.where))
+        merger.add(iid, profile["attributes"], newest, (profile, record.where))
 
     def _skipped(self, record: Record, reason: str, error: str | None, raw: bytes | None) -> None:
         self.summary.skip(reason)

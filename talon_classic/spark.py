@@ -85,10 +85,16 @@ def session(master: str | None = None, shuffle_partitions: int | None = None) ->
     from pyspark.sql import SparkSession
 
     master = master or "local[*]"
-    if master.startswith("local"):  # executors are this machine's: this Python, this install
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     cores = os.cpu_count() or 1
-    builder = (SparkSession.builder.master(master)
+    builder = SparkSession.builder
+    if master.startswith("local"):
+        # the executors are this machine's: this Python (this install), and the driver's JVM,
+        # which holds every task, gets a share of the memory instead of Spark's 1 GB
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        from talon_classic.compact import default_memory_limit
+
+        builder = builder.config("spark.driver.memory", default_memory_limit().lower()[:-1])
+    builder = (builder.master(master)
                .appName("talon-classic compact")
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import IO, Any
 
 from talon_classic.exceptions import InputError
@@ -26,35 +27,62 @@ PARQUET_ROWS = 10_000
 
 def problem(data: Any) -> str | None:
     """Why ``data`` is not a compacted profile record, or None when it is one."""
-    if not isinstance(data, dict):
-        return "not a JSON object"
+    return check(data)[0]
+
+
+def check(data: Any) -> tuple[str | None, float | None]:
+    """``(why data is not a compacted profile or None, its newest timestamp or None)``.
+
+    The pipeline calls this once per profile sent, so the common case (every
+    key ``[float, int]``) takes one loop of exact type checks.
+    """
+    if type(data) is not dict:
+        return "not a JSON object", None
     iid = data.get("integrationId")
-    if not isinstance(iid, str) or not iid.strip():
-        return "integrationId is missing or not a non-empty string"
+    if type(iid) is not str or not iid or iid.isspace():
+        return "integrationId is missing or not a non-empty string", None
     if len(iid) > MAX_ID_LENGTH:
-        return f"integrationId is {len(iid)} characters long; at most {MAX_ID_LENGTH}"
+        return f"integrationId is {len(iid)} characters long; at most {MAX_ID_LENGTH}", None
     attributes = data.get("attributes")
-    if not isinstance(attributes, dict):
-        return "attributes is missing or not an object"
+    if type(attributes) is not dict:
+        return "attributes is missing or not an object", None
     stamps = data.get("timestamps")
-    if not isinstance(stamps, dict):
-        return "timestamps is missing or not an object"
-    for name, key in stamps.items():
-        if (not isinstance(key, list) or len(key) != 2
-                or not (key[0] is None or (isinstance(key[0], (int, float))
-                                           and not isinstance(key[0], bool)))
-                or type(key[1]) is not int):
-            return f"timestamps.{name} is not [timestamp or null, position]"
-    missing = [name for name in attributes if name not in stamps]
-    if missing:
-        return f"timestamps has no key for attribute {missing[0]!r}"
-    return None
+    if type(stamps) is not dict:
+        return "timestamps is missing or not an object", None
+    keys = list(stamps.values())
+    newest = None
+    if keys:
+        # C-level passes over all keys (a Python loop per key costs more than the rest)
+        times = list(map(_first, keys)) if _all_pairs(keys) else None
+        if times is None or not set(map(type, times)) <= _TIME_TYPES:
+            name = next(n for n, k in stamps.items() if not _is_key(k))
+            return f"timestamps.{name} is not [timestamp or null, position]", None
+        present = [t for t in times if t is not None]
+        newest = max(present) if present else None
+    if not attributes.keys() <= stamps.keys():
+        missing = next(n for n in attributes if n not in stamps)
+        return f"timestamps has no key for attribute {missing!r}", None
+    return None, newest
+
+
+_first, _second = itemgetter(0), itemgetter(1)
+_TIME_TYPES = frozenset({float, int, type(None)})
+
+
+def _all_pairs(keys: list[Any]) -> bool:
+    """Every key is a list of two whose second item is an int."""
+    return (set(map(type, keys)) == {list} and set(map(len, keys)) == {2}
+            and set(map(type, map(_second, keys))) == {int})
+
+
+def _is_key(key: Any) -> bool:
+    return (type(key) is list and len(key) == 2 and type(key[1]) is int
+            and type(key[0]) in _TIME_TYPES)
 
 
 def newest(data: dict[str, Any]) -> float | None:
     """The newest timestamp among a profile's attributes (None when none has one)."""
-    times = [key[0] for key in data["timestamps"].values() if key[0] is not None]
-    return max(times) if times else None
+    return check(data)[1]
 
 
 def is_parquet(path: str) -> bool:
