@@ -166,7 +166,7 @@ def test_the_summary_renders_like_identify_with_the_output(tmp_path: Path) -> No
     text = s.render()
     assert "events read                   2" in text
     assert "not_allowlisted             1  top: x 1" in text
-    assert f"profiles written              1  to {tmp_path / 'o.jsonl'} (duckdb, 1 workers)" in text
+    assert f"profiles written              1  to {tmp_path / 'o.jsonl'} (duckdb, 1 worker)" in text
     d = s.as_dict()
     assert d["skipped"] == {"invalid_json": 1} and d["profiles_written"] == 1
     assert "profiles_upserted" not in d

@@ -74,8 +74,8 @@ class CompactSummary(Summary):
         d = self.as_dict()
         lines = self.input_lines(d)
         lines.append(f"profiles written   {d['profiles_written']:>12,}  to {self.output} "
-                     f"({self.engine}" + (f", {self.workers} workers)" if self.engine == "duckdb"
-                                           else ")"))
+                     f"({self.engine}" + (f", {self.workers} worker{'s' * (self.workers != 1)})"
+                                           if self.engine == "duckdb" else ")"))
         lines.append(self.elapsed_line(d))
         if d["stopped"]:
             lines.append(f"stopped early: {d['stopped']}")
