@@ -1,13 +1,22 @@
 """The reduction and the grouping in DuckDB: out of core, under a memory limit.
 
 The workers' row files (:mod:`talon_classic.compact.events`) are read with
-``read_json`` (measured faster end to end than Arrow/Parquet chunks, and it
-needs no pyarrow: see the benchmarks), each event's attributes are spread
-into one row per attribute (``json_each``), the newest-wins reduction of
+``read_json``, each event's attributes are spread into one row per
+attribute (``json_each``), the newest-wins reduction of
 :mod:`talon_classic.compact.reduce` picks each attribute's value, and the
 attributes are grouped into one profile per integrationId, in order.
 DuckDB spills to its temporary directory whatever does not fit under
 ``memory_limit``, so an input larger than memory works.
+
+How rows reach DuckDB was measured (200,000 benchmark events, 2.2 million
+attribute rows, one core): one JSON object per event costs the workers
+1.7 us per event against 8 us for one row per attribute built in Python,
+so attributes are spread by DuckDB. Written as gzip'd JSONL the rows take
+0.58 s in the workers and 1.36 s to read (4 MB on disk); as Parquet through
+pyarrow 0.66-0.80 s and 0.86 s (4 MB); as plain JSONL 0.46-0.62 s and 0.90 s
+(60 MB). Parquet was about 0.3 s per 200,000 events faster in all, but
+needs pyarrow (a 40 MB dependency); gzip'd JSONL keeps the spill small
+without it.
 """
 
 from __future__ import annotations
