@@ -10,12 +10,19 @@ import platform
 import sys
 import time
 
-from benchmarks import audience_bench, e2e_bench, memory_bench, serve_bench, transform_bench
+from benchmarks import (
+    audience_bench,
+    compact_bench,
+    e2e_bench,
+    memory_bench,
+    serve_bench,
+    transform_bench,
+)
 
 
 def main() -> None:
-    """Run transform (without and with a schema), end-to-end, memory, serve and audience
-    benchmarks; print their figures."""
+    """Run transform (without and with a schema), end-to-end, memory, serve, audience and
+    compaction benchmarks; print their figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check it runs")
     quick = parser.parse_args().quick
@@ -38,6 +45,9 @@ def main() -> None:
     print(memory_bench.report(m))
     print(serve_bench.report(serve_bench.run(1.0 if quick else 5.0)))
     print(audience_bench.report(audience_bench.run(5_000 if quick else 1_000_000)))
+    print(compact_bench.report(
+        compact_bench.run(20_000, 10_000, (3_000, 2_000), big_events=0) if quick
+        else compact_bench.run()))
     print(f"total {time.monotonic() - start:.0f}s")
 
 

@@ -2,4 +2,5 @@
 
 from talon_classic.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process (spawn) imports it again
+    main()

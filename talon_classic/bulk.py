@@ -32,6 +32,8 @@ from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
 
 from talon_classic.checkpoint import Checkpoint
+from talon_classic.compact.profiles import check as check_profile
+from talon_classic.compact.profiles import read_profile_records
 from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import (
     AuthError,
@@ -55,7 +57,7 @@ MAX_BATCH = 1000
 #: the concurrency: batches must not depend on it, so --resume may change it.
 LOOKBACK = 8
 #: Reader-level reasons: the line itself is broken, so each gets a message.
-INPUT_REASONS = frozenset({"invalid_json", "line_too_long", "truncated_input"})
+INPUT_REASONS = frozenset({"invalid_json", "line_too_long", "truncated_input", "invalid_profile"})
 
 
 @dataclass
@@ -72,6 +74,9 @@ class Options:
     ordering_window: int = 100_000
     #: Inputs are dead-letter files: send each line's original ``event``.
     replay_dead_letters: bool = False
+    #: Inputs are compacted profiles (``talon-classic compact``): each record is sent as it
+    #: is, no transform; one that is not a profile is skipped as ``invalid_profile``.
+    profiles: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
@@ -146,7 +151,8 @@ class Pipeline:
         interval = sys.getswitchinterval()
         sys.setswitchinterval(min(interval, 0.001))
         try:
-            records = read_records(
+            read = read_profile_records if opts.profiles else read_records
+            records = read(
                 paths, max_line_bytes=opts.max_line_bytes, stdin=stdin, on_open=self._opened
             )
             for count, record in enumerate(records, 1):
@@ -212,6 +218,9 @@ class Pipeline:
             return
         if self.options.replay_dead_letters and isinstance(record.event, dict):
             record.event = record.event.get("event")
+        if self.options.profiles:
+            self._take_profile(record, merger)
+            return
         result = self.engine.transform(record.event)
         if result.skipped is not None:
             self._skipped(record, result.skipped, result.error, None)
@@ -229,6 +238,21 @@ class Pipeline:
         summary.keep(result.dropped)
         ts = parse_timestamp(record.event.get("timestamp"))
         merger.add(iid, result.attributes, ts, (record.event, record.where))
+
+    def _take_profile(self, record: Record, merger: Merger) -> None:
+        """A compacted profile, sent as it is; its ``timestamps`` stay on the source record."""
+        profile = record.event
+        problem, newest = check_profile(profile)
+        if problem is not None:
+            self._skipped(record, "invalid_profile", problem, record.raw)
+            return
+        iid = self.options.id_prefix + profile["integrationId"]
+        if len(iid) > MAX_ID_LENGTH:
+            self._skipped(record, "invalid_user_id", f"integrationId with --id-prefix is "
+                          f"{len(iid)} characters; at most {MAX_ID_LENGTH}", None)
+            return
+        self.summary.keep([])
+        merger.add(iid, profile["attributes"], newest, (profile, record.where))
 
     def _skipped(self, record: Record, reason: str, error: str | None, raw: bytes | None) -> None:
         self.summary.skip(reason)

@@ -165,3 +165,18 @@ class SchemaError(TalonClassicError):
     The message is one line naming the file, the item and the field:
     ``schema.json: data[3]: missing "type"``.
     """
+
+
+class CompactError(TalonClassicError):
+    """A compaction could not finish (disk full, out of memory, a failed Spark job).
+
+    Nothing is written to the output when it is raised: the output appears
+    only once complete.
+    """
+
+
+class MissingDependency(TalonClassicError):
+    """An optional part needs something not installed here (pyspark, a Java runtime).
+
+    The message says what to install.
+    """

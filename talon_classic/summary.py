@@ -62,6 +62,30 @@ class Summary:
                     else:
                         self._unnamed[pair[1]] += 1
 
+    def count(self, kept: int, skipped: Counter[str],
+              dropped: Counter[tuple[str, str]]) -> None:
+        """Count many events at once (from a worker process): kept, skipped, dropped pairs."""
+        self.events_read += kept + sum(skipped.values())
+        self.kept += kept
+        self.skipped.update(skipped)
+        pairs = self._pairs
+        for pair, n in dropped.items():
+            if pair in pairs or len(pairs) < MAX_DROPPED_NAMES:
+                pairs[pair] += n
+            else:
+                self._unnamed[pair[1]] += n
+
+    def take_input_counts(self, other: Summary) -> None:
+        """Report ``other``'s events (read, kept, skipped, dropped) and start as this run's.
+
+        ``identify --compact`` sends compacted profiles: the events behind them
+        were counted by the compaction.
+        """
+        self.started = min(self.started, other.started)
+        self.events_read, self.kept = other.events_read, other.kept
+        self.skipped = Counter(other.skipped)
+        self._pairs, self._unnamed = Counter(other._pairs), Counter(other._unnamed)
+
     @property
     def dropped(self) -> Counter[str]:
         """Dropped attributes per reason."""
@@ -136,23 +160,7 @@ class Summary:
     def render(self) -> str:
         """Human summary, one fact per line."""
         d = self.as_dict()
-        skipped = sum(self.skipped.values())
-        lines = [
-            f"events read        {d['events_read']:>12,}",
-            f"kept               {d['kept']:>12,}",
-            f"skipped            {skipped:>12,}"
-            + (
-                "  (" + ", ".join(f"{r} {n:,}" for r, n in d["skipped"].items()) + ")"
-                if skipped
-                else ""
-            ),
-        ]
-        if d["dropped"]:
-            total = sum(info["count"] for info in d["dropped"].values())
-            lines.append(f"dropped attributes {total:>12,}")
-        for reason, info in d["dropped"].items():
-            top = ", ".join(f"{n} {c:,}" for n, c in info["top"].items())
-            lines.append(f"  {reason:<17}{info['count']:>12,}  top: {top}")
+        lines = self.input_lines(d)
         lines += [
             f"profiles upserted  {d['profiles_upserted']:>12,}",
             f"requests sent      {d['requests']:>12,}  (retries {d['retries']:,})",
@@ -171,11 +179,37 @@ class Summary:
                          "are dead-lettered (a bug: please report it)")
         if d["batches_resumed"]:
             lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")
-        rate = f"{d['events_per_s']:,.0f} events/s" if d["events_per_s"] else "-"
-        lines.append(f"elapsed            {d['elapsed_s']:>11.2f}s  ({rate})")
+        lines.append(self.elapsed_line(d))
         if d["stopped"]:
             lines.append(f"stopped early: {d['stopped']}")
         return "\n".join(lines)
+
+    def input_lines(self, d: dict[str, Any]) -> list[str]:
+        """The summary's first lines: events read, kept, skipped, dropped (of ``as_dict()``)."""
+        skipped = sum(self.skipped.values())
+        lines = [
+            f"events read        {d['events_read']:>12,}",
+            f"kept               {d['kept']:>12,}",
+            f"skipped            {skipped:>12,}"
+            + (
+                "  (" + ", ".join(f"{r} {n:,}" for r, n in d["skipped"].items()) + ")"
+                if skipped
+                else ""
+            ),
+        ]
+        if d["dropped"]:
+            total = sum(info["count"] for info in d["dropped"].values())
+            lines.append(f"dropped attributes {total:>12,}")
+        for reason, info in d["dropped"].items():
+            top = ", ".join(f"{n} {c:,}" for n, c in info["top"].items())
+            lines.append(f"  {reason:<17}{info['count']:>12,}  top: {top}")
+        return lines
+
+    @staticmethod
+    def elapsed_line(d: dict[str, Any]) -> str:
+        """``elapsed  12.34s  (56,789 events/s)`` (of ``as_dict()``)."""
+        rate = f"{d['events_per_s']:,.0f} events/s" if d["events_per_s"] else "-"
+        return f"elapsed            {d['elapsed_s']:>11.2f}s  ({rate})"
 
 
 def _peak_rss_mb() -> float | None:

@@ -11,11 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)  # the compaction part starts Spark too
 def test_benchmarks_run_quick() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "identical: yes" in proc.stdout and "identical: NO" not in proc.stdout
     for label in ("transform alone", "with a schema", "typing costs", "bulk", "single", "ratio",
-                  "memory:", "serve:", "audience:"):
+                  "memory:", "serve:", "audience:", "compact:", "1 worker", "send", "--compact",
+                  "spark local[*]"):
         assert label in proc.stdout

@@ -14,6 +14,7 @@ import click
 from talon_classic import __version__
 from talon_classic.cli.audience import audience
 from talon_classic.cli.check_config import check_config
+from talon_classic.cli.compact import compact
 from talon_classic.cli.deadletter import deadletter
 from talon_classic.cli.emulator import emulator
 from talon_classic.cli.identify import identify
@@ -33,7 +34,7 @@ def main() -> None:
     """
 
 
-for command in (audience, check_config, deadletter, emulator, identify, schema, serve,
+for command in (audience, check_config, compact, deadletter, emulator, identify, schema, serve,
                 transform):
     main.add_command(command)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import sys
 import time
@@ -21,6 +22,7 @@ import click
 
 from talon_classic.checkpoint import (
     BATCH_OPTIONS,
+    MODE_OPTIONS,
     Checkpoint,
     differences,
     fingerprint,
@@ -45,7 +47,7 @@ from talon_classic.cli.options import (
     warn,
 )
 from talon_classic.cli.transform import silence_stdout
-from talon_classic.exceptions import CheckpointError, InputError, SettingsError
+from talon_classic.exceptions import CheckpointError, CompactError, InputError, SettingsError
 from talon_classic.files import open_private
 from talon_classic.jsonio import dumps
 from talon_classic.reader import STDIN
@@ -62,8 +64,9 @@ if TYPE_CHECKING:
     from talon_classic.summary import Summary
 
 #: Options a checkpoint records, so that a bare --resume continues the run as it was.
-RECORDED = (*BATCH_OPTIONS, "run_rule_engine", "concurrency", "rate_limit", "dead_letter",
-            "dead_letter_skipped", "settings_path", "emulator", "emulator_db", "schema")
+RECORDED = (*BATCH_OPTIONS, *MODE_OPTIONS, "run_rule_engine", "concurrency", "rate_limit",
+            "dead_letter", "dead_letter_skipped", "settings_path", "emulator", "emulator_db",
+            "schema")
 
 
 @dataclass
@@ -190,6 +193,24 @@ def register_engage_names(engine: Engine, app: Emulator) -> Callable[[Batch], No
     return before_send
 
 
+def register_profile_names(app: Emulator) -> Callable[[Batch], None]:
+    """With ``--profiles`` (or ``--compact``): the emulator learns each batch's attribute names.
+
+    Compacted profiles hold only what passed the allowlist, plus Engage's
+    attributes, which a streaming run registers as the engine meets them;
+    here the engine does not run, so the batch tells.
+    """
+    known: set[str] = set(app.config.attributes or ())
+
+    def before_send(batch: Batch) -> None:
+        names = {name for p in batch.profiles for name in p["attributes"]} - known
+        if names:
+            known.update(names)
+            app.configure(attributes=frozenset(known))
+
+    return before_send
+
+
 def check_flags(opts: dict[str, Any]) -> None:
     """Refuse option combinations that cannot work, before anything is read or sent."""
     if opts["emulator"] and opts["dry_run"]:
@@ -201,6 +222,12 @@ def check_flags(opts: dict[str, Any]) -> None:
         raise UsageFailure("--output is only used with --dry-run")
     if opts["emulator_db"] and not opts["emulator"]:
         raise UsageFailure("--emulator-db is only used with --emulator")
+    if opts["compact"] and (opts["profiles"] or opts["replay_dead_letters"]):
+        raise UsageFailure("--compact takes events; --profiles and --replay-dead-letters "
+                           "inputs are sent without it")
+    if opts["compact"] and opts["dead_letter_skipped"]:
+        raise UsageFailure("--dead-letter-skipped lists skipped events, which --compact does "
+                           "not keep (it counts them); run without --compact to list them")
 
 
 def _resumed_options(ckpt: Checkpoint, opts: dict[str, Any]) -> dict[str, Any]:
@@ -211,8 +238,8 @@ def _resumed_options(ckpt: Checkpoint, opts: dict[str, Any]) -> dict[str, Any]:
     recorded = ckpt.options
     changed = [
         f"{flag} {opts[name]!r} (the run used {recorded.get(name)!r})"
-        for name, flag in BATCH_OPTIONS.items()
-        if given(name) and opts[name] != recorded.get(name)
+        for name, flag in {**BATCH_OPTIONS, **MODE_OPTIONS}.items()
+        if given(name) and opts[name] != recorded.get(name, False if name in MODE_OPTIONS else None)
     ]
     if changed:
         raise UsageFailure(f"{ckpt.path}: cannot resume with {', '.join(changed)}: these decide "
@@ -277,6 +304,31 @@ def plan_run(settings_args: SettingsArgs, inputs: tuple[str, ...],
             raise UsageFailure(f"{ckpt_path}: cannot write the checkpoint: "
                                f"{exc.strerror or exc}") from None
     return Run(opts, settings, paths, dead, ckpt)
+
+
+def compacted(run: Run, stack: contextlib.ExitStack, quiet: bool, engine: Engine
+              ) -> tuple[list[str], Summary]:
+    """``--compact``: the inputs compacted (with ``engine``) into a temporary file, and the
+    compaction's summary."""
+    import tempfile
+
+    from talon_classic.cli.compact import run_compaction
+
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="talon-identify-"))
+    out = os.path.join(tmp, "profiles.jsonl")
+    try:
+        done = run_compaction(run.settings, run.paths, out,
+                              {"max_line_bytes": run.options["max_line_bytes"]}, quiet,
+                              transformer=engine)
+    except CompactError as exc:
+        raise UsageFailure(f"--compact: {exc}; nothing was sent") from None
+    except KeyboardInterrupt:
+        warn("interrupted (Ctrl-C) while compacting; nothing was sent")
+        sys.exit(EXIT_INTERRUPTED)
+    if not quiet:
+        warn(f"compacted {done.events_read:,} events into {done.profiles_written:,} profiles "
+             f"in {done.elapsed:.1f}s; sending")
+    return [out], done
 
 
 def open_client(run: Run, stack: contextlib.ExitStack, output: RequestOutput | None,
@@ -428,6 +480,12 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
               help="Also list skipped events (not identify, no userId, bad JSON) there.")
 @click.option("--replay-dead-letters", is_flag=True,
               help="INPUTs are dead-letter files: re-send the original events in them.")
+@click.option("--profiles", is_flag=True,
+              help="INPUTs are compacted profiles (talon-classic compact's .jsonl, .jsonl.gz or "
+              ".parquet): each is sent as it is, one write per profile, no transform.")
+@click.option("--compact", is_flag=True,
+              help="Compact the INPUTs first (every event of each user merged exactly, in a "
+              "temporary directory), then send each profile once: the minimal backfill.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), metavar="FILE",
               help="Record the run and its acknowledged batches here, for --resume after a "
               "crash or Ctrl-C.")
@@ -470,12 +528,17 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
         dead_letter_skipped=opts["dead_letter_skipped"],
         max_line_bytes=opts["max_line_bytes"],
         replay_dead_letters=opts["replay_dead_letters"],
+        profiles=opts["profiles"] or opts["compact"],
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
     interrupted = False
     stats = None
     with contextlib.ExitStack() as stack:
+        engine = Engine(run.settings.custom_attributes, run.schema.schema if run.schema else None,
+                        engage_audiences=run.settings.engage_audiences)
+        paths, compaction = (compacted(run, stack, quiet, engine) if opts["compact"]
+                             else (run.paths, None))
         output = None
         if opts["dry_run"]:
             try:
@@ -485,8 +548,6 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
                 raise UsageFailure(f"{opts['output']}: cannot write: {exc.strerror}") from None
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
-        engine = Engine(run.settings.custom_attributes, run.schema.schema if run.schema else None,
-                        engage_audiences=run.settings.engage_audiences)
         memberships = open_memberships(run, client, stack, quiet)
         pipeline = Pipeline(
             engine,
@@ -496,13 +557,15 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
             checkpoint=run.checkpoint,
             on_progress=progress,
             warn=(lambda _m: None) if quiet else warn,
-            before_send=register_engage_names(engine, server.app) if server else None,
+            before_send=(None if server is None
+                         else register_profile_names(server.app) if pipeline_options.profiles
+                         else register_engage_names(engine, server.app)),
             memberships=memberships,
         )
         if output is not None:
             output.on_closed = lambda: pipeline.stop("the output was closed")
         try:
-            summary = pipeline.run(run.paths)
+            summary = pipeline.run(paths)
         except KeyboardInterrupt:
             summary = pipeline.summary
             interrupted = True
@@ -510,6 +573,8 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
             raise UsageFailure(str(exc)) from None
         finally:
             progress.close()
+            if compaction is not None:  # the events behind the profiles sent
+                pipeline.summary.take_input_counts(compaction)
         if output is not None and output.closed_pipe:
             silence_stdout()  # like `head` closing a pipe: no summary, no traceback
             sys.exit(EXIT_OK)

@@ -1,0 +1,333 @@
+"""Read and transform every input line in worker processes, keeping each line's position.
+
+The main process only reads: it cuts the inputs into blocks of whole lines
+(a few MiB, numbered in input order) and hands them to ``workers``
+processes. Each worker splits its blocks into lines, parses and transforms
+them (:mod:`talon_classic.compact.lines`) and appends one row per kept
+event to its own gzip file::
+
+    {"c": block number, "p": index of the record in its block, "i": integrationId,
+     "t": timestamp or null, "a": {attributes} or null}
+
+A record is a non-blank line, kept or not. Its position among all the
+run's records is the number of records of the blocks before its own plus
+``p``; the workers do not need to know it, the reduction adds it
+(:func:`block_bases`). Workers return a :class:`Tally` per block (counts
+for the summary, the warnings of broken lines), handed on in block order.
+
+Reading follows :func:`talon_classic.reader.read_lines` exactly: lines
+longer than ``max_line_bytes`` are skipped as they stream past (never held
+whole), a ``.gz`` that ends early yields its good lines and then one
+``truncated_input``, stdin is read once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import multiprocessing
+import os
+import queue
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from talon_classic.compact.lines import INPUT_REASONS, Kept, is_blank, process_line, too_long
+from talon_classic.exceptions import CompactError
+from talon_classic.jsonio import dumps_bytes
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, InputFile
+from talon_classic.transform import Engine
+
+#: Bytes read at a time; a block is about this size (whole lines).
+BLOCK_BYTES = 4 * 1024 * 1024
+#: Blocks queued per worker: enough to keep them busy, few enough to bound memory.
+QUEUED_PER_WORKER = 2
+
+
+@dataclass(slots=True)
+class Block:
+    """Whole lines of one input: ``data`` starts at physical line ``first_line`` (1-based)."""
+
+    seq: int
+    input: str
+    first_line: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one block held, for the summary: records, kept, skips, drops, warnings."""
+
+    seq: int
+    records: int = 0
+    kept: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_blocks(paths: Iterable[str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                stdin: IO[bytes] | None = None,
+                on_open: Callable[[InputFile], None] | None = None) -> Iterator[Block | Tally]:
+    """Blocks of whole lines in input order, and a :class:`Tally` for each line broken while
+    reading (over-long across blocks, a truncated ``.gz``), numbered in one sequence."""
+    seq = 0
+    for path in paths:
+        source = InputFile(path, stdin=stdin)
+        if on_open is not None:
+            on_open(source)
+        try:
+            for item in _file_blocks(source, max_line_bytes):
+                if len(item) == 3:
+                    line, reason, message = item
+                    yield Tally(seq, records=1, skipped=Counter({reason: 1}),
+                                warnings=[f"{source.name}:{line}: {reason}: {message}"])
+                else:
+                    first, data = item
+                    yield Block(seq, source.name, first, data)
+                seq += 1
+        finally:
+            source.close()
+
+
+def _file_blocks(source: InputFile, max_line_bytes: int
+                 ) -> Iterator[tuple[int, bytes] | tuple[int, str, str]]:
+    """``(first line, data)`` blocks, or ``(line, reason, message)`` for a broken line."""
+    read = getattr(source.stream, "read1", source.stream.read)
+    lineno = 0
+    pending = b""
+    skipping = -1  # bytes of an over-long line seen so far, or -1
+    try:
+        while True:
+            chunk = read(BLOCK_BYTES)
+            if not chunk:
+                break
+            if skipping >= 0:
+                end = chunk.find(b"\n")
+                if end < 0:
+                    skipping += len(chunk)
+                    continue
+                lineno += 1
+                yield lineno, "line_too_long", too_long(skipping + end, max_line_bytes)
+                skipping = -1
+                chunk = chunk[end + 1:]
+            buf = pending + chunk if pending else chunk
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                pending = buf
+            else:
+                data, pending = buf[:cut + 1], buf[cut + 1:]
+                yield lineno + 1, data
+                lineno += data.count(b"\n")
+            if len(pending) > max_line_bytes:
+                skipping, pending = len(pending), b""
+        if skipping >= 0:
+            yield lineno + 1, "line_too_long", too_long(skipping, max_line_bytes)
+        elif pending:
+            yield lineno + 1, pending
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        detail = str(exc) or exc.__class__.__name__
+        yield (lineno + 1, "truncated_input",
+               f"input ends early or is corrupt ({detail}); rest of file skipped")
+
+
+def transform_block(block: Block, engine: Engine, max_line_bytes: int) -> tuple[Tally, bytes]:
+    """A block's :class:`Tally` and its rows (JSONL, one per kept event)."""
+    tally = Tally(block.seq)
+    rows = []
+    skipped, dropped, warnings = tally.skipped, tally.dropped, tally.warnings
+    lines = block.data.split(b"\n")
+    if block.data.endswith(b"\n"):
+        lines.pop()
+    lineno = block.first_line - 1
+    record = 0
+    seq = block.seq
+    for line in lines:
+        lineno += 1
+        if len(line) <= max_line_bytes and is_blank(line):
+            continue
+        outcome = process_line(line, lineno, engine, max_line_bytes)
+        if type(outcome) is Kept:
+            if outcome.dropped:
+                dropped.update(outcome.dropped)
+            rows.append(dumps_bytes({"c": seq, "p": record, "i": outcome.integration_id,
+                                     "t": outcome.timestamp, "a": outcome.attributes or None}))
+            tally.kept += 1
+        else:
+            reason = outcome.reason  # type: ignore[union-attr]
+            skipped[reason] += 1
+            if reason in INPUT_REASONS:
+                warnings.append(f"{block.input}:{lineno}: {reason}: {outcome.error}")  # type: ignore[union-attr]
+        record += 1
+    tally.records = record
+    if rows:
+        rows.append(b"")
+    return tally, b"\n".join(rows)
+
+
+class RowFile:
+    """A worker's rows file: one gzip member appended per block (DuckDB reads them as one)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fh = os.fdopen(fd, "ab")
+
+    def write(self, rows: bytes) -> None:
+        """Append one block's rows, compressed (level 1: fast, and small on disk)."""
+        if rows:
+            self._fh.write(zlib.compress(rows, 1, wbits=31))
+
+    def close(self) -> None:
+        """Flush and close."""
+        self._fh.close()
+
+
+def _worker(number: int, engine: Engine, max_line_bytes: int, path: str,
+            tasks: Any, results: Any) -> None:
+    """A worker process: transform blocks until told to stop (``None``)."""
+    import gc
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    gc.set_threshold(50_000, 20, 20)  # many small acyclic objects per block
+    out = RowFile(path)
+    try:
+        while True:
+            block = tasks.get()
+            if block is None:
+                break
+            try:
+                tally, rows = transform_block(block, engine, max_line_bytes)
+                out.write(rows)
+            except Exception as exc:  # a bug or a full disk: the run stops with one line
+                results.put(("error", f"worker {number}: {exc.__class__.__name__}: {exc}"))
+                return
+            results.put(("tally", tally))
+    finally:
+        out.close()
+        results.put(("done", number))
+
+
+def transform_inputs(paths: list[str], engine: Engine, rows_dir: str, *, workers: int = 1,
+                     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                     stdin: IO[bytes] | None = None,
+                     on_open: Callable[[InputFile], None] | None = None,
+                     on_tally: Callable[[Tally], None] | None = None) -> list[int]:
+    """Transform every input into row files under ``rows_dir``; return records per block.
+
+    ``on_tally`` sees every :class:`Tally` in block order. With ``workers``
+    1 everything runs in this process; otherwise in that many worker
+    processes (spawned, so it is safe whatever threads this process has).
+    """
+    counts: list[int] = []
+
+    def take(tally: Tally) -> None:
+        counts.append(tally.records)
+        if on_tally is not None:
+            on_tally(tally)
+
+    blocks = read_blocks(paths, max_line_bytes, stdin, on_open)
+    if workers <= 1:
+        out = RowFile(os.path.join(rows_dir, "rows-0.jsonl.gz"))
+        try:
+            for item in blocks:
+                if isinstance(item, Tally):
+                    take(item)
+                    continue
+                try:
+                    tally, rows = transform_block(item, engine, max_line_bytes)
+                    out.write(rows)
+                except Exception as exc:  # a bug or a full disk: the run stops with one line
+                    raise CompactError(f"{exc.__class__.__name__}: {exc}; nothing was "
+                                       "written") from None
+                take(tally)
+        finally:
+            out.close()
+        return counts
+    _run_workers(blocks, engine, rows_dir, workers, max_line_bytes, take)
+    return counts
+
+
+def _run_workers(blocks: Iterator[Block | Tally], engine: Engine, rows_dir: str, workers: int,
+                 max_line_bytes: int, take: Callable[[Tally], None]) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    tasks = ctx.Queue(maxsize=workers * QUEUED_PER_WORKER)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_worker, name=f"talon-compact-{n}", daemon=True,
+                         args=(n, engine, max_line_bytes,
+                               os.path.join(rows_dir, f"rows-{n}.jsonl.gz"), tasks, results))
+             for n in range(workers)]
+    for proc in procs:
+        proc.start()
+    order = _InOrder(take)
+    done = 0
+    try:
+        for item in blocks:
+            if isinstance(item, Tally):
+                order.add(item)
+            else:
+                while True:
+                    try:
+                        tasks.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        done += _drain(results, order, procs, block=False)
+            done += _drain(results, order, procs, block=False)
+        for _ in procs:
+            tasks.put(None)
+        while done < len(procs):
+            done += _drain(results, order, procs, block=True)
+        for proc in procs:
+            proc.join()
+        order.finish()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        tasks.close()
+        results.close()
+        tasks.cancel_join_thread()  # blocks nobody will take are abandoned (an error, Ctrl-C)
+
+
+def _drain(results: Any, order: _InOrder, procs: list[Any], block: bool) -> int:
+    """Take what the workers reported (one report if ``block``); return how many finished."""
+    finished = 0
+    while True:
+        try:
+            kind, value = results.get(timeout=0.5) if block else results.get_nowait()
+        except queue.Empty:
+            lost = [p for p in procs if p.exitcode not in (None, 0)]
+            if lost:  # killed (out of memory?) or crashed: its blocks will never come back
+                raise CompactError(f"a worker process ended unexpectedly (exit status "
+                                   f"{lost[0].exitcode}); nothing was written") from None
+            return finished
+        if kind == "error":
+            raise CompactError(f"{value}; nothing was written")
+        if kind == "done":
+            finished += 1
+        else:
+            order.add(value)
+        if block:
+            return finished
+
+
+class _InOrder:
+    """Hands tallies on in block order, whatever order the workers finish in."""
+
+    def __init__(self, take: Callable[[Tally], None]) -> None:
+        self.take = take
+        self.next = 0
+        self.waiting: dict[int, Tally] = {}
+
+    def add(self, tally: Tally) -> None:
+        self.waiting[tally.seq] = tally
+        while self.next in self.waiting:
+            self.take(self.waiting.pop(self.next))
+            self.next += 1
+
+    def finish(self) -> None:
+        if self.waiting:  # pragma: no cover - a lost block is a bug
+            raise CompactError(f"block {self.next} was never transformed; nothing was written")

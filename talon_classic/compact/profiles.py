@@ -1,0 +1,152 @@
+"""Reading compacted profiles back (``identify --profiles``): records, checked.
+
+``.jsonl`` and ``.jsonl.gz`` inputs go through :func:`talon_classic.reader.read_records`
+(same bad-line handling as events); ``.parquet`` inputs (as ``compact -o
+X.parquet`` writes them) are read with DuckDB, row by row, each row a
+record numbered from 1. :func:`problem` says what is wrong with a record
+that is not a compacted profile, in one line, so the pipeline can skip it
+as ``invalid_profile``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
+from typing import IO, Any
+
+from talon_classic.exceptions import InputError
+from talon_classic.jsonio import loads
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, STDIN, Record, read_records
+from talon_classic.transform import MAX_ID_LENGTH
+
+PARQUET_MAGIC = b"PAR1"
+#: Rows read from a Parquet input at a time.
+PARQUET_ROWS = 10_000
+
+
+def problem(data: Any) -> str | None:
+    """Why ``data`` is not a compacted profile record, or None when it is one."""
+    return check(data)[0]
+
+
+def check(data: Any) -> tuple[str | None, float | None]:
+    """``(why data is not a compacted profile or None, its newest timestamp or None)``.
+
+    The pipeline calls this once per profile sent, so the common case (every
+    key ``[float, int]``) takes one loop of exact type checks.
+    """
+    if type(data) is not dict:
+        return "not a JSON object", None
+    iid = data.get("integrationId")
+    if type(iid) is not str or not iid or iid.isspace():
+        return "integrationId is missing or not a non-empty string", None
+    if len(iid) > MAX_ID_LENGTH:
+        return f"integrationId is {len(iid)} characters long; at most {MAX_ID_LENGTH}", None
+    attributes = data.get("attributes")
+    if type(attributes) is not dict:
+        return "attributes is missing or not an object", None
+    stamps = data.get("timestamps")
+    if type(stamps) is not dict:
+        return "timestamps is missing or not an object", None
+    keys = list(stamps.values())
+    newest = None
+    if keys:
+        # C-level passes over all keys (a Python loop per key costs more than the rest)
+        times = list(map(_first, keys)) if _all_pairs(keys) else None
+        if times is None or not set(map(type, times)) <= _TIME_TYPES:
+            name = next(n for n, k in stamps.items() if not _is_key(k))
+            return f"timestamps.{name} is not [timestamp or null, position]", None
+        present = [t for t in times if t is not None]
+        newest = max(present) if present else None
+    if not attributes.keys() <= stamps.keys():
+        missing = next(n for n in attributes if n not in stamps)
+        return f"timestamps has no key for attribute {missing!r}", None
+    return None, newest
+
+
+_first, _second = itemgetter(0), itemgetter(1)
+_TIME_TYPES = frozenset({float, int, type(None)})
+
+
+def _all_pairs(keys: list[Any]) -> bool:
+    """Every key is a list of two whose second item is an int."""
+    return (set(map(type, keys)) == {list} and set(map(len, keys)) == {2}
+            and set(map(type, map(_second, keys))) == {int})
+
+
+def _is_key(key: Any) -> bool:
+    return (type(key) is list and len(key) == 2 and type(key[1]) is int
+            and type(key[0]) in _TIME_TYPES)
+
+
+def newest(data: dict[str, Any]) -> float | None:
+    """The newest timestamp among a profile's attributes (None when none has one)."""
+    return check(data)[1]
+
+
+def is_parquet(path: str) -> bool:
+    """Does ``path`` hold Parquet (by its first bytes, whatever its name)?"""
+    if path == STDIN:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == PARQUET_MAGIC
+    except OSError:
+        return False
+
+
+class ParquetInput:
+    """What progress reporting needs of an input (name, size, bytes consumed)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = self.name = path
+        self.size = os.path.getsize(path)
+        self.consumed = 0
+        self.compressed = False
+
+
+def read_profile_records(paths: Iterable[str], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                         stdin: IO[bytes] | None = None, on_open: Any = None,
+                         start: dict[str, int] | None = None) -> Iterator[Record]:
+    """Records of compacted-profile inputs in order (JSONL, gzip or Parquet)."""
+    for path in paths:
+        if is_parquet(path):
+            yield from _parquet_records(path, on_open)
+        else:
+            yield from read_records([path], max_line_bytes=max_line_bytes, stdin=stdin,
+                                    on_open=on_open, start=start)
+
+
+def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:
+    from talon_classic.compact.duckdb_engine import import_duckdb
+
+    duckdb = import_duckdb()
+    source = ParquetInput(path)
+    if on_open is not None:
+        on_open(source)
+    con = duckdb.connect(":memory:")
+    line = 0
+    try:
+        cursor = con.execute("SELECT integrationId, attributes, timestamps FROM read_parquet(?)",
+                             [path])
+        while True:
+            rows = cursor.fetchmany(PARQUET_ROWS)
+            if not rows:
+                break
+            for iid, attributes, timestamps in rows:
+                line += 1
+                try:
+                    event = {"integrationId": iid,
+                             "attributes": loads(attributes) if attributes is not None else None,
+                             "timestamps": loads(timestamps) if timestamps is not None else None}
+                except ValueError as exc:
+                    yield Record(path, line, skipped="invalid_profile",
+                                 error=f"attributes or timestamps is not JSON ({exc})")
+                    continue
+                yield Record(path, line, event=event)
+    except duckdb.Error as exc:
+        raise InputError(f"{path}: not a compacted-profile Parquet file "
+                         f"({str(exc).splitlines()[0][:200]})") from None
+    finally:
+        con.close()

@@ -1,0 +1,283 @@
+"""`talon-classic compact`, `identify --profiles` and `identify --compact`, end to end.
+
+Delivery goes over real loopback HTTP to the emulator; a compacted backfill
+must leave Talon.One exactly as the streaming `identify` does, with one
+write per profile.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from compact_oracle import fold, read_output
+
+from talon_classic.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples" / "identifies.jsonl"
+SAMPLE_ALLOW = json.loads((ROOT / "samples" / "settings.json").read_text())["customAttributes"]
+VECTORS = [json.loads(line) for line in
+           (ROOT / "tests" / "data" / "identify.jsonl").read_text().splitlines() if line.strip()]
+ALLOW = ["email", "plan", "name"]
+
+
+def cli(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "talon_classic.cli", *args]
+
+
+def settings_for(path: Path, emu=None, allow=ALLOW) -> Path:
+    data = {"customAttributes": allow}
+    if emu is not None:
+        data.update(apiKey=emu.api_key, applicationDomain=emu.url)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def write_jsonl(path: Path, events) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+def state(emu) -> dict[str, dict]:
+    return {p["integrationId"]: p["attributes"] for p in emu.profiles()}
+
+
+def test_compact_prints_the_summary_and_writes_sorted_profiles(tmp_path: Path) -> None:
+    out = tmp_path / "profiles.jsonl"
+    result = cli("compact", str(SAMPLES), "--settings", str(ROOT / "samples" / "settings.json"),
+                 "-o", str(out), "--workers", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "events read                 234" in result.output
+    assert "profiles written             40" in result.output
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    records = read_output(out)
+    assert [r["integrationId"] for r in records] == sorted(r["integrationId"] for r in records)
+    assert {r["integrationId"]: r for r in records} == {
+        iid: {"integrationId": iid, **p} for iid, p in fold([SAMPLES], SAMPLE_ALLOW).items()}
+
+
+def test_compact_json_summary_and_warnings_on_stderr(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"userId": "u1", "traits": {"plan": "a", "zip": 1}}\n{broken\n')
+    result = subprocess.run(_cli("compact", str(src), "--custom-attribute", "plan", "-o",
+                                 str(tmp_path / "o.jsonl.gz"), "--json", "--workers", "2"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["skipped"] == {"invalid_json": 1} and data["profiles_written"] == 1
+    assert data["dropped"] == {"not_allowlisted": {"count": 1, "top": {"zip": 1}}}
+    assert data["exit_code"] == 0
+    assert data["workers"] == 1  # an input this small is transformed in the main process
+    assert result.stderr == f"{src}:2: invalid_json: Expecting property name enclosed in " \
+        "double quotes: column 2\n"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-o", "x.csv"], "x.csv: the output must end in .jsonl, .jsonl.gz or .parquet"),
+    (["-o", "/no/such/dir/x.jsonl"], "no such directory /no/such/dir"),
+    (["-o", "o.jsonl", "--spark-master", "local[2]"], "--spark-master is only used with "
+                                                      "--engine spark"),
+    (["-o", "o.jsonl", "--memory-limit", "lots"], "memory limit 'lots' is not a size"),
+])
+def test_compact_usage_errors_are_one_line(tmp_path: Path, args, message) -> None:
+    os.chdir(tmp_path)
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1"}])
+    result = subprocess.run(_cli("compact", str(src), "--custom-attribute", "plan", *args),
+                            capture_output=True, text=True)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode == 2
+
+
+def test_missing_input_and_the_output_as_input(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1"}])
+    gone = cli("compact", str(tmp_path / "gone.jsonl"), "-o", str(tmp_path / "o.jsonl"))
+    assert gone.exit_code == 2 and "gone.jsonl: no such file" in gone.output
+    same = cli("compact", str(src), "-o", str(src))
+    assert same.exit_code == 2 and "is also an INPUT" in same.output
+
+
+def test_samples_compacted_and_sent_equal_the_streaming_run(talon_emulator_factory,
+                                                            tmp_path: Path) -> None:
+    streamed, compacted = talon_emulator_factory(), talon_emulator_factory()
+    s1 = settings_for(tmp_path / "s1.json", streamed, SAMPLE_ALLOW)
+    s2 = settings_for(tmp_path / "s2.json", compacted, SAMPLE_ALLOW)
+    first = cli("identify", str(SAMPLES), "--settings", str(s1), "--quiet",
+                "--dead-letter", str(tmp_path / "d1.jsonl"))
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "profiles.parquet"
+    assert cli("compact", str(SAMPLES), "--settings", str(s2), "-o", str(out), "--quiet",
+               "--workers", "1").exit_code == 0
+    sent = cli("identify", str(out), "--profiles", "--settings", str(s2), "--quiet", "--json",
+               "--dead-letter", str(tmp_path / "d2.jsonl"))
+    assert sent.exit_code == 0, sent.output
+    report = json.loads(sent.output)
+    assert report["profiles_upserted"] == 40 and report["events_read"] == 40
+    assert state(compacted) == state(streamed)
+    assert compacted.stats()["profile_updates"] == 40  # one write per profile
+
+
+def test_shared_vectors_compacted_and_sent_equal_the_streaming_run(talon_emulator_factory,
+                                                                   tmp_path: Path) -> None:
+    allow = VECTORS[0]["settings"]["customAttributes"]
+    src = write_jsonl(tmp_path / "vectors.jsonl", [c["event"] for c in VECTORS])
+    streamed, compacted = talon_emulator_factory(), talon_emulator_factory()
+    s1 = settings_for(tmp_path / "s1.json", streamed, allow)
+    s2 = settings_for(tmp_path / "s2.json", compacted, allow)
+    assert cli("identify", str(src), "--settings", str(s1), "--quiet",
+               "--dead-letter", str(tmp_path / "d1.jsonl")).exit_code == 0
+    both = cli("identify", str(src), "--compact", "--settings", str(s2), "--quiet", "--json",
+               "--dead-letter", str(tmp_path / "d2.jsonl"))
+    assert both.exit_code == 0, both.output
+    report = json.loads(both.output)
+    assert report["events_read"] == len(VECTORS)  # the events behind the profiles
+    assert report["skipped"] == json.loads(cli(
+        "compact", str(src), "--settings", str(s2), "-o", str(tmp_path / "v.jsonl"), "--json",
+        "--quiet").output)["skipped"]
+    assert state(compacted) == state(streamed)
+    assert state(compacted)
+
+
+def test_identify_compact_merges_far_apart_users_where_streaming_cannot(talon_emulator_factory,
+                                                                        tmp_path: Path) -> None:
+    """u1's older event comes 3,000 profiles later; with a 1,000-profile ordering window the
+    streaming run merges them in file order, --compact by timestamp."""
+    events = [{"userId": "u1", "timestamp": "2026-03-01T00:00:00Z", "traits": {"plan": "new"}}]
+    events += [{"userId": f"x{i}", "timestamp": "2026-02-01T00:00:00Z",
+                "traits": {"email": f"{i}@x.io"}} for i in range(3000)]
+    events += [{"userId": "u1", "timestamp": "2026-01-01T00:00:00Z", "traits": {"plan": "old"}}]
+    src = write_jsonl(tmp_path / "unsorted.jsonl", events)
+    emu = talon_emulator_factory()
+    s = settings_for(tmp_path / "s.json", emu)
+    result = cli("identify", str(src), "--compact", "--settings", str(s), "--quiet", "--json",
+                 "--dead-letter", str(tmp_path / "d.jsonl"))
+    assert result.exit_code == 0, result.output
+    assert emu.profile("u1")["attributes"] == {"plan": "new"}
+    assert emu.stats()["profile_updates"] == 3001
+    assert json.loads(result.output)["profiles_upserted"] == 3001
+
+    from talon_classic.bulk import Options, Pipeline
+    from talon_classic.client import Client
+    from talon_classic.transform import Engine
+
+    small_window = talon_emulator_factory()
+    with Client(small_window.url, small_window.api_key, rate_limit=0) as client:
+        Pipeline(Engine(ALLOW), client, Options(ordering_window=1000)).run([str(src)])
+    assert small_window.profile("u1")["attributes"] == {"plan": "old"}  # why compaction exists
+
+
+def test_profiles_input_bad_records_are_skipped_counted_and_named(talon_emulator,
+                                                                  tmp_path: Path) -> None:
+    good = {"integrationId": "u1", "attributes": {"plan": "pro"}, "timestamps": {"plan": [1.0, 0]}}
+    lines = [json.dumps(good), "{nope", json.dumps({"integrationId": "u2", "attributes": []}),
+             json.dumps({"integrationId": "u3", "attributes": {"plan": "x"}, "timestamps": {}}),
+             json.dumps({"integrationId": "", "attributes": {}, "timestamps": {}}),
+             json.dumps({"integrationId": "u4", "attributes": {"plan": "y"},
+                         "timestamps": {"plan": ["soon", 3]}})]
+    src = tmp_path / "p.jsonl.gz"
+    src.write_bytes(gzip.compress("\n".join(lines).encode() + b"\n"))
+    s = settings_for(tmp_path / "s.json", talon_emulator)
+    result = subprocess.run(_cli("identify", str(src), "--profiles", "--settings", str(s),
+                                 "--json", "--dead-letter", str(tmp_path / "d.jsonl")),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["skipped"] == {"invalid_json": 1, "invalid_profile": 4}
+    assert report["profiles_upserted"] == 1
+    warned = result.stderr.splitlines()
+    assert warned == [
+        f"{src}:2: invalid_json: Expecting property name enclosed in double quotes: column 2",
+        f"{src}:3: invalid_profile: attributes is missing or not an object",
+        f"{src}:4: invalid_profile: timestamps has no key for attribute 'plan'",
+        f"{src}:5: invalid_profile: integrationId is missing or not a non-empty string",
+        f"{src}:6: invalid_profile: timestamps.plan is not [timestamp or null, position]",
+    ]
+    assert talon_emulator.profile("u1")["attributes"] == {"plan": "pro"}
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--profiles", "--compact takes events"),
+    ("--replay-dead-letters", "--compact takes events"),
+    ("--dead-letter-skipped", "--dead-letter-skipped lists skipped events, which --compact"),
+])
+def test_compact_refuses_what_it_cannot_do(tmp_path: Path, flag, message) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1"}])
+    result = cli("identify", str(src), "--compact", flag, "--dry-run",
+                 "--custom-attribute", "plan")
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_profiles_dry_run_sends_the_record_as_it_is_without_timestamps(tmp_path: Path) -> None:
+    record = {"integrationId": "u1", "attributes": {"plan": "pro", "n": 2},
+              "timestamps": {"plan": [5.0, 1], "n": [None, 0]}}
+    src = write_jsonl(tmp_path / "p.jsonl", [record])
+    result = subprocess.run(_cli("identify", str(src), "--profiles", "--dry-run", "-q",
+                                 "--custom-attribute", "plan", "--id-prefix", "seg-",
+                                 "--application-domain", "https://x.talon.one"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)["body"]
+    # sent as it is (no allowlist applied again), without the ordering keys
+    assert body == {"customerProfiles": [{"integrationId": "seg-u1",
+                                          "attributes": {"plan": "pro", "n": 2}}]}
+
+
+def test_sigkill_during_profiles_sending_then_resume_delivers_everything_once(
+        talon_emulator_factory, tmp_path: Path) -> None:
+    emu = talon_emulator_factory(rate_limit=0, latency_ms=40)
+    events = [{"userId": f"user{i % 4000}", "timestamp": f"2024-01-01T00:00:{i % 60:02d}Z",
+               "traits": {"plan": f"p{i}", "email": f"{i}@x.io"}} for i in range(10_000)]
+    src = write_jsonl(tmp_path / "big.jsonl", events)
+    s = settings_for(tmp_path / "s.json", emu)
+    profiles = tmp_path / "profiles.jsonl.gz"
+    assert cli("compact", str(src), "--settings", str(s), "-o", str(profiles), "-q",
+               "--workers", "1").exit_code == 0
+    ckpt = tmp_path / "run.checkpoint.json"
+    common = [str(profiles), "--profiles", "--settings", str(s), "--checkpoint", str(ckpt),
+              "--quiet", "--dead-letter", str(tmp_path / "d.jsonl")]
+    proc = subprocess.Popen(_cli("identify", *common, "--batch-size", "50", "--concurrency", "2",
+                                 "--rate-limit", "80"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ckpt.exists() and json.loads(ckpt.read_text())["watermark"] >= 20:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    total_batches = 80  # 4,000 profiles, 50 per batch
+    checkpoint = json.loads(ckpt.read_text())
+    acked = checkpoint["watermark"] + 1 + len(checkpoint["done"])
+    assert 20 < acked < total_batches
+    time.sleep(0.3)  # requests the killed process had in flight finish on the server side
+    before = len(emu.requests(limit=100000))
+    finish = subprocess.run(_cli("identify", *common, "--resume", "--json", "--concurrency", "4",
+                                 "--rate-limit", "0"), capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    assert json.loads(finish.stdout)["batches_resumed"] == acked
+    assert len(emu.requests(limit=100000)[before:]) == total_batches - acked
+    want = fold([src], ALLOW)
+    assert state(emu) == {iid: p["attributes"] for iid, p in want.items()}
+    # a resume cannot change what the inputs are
+    again = subprocess.run(_cli("identify", str(profiles), "--compact", "--settings", str(s),
+                                "--checkpoint", str(ckpt), "--resume", "--quiet"),
+                           capture_output=True, text=True)
+    assert again.returncode == 2
+    assert "cannot resume with --compact True (the run used False)" in again.stderr
