@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(240)  # the compaction part starts Spark too
+@pytest.mark.slow  # every benchmark, Spark included: a minute or two
+@pytest.mark.timeout(400)
 def test_benchmarks_run_quick() -> None:
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick"], cwd=ROOT,
                           capture_output=True, text=True)
