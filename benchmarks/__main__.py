@@ -10,11 +10,19 @@ import platform
 import sys
 import time
 
-from benchmarks import compact_bench, e2e_bench, memory_bench, serve_bench, transform_bench
+from benchmarks import (
+    audience_bench,
+    compact_bench,
+    e2e_bench,
+    memory_bench,
+    serve_bench,
+    transform_bench,
+)
 
 
 def main() -> None:
-    """Run transform, end-to-end, memory, serve and compaction benchmarks and print their figures."""
+    """Run transform (without and with a schema), end-to-end, memory, serve, audience and
+    compaction benchmarks; print their figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check it runs")
     quick = parser.parse_args().quick
@@ -27,11 +35,16 @@ def main() -> None:
           f"(target {transform_bench.TARGET_ALONE:,})")
     print(f"line -> transform -> line    {t['line_to_line']:>10,.0f} events/s  "
           f"(target {transform_bench.TARGET_LINES:,})")
+    typed = transform_bench.run_typed(5_000 if quick else 100_000)
+    print(f"transform, no schema         {typed['untyped']:>10,.0f} events/s")
+    print(f"transform, with a schema     {typed['typed']:>10,.0f} events/s  "
+          f"(typing costs {typed['cost']:.1%}, at most {transform_bench.TYPED_MAX_COST:.0%})")
     e = e2e_bench.run(*((3_000, 2_000, 1.0) if quick else (200_000, 150_000, 10.0)))
     print(e2e_bench.report(e))
     m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
     print(memory_bench.report(m))
     print(serve_bench.report(serve_bench.run(1.0 if quick else 5.0)))
+    print(audience_bench.report(audience_bench.run(5_000 if quick else 1_000_000)))
     print(compact_bench.report(
         compact_bench.run(20_000, 10_000, (3_000, 2_000), big_events=0) if quick
         else compact_bench.run()))

@@ -112,7 +112,7 @@ HOST_PORT = re.compile(r"\b(127\.0\.0\.1|localhost):(\d{1,5})\b")
 PORT_OPTION = re.compile(r"(--port[= ])(\d{1,5})\b")
 # leading spaces too: right-aligned figures move when they grow a digit
 DURATION = re.compile(r" *\b\d+\.\d+s\b")
-RATE = re.compile(r" *\b\d[\d,]*(?:\.\d+)? (events|profiles|requests)/s\b")
+RATE = re.compile(r" *\b\d[\d,]*(?:\.\d+)? (events|profiles|requests|actions)/s\b")
 TIMESTAMP = re.compile(
     r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d[.,]\d+(?:Z|[+-]\d\d:?\d\d)?")
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")

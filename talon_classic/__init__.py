@@ -10,10 +10,13 @@ derives from :class:`TalonClassicError`.
 
 __version__ = "0.1.0"
 
+from talon_classic.audiences import Audience, MembershipAction, MembershipOutcome  # noqa: E402
 from talon_classic.bulk import Options, Pipeline  # noqa: E402
 from talon_classic.client import BulkOutcome, Client  # noqa: E402
 from talon_classic.exceptions import (  # noqa: E402
     AddressInUse,
+    AudienceExists,
+    AudienceNotFound,
     AuthError,
     BadLine,
     CheckpointError,
@@ -38,6 +41,9 @@ from talon_classic.transform import Engine, Result, transform  # noqa: E402
 __all__ = [
     "__version__",
     "AddressInUse",
+    "Audience",
+    "AudienceExists",
+    "AudienceNotFound",
     "AuthError",
     "BadLine",
     "BulkOutcome",
@@ -49,6 +55,8 @@ __all__ = [
     "InputError",
     "MissingDependency",
     "ManagementClient",
+    "MembershipAction",
+    "MembershipOutcome",
     "Options",
     "Pipeline",
     "RejectedError",

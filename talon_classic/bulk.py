@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from talon_classic.checkpoint import Checkpoint
 from talon_classic.compact.profiles import check as check_profile
@@ -46,6 +46,9 @@ from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, Record, read_records
 from talon_classic.summary import Summary
 from talon_classic.transform import MAX_ID_LENGTH, Engine
+
+if TYPE_CHECKING:
+    from talon_classic.memberships import MembershipDelivery
 
 log = logging.getLogger("talon_classic.bulk")
 
@@ -103,6 +106,7 @@ class Pipeline:
         on_progress: Callable[[Pipeline], None] | None = None,
         warn: Callable[[str], None] | None = None,
         before_send: Callable[[Batch], None] | None = None,
+        memberships: MembershipDelivery | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
@@ -113,6 +117,10 @@ class Pipeline:
         self.on_progress = on_progress
         self.warn = warn or log.warning
         self.before_send = before_send
+        #: Engage audience memberships, sent after each batch's profiles (engageAudiences).
+        self.memberships = memberships
+        if memberships is not None:
+            self.summary.count_memberships()
         self.auth_error: AuthError | None = None
         #: The first unexpected error (a bug) while sending, as one line.
         self.internal_error: str | None = None
@@ -324,6 +332,9 @@ class Pipeline:
 
     def _record(self, batch: Batch, delivered: int, bad: list[tuple[dict, str, str]]) -> None:
         """Dead-letter what failed (durably), count, then checkpoint the batch."""
+        if self.memberships is not None:  # before the checkpoint: a resumed batch had them
+            failed = {profile["integrationId"] for profile, _, _ in bad}
+            self.memberships.deliver(batch, failed).record(self.dead_letters, self.summary)
         events = {"rejected": 0, "failed": 0}
         for profile, reason, error in bad:
             for event, where in batch.sources[profile["integrationId"]]:

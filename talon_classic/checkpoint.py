@@ -40,6 +40,9 @@ BATCH_OPTIONS: dict[str, str] = {
     "replay_dead_letters": "--replay-dead-letters",
     "dry_run": "--dry-run",
 }
+#: Settings that decide the batches too (Audience Entered/Exited tracks become
+#: profiles only with engageAudiences memberships or both), with their names.
+BATCH_SETTINGS: dict[str, str] = {"engage_audiences": "engageAudiences"}
 #: What the inputs are, when not events: recorded only when given, so checkpoints written
 #: before these flags existed still resume.
 MODE_OPTIONS: dict[str, str] = {
@@ -64,6 +67,7 @@ def fingerprint(inputs: list[dict[str, Any]], options: Mapping[str, Any],
     """What must be equal for batch *n* of two runs to be the same batch."""
     return {"inputs": inputs, "target": target,
             **{name: options[name] for name in BATCH_OPTIONS},
+            **{name: options.get(name) for name in BATCH_SETTINGS},
             **{name: True for name in MODE_OPTIONS if options.get(name)}}
 
 
@@ -78,7 +82,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list
         out += [f"{path} (its content changed)" for path in new if old[path] != new[path]]
     if recorded.get("target") != current.get("target"):
         out.append(f"the deployment ({current.get('target')} instead of {recorded.get('target')})")
-    for name, flag in {**BATCH_OPTIONS, **MODE_OPTIONS}.items():
+    for name, flag in (BATCH_OPTIONS | BATCH_SETTINGS | MODE_OPTIONS).items():
         if recorded.get(name) != current.get(name):
             out.append(f"{flag} ({current.get(name)!r} instead of {recorded.get(name)!r})")
     return out

@@ -23,6 +23,12 @@
   can read it as a ``.``/``..`` path segment and send the request elsewhere.
 * :meth:`Client.dry_run` swaps the transport for :class:`DryRunAdapter`, so a
   dry run prints exactly the requests a real run would send.
+* Audiences: :meth:`Client.create_audience` (a 409 is
+  :class:`~talon_classic.exceptions.AudienceExists`, never retried),
+  ``rename_audience``, ``delete_audience``, ``clear_audience`` (a 404 is
+  :class:`~talon_classic.exceptions.AudienceNotFound`) and
+  :meth:`Client.update_memberships`, which goes through the same splitting
+  loop as profile upserts.
 
 The API key is never in a ``repr``, a log line or an exception: only
 :func:`redact_key`'s ``****abcd`` is shown. A key that no HTTP header can
@@ -33,16 +39,17 @@ answer goes through :func:`scrub` first, in case it quotes the header.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -51,7 +58,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from talon_classic import __version__
-from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, RetriesExhausted
+from talon_classic.audiences import Audience, MembershipAction, MembershipOutcome
+from talon_classic.exceptions import (
+    AudienceExists,
+    AudienceNotFound,
+    AuthError,
+    DeliveryError,
+    RejectedError,
+    RetriesExhausted,
+)
 from talon_classic.jsonio import dumps, dumps_bytes, loads
 from talon_classic.ratelimit import TokenBucket
 from talon_classic.settings import Settings, check_secret, redact
@@ -63,12 +78,21 @@ RETRY_STATUSES = frozenset({408, 409, 429} | {s for s in range(500, 600) if s no
 AUTH_STATUSES = frozenset({401, 403})
 BULK_PATH = "/v2/customer_profiles"
 AUTHPING_PATH = "/v2/authping"
+AUDIENCES_PATH = "/v2/audiences"
+MEMBERSHIPS_PATH = "/v2/customer_audiences"
 #: The longest ``Retry-After`` honoured by default, in seconds (urllib3's
 #: ``Retry.DEFAULT_BACKOFF_MAX``). urllib3 itself caps ``Retry-After`` at six
 #: hours, a general library's choice; a batch run would rather spend its
 #: attempts and leave the rest to ``--resume`` than stall for hours.
 DEFAULT_MAX_RETRY_AFTER = 120.0
 _SHORTEST_FRAGMENT = 4
+#: On create, 409 means "this audience exists": an answer, not a busy server.
+_CREATE_RETRY_STATUSES = RETRY_STATUSES - {409}
+
+T = TypeVar("T")
+#: What a split strategy makes of a rejected part: the items rejected for good, and
+#: the parts to send again, in the order they are to be sent.
+Split = tuple[list[tuple[T, RejectedError]], list[list[T]]]
 
 
 def redact_key(key: str | None) -> str:
@@ -406,12 +430,14 @@ class Client:
         )
 
     def _request(self, method: str, path: str, params: dict[str, str] | None = None,
-                 body: Any = None) -> requests.Response:
+                 body: Any = None, *,
+                 retry_statuses: frozenset[int] = RETRY_STATUSES) -> requests.Response:
         """Send one request with limiting and retries; return a 2xx answer or raise.
 
         Raises AuthError (401/403), RejectedError (other 4xx, the server's
         message and errors kept), RetriesExhausted, or DeliveryError for any
-        other answer (501, 505, a redirect).
+        other answer (501, 505, a redirect). ``retry_statuses`` are retried
+        (an endpoint where one of them is a real answer leaves it out).
         """
         url = self.base_url + path
         data = dumps_bytes(body) if body is not None else None
@@ -429,7 +455,7 @@ class Client:
                 raise failure
             self.stats.count(response.status_code)
             log.debug("%s %s -> %s", method, path, response.status_code)
-            if response.status_code in RETRY_STATUSES:
+            if response.status_code in retry_statuses:
                 raise _Retryable(
                     f"{response.status_code} on {method} {path}",
                     response.status_code,
@@ -533,32 +559,168 @@ class Client:
         return outcome
 
     def _bulk(self, chunk: list[dict[str, Any]], outcome: BulkOutcome) -> None:
-        """Deliver one chunk, splitting on rejection (a work stack, in input order)."""
+        """Deliver one chunk of profiles, splitting on rejection (see :meth:`_deliver_split`)."""
+        self._deliver_split(
+            chunk,
+            lambda part: self._request("PUT", BULK_PATH, {"silent": "yes"},
+                                       {"customerProfiles": part}),
+            _split_profiles, outcome.delivered, outcome.rejected, outcome.failed)
+
+    def _deliver_split(self, chunk: list[T], send: Callable[[list[T]], object],
+                       split: Callable[[RejectedError, list[T]], Split[T]],
+                       delivered: list[T], rejected: list[tuple[T, RejectedError]],
+                       failed: list[tuple[T, RetriesExhausted]]) -> None:
+        """Send ``chunk`` in one request; on a rejection let ``split`` decide, until all is told.
+
+        The one splitting loop of every bulk endpoint (profiles, memberships):
+        a work stack, so parts go out in input order. ``split`` returns the
+        items rejected for good and the parts to send again. Items of a part
+        whose retries ran out are ``failed``; AuthError and DeliveryError
+        propagate and stop the call.
+        """
         todo = [chunk]
         while todo:
             part = todo.pop()
             if not part:
                 continue
             try:
-                self._request("PUT", BULK_PATH, {"silent": "yes"}, {"customerProfiles": part})
+                send(part)
             except RejectedError as exc:
-                if len(part) == 1 or exc.status == 404:
-                    for profile in part:
-                        outcome.rejected.append((profile, _for_profile(exc, profile)))
-                    continue
-                pointed = _pointed_indexes(exc, part)
-                if pointed:
-                    for index in sorted(pointed):
-                        outcome.rejected.append(
-                            (part[index], _for_profile(exc, part[index], pointed[index])))
-                    todo.append([p for i, p in enumerate(part) if i not in pointed])
-                else:
-                    mid = len(part) // 2
-                    todo += [part[mid:], part[:mid]]
+                bad, again = split(exc, part)
+                rejected += bad
+                todo += reversed(again)
             except RetriesExhausted as exc:
-                outcome.failed += [(p, exc) for p in part]
+                failed += [(item, exc) for item in part]
             else:
-                outcome.delivered += part
+                delivered += part
+
+    # -- audiences ----------------------------------------------------------------
+    def create_audience(self, name: str, *, integration: str | None = None,
+                        integration_id: str | None = None,
+                        description: str | None = None) -> Audience:
+        """``POST /v2/audiences``: a new audience (201), as an :class:`Audience`.
+
+        ``integration`` is the platform the audience comes from (``segment``),
+        ``integration_id`` that platform's own id for it (1-1000 characters).
+        Raises :class:`AudienceExists` (409, never retried) when an audience
+        with that ``integration`` and ``integration_id`` exists, with Talon.One's
+        message; RejectedError (400) for a bad field.
+        """
+        body: dict[str, Any] = {"name": name}
+        for key, value in (("description", description), ("integration", integration),
+                           ("integrationId", integration_id)):
+            if value is not None:
+                body[key] = value
+        try:
+            response = self._request("POST", AUDIENCES_PATH, None, body,
+                                     retry_statuses=_CREATE_RETRY_STATUSES)
+        except RejectedError as exc:
+            if exc.status != 409:
+                raise
+            conflict = AudienceExists(f"the audience exists (409): {exc}", integration,
+                                      integration_id, exc.errors)
+        else:
+            return Audience.from_api(_json(response), f"POST {AUDIENCES_PATH}")
+        raise conflict
+
+    def rename_audience(self, audience_id: int, name: str) -> Audience:
+        """``PUT /v2/audiences/{id}``: the renamed :class:`Audience`; AudienceNotFound (404)."""
+        path = _audience_path(audience_id)
+        with _not_found(audience_id):
+            response = self._request("PUT", path, None, {"name": name})
+        return Audience.from_api(_json(response), f"PUT {path}")
+
+    def delete_audience(self, audience_id: int) -> None:
+        """``DELETE /v2/audiences/{id}``: the audience and its memberships go; AudienceNotFound (404)."""
+        with _not_found(audience_id):
+            self._request("DELETE", _audience_path(audience_id))
+
+    def clear_audience(self, audience_id: int) -> None:
+        """``DELETE /v2/audiences/{id}/memberships``: the audience is emptied; AudienceNotFound (404)."""
+        with _not_found(audience_id):
+            self._request("DELETE", _audience_path(audience_id) + "/memberships")
+
+    def update_memberships(self, actions: Iterable[MembershipAction]) -> MembershipOutcome:
+        """``POST /v2/customer_audiences`` in requests of at most 1000 actions, in order.
+
+        Rate limit, retries and splitting are those of :meth:`upsert_profiles`:
+        a request rejected with 400 is split (by the error's pointer when it
+        names an action, checked; else in halves) until each bad action is
+        alone, and every other action is still delivered. A 404 means an
+        audience does not exist: a request for several audiences is split by
+        audience, and the actions of the missing one are rejected with
+        :class:`AudienceNotFound` (later requests do not send them again; see
+        :attr:`MembershipOutcome.unknown_audiences`). AuthError and
+        DeliveryError propagate and stop the call.
+        """
+        outcome = MembershipOutcome()
+        missing: dict[int, AudienceNotFound] = {}
+
+        def send(part: list[MembershipAction]) -> None:
+            self._request("POST", MEMBERSHIPS_PATH, None,
+                          {"data": [action.as_json() for action in part]})
+
+        def split(exc: RejectedError, part: list[MembershipAction]) -> Split[MembershipAction]:
+            if exc.status == 404:
+                groups: dict[int, list[MembershipAction]] = {}
+                for action in part:
+                    groups.setdefault(action.audience_id, []).append(action)
+                if len(groups) > 1:
+                    return [], list(groups.values())
+                audience_id = part[0].audience_id
+                missing[audience_id] = _unknown_audience(exc, audience_id)
+                return [(a, _for_action(missing[audience_id], a)) for a in part], []
+            return _split_actions(exc, part)
+
+        batch: list[MembershipAction] = []
+
+        def flush() -> None:
+            known = [a for a in batch if a.audience_id not in missing]
+            outcome.rejected += [(a, _for_action(missing[a.audience_id], a))
+                                 for a in batch if a.audience_id in missing]
+            self._deliver_split(known, send, split, outcome.delivered, outcome.rejected,
+                                outcome.failed)
+            batch.clear()
+
+        for action in actions:
+            batch.append(action)
+            if len(batch) == MAX_BULK:
+                flush()
+        if batch:
+            flush()
+        return outcome
+
+
+def _audience_path(audience_id: int) -> str:
+    """``/v2/audiences/{id}``; the id must be a whole number (not a bool, not text)."""
+    if isinstance(audience_id, bool) or not isinstance(audience_id, int):
+        raise TypeError(f"an audience id is an integer, not {type(audience_id).__name__}")
+    return f"{AUDIENCES_PATH}/{audience_id}"
+
+
+def _unknown_audience(exc: RejectedError, audience_id: int) -> AudienceNotFound:
+    """A 404 as the AudienceNotFound it is, Talon.One's message kept."""
+    return AudienceNotFound(f"audience {audience_id} does not exist in this Talon.One "
+                            f"deployment (404: {exc})", audience_id, exc.errors)
+
+
+@contextlib.contextmanager
+def _not_found(audience_id: int) -> Iterator[None]:
+    """Turn a 404 from an audience's own endpoint into :class:`AudienceNotFound`."""
+    try:
+        yield
+    except RejectedError as exc:
+        if exc.status != 404:
+            raise
+        raise _unknown_audience(exc, audience_id) from None
+
+
+def _json(response: requests.Response) -> Any:
+    """A response's JSON body, or None when it has none."""
+    try:
+        return loads(response.content)
+    except ValueError:
+        return None
 
 
 def _id_segment(integration_id: str) -> str:
@@ -618,28 +780,33 @@ def _pointer_holds(err: dict[str, Any], index: int, tokens: list[str], part: lis
     return not named or item.get("integrationId") in named
 
 
-def _pointed_indexes(exc: RejectedError,
-                     part: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+def _pointed_indexes(exc: RejectedError, part: list[T], container: str = "customerProfiles",
+                     holds: Callable[[dict[str, Any], int, list[str], list[T], str], bool] | None
+                     = None) -> dict[int, list[dict[str, Any]]]:
     """The items a 400's ``source.pointer`` names (``/customerProfiles/3/...``), with their errors.
 
-    Empty (so the caller splits in halves) unless every error that points
-    into ``customerProfiles`` points at an item that, checked by
-    :func:`_pointer_holds`, really is at fault: one doubtful pointer makes
-    them all doubtful, and halving is always right, only slower.
+    ``container`` is the body's list (``customerProfiles``, ``data``) and
+    ``holds`` the check that the item named really is at fault
+    (:func:`_pointer_holds` for profiles). Empty (so the caller splits in
+    halves) unless every error that points into the list points at an item
+    that passes the check: one doubtful pointer makes them all doubtful, and
+    halving is always right, only slower.
     """
+    check: Callable[[dict[str, Any], int, list[str], list[Any], str], bool] = (
+        holds if holds is not None else _pointer_holds)
     found: dict[int, list[dict[str, Any]]] = {}
     for err in exc.errors:
         source = err.get("source") if isinstance(err, dict) else None
         pointer = source.get("pointer") if isinstance(source, dict) else None
         tokens = _pointer_tokens(pointer) if isinstance(pointer, str) else None
-        if not tokens or tokens[0] != "customerProfiles":
+        if not tokens or tokens[0] != container:
             continue
         number = tokens[1] if len(tokens) > 1 else ""
         canonical = number.isascii() and number.isdigit() and str(int(number)) == number
         if not canonical or int(number) >= len(part):
             return {}
         index = int(number)
-        if not _pointer_holds(err, index, tokens, part, str(exc)):
+        if not check(err, index, tokens, part, str(exc)):
             return {}
         found.setdefault(index, []).append(err)
     return found
@@ -650,6 +817,65 @@ def _for_profile(exc: RejectedError, profile: dict[str, Any],
     """The rejection as it concerns one profile: its own id, and its own errors when known."""
     return RejectedError(str(exc), exc.status, errors if errors else exc.errors,
                          profile.get("integrationId"))
+
+
+def _split_profiles(exc: RejectedError, part: list[dict[str, Any]]) -> Split[dict[str, Any]]:
+    """How a rejected bulk profile request is split.
+
+    A lone profile, or a 404 (the endpoint, not a profile, is wrong), is
+    rejected whole; profiles a checked pointer names are rejected and the
+    rest sent again; otherwise the part is halved.
+    """
+    if len(part) == 1 or exc.status == 404:
+        return [(profile, _for_profile(exc, profile)) for profile in part], []
+    pointed = _pointed_indexes(exc, part)
+    if pointed:
+        bad = [(part[i], _for_profile(exc, part[i], pointed[i])) for i in sorted(pointed)]
+        return bad, [[p for i, p in enumerate(part) if i not in pointed]]
+    mid = len(part) // 2
+    return [], [part[:mid], part[mid:]]
+
+
+#: The fields of a membership action a pointer may go into.
+_ACTION_FIELDS = frozenset({"action", "profileIntegrationId", "audienceId"})
+
+
+def _action_holds(err: dict[str, Any], index: int, tokens: list[str],
+                  part: list[MembershipAction], message: str) -> bool:
+    """Whether the action an error's pointer names (``/data/N/profileIntegrationId``) is at fault.
+
+    Every action has the same three fields, so a pointer into one proves
+    nothing by itself (the index might be numbered from 1): it is trusted
+    only when the error's text names that action's profile, and no other
+    profile of the request.
+    """
+    if tokens[2:] not in ([name] for name in _ACTION_FIELDS):
+        return False
+    text = " ".join([message, *(str(err.get(k, "")) for k in ("title", "details"))])
+    ids = {a.integration_id for a in part}
+    named = {i for i in ids if i and i in text and _mentions(text, i)}
+    return named == {part[index].integration_id}
+
+
+def _split_actions(exc: RejectedError, part: list[MembershipAction]) -> Split[MembershipAction]:
+    """How a membership request rejected with a 4xx other than 404 is split (as profiles are)."""
+    if len(part) == 1:
+        return [(part[0], _for_action(exc, part[0]))], []
+    pointed = _pointed_indexes(exc, part, "data", _action_holds)
+    if pointed:
+        bad = [(part[i], _for_action(exc, part[i], pointed[i])) for i in sorted(pointed)]
+        return bad, [[a for i, a in enumerate(part) if i not in pointed]]
+    mid = len(part) // 2
+    return [], [part[:mid], part[mid:]]
+
+
+def _for_action(exc: RejectedError, action: MembershipAction,
+                errors: list[dict[str, Any]] | None = None) -> RejectedError:
+    """The rejection as it concerns one action: its profile, and its own errors when known."""
+    if isinstance(exc, AudienceNotFound):
+        return AudienceNotFound(str(exc), exc.audience_id, exc.errors, action.integration_id)
+    return RejectedError(str(exc), exc.status, errors if errors else exc.errors,
+                         action.integration_id)
 
 
 class TextSink(Protocol):

@@ -110,6 +110,33 @@ class RejectedError(DeliveryError):
         self.integration_id = integration_id
 
 
+class AudienceNotFound(RejectedError):
+    """404: no audience with this id in the deployment (never created, or deleted).
+
+    ``audience_id`` is the id asked for; the message is Talon.One's, scrubbed.
+    """
+
+    def __init__(self, message: str, audience_id: int, errors: list[dict[str, Any]] | None = None,
+                 integration_id: str | None = None) -> None:
+        super().__init__(message, 404, errors, integration_id)
+        self.audience_id = audience_id
+
+
+class AudienceExists(RejectedError):
+    """409 on create: an audience with this ``integration`` and ``integrationId`` exists.
+
+    The message keeps what Talon.One said; ``integration`` and
+    ``audience_integration_id`` are what was asked for, so the caller can
+    look the existing audience up (Management API ``GET /v1/audiences``).
+    """
+
+    def __init__(self, message: str, integration: str | None, audience_integration_id: str | None,
+                 errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, 409, errors)
+        self.integration = integration
+        self.audience_integration_id = audience_integration_id
+
+
 class RetriesExhausted(DeliveryError):
     """A retryable failure (409/429/5xx/timeout) outlasted every attempt."""
 

@@ -47,7 +47,7 @@ from talon_classic.exceptions import (
 )
 from talon_classic.ratelimit import TokenBucket
 from talon_classic.schema import ENTITY, Schema
-from talon_classic.settings import ENV_MANAGEMENT_KEY, redact
+from talon_classic.settings import ENV_MANAGEMENT_KEY, Settings, redact
 
 log = logging.getLogger("talon_classic.management")
 
@@ -133,7 +133,7 @@ class ManagementClient:
         self.requests = 0
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> ManagementClient:
+    def from_settings(cls, settings: Settings, **kw: Any) -> ManagementClient:
         """A client for :class:`~talon_classic.settings.Settings` with a management key and domain."""
         if not settings.management_key:
             raise SettingsError(

@@ -47,7 +47,7 @@ import time
 import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
@@ -66,6 +66,9 @@ from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.spool import Spool
 from talon_classic.transform import Engine
 from talon_classic.wsgi import DEFAULT_IDLE_TIMEOUT, WaitressServer
+
+if TYPE_CHECKING:
+    from talon_classic.memberships import MembershipDelivery
 
 log = logging.getLogger("talon_classic.server")
 
@@ -163,8 +166,11 @@ class Worker(threading.Thread):
 
     def __init__(self, spool: Spool, engine: Engine, client: Any, metrics: Metrics,
                  batch_size: int = 1000, linger: float = 1.0, take: int = 5000,
-                 backoff: float = 5.0, busy: Callable[[], bool] = lambda: False) -> None:
+                 backoff: float = 5.0, busy: Callable[[], bool] = lambda: False,
+                 memberships: MembershipDelivery | None = None) -> None:
         super().__init__(name="talon-worker", daemon=True)
+        #: Engage audience memberships, sent after the profiles, before their events are acked.
+        self.memberships = memberships
         self.spool, self.engine, self.client, self.metrics = spool, engine, client, metrics
         self.batch_size, self.linger, self.take_size, self.backoff = (
             batch_size, linger, take, backoff)
@@ -289,6 +295,10 @@ class Worker(threading.Thread):
         for profile, exc in outcome.rejected:
             error = describe_rejection(exc) if isinstance(exc, RejectedError) else str(exc)
             dead += [(seq, "rejected", error) for _, seq in batch.sources[profile["integrationId"]]]
+        spooled = 0
+        if self.memberships is not None:  # rejected ones buried, retryable ones kept spooled
+            failed = {p["integrationId"] for p, _ in [*outcome.rejected, *outcome.failed]}
+            done, dead, spooled = self.memberships.deliver(batch, failed).for_spool(done, dead)
         self._remove(done)
         self._bury(dead)
         self.metrics.delivered.inc(len(outcome.delivered))
@@ -297,6 +307,9 @@ class Worker(threading.Thread):
         if outcome.failed:
             raise DeliveryError(f"{len(outcome.failed)} profiles kept in the spool: "
                                 f"{shown(outcome.failed[0][1])}")
+        if spooled:
+            raise DeliveryError(f"{spooled} events kept in the spool: their audience memberships "
+                                "could not be delivered yet")
 
     # -- when the spool cannot be written ------------------------------------------
     def _remove(self, seqs: list[int]) -> None:
@@ -595,8 +608,10 @@ class Service:
                  threads: int = 8, max_depth: int = 1_000_000, linger: float = 1.0,
                  dedupe_window: float = 24 * 3600, backoff: float = 5.0,
                  grace: float = 10.0, connection_limit: int | None = None,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
-        """``connection_limit`` and ``idle_timeout``: see :class:`WaitressServer`.
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 memberships: MembershipDelivery | None = None) -> None:
+        """``connection_limit`` and ``idle_timeout``: see :class:`WaitressServer`;
+        ``memberships``: see :class:`Worker` (closed by the caller).
 
         Raises :class:`~talon_classic.exceptions.AddressInUse` or
         :class:`~talon_classic.exceptions.ServeError` when the address cannot
@@ -605,7 +620,7 @@ class Service:
         self.spool = Spool(spool_path, dedupe_window=dedupe_window)
         self.metrics = Metrics()
         self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
-                             backoff=backoff)
+                             backoff=backoff, memberships=memberships)
         self.metrics.watch(self.spool, self.worker)
         self.app = App(self.spool, self.worker, self.metrics, write_keys,
                        webhook_secret=webhook_secret, max_depth=max_depth)

@@ -10,6 +10,13 @@ come from a JSON file, then the environment (``TALON_API_KEY``,
 ``TALON_MANAGEMENT_KEY``), then explicit overrides (CLI flags), each source
 overriding the one before.
 
+``engageAudiences`` (``TALON_ENGAGE_AUDIENCES``, ``--engage-audiences``) says
+what an Engage audience becomes: ``attributes`` (the classic destination's
+boolean attribute, the default), ``memberships`` (a member of a Talon.One
+audience instead; see :mod:`talon_classic.engage`) or ``both``.
+``audienceIds`` maps an Engage audience (its ``computation_id`` or
+``computation_key``) to the id of an existing Talon.One audience.
+
 Every problem is a :class:`~talon_classic.exceptions.SettingsError` with one
 line ``"{source}: {field}: {problem}"``. Neither key (API, management) is
 ever part of a message or a ``repr``. :func:`check_secret` is the one check every key and
@@ -38,6 +45,9 @@ ENV_API_KEY = "TALON_API_KEY"
 ENV_DOMAIN = "TALON_APPLICATION_DOMAIN"
 ENV_ATTRIBUTES = "TALON_CUSTOM_ATTRIBUTES"
 ENV_MANAGEMENT_KEY = "TALON_MANAGEMENT_KEY"
+ENV_ENGAGE_AUDIENCES = "TALON_ENGAGE_AUDIENCES"
+#: What an Engage audience becomes (``engageAudiences``); the first is the classic default.
+ENGAGE_MODES = ("attributes", "memberships", "both")
 LOOPBACK_HOSTS = frozenset({"localhost"})
 
 
@@ -106,14 +116,21 @@ class Settings:
     application_domain: str | None = None
     custom_attributes: tuple[str, ...] = ()
     management_key: str | None = field(default=None, repr=False)
+    #: ``engageAudiences``: one of :data:`ENGAGE_MODES`.
+    engage_audiences: str = "attributes"
+    #: ``audienceIds``: an Engage ``computation_id`` or ``computation_key`` -> a Talon.One id.
+    audience_ids: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def __repr__(self) -> str:
         management = (f", management_key={redact(self.management_key)!r}"
                       if self.management_key is not None else "")
+        engage = (f", engage_audiences={self.engage_audiences!r}"
+                  if self.engage_audiences != "attributes" else "")
+        ids = f", audience_ids={dict(self.audience_ids)!r}" if self.audience_ids else ""
         return (
             f"Settings(api_key={redact(self.api_key)!r}, "
             f"application_domain={self.application_domain!r}, "
-            f"custom_attributes={list(self.custom_attributes)!r}{management})"
+            f"custom_attributes={list(self.custom_attributes)!r}{management}{engage}{ids})"
         )
 
     def require_delivery(self, source: str = "settings") -> None:
@@ -144,7 +161,8 @@ def _field_path(path: Iterable[Any]) -> str:
 
 
 _SETTING_NAME = re.compile(r"[A-Za-z_]{1,32}")
-_TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object"}
+_TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object",
+               "integer": "an integer"}
 
 
 def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
@@ -159,14 +177,19 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
         return where, f"expected {_TYPE_NAMES.get(expected, expected)}"
     if validator == "minLength":
         return where, "must not be empty"
+    if validator == "enum":
+        choices: Any = error.validator_value
+        return where, "expected one of " + ", ".join(map(str, choices))
+    if validator == "minimum":
+        return where, "expected a Talon.One audience id (a whole number, 1 or more)"
     if validator == "additionalProperties":
         extra = sorted(set(instance) - set(schema.get("properties", {})))
         # A key pasted where a name belongs must not be echoed: show only names
         # that look like a setting's (letters and underscores, short).
         shown = extra[0] if _SETTING_NAME.fullmatch(extra[0]) else "(unknown name, not shown)"
         return _field_path([*error.absolute_path, shown]), (
-            "unknown setting (expected apiKey, applicationDomain, deployment, customAttributes "
-            "or managementKey)"
+            "unknown setting (expected apiKey, applicationDomain, deployment, customAttributes, "
+            "managementKey, engageAudiences or audienceIds)"
         )
     return where, error.message  # pragma: no cover - schema has no other keywords
 
@@ -254,6 +277,7 @@ def load_settings(
     application_domain: str | None = None,
     custom_attributes: Iterable[str] | None = None,
     management_key: str | None = None,
+    engage_audiences: str | None = None,
 ) -> Settings:
     """Merge file < environment < explicit values and validate the result.
 
@@ -273,6 +297,8 @@ def load_settings(
         merged["applicationDomain"] = (env[ENV_DOMAIN], ENV_DOMAIN)
     if env.get(ENV_MANAGEMENT_KEY):
         merged["managementKey"] = (env[ENV_MANAGEMENT_KEY], ENV_MANAGEMENT_KEY)
+    if env.get(ENV_ENGAGE_AUDIENCES):
+        merged["engageAudiences"] = (env[ENV_ENGAGE_AUDIENCES].strip(), ENV_ENGAGE_AUDIENCES)
     if env.get(ENV_ATTRIBUTES):
         items = [a.strip() for a in env[ENV_ATTRIBUTES].split(",") if a.strip()]
         if not items:  # only separators: almost surely a mistake, and it would drop every trait
@@ -289,6 +315,8 @@ def load_settings(
         merged["customAttributes"] = (list(custom_attributes), "--custom-attribute")
     if management_key is not None:
         merged["managementKey"] = (management_key, "--management-key")
+    if engage_audiences is not None:
+        merged["engageAudiences"] = (engage_audiences, "--engage-audiences")
 
     for key, (value, source) in merged.items():
         validate_document({key: value}, source)
@@ -307,4 +335,7 @@ def load_settings(
         application_domain=domain,
         custom_attributes=tuple(dict.fromkeys(attrs)),
         management_key=keys["managementKey"],
+        engage_audiences=merged.get("engageAudiences", ("attributes", ""))[0],
+        audience_ids={key: int(value)  # 5.0 is an integer to JSON Schema
+                      for key, value in merged.get("audienceIds", ({}, ""))[0].items()},
     )

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 #: Distinct dropped attribute names remembered per reason (keeps memory flat).
@@ -15,7 +16,7 @@ MAX_DROPPED_NAMES = 10_000
 class Summary:
     """Thread-safe counters for one run."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.started = clock()
@@ -37,6 +38,9 @@ class Summary:
         #: Dead letters this run added to the dead-letter file (set by the caller).
         self.dead_letter_file: str | None = None
         self.stopped: str | None = None
+        #: Engage audience memberships (``added``, ``removed``, ``superseded``), when the run
+        #: sends them (``engageAudiences`` memberships or both); None otherwise.
+        self.memberships: dict[str, int] | None = None
 
     def skip(self, reason: str) -> None:
         """Count one skipped event (main thread)."""
@@ -104,6 +108,16 @@ class Summary:
             for key, value in counts.items():
                 setattr(self, key, getattr(self, key) + value)
 
+    def count_memberships(self, added: int = 0, removed: int = 0, superseded: int = 0) -> None:
+        """Count Engage memberships sent (added, removed) or left out as older (superseded)."""
+        with self._lock:
+            counts = self.memberships if self.memberships is not None else dict.fromkeys(
+                ("added", "removed", "superseded"), 0)
+            counts["added"] += added
+            counts["removed"] += removed
+            counts["superseded"] += superseded
+            self.memberships = counts
+
     def finish(self) -> None:
         """Stop the clock."""
         self.finished = self._clock()
@@ -116,7 +130,7 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         """The stable ``--json`` shape."""
         elapsed = self.elapsed
-        return {
+        out = {
             "events_read": self.events_read,
             "kept": self.kept,
             "skipped": dict(sorted(self.skipped.items())),
@@ -139,6 +153,9 @@ class Summary:
             "events_per_s": round(self.events_read / elapsed, 1) if elapsed > 0 else None,
             "peak_rss_mb": _peak_rss_mb(),
         }
+        if self.memberships is not None:
+            out["memberships"] = dict(self.memberships)
+        return out
 
     def render(self) -> str:
         """Human summary, one fact per line."""
@@ -150,6 +167,10 @@ class Summary:
             f"dead-lettered      {d['dead_lettered']:>12,}"
             f"  events (rejected {d['rejected']:,}, failed {d['failed']:,})",
         ]
+        if "memberships" in d:
+            m = d["memberships"]
+            lines.append(f"memberships added  {m['added']:>12,}  (removed {m['removed']:,}, "
+                         f"superseded by newer {m['superseded']:,})")
         if d["dead_letter_file"]:
             lines.append(f"dead letters in    {d['dead_letter_file']}  (appended; earlier runs' "
                          "lines are kept)")

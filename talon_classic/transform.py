@@ -64,10 +64,12 @@ from typing import TYPE_CHECKING, Any
 
 import inflection
 
-from talon_classic.coerce import MISMATCH, Coercer
+from talon_classic.coerce import MISMATCH, Coercer, coercer
+from talon_classic.engage import ATTRIBUTES, MEMBERSHIPS, EngageMembership, membership_of
 
 if TYPE_CHECKING:
     from talon_classic.schema import Schema
+    from talon_classic.settings import Settings
 
 #: Reasons an event is skipped as a whole (the contract's codes).
 SKIP_REASONS = (
@@ -102,15 +104,45 @@ _CACHE_LIMIT = 100_000
 _Plan = tuple[tuple[str, Coercer | None], ...]
 
 
+#: A plan and, when all it does is look at ``(list string)`` lists, their names: joining
+#: a list of strings is the fastest test that every item is one.
+_Decided = tuple[_Plan, tuple[str, ...]]
+_LIST_STRING = coercer("(list string)")
+
+
+class _Typing:
+    """What typing does to one set of attribute names, per signature of their value types.
+
+    ``last`` is the latest ``(value types, plan, list names)``, replaced whole
+    (a reader sees the old one or the new one); ``seen`` keeps every signature
+    met for these names (a source whose ``age`` is sometimes ``"42"``,
+    sometimes ``42``).
+    """
+
+    __slots__ = ("names", "last", "seen")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.last: tuple[list[type], _Plan, tuple[str, ...]] | None = None
+        self.seen: dict[tuple[type, ...], _Decided] = {}
+
+
+#: Per set of flattened names: (names to delete, what to report as dropped, how to type
+#: the attributes left when no Engage attribute joins them; None without a schema).
+_Refusal = tuple[list[str], list[tuple[str, str]], _Typing | None]
+
+
 class Result:
     """What the engine made of one event.
 
     Either ``skipped`` is a reason code (and ``error`` says why in words), or
     ``integration_id`` and ``attributes`` describe the upsert, with
     ``dropped`` listing ``(name, reason)`` for every attribute left out.
+    ``memberships``: the Engage audience memberships it says (with
+    ``engageAudiences`` ``memberships`` or ``both``; see :mod:`talon_classic.engage`).
     """
 
-    __slots__ = ("integration_id", "attributes", "dropped", "skipped", "error")
+    __slots__ = ("integration_id", "attributes", "dropped", "skipped", "error", "memberships")
 
     def __init__(
         self,
@@ -119,12 +151,14 @@ class Result:
         dropped: list[tuple[str, str]] | None = None,
         skipped: str | None = None,
         error: str | None = None,
+        memberships: tuple[EngageMembership, ...] = (),
     ) -> None:
         self.integration_id = integration_id
         self.attributes = attributes
         self.dropped = dropped if dropped is not None else []
         self.skipped = skipped
         self.error = error
+        self.memberships = memberships
 
     @property
     def kept(self) -> bool:
@@ -135,18 +169,22 @@ class Result:
         """The stable JSON shape used by ``talon-classic transform``."""
         if self.skipped is not None:
             return {"skipped": self.skipped, "error": self.error}
-        return {
+        out = {
             "integrationId": self.integration_id,
             "attributes": self.attributes,
             "dropped": [{"name": n, "reason": r} for n, r in self.dropped],
         }
+        if self.memberships:
+            out["memberships"] = [m.as_dict() for m in self.memberships]
+        return out
 
     def __repr__(self) -> str:
         if self.skipped is not None:
             return f"Result(skipped={self.skipped!r}, error={self.error!r})"
         return (
             f"Result(integration_id={self.integration_id!r}, "
-            f"attributes={self.attributes!r}, dropped={self.dropped!r})"
+            f"attributes={self.attributes!r}, dropped={self.dropped!r}"
+            + (f", memberships={self.memberships!r})" if self.memberships else ")")
         )
 
     def __eq__(self, other: object) -> bool:
@@ -258,14 +296,25 @@ class Engine:
     per-name decisions (allowlist, snake_case) are cached. With ``schema``,
     attributes are typed after the allowlist and Engage (see the module's
     docstring); the schema's coercers are compiled once here.
+
+    ``engage_audiences`` (``engageAudiences``): ``attributes``, the classic
+    boolean attribute; ``memberships``: an Engage audience identify gives a
+    membership instead of its attribute, and ``Audience Entered``/``Exited``
+    tracks are kept as a membership and an empty upsert of their user (so
+    they are delivered, dead-lettered and checkpointed with their profile);
+    ``both``: the attribute and the membership.
     """
 
     __slots__ = ("allowlist", "engage_names", "_exact", "_pattern", "_allowed", "_snake",
-                 "_refused", "schema", "_as_is", "_coercers", "_plans")
+                 "_refused", "schema", "_as_is", "_coercers", "_plans", "engage_audiences")
 
-    def __init__(self, custom_attributes: Iterable[str] | Any = (),
-                 schema: Schema | None = None) -> None:
-        attrs = getattr(custom_attributes, "custom_attributes", custom_attributes)
+    def __init__(self, custom_attributes: Iterable[str] | Settings = (),
+                 schema: Schema | None = None, engage_audiences: str | None = None) -> None:
+        # given Settings, its engageAudiences unless told otherwise
+        self.engage_audiences: str = engage_audiences or str(getattr(
+            custom_attributes, "engage_audiences", None) or ATTRIBUTES)
+        attrs = (custom_attributes.custom_attributes if hasattr(custom_attributes, "custom_attributes")
+                 else custom_attributes)
         self.allowlist: tuple[str, ...] = tuple(attrs)
         self._exact = frozenset(a for a in self.allowlist if "*" not in a)
         globs = [translate(a) for a in self.allowlist if "*" in a]
@@ -275,16 +324,14 @@ class Engine:
         #: Every Engage attribute name produced so far (they bypass the allowlist,
         #: so whoever keeps Talon.One's attribute list needs to know them).
         self.engage_names: set[str] = set()
-        # per set of names: (names to delete, what to report as dropped)
-        self._refused: dict[tuple[str, ...], tuple[list[str], list[tuple[str, str]]]] = {}
+        # per set of flattened names: what the allowlist (and typing) do to them
+        self._refused: dict[tuple[str, ...], _Refusal] = {}
         self.schema = schema
         compiled = schema.compiled if schema is not None else None
         self._as_is = compiled.as_is if compiled is not None else None
         self._coercers = compiled.coercers if compiled is not None else {}
-        #: An event's attribute names -> (the latest value types, what typing does to
-        #: them, and every value-types signature seen for these names -> its plan).
-        self._plans: dict[tuple[str, ...],
-                          tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]]] = {}
+        #: How to type attribute names met with an Engage attribute among them.
+        self._plans: dict[tuple[str, ...], _Typing] = {}
 
     def allowed(self, name: str) -> bool:
         """Is a flattened attribute name in the allowlist (exact or pattern)?"""
@@ -313,8 +360,11 @@ class Engine:
         if not isinstance(event, dict):
             return skip("invalid_event", "the event is not a JSON object")
         etype = event.get("type")
+        track = None
         if etype is not None and (not isinstance(etype, str) or etype.lower() != "identify"):
-            return skip("not_identify", f"type is {etype!r}; only identify events are sent")
+            track = membership_of(event) if self.engage_audiences != ATTRIBUTES else None
+            if track is None:
+                return skip("not_identify", f"type is {etype!r}; only identify events are sent")
         integrations = event.get("integrations")
         if integrations is not None and _disabled(integrations):
             return skip(
@@ -325,12 +375,14 @@ class Engine:
         if type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and not (
             user_id[0].isspace() or user_id[-1].isspace()
         ) and _is_text(user_id):
-            integration_id = user_id  # the common case, already clean
+            integration_id: str | None = user_id  # the common case, already clean
         else:
             found, reason, message = _integration_id(user_id)
             if found is None:
                 return skip(reason or "invalid_user_id", message or "userId is not usable")
             integration_id = found
+        if track is not None:  # Audience Entered/Exited: its user, and the membership
+            return Result(integration_id, {}, [], memberships=(track,))
 
         context = event.get("context")
         if "traits" in event:
@@ -343,8 +395,8 @@ class Engine:
         elif not isinstance(traits, dict):
             return skip("invalid_event", f"{where} is not an object")
 
-        engage_key = None
-        engage_class = None
+        engage_key: str | None = None
+        engage_class = ""
         if isinstance(context, dict):
             personas = context.get("personas")
             if isinstance(personas, dict):
@@ -364,7 +416,8 @@ class Engine:
             dropped, flat = [], {}
             _flatten(ordinary, "", 1, flat, {}, dropped)
 
-        # Events from one source share their set of names: decide per set, once.
+        # Events from one source share their set of names: decide per set, once
+        # (the allowlist, and with a schema how to type what is left).
         # ``flat`` is this event's own dict, so refused names are deleted from it
         # and it becomes the attributes (order kept, no copy).
         names = tuple(flat)
@@ -379,15 +432,36 @@ class Engine:
                 del flat[name]
             dropped += refused[1]
         attributes = flat
+        typing = refused[2]
 
-        if engage_class is not None and engage_key is not None and engage_key in traits:
+        membership = None
+        if engage_class == "audience" and self.engage_audiences != ATTRIBUTES:
+            membership = membership_of(event)
+        if engage_class is not None and engage_key is not None and engage_key in traits and (
+                membership is None or self.engage_audiences != MEMBERSHIPS):
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
-        if self._as_is is not None and attributes:
-            self._typed(attributes, dropped)
+            if typing is not None and attributes:  # names the allowlist's entry did not see
+                self._typed(attributes, dropped, self._typing_for(tuple(attributes)))
+        elif typing is not None and attributes:
+            # Inline, as this runs for every event: the plan of these value types.
+            kinds = [*map(type, attributes.values())]
+            last = typing.last
+            if last is None or last[0] != kinds:
+                last = self._plan(typing, kinds)
+            if last[2]:  # only (list string) lists to look at, the usual case with lists
+                try:
+                    for name in last[2]:
+                        _join(attributes[name])  # a TypeError unless every item is a string
+                except TypeError:
+                    _apply(last[1], attributes, dropped)
+            elif last[1]:
+                _apply(last[1], attributes, dropped)
+        if membership is not None:
+            return Result(integration_id, attributes, dropped, memberships=(membership,))
         return Result(integration_id, attributes, dropped)
 
-    def _refuse(self, names: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
-        """Which of these flattened names are left out, and how each is reported."""
+    def _refuse(self, names: tuple[str, ...]) -> _Refusal:
+        """Which flattened names are left out, how each is reported, how to type the rest."""
         gone: list[str] = []
         report: list[tuple[str, str]] = []
         for name in names:
@@ -397,81 +471,71 @@ class Engine:
             elif not self.allowed(name):
                 gone.append(name)
                 report.append((name, "not_allowlisted"))
-        return gone, report
+        if self._as_is is None:
+            return gone, report, None
+        out = set(gone)
+        return gone, report, _Typing(tuple(n for n in names if n not in out))
 
-    def _typed(self, attributes: dict[str, Any], dropped: list[tuple[str, str]]) -> None:
+    def _typing_for(self, names: tuple[str, ...]) -> _Typing:
+        """The :class:`_Typing` of attribute names that hold an Engage attribute."""
+        typing = self._plans.get(names)
+        if typing is None:
+            typing = _Typing(names)
+            if len(self._plans) >= _CACHE_LIMIT // 10:
+                self._plans.clear()
+            self._plans[names] = typing
+        return typing
+
+    def _typed(self, attributes: dict[str, Any], dropped: list[tuple[str, str]],
+               typing: _Typing) -> None:
         """Coerce each attribute to its schema type in place; drop unknown names and misfits.
 
         Events from one source share their names and the Python types of their
         values, so what to do is decided once per such signature (see
-        :meth:`_plan`) and recognised with two C-level passes per event. The
+        :meth:`_plan`) and recognised with one C-level pass per event. The
         usual plan is empty (every value already has its type) or holds only
         the list attributes, whose items must be looked at.
         """
-        names = tuple(attributes)
         kinds = [*map(type, attributes.values())]
-        known = self._plans.get(names)
-        if known is not None and known[0] == kinds:
-            plan = known[1]
-        else:
-            plan = self._plan(names, kinds, known)
-        if not plan:
-            return
-        bad = None
-        for name, coerce in plan:
-            if coerce is not None:
-                value = attributes[name]
-                new = coerce(value)
-                if new is value:  # e.g. a list already of the right items
-                    continue
-                if new is not MISMATCH:
-                    attributes[name] = new
-                    continue
-                reason = "type_mismatch"
-            else:
-                reason = "unknown_attribute"
-            if bad is None:
-                bad = []
-            bad.append((name, reason))
-        if bad is not None:
-            for name, _ in bad:
-                del attributes[name]
-            dropped += bad
+        last = typing.last
+        if last is None or last[0] != kinds:
+            last = self._plan(typing, kinds)
+        if last[1]:
+            _apply(last[1], attributes, dropped)
 
-    def _plan(
-        self,
-        names: tuple[str, ...],
-        kinds: list[type],
-        known: tuple[list[type], _Plan, dict[tuple[type, ...], _Plan]] | None,
-    ) -> _Plan:
-        """:meth:`_typed`'s work for one signature, remembered for the next event with these names.
+    def _plan(self, typing: _Typing, kinds: list[type]
+              ) -> tuple[list[type], _Plan, tuple[str, ...]]:
+        """Typing's work for one signature of value types, remembered in ``typing``.
 
-        ``(name, coercer)`` for each value not of a type its attribute takes as
-        is, ``(name, None)`` for each name not in the schema, in attribute order.
-        Every signature seen for ``names`` is kept (a source whose ``age`` is
-        sometimes ``"42"``, sometimes ``42``); the latest is checked first.
+        The plan holds ``(name, coercer)`` for each value not of a type its
+        attribute takes as is and ``(name, None)`` for each name not in the
+        schema, in attribute order. When every entry is a list for a ``(list
+        string)`` attribute their names come too (see :data:`_Decided`). Every
+        signature seen is kept (up to 64 per set of names); the latest is
+        checked first.
         """
         signature = tuple(kinds)
-        seen = known[2] if known is not None else {}
-        plan = seen.get(signature)
-        if plan is None:
+        decided = typing.seen.get(signature)
+        if decided is None:
             as_is = self._as_is
             assert as_is is not None
             coercers = self._coercers
             work: list[tuple[str, Coercer | None]] = []
-            for name, kind in zip(names, kinds, strict=True):
+            lists: list[str] = []
+            for name, kind in zip(typing.names, kinds, strict=True):
                 ok = as_is.get(name)
                 if ok is None:
                     work.append((name, None))
                 elif kind not in ok:
                     work.append((name, coercers[name]))
-            plan = tuple(work)
-            if len(seen) < 64:
-                seen[signature] = plan
-        if len(self._plans) >= _CACHE_LIMIT // 10:
-            self._plans.clear()
-        self._plans[names] = (kinds, plan, seen)  # replaced whole: readers see one or the other
-        return plan
+                    if kind is list and coercers[name] is _LIST_STRING:
+                        lists.append(name)
+            decided = (tuple(work), tuple(lists) if len(lists) == len(work) else ())
+            if len(typing.seen) < 64:
+                typing.seen[signature] = decided
+        last = (kinds, *decided)
+        typing.last = last  # replaced whole: readers see one or the other
+        return last
 
     def _engage(
         self,
@@ -501,6 +565,30 @@ class Engine:
                 dropped.append((attr, "collision"))
             attributes[attr] = val
             self.engage_names.add(attr)
+
+
+def _apply(plan: _Plan, attributes: dict[str, Any], dropped: list[tuple[str, str]]) -> None:
+    """Carry out a plan: coerce in place, drop what cannot be coerced or is not in the schema."""
+    bad = None
+    for name, coerce in plan:
+        if coerce is not None:
+            value = attributes[name]
+            new = coerce(value)
+            if new is value:  # e.g. a list already of the right items
+                continue
+            if new is not MISMATCH:
+                attributes[name] = new
+                continue
+            reason = "type_mismatch"
+        else:
+            reason = "unknown_attribute"
+        if bad is None:
+            bad = []
+        bad.append((name, reason))
+    if bad is not None:
+        for name, _ in bad:
+            del attributes[name]
+        dropped += bad
 
 
 def _flatten_simple(
@@ -629,6 +717,7 @@ def _flatten(
 
 
 _isfinite = math.isfinite
+_join = "".join
 
 
 def _collide(
@@ -652,7 +741,8 @@ def _collide(
             depth.pop(name, None)
 
 
-def transform(event: Any, settings: Any, schema: Schema | None = None) -> Result:
+def transform(event: Any, settings: Settings | Iterable[str],
+              schema: Schema | None = None) -> Result:
     """Map one event with the allowlist of ``settings`` (one-off convenience).
 
     For many events build an :class:`Engine` once instead.

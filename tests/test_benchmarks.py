@@ -17,6 +17,7 @@ def test_benchmarks_run_quick() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "identical: yes" in proc.stdout and "identical: NO" not in proc.stdout
-    for label in ("transform alone", "bulk", "single", "ratio", "memory:", "serve:", "compact:",
-                  "1 worker", "send", "--compact", "spark local[*]"):
+    for label in ("transform alone", "with a schema", "typing costs", "bulk", "single", "ratio",
+                  "memory:", "serve:", "audience:", "compact:", "1 worker", "send", "--compact",
+                  "spark local[*]"):
         assert label in proc.stdout

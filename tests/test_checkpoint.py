@@ -71,3 +71,9 @@ def test_other_version_and_missing_file(tmp_path: Path) -> None:
         Checkpoint.read(path)
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         Checkpoint.read(tmp_path / "absent.json")
+
+
+def test_engage_audiences_mode_is_part_of_the_fingerprint() -> None:
+    base = fingerprint([], {**OPTIONS, "engage_audiences": "attributes"}, "https://x.talon.one")
+    other = fingerprint([], {**OPTIONS, "engage_audiences": "memberships"}, "https://x.talon.one")
+    assert differences(base, other) == ["engageAudiences ('memberships' instead of 'attributes')"]

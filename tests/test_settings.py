@@ -18,8 +18,8 @@ from talon_classic.settings import Settings, check_secret, load_settings
 
 KEY = "tk-SECRET-0123456789abcd"
 UNKNOWN = (
-    "unknown setting (expected apiKey, applicationDomain, deployment, customAttributes "
-    "or managementKey)"
+    "unknown setting (expected apiKey, applicationDomain, deployment, customAttributes, "
+    "managementKey, engageAudiences or audienceIds)"
 )
 HTTP_REFUSED = (
     "must use https:// (plain http is allowed only for loopback hosts: localhost, 127.0.0.0/8 and ::1)"
@@ -491,7 +491,8 @@ def test_unknown_setting_that_looks_like_a_secret_is_not_echoed(tmp_path: Path) 
     assert KEY not in str(info.value)
     assert str(info.value) == (
         "settings.json: (unknown name, not shown): unknown setting (expected apiKey, "
-        "applicationDomain, deployment, customAttributes or managementKey)"
+        "applicationDomain, deployment, customAttributes, managementKey, engageAudiences or "
+        "audienceIds)"
     )
 
 
@@ -544,3 +545,43 @@ def test_bad_management_keys(kwargs: dict[str, Any], expected: str) -> None:
 
 def test_management_key_type_in_file(tmp_path: Path) -> None:
     assert error(tmp_path, {"managementKey": 7}) == "settings.json: managementKey: expected a string"
+
+
+# -- engageAudiences and audienceIds -------------------------------------------------------
+def test_engage_audiences_defaults_to_the_classic_attributes() -> None:
+    settings = load_settings(env={})
+    assert settings.engage_audiences == "attributes" and settings.audience_ids == {}
+
+
+def test_engage_audiences_from_file_env_and_flag_in_that_order(tmp_path: Path) -> None:
+    path = write(tmp_path, {"engageAudiences": "both", "audienceIds": {"aud_1": 12, "vip": 7.0}})
+    from_file = load_settings(path, env={})
+    assert from_file.engage_audiences == "both"
+    assert from_file.audience_ids == {"aud_1": 12, "vip": 7}
+    assert type(from_file.audience_ids["vip"]) is int
+    from_env = load_settings(path, env={"TALON_ENGAGE_AUDIENCES": "memberships"})
+    assert from_env.engage_audiences == "memberships"
+    from_flag = load_settings(path, env={"TALON_ENGAGE_AUDIENCES": "memberships"},
+                              engage_audiences="attributes")
+    assert from_flag.engage_audiences == "attributes"
+    assert "engage_audiences='both'" in repr(from_file) and "'aud_1': 12" in repr(from_file)
+
+
+@pytest.mark.parametrize(("doc", "env", "message"), [
+    ({"engageAudiences": "member"}, {},
+     "settings.json: engageAudiences: expected one of attributes, memberships, both"),
+    ({}, {"TALON_ENGAGE_AUDIENCES": "yes"},
+     "TALON_ENGAGE_AUDIENCES: engageAudiences: expected one of attributes, memberships, both"),
+    ({"audienceIds": {"aud_1": "12"}}, {}, "settings.json: audienceIds.aud_1: expected an integer"),
+    ({"audienceIds": {"aud_1": True}}, {}, "settings.json: audienceIds.aud_1: expected an integer"),
+    ({"audienceIds": {"aud_1": 0}}, {},
+     "settings.json: audienceIds.aud_1: expected a Talon.One audience id (a whole number, 1 or "
+     "more)"),
+    ({"audienceIds": {"": 3}}, {}, "settings.json: audienceIds: must not be empty"),
+    ({"audienceIds": [3]}, {}, "settings.json: audienceIds: expected an object"),
+])
+def test_bad_engage_settings_are_one_line(tmp_path: Path, doc: Any, env: dict[str, str],
+                                          message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(write(tmp_path, doc), env=env)
+    assert str(info.value) == message

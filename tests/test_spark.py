@@ -25,6 +25,9 @@ from talon_classic.compact import compact
 from talon_classic.compact.output import ProfileWriter
 from talon_classic.exceptions import CompactError, MissingDependency
 
+#: One xdist worker runs this module, so its Spark session starts once (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("spark")
+
 ALLOW = ["a", "b", "c", "plan", "email"]
 STAMPS = [None, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-02T00:00:00Z",
           "2026-01-01T01:00:00+01:00", "not a time"]

@@ -380,6 +380,38 @@ def test_one_name_set_with_changing_value_types() -> None:
         assert engine.transform(ev({"age": True, "tags": []})).dropped == [("age", "type_mismatch")]
 
 
+def test_string_lists_are_checked_item_by_item_every_time() -> None:
+    """The same value types each time (a list): whether its items are strings is looked at
+    per event, whatever the last event's items were."""
+    engine = typed_engine(["tags", "more", "age"], {"tags": "(list string)",
+                                                    "more": "(list string)", "age": "number"})
+    for _ in range(2):
+        assert engine.transform(ev({"tags": ["a"], "more": []})).attributes == {
+            "tags": ["a"], "more": []}
+        assert engine.transform(ev({"tags": ["a"], "more": [1, True]})).attributes == {
+            "tags": ["a"], "more": ["1", "true"]}
+        assert engine.transform(ev({"tags": [2.5], "more": ["b"]})).attributes == {
+            "tags": ["2.5"], "more": ["b"]}
+        got = engine.transform(ev({"tags": "ab", "more": ["b"]}))
+        assert got.attributes == {"more": ["b"]} and got.dropped == [("tags", "type_mismatch")]
+        assert engine.transform(ev({"tags": ["a"], "more": ["b"], "age": "3"})).attributes == {
+            "tags": ["a"], "more": ["b"], "age": 3}
+
+
+def test_typing_decided_with_the_allowlist_stays_right_with_engage_in_between() -> None:
+    """One cache entry per set of flattened names holds the allowlist's and typing's decisions;
+    an Engage attribute joining the same names is typed on its own."""
+    engine = typed_engine(["age", "plan"], {"age": "number", "vip": "boolean"})
+    plain = {"age": "7", "plan": "gold", "x": 1}
+    for _ in range(2):
+        got = engine.transform(ev(plain))
+        assert got.attributes == {"age": 7}
+        assert got.dropped == [("x", "not_allowlisted"), ("plan", "unknown_attribute")]
+        engaged = engine.transform(ev({**plain, "VIP": "true"}, context=persona("audience", "VIP")))
+        assert engaged.attributes == {"age": 7, "vip": True}
+        assert engine.transform(ev({**plain, "age": 8})).attributes == {"age": 8}
+
+
 def test_typed_engine_matches_its_definition() -> None:
     """Property: typed output = untyped output, then each attribute coerced or dropped."""
     from hypothesis import given, settings

@@ -1,4 +1,4 @@
-"""The typed-attributes worked cases (tests/data/typed.jsonl) through the library.
+"""The typed-attributes worked cases (tests/data/typed.jsonl) through the library and the CLI.
 
 Every line shares one settings + schema object. ``expect.dropped`` lists
 only the ``unknown_attribute`` and ``type_mismatch`` entries and is compared
@@ -8,6 +8,8 @@ as a set; attributes are compared as JSON text, so ``42`` is not ``42.0``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,35 @@ def test_one_engine_for_all_cases() -> None:
     failing = [c["name"] for c in CASES * 2
                if not matches(engine.transform(c["event"]).as_dict(), c["expect"])]
     assert failing == []
+
+
+def test_cli(tmp_path: Path) -> None:
+    """Every case through `talon-classic transform --schema` in one subprocess."""
+    settings = CASES[0]["settings"]
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({"customAttributes": settings["customAttributes"]}))
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(settings["schema"]))
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(c["event"]) + "\n" for c in CASES))
+    proc = subprocess.run(
+        [sys.executable, "-m", "talon_classic.cli", "transform", "--settings", str(settings_file),
+         "--schema", str(schema_file), str(events)],
+        capture_output=True, text=True, check=True,
+    )
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [o["line"] for o in out] == list(range(1, len(CASES) + 1))
+    failing = [c["name"] for c, o in zip(CASES, out, strict=True) if not matches(o, c["expect"])]
+    assert failing == []
+    assert proc.stderr == ""
+
+
+def test_cli_without_the_schema_types_nothing(tmp_path: Path) -> None:
+    """The same events without --schema: values as they came, nothing dropped for its type."""
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({"customAttributes": ["age"]}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "talon_classic.cli", "transform", "--settings", str(settings_file)],
+        input='{"userId": "u", "traits": {"age": "42"}}\n', capture_output=True, text=True,
+        check=True)
+    assert json.loads(proc.stdout)["attributes"] == {"age": "42"}

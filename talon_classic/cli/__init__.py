@@ -12,11 +12,13 @@ from __future__ import annotations
 import click
 
 from talon_classic import __version__
+from talon_classic.cli.audience import audience
 from talon_classic.cli.check_config import check_config
 from talon_classic.cli.compact import compact
 from talon_classic.cli.deadletter import deadletter
 from talon_classic.cli.emulator import emulator
 from talon_classic.cli.identify import identify
+from talon_classic.cli.schema import schema
 from talon_classic.cli.serve import serve
 from talon_classic.cli.transform import transform
 
@@ -32,7 +34,8 @@ def main() -> None:
     """
 
 
-for command in (check_config, compact, deadletter, emulator, identify, serve, transform):
+for command in (audience, check_config, compact, deadletter, emulator, identify, schema, serve,
+                transform):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""``talon-classic check-config``: validate the settings and test the API key."""
+"""``talon-classic check-config``: validate the settings, test the keys, check the allowlist."""
 
 from __future__ import annotations
 
@@ -6,20 +6,39 @@ import sys
 
 import click
 
-from talon_classic.cli.options import SettingsArgs, UsageFailure, settings_options
+from talon_classic.cli.options import (
+    SchemaArgs,
+    SettingsArgs,
+    UsageFailure,
+    pull_schema,
+    schema_line,
+    schema_options,
+    settings_options,
+)
 from talon_classic.exceptions import RetriesExhausted, SettingsError, TalonClassicError
-from talon_classic.settings import redact
+from talon_classic.schema import Schema
+from talon_classic.settings import Settings, redact
+
+#: How each level of :func:`~talon_classic.schema.check_allowlist` is printed.
+PREFIXES = {"ok": "ok   ", "warning": "warn ", "note": "note "}
 
 
-@click.command("check-config", short_help="Validate the settings and test the API key.")
+@click.command("check-config",
+               short_help="Validate the settings, test the keys, check the allowlist.")
 @settings_options
+@schema_options(pull=False)
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds to wait for Talon.One.")
-def check_config(settings_args: SettingsArgs, timeout: float) -> None:
+def check_config(settings_args: SettingsArgs, schema_args: SchemaArgs, timeout: float) -> None:
     """Validate the settings and test the API key against the deployment (GET /v2/authping).
 
-    One line per finding ("ok", "warn" or "FAIL"). Exit status: 0 all is
-    well, 1 something failed.
+    With a management key it is tested too (by reading the attribute
+    schema); with --schema FILE or that key, each customAttributes entry is
+    looked up in Talon.One's attributes (does it exist, of which type; does
+    a pattern match any).
+
+    One line per finding ("ok", "warn", "note" or "FAIL"). Exit status: 0
+    all is well (warnings included), 1 something failed.
     """
     from talon_classic.client import Client
 
@@ -39,6 +58,12 @@ def check_config(settings_args: SettingsArgs, timeout: float) -> None:
     else:
         click.echo("warn customAttributes: empty, so only Engage audiences and computed traits "
                    "will be sent")
+    schema = None
+    if schema_args.path:
+        schema = _schema_file(schema_args.path)
+        if schema is None:
+            sys.exit(1)
+        _allowlist_findings(schema, settings)
     try:
         settings.require_delivery(label)
     except SettingsError as exc:
@@ -61,4 +86,49 @@ def check_config(settings_args: SettingsArgs, timeout: float) -> None:
         click.echo(f"FAIL apiKey {redact(key)}: {exc}")
     finally:
         client.close()
+    if settings.management_key:
+        pulled = _management_key(settings, timeout)
+        ok = ok and pulled is not None
+        if pulled is not None and schema is None:
+            _allowlist_findings(pulled, settings)
     sys.exit(0 if ok else 1)
+
+
+def _schema_file(path: str) -> Schema | None:
+    """``--schema FILE`` read, with an ok or FAIL line; None when it cannot be used."""
+    from talon_classic.schemacache import resolve_schema
+
+    try:
+        source = resolve_schema(path)
+    except TalonClassicError as exc:
+        click.echo(f"FAIL schema: {exc}")
+        return None
+    assert source is not None
+    click.echo(f"ok   {schema_line(source)}")
+    return source.schema
+
+
+def _management_key(settings: Settings, timeout: float) -> Schema | None:
+    """Test the management key by reading the attribute schema; None when that fails."""
+    shown = redact(settings.management_key)
+    try:
+        schema = pull_schema(settings, connect_timeout=timeout, read_timeout=timeout,
+                             max_attempts=1)
+    except RetriesExhausted as exc:
+        problem = f"answered {exc.status}" if exc.status else "cannot reach it"
+        click.echo(f"FAIL managementKey {shown}: the Management API {problem} ({exc})")
+        return None
+    except TalonClassicError as exc:
+        click.echo(f"FAIL managementKey {shown}: {exc}")
+        return None
+    click.echo(f"ok   managementKey {shown}: read {len(schema):,} customer-profile attributes "
+               f"from {schema.source}")
+    return schema
+
+
+def _allowlist_findings(schema: Schema, settings: Settings) -> None:
+    """One line per :func:`~talon_classic.schema.check_allowlist` finding (never a failure)."""
+    from talon_classic.schema import check_allowlist
+
+    for level, message in check_allowlist(schema, settings.custom_attributes):
+        click.echo(f"{PREFIXES.get(level, 'note ')}{message}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,10 +34,15 @@ from talon_classic.cli.options import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    SchemaArgs,
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    engage_option,
     given,
+    load_schema,
+    schema_line,
+    schema_options,
     settings_options,
     warn,
 )
@@ -52,11 +58,14 @@ if TYPE_CHECKING:
     from talon_classic.bulk import Batch, Pipeline
     from talon_classic.client import Client
     from talon_classic.emulator import Emulator, EmulatorServer
+    from talon_classic.memberships import MembershipDelivery
+    from talon_classic.schema import Schema
+    from talon_classic.schemacache import SchemaSource
     from talon_classic.summary import Summary
 
 #: Options a checkpoint records, so that a bare --resume continues the run as it was.
-RECORDED = (*BATCH_OPTIONS, *MODE_OPTIONS, "run_rule_engine", "concurrency", "rate_limit", "dead_letter",
-            "dead_letter_skipped", "settings_path", "emulator", "emulator_db")
+RECORDED = (*BATCH_OPTIONS, *MODE_OPTIONS, "run_rule_engine", "concurrency", "rate_limit",
+            "dead_letter", "dead_letter_skipped", "settings_path", "emulator", "emulator_db", "schema")
 
 
 @dataclass
@@ -68,6 +77,8 @@ class Run:
     paths: list[str]
     dead_letter: str
     checkpoint: Checkpoint | None
+    #: The attribute schema the run types with (None: nothing typed).
+    schema: SchemaSource | None = None
 
 
 class Progress:
@@ -137,13 +148,24 @@ class RequestOutput:
 
 @contextlib.contextmanager
 def emulator_for(settings: Settings, rate_limit: float, db: str | None,
-                 strict: bool = True) -> Iterator[EmulatorServer]:
-    """A local emulator; ``strict``: its attributes are the allowlist (patterns included)."""
+                 strict: bool = True, schema: Schema | None = None
+                 ) -> Iterator[EmulatorServer]:
+    """A local emulator as strict as Talon.One would be for these settings.
+
+    ``strict``: its attributes are the allowlist (patterns included), else any.
+    With ``schema`` they are typed, and they are the schema's allowlisted
+    attributes (``strict``) or all of its attributes, as in Talon.One.
+    """
     from talon_classic.emulator import EmulatorConfig, EmulatorServer
 
+    attributes = frozenset(settings.custom_attributes) if strict else None
+    types: dict[str, str] = {}
+    if schema is not None:
+        types = {name: kind for name, kind in schema.items() if "*" not in name}
+        allowed = Engine(settings.custom_attributes).allowed
+        attributes = frozenset(n for n in types if allowed(n)) if strict else frozenset(types)
     config = EmulatorConfig(api_key=settings.api_key or "emulator-key", rate_limit=rate_limit,
-                            db=db, attributes=frozenset(settings.custom_attributes) if strict
-                            else None)
+                            db=db, attributes=attributes, attribute_types=types)
     with EmulatorServer(config) as server:
         yield server
 
@@ -152,13 +174,17 @@ def register_engage_names(engine: Engine, app: Emulator) -> Callable[[Batch], No
     """Before each batch, create the Engage attributes met so far in the emulator.
 
     In Talon.One they are created once by hand; the emulator learns them as
-    they appear, so its attribute list stays the allowlist plus Engage's.
+    they appear, so its attribute list stays the allowlist plus Engage's (with a
+    schema, only those the schema has: the others never exist in Talon.One).
     """
     known: set[str] = set()
     base = app.config.attributes or frozenset()
+    schema = engine.schema
 
     def before_send(_batch: Batch) -> None:
         names = engine.engage_names.copy()  # set.copy is atomic: the reader may be adding
+        if schema is not None:
+            names = {name for name in names if name in schema}
         if names - known:
             known.update(names)
             app.configure(attributes=base | known)
@@ -246,6 +272,7 @@ def plan_run(settings_args: SettingsArgs, inputs: tuple[str, ...],
         opts = _resumed_options(recorded, opts)
     check_flags(opts)
     settings = settings_args.load(opts["settings_path"])
+    opts["engage_audiences"] = settings.engage_audiences  # tracks become profiles or not
     try:
         if not opts["emulator"] and (not opts["dry_run"] or not settings.application_domain):
             settings.require_delivery(settings_args.label)
@@ -311,8 +338,9 @@ def open_client(run: Run, stack: contextlib.ExitStack, output: RequestOutput | N
     opts = run.options
     server = None
     if opts["emulator"]:
-        server = stack.enter_context(emulator_for(run.settings, opts["rate_limit"],
-                                                  opts["emulator_db"]))
+        server = stack.enter_context(emulator_for(
+            run.settings, opts["rate_limit"], opts["emulator_db"],
+            schema=run.schema.schema if run.schema else None))
         base_url, key = server.url, server.app.config.api_key
         if not quiet:
             warn(f"emulator: delivering to the local Talon.One emulator at {server.url}")
@@ -325,6 +353,54 @@ def open_client(run: Run, stack: contextlib.ExitStack, output: RequestOutput | N
                         rate_limit=opts["rate_limit"])
     stack.callback(client.close)
     return client, server
+
+
+def membership_state(run: Run) -> str | None:
+    """The state database Engage memberships are checked against and recorded in, or None.
+
+    ``--no-state``/``--state FILE`` when the command has them; an emulator
+    without ``--emulator-db`` forgets everything, so none; otherwise the
+    deployment's (:func:`~talon_classic.state.state_file`, per id prefix).
+    """
+    import os
+
+    from talon_classic.state import state_file
+
+    opts = run.options
+    if opts.get("no_state"):
+        return None
+    if opts.get("state"):
+        return str(opts["state"])
+    if opts["emulator"]:
+        db = opts["emulator_db"]
+        return os.fspath(state_file(f"http://emulator/{os.path.abspath(db)}",
+                                    opts["id_prefix"])) if db else None
+    return os.fspath(state_file(run.settings.application_domain or "", opts["id_prefix"]))
+
+
+def open_memberships(run: Run, client: Client, stack: contextlib.ExitStack,
+                     quiet: bool) -> MembershipDelivery | None:
+    """With ``engageAudiences`` memberships or both: what delivers them (None otherwise,
+    and in a dry run, which cannot create audiences; ``transform`` shows them)."""
+    from talon_classic.memberships import MembershipDelivery
+
+    if run.settings.engage_audiences == "attributes":
+        return None
+    if run.options["dry_run"]:
+        if not quiet:
+            warn("dry run: Engage audience memberships are not shown (audiences cannot be "
+                 "created without sending); `talon-classic transform --engage-audiences "
+                 f"{run.settings.engage_audiences}` shows them")
+        return None
+    path = membership_state(run)
+    try:
+        delivery = MembershipDelivery.open(client, run.settings, path,
+                                           warn=(lambda _m: None) if quiet else warn)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageFailure(f"{path}: cannot open the state database ({exc}); give another "
+                           "--state FILE, or --no-state") from None
+    stack.callback(delivery.close)
+    return delivery
 
 
 def exit_code(pipeline: Pipeline, summary: Summary, interrupted: bool) -> int:
@@ -348,6 +424,8 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
     summary.dead_letter_file = run.dead_letter
     if as_json:
         data = summary.as_dict()
+        data["schema"] = (None if run.schema is None else
+                          {"origin": run.schema.origin, "attributes": len(run.schema.schema)})
         data["dry_run"] = opts["dry_run"]
         data["exit_code"] = code
         click.echo(dumps(data), err=to_err)
@@ -360,6 +438,9 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
                 "GET /_emulator/profiles" if db else
                 "; add --emulator-db FILE to keep them and inspect them afterwards"))
     text = summary.render()
+    line = schema_line(run.schema)
+    if line:
+        text = f"{line}\n{text}"
     if internal:
         text += f"\nfirst unexpected error: {internal}"
     if opts["dry_run"]:
@@ -369,6 +450,8 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
 
 @click.command(short_help="Upsert Talon.One profiles from JSONL identify events.")
 @settings_options
+@schema_options(pull=True)
+@engage_option
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process (no account needed).")
@@ -412,11 +495,15 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
               type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line and no per-line warnings.")
-def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool, quiet: bool,
-             **options: Any) -> None:
+def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[str, ...],
+             as_json: bool, quiet: bool, **options: Any) -> None:
     """Upsert Talon.One profiles from identify events in JSONL files (bulk, resumable).
 
-    INPUT is a .jsonl/.ndjson file, a .gz of one, or '-' for stdin.
+    INPUT is a .jsonl/.ndjson file, a .gz of one, or '-' for stdin. With an
+    attribute schema (--schema, or pulled with a management key) values are
+    coerced to Talon.One's types, and attributes Talon.One does not have or
+    values that do not fit are dropped, so they cannot fail a batch; the
+    summary says where the schema came from.
 
     Exit status: 0 all delivered (or a dry run's reader closed the output),
     1 some events dead-lettered, 2 usage or settings error (nothing sent),
@@ -426,8 +513,11 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
     from talon_classic.bulk import Options, Pipeline
     from talon_classic.deadletter_file import DeadLetters
 
+    options["schema"] = schema_args.path  # recorded, so --resume types as the run did
     run = plan_run(settings_args, inputs, options)
     opts = run.options
+    run.schema = load_schema(SchemaArgs(opts["schema"], schema_args.refresh), run.settings,
+                             pull=True)
     pipeline_options = Options(
         batch_size=opts["batch_size"],
         concurrency=1 if opts["dry_run"] else opts["concurrency"],  # a dry run prints in order
@@ -444,7 +534,8 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
     interrupted = False
     stats = None
     with contextlib.ExitStack() as stack:
-        engine = Engine(run.settings.custom_attributes)
+        engine = Engine(run.settings.custom_attributes, run.schema.schema if run.schema else None,
+                        engage_audiences=run.settings.engage_audiences)
         paths, compaction = (compacted(run, stack, quiet, engine) if opts["compact"]
                              else (run.paths, None))
         output = None
@@ -456,6 +547,7 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
                 raise UsageFailure(f"{opts['output']}: cannot write: {exc.strerror}") from None
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
+        memberships = open_memberships(run, client, stack, quiet)
         pipeline = Pipeline(
             engine,
             client,
@@ -467,6 +559,7 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
             before_send=(None if server is None
                          else register_profile_names(server.app) if pipeline_options.profiles
                          else register_engage_names(engine, server.app)),
+            memberships=memberships,
         )
         if output is not None:
             output.on_closed = lambda: pipeline.stop("the output was closed")

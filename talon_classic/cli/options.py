@@ -1,9 +1,11 @@
-"""What every command shares: exit codes, the usage error, the settings options.
+"""What every command shares: exit codes, the usage error, the settings and schema options.
 
 Commands are thin: they turn options into library objects and print. The
 pieces here keep them thin: :class:`UsageFailure` (exit 2 with one line),
-:func:`settings_options` (the four settings flags, handed to the command as
-one :class:`SettingsArgs` value) and :func:`check_inputs`.
+:func:`settings_options` (the settings flags, handed to the command as
+one :class:`SettingsArgs` value), :func:`schema_options` and
+:func:`load_schema` (the attribute schema a run types with) and
+:func:`check_inputs`.
 """
 
 from __future__ import annotations
@@ -11,22 +13,35 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from click.core import ParameterSource
 
-from talon_classic.exceptions import SettingsError
+from talon_classic.exceptions import (
+    AuthError,
+    DeliveryError,
+    RetriesExhausted,
+    SettingsError,
+    TalonClassicError,
+)
 from talon_classic.reader import STDIN
 from talon_classic.settings import (
+    ENGAGE_MODES,
     ENV_API_KEY,
     ENV_ATTRIBUTES,
     ENV_DOMAIN,
+    ENV_ENGAGE_AUDIENCES,
+    ENV_MANAGEMENT_KEY,
     Settings,
     check_secret,
     load_settings,
 )
+
+if TYPE_CHECKING:
+    from talon_classic.schema import Schema
+    from talon_classic.schemacache import SchemaSource
 
 EXIT_OK = 0
 EXIT_DEAD_LETTERED = 1
@@ -42,6 +57,12 @@ class UsageFailure(click.ClickException):
     """A usage, settings or input problem found before anything was sent: ``Error: ...``, exit 2."""
 
     exit_code = EXIT_USAGE
+
+
+class AuthFailure(click.ClickException):
+    """A key Talon.One refused before anything was sent: ``Error: ...``, exit 3."""
+
+    exit_code = EXIT_AUTH
 
 
 def given(name: str) -> bool:
@@ -63,6 +84,9 @@ class SettingsArgs:
     api_key: str | None
     application_domain: str | None
     custom_attributes: tuple[str, ...]
+    management_key: str | None = None
+    #: ``--engage-audiences`` (commands with :func:`engage_option`), None when not given.
+    engage_audiences: str | None = None
 
     @property
     def label(self) -> str:
@@ -77,13 +101,16 @@ class SettingsArgs:
                 api_key=self.api_key,
                 application_domain=self.application_domain,
                 custom_attributes=self.custom_attributes or None,
+                management_key=self.management_key,
+                engage_audiences=self.engage_audiences,
             )
         except SettingsError as exc:
             raise UsageFailure(str(exc)) from None
 
 
 def settings_options(func: F) -> F:
-    """Add ``--settings``, ``--api-key``, ``--application-domain``, ``--custom-attribute``.
+    """Add ``--settings``, ``--api-key``, ``--application-domain``, ``--custom-attribute``,
+    ``--management-key``.
 
     The command receives them as one ``settings_args: SettingsArgs``.
     """
@@ -91,16 +118,22 @@ def settings_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, settings_path: str | None, api_key: str | None,
                 application_domain: str | None, custom_attributes: tuple[str, ...],
-                **kwargs: Any) -> Any:
+                management_key: str | None, **kwargs: Any) -> Any:
         kwargs["settings_args"] = SettingsArgs(
             settings_path,
             api_key if given("api_key") else None,
             application_domain if given("application_domain") else None,
             custom_attributes if given("custom_attributes") else (),
+            management_key if given("management_key") else None,
         )
         return func(*args, **kwargs)
 
     decorated: Any = wrapper
+    decorated = click.option(
+        "--management-key", metavar="KEY", envvar=ENV_MANAGEMENT_KEY, show_envvar=True,
+        help="Talon.One Management API key, to read the attribute schema. Never printed; "
+        "prefer the variable (a flag shows in `ps`).",
+    )(decorated)
     decorated = click.option(
         "--custom-attribute", "custom_attributes", multiple=True, metavar="NAME",
         envvar=ENV_ATTRIBUTES, show_envvar=True,
@@ -118,8 +151,134 @@ def settings_options(func: F) -> F:
     )(decorated)
     decorated = click.option(
         "--settings", "settings_path", type=click.Path(dir_okay=False), metavar="FILE",
-        help="Classic destination settings JSON (apiKey, applicationDomain, customAttributes).",
+        help="Classic destination settings JSON (apiKey, applicationDomain, customAttributes, "
+        "managementKey).",
     )(decorated)
+    return cast(F, decorated)
+
+
+@dataclass(frozen=True)
+class SchemaArgs:
+    """The schema flags of one command line: ``--schema FILE`` and ``--refresh-schema``."""
+
+    path: str | None
+    refresh: bool = False
+
+
+def schema_options(pull: bool) -> Callable[[F], F]:
+    """Add ``--schema FILE`` (and with ``pull``, ``--refresh-schema``) as one ``schema_args``.
+
+    ``pull``: the command pulls the schema with a management key when no file
+    is given (identify, serve); see :func:`load_schema`.
+    """
+    more = (" With a management key and no --schema, the schema is read from Talon.One's "
+            "Management API and cached for an hour." if pull else "")
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, schema: str | None, refresh_schema: bool = False,
+                    **kwargs: Any) -> Any:
+            kwargs["schema_args"] = SchemaArgs(schema, refresh_schema)
+            return func(*args, **kwargs)
+
+        decorated: Any = wrapper
+        if pull:
+            decorated = click.option(
+                "--refresh-schema", is_flag=True,
+                help="Pull the schema from the Management API even if a cached one is "
+                "younger than an hour.")(decorated)
+        decorated = click.option(
+            "--schema", type=click.Path(dir_okay=False), metavar="FILE",
+            help="Talon.One's customer-profile attributes and their types (what `schema "
+            "pull` writes): values are coerced to their types, unknown attributes dropped."
+            + more)(decorated)
+        return cast(F, decorated)
+
+    return decorate
+
+
+def pull_schema(settings: Settings, **client_options: Any) -> Schema:
+    """Every customer-profile attribute of the settings' deployment, via the Management API."""
+    from talon_classic.management import ManagementClient
+
+    with ManagementClient.from_settings(settings, **client_options) as client:
+        return client.attributes()
+
+
+def schema_failure(exc: TalonClassicError, domain: str | None, *, hint: bool = True
+                   ) -> click.ClickException:
+    """One line for a schema that cannot be had: exit 3 for a refused key, else exit 2.
+
+    ``hint``: say that a ``--schema`` file is the way around an unreachable API.
+    """
+    if isinstance(exc, AuthError):
+        return AuthFailure(str(exc))
+    if isinstance(exc, RetriesExhausted):
+        way_out = (" try again, or give --schema FILE (written by `talon-classic schema pull`)"
+                   if hint else " try again")
+        return UsageFailure(f"cannot read the attribute schema from {domain}: {exc};{way_out}")
+    if isinstance(exc, DeliveryError):
+        return UsageFailure(f"cannot read the attribute schema from {domain}: {exc}")
+    return UsageFailure(str(exc))
+
+
+def load_schema(schema_args: SchemaArgs, settings: Settings, *, pull: bool
+                ) -> SchemaSource | None:
+    """The schema a run types with: ``--schema FILE``; else, when ``pull`` and the settings
+    have a management key, the cached (an hour) or pulled one; else None (nothing typed).
+
+    Problems are one line: exit 3 for a refused management key, 2 for anything else.
+    """
+    from talon_classic.schemacache import resolve_schema
+
+    if schema_args.refresh and schema_args.path:
+        raise UsageFailure("--refresh-schema pulls the schema; leave it out with --schema FILE")
+    can_pull = pull and bool(settings.management_key)
+    if schema_args.refresh and not can_pull:
+        raise UsageFailure(f"--refresh-schema needs a management key ({ENV_MANAGEMENT_KEY} "
+                           "or --management-key) to pull the schema with")
+    if can_pull and not schema_args.path and not settings.application_domain:
+        raise UsageFailure("applicationDomain: missing, so the schema cannot be pulled with the "
+                           "management key (the Management API is on the deployment's host): "
+                           "set it, or give --schema FILE")
+    try:
+        return resolve_schema(
+            schema_args.path,
+            deployment=settings.application_domain if can_pull else None,
+            pull=(lambda: pull_schema(settings)) if can_pull else None,
+            refresh=schema_args.refresh,
+            warn=warn,
+        )
+    except TalonClassicError as exc:
+        raise schema_failure(exc, settings.application_domain) from None
+
+
+def schema_line(source: SchemaSource | None) -> str | None:
+    """``schema: pulled from URL (N attributes)`` and the like; None without a schema."""
+    if source is None:
+        return None
+    count = len(source.schema)
+    return f"schema: {source.origin} ({count:,} attribute{'' if count == 1 else 's'})"
+def engage_option(func: F) -> F:
+    """``--engage-audiences``: what an Engage audience becomes. Put it below :func:`settings_options`.
+
+    The environment variable is read by :func:`~talon_classic.settings.load_settings`
+    (so its messages name it); the flag overrides it and the file.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, engage_audiences: str | None, **kwargs: Any) -> Any:
+        if engage_audiences is not None:
+            kwargs["settings_args"] = replace(kwargs["settings_args"],
+                                              engage_audiences=engage_audiences)
+        return func(*args, **kwargs)
+
+    decorated: Any = click.option(
+        "--engage-audiences", type=click.Choice(ENGAGE_MODES), default=None,
+        help="What an Engage audience becomes: 'attributes' (a boolean attribute, as the classic "
+        "destination; the default), 'memberships' (a member of a Talon.One audience instead; "
+        "Audience Entered/Exited tracks too) or 'both' [env var: "
+        f"{ENV_ENGAGE_AUDIENCES}; setting engageAudiences].")(wrapper)
     return cast(F, decorated)
 
 

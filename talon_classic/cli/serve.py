@@ -6,18 +6,28 @@ import contextlib
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from talon_classic.cli.options import (
+    SchemaArgs,
     SettingsArgs,
     UsageFailure,
+    engage_option,
+    load_schema,
+    schema_line,
+    schema_options,
     secret,
     server_options,
     settings_options,
 )
 from talon_classic.exceptions import SettingsError, TalonClassicError
+
+if TYPE_CHECKING:
+    from talon_classic.client import Client
+    from talon_classic.memberships import MembershipDelivery
+    from talon_classic.settings import Settings
 
 ENV_WRITE_KEYS = "TALON_WRITE_KEYS"
 ENV_WEBHOOK_SECRET = "TALON_WEBHOOK_SECRET"
@@ -33,6 +43,8 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 
 @click.command(short_help="Stand in for the classic destination over HTTP.")
 @settings_options
+@schema_options(pull=True)
+@engage_option
 @click.option("--spool", "spool_path", required=True, metavar="PATH",
               help="SQLite file where accepted events wait for delivery.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
@@ -57,17 +69,20 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process.")
 @server_options
-def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
-          write_keys: list[str], webhook_secret: str | None, threads: int, max_spool: int,
-          linger: float, dedupe_hours: float, rate_limit: float, emulator: bool,
+def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str, host: str,
+          port: int, write_keys: list[str], webhook_secret: str | None, threads: int,
+          max_spool: int, linger: float, dedupe_hours: float, rate_limit: float, emulator: bool,
           connection_limit: int | None, idle_timeout: float) -> None:
     """Accept Segment events over HTTP (tracking API, webhooks), spool them, deliver them.
 
     Segment's server libraries work unchanged when pointed at this host
     (e.g. analytics-python's host=http://HOST:PORT). SIGTERM or Ctrl-C:
     stop accepting, finish requests in progress, exit 0; undelivered events
-    stay in the spool for the next start. Exit status 2: it cannot start
-    (settings, options, the port is in use).
+    stay in the spool for the next start. With an attribute schema (--schema,
+    or pulled once at start with a management key) values are coerced to
+    Talon.One's types and what cannot be is dropped. Exit status 2: it
+    cannot start (settings, options, the schema, the port is in use); 3: the
+    management key was refused.
     """
     from talon_classic.cli.identify import emulator_for
     from talon_classic.client import Client
@@ -88,11 +103,17 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
         webhook_secret = secret(webhook_secret, "webhookSecret", "webhook_secret",
                                 ENV_WEBHOOK_SECRET)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    source = load_schema(schema_args, settings, pull=True)
+    schema = source.schema if source else None
+    engine = Engine(settings.custom_attributes, schema,
+                    engage_audiences=settings.engage_audiences)
     with contextlib.ExitStack() as stack:
         client: Any
         if emulator:
             # the server's worker does not report Engage names: accept every attribute
-            server = stack.enter_context(emulator_for(settings, rate_limit, None, strict=False))
+            # (with a schema, every attribute it has)
+            server = stack.enter_context(emulator_for(settings, rate_limit, None, strict=False,
+                                                      schema=schema))
             client = Client(server.url, server.app.config.api_key, rate_limit=rate_limit)
             click.echo(f"emulator: delivering to the local Talon.One emulator at {server.url}")
         else:
@@ -102,16 +123,20 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
                 raise UsageFailure(str(exc)) from None
             client = Client.from_settings(settings, rate_limit=rate_limit, concurrency=1)
         stack.callback(client.close)
+        memberships = open_memberships(settings, client, stack, emulator)
         try:
-            service = Service(spool_path, Engine(settings.custom_attributes), client, write_keys,
+            service = Service(spool_path, engine, client, write_keys,
                               webhook_secret=webhook_secret or None, host=host, port=port,
                               threads=threads, max_depth=max_spool, linger=linger,
                               dedupe_window=dedupe_hours * 3600,
-                              connection_limit=connection_limit, idle_timeout=idle_timeout)
+                              connection_limit=connection_limit, idle_timeout=idle_timeout,
+                              memberships=memberships)
         except TalonClassicError as exc:
             raise UsageFailure(str(exc)) from None
 
         signal.signal(signal.SIGTERM, lambda signum, frame: service.request_stop())
+        if source is not None:
+            click.echo(schema_line(source))
         click.echo(f"talon-classic serving on {service.url} (spool {spool_path}, "
                    f"{service.spool.depth:,} events waiting)")
         sys.stdout.flush()
@@ -120,3 +145,27 @@ def serve(settings_args: SettingsArgs, spool_path: str, host: str, port: int,
         finally:
             service.stop()
             click.echo("stopped; events not yet delivered stay in the spool")
+
+
+def open_memberships(settings: Settings, client: Client, stack: contextlib.ExitStack,
+                     emulator: bool) -> MembershipDelivery | None:
+    """With ``engageAudiences`` memberships or both: what the worker delivers them with.
+
+    Its state database is the deployment's (:func:`~talon_classic.state.state_file`);
+    none with ``--emulator``, which forgets everything when it stops.
+    """
+    import os
+    import sqlite3
+
+    from talon_classic.memberships import MembershipDelivery
+    from talon_classic.state import state_file
+
+    if settings.engage_audiences == "attributes":
+        return None
+    path = None if emulator else os.fspath(state_file(settings.application_domain or ""))
+    try:
+        delivery = MembershipDelivery.open(client, settings, path)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageFailure(f"{path}: cannot open the state database ({exc})") from None
+    stack.callback(delivery.close)
+    return delivery

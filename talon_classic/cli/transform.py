@@ -7,9 +7,13 @@ import sys
 import click
 
 from talon_classic.cli.options import (
+    SchemaArgs,
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    engage_option,
+    load_schema,
+    schema_options,
     settings_options,
     warn,
 )
@@ -21,14 +25,21 @@ from talon_classic.transform import Engine
 
 @click.command(short_help="Show what the engine makes of each event; sends nothing.")
 @settings_options
+@schema_options(pull=False)
+@engage_option
 @click.argument("inputs", nargs=-1, metavar="[INPUT]...")
-def transform(settings_args: SettingsArgs, inputs: tuple[str, ...]) -> None:
+def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[str, ...]
+              ) -> None:
     """Show what the engine makes of each event (JSONL in, JSONL out; sends nothing).
 
     INPUT is a .jsonl file, a .gz of one, or '-' for stdin (the default).
     One output line per non-blank input line, with its 1-based "line"
     number: the upsert ("integrationId", "attributes", "dropped") or
-    "skipped" with a reason code and an "error" in words.
+    "skipped" with a reason code and an "error" in words. With --schema,
+    values are coerced to Talon.One's types, and attributes it does not have
+    or values that do not fit are dropped (unknown_attribute, type_mismatch).
+    With --engage-audiences memberships or both, an Engage audience event
+    also shows its "memberships" ([{"action", "audience", "computation_id"}]).
 
     Exit status: 0 the input was read to the end (or the reader of the
     output went away, as with `| head`), 2 usage or settings error.
@@ -38,7 +49,9 @@ def transform(settings_args: SettingsArgs, inputs: tuple[str, ...]) -> None:
         warn("warning: customAttributes is empty, so every attribute but Engage audiences and "
              "computed traits is dropped as not_allowlisted (give --settings FILE or "
              "--custom-attribute NAME)")
-    engine = Engine(settings.custom_attributes)
+    source = load_schema(schema_args, settings, pull=False)
+    engine = Engine(settings.custom_attributes, source.schema if source else None,
+                    engage_audiences=settings.engage_audiences)
     paths = check_inputs(inputs)
     write = sys.stdout.write
     try:

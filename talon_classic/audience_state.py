@@ -1,0 +1,403 @@
+"""What talon-classic remembers of audiences, in the state database, and list diffs done in SQL.
+
+The state database is one SQLite file per deployment and id prefix
+(:func:`talon_classic.state.state_file`), shared with the delivery ledger:
+each keeps to its own tables, created with ``CREATE TABLE IF NOT EXISTS``,
+and the file is in WAL mode so both can use it at once. The tables here:
+
+* ``audience_members (audience_id, integration_id)``: each audience's
+  membership as Talon.One last acknowledged it to talon-classic: an add or
+  a delete is recorded only once its request was acknowledged, so a sync
+  that was interrupted and run again sends only what is still needed.
+* ``audience_known (audience_id, source, since)``: the audiences whose
+  recorded membership is taken as their whole membership (after a mirror,
+  a read from Talon.One, or an ``audience clear``). Only for these can a
+  mirror remove members who left the list.
+* ``audience_ids (integration, integration_id, audience_id)``: the Talon.One
+  id of an audience created for another platform's audience (an Engage
+  audience is ``segment`` + its ``computation_id``), so it is created once.
+
+A list to sync is loaded into a temporary table and compared with the
+recorded membership in SQL (:meth:`AudienceState.changes`): a million ids
+are never held in Python, twice or even once. Temporary tables live in a
+temporary file, so memory stays flat whatever the list's size.
+
+The changes stream out of one query while they are delivered, so delivery
+starts with the first thousand rather than after the whole diff. Two
+connections make that safe: the diff reads through one (holding the list's
+temporary tables; in WAL mode its query sees the database as it was when
+it started), and acknowledged actions are recorded through the other, each
+request's in its own transaction, as soon as it is acknowledged.
+
+Without a file (``--no-state``, or a dry run with no state yet) the same
+code runs on a private temporary database, deleted when closed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from talon_classic.audiences import ADD, DELETE
+from talon_classic.state import ensure_dir
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audience_members (
+    audience_id INTEGER NOT NULL,
+    integration_id TEXT NOT NULL,
+    PRIMARY KEY (audience_id, integration_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audience_known (
+    audience_id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    since TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audience_ids (
+    integration TEXT NOT NULL,
+    integration_id TEXT NOT NULL,
+    audience_id INTEGER NOT NULL,
+    PRIMARY KEY (integration, integration_id)
+) WITHOUT ROWID;
+"""
+
+_TEMP_SCHEMA = """
+CREATE TEMP TABLE IF NOT EXISTS sync_list (
+    integration_id TEXT PRIMARY KEY,
+    source INTEGER NOT NULL,
+    line INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS sync_talon (
+    integration_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+"""
+
+#: Where the membership a list is compared with comes from.
+BASELINE_STATE = "state"
+BASELINE_TALON = "talon"
+#: Rows given to SQLite at once while loading.
+_CHUNK = 10_000
+#: Pages of the temporary database kept in memory (negative: KiB), enough for a fast
+#: diff of millions of ids and still small.
+_TEMP_CACHE_KIB = 64 * 1024
+
+
+class Pending(NamedTuple):
+    """One action a sync must send: ``source``/``line`` say where in the list its id came
+    from (None for a member a mirror removes because it is not in the list)."""
+
+    action: str
+    integration_id: str
+    source: int | None
+    line: int | None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class AudienceState:
+    """Recorded memberships, known audiences and created audiences' ids, in one SQLite file.
+
+    ``path`` None: a private temporary database, gone when closed. A
+    ``path`` whose directory is missing has it created (mode 0700); a new
+    file is created 0600 (it names users). Thread-safe (one lock around the
+    connection).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._scratch: str | None = None
+        if self.path is not None:
+            ensure_dir(self.path.parent)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            file = os.fspath(self.path)
+        else:
+            self._scratch = tempfile.mkdtemp(prefix="talon-classic-state-")
+            file = os.path.join(self._scratch, "state.db")
+        # One lock per connection: a long step of the diff (on _list, perhaps in another
+        # thread) must not hold up recording (on _main).
+        self._lock = threading.RLock()
+        self._list_lock = threading.RLock()
+        # _main: the lasting tables, always a fresh view; _list: the list's temporary
+        # tables and the diff's query (see the module's docstring).
+        self._main = self._connect(file)
+        self._main.executescript(_SCHEMA)
+        self._list = self._connect(file)
+        self._list.execute("PRAGMA temp_store=FILE")
+        self._list.execute(f"PRAGMA temp.cache_size=-{_TEMP_CACHE_KIB}")
+        self._list.executescript(_TEMP_SCHEMA)
+
+    @staticmethod
+    def _connect(file: str) -> sqlite3.Connection:
+        db = sqlite3.connect(file, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    @property
+    def persistent(self) -> bool:
+        """Does what is recorded outlive this object (a file, not ``--no-state``)?"""
+        return self.path is not None
+
+    def close(self) -> None:
+        """Close the database (a temporary one is deleted)."""
+        with self._list_lock, self._lock:
+            self._list.close()
+            self._main.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> AudienceState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, statements: Iterable[tuple[str, Iterable[tuple[object, ...]]]]) -> None:
+        """Run ``(sql, rows)`` pairs (executemany) in one transaction."""
+        with self._lock:
+            self._main.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    self._main.executemany(sql, rows)
+                self._main.execute("COMMIT")
+            except BaseException:
+                self._main.execute("ROLLBACK")
+                raise
+
+    # -- recorded memberships ---------------------------------------------------
+    def is_known(self, audience_id: int) -> bool:
+        """Is the recorded membership of ``audience_id`` taken as its whole membership?"""
+        with self._lock:
+            return self._main.execute("SELECT 1 FROM audience_known WHERE audience_id = ?",
+                                    (audience_id,)).fetchone() is not None
+
+    def known_source(self, audience_id: int) -> str | None:
+        """Where the known membership started (``mirror``, ``talon``, ``clear``), or None."""
+        with self._lock:
+            row = self._main.execute("SELECT source FROM audience_known WHERE audience_id = ?",
+                                   (audience_id,)).fetchone()
+        return row[0] if row else None
+
+    def mark_known(self, audience_id: int, source: str) -> None:
+        """Take the recorded membership as the whole from now on (kept if already so)."""
+        self._write([("INSERT OR IGNORE INTO audience_known (audience_id, source, since) "
+                      "VALUES (?, ?, ?)", [(audience_id, source, _now())])])
+
+    def record(self, audience_id: int, actions: Iterable[tuple[str, str]],
+               known: str | None = None) -> None:
+        """Record acknowledged ``(action, integration_id)`` pairs, in one transaction.
+
+        ``known`` also marks the audience as known (see :meth:`mark_known`) in
+        the same transaction, so a mirror's first acknowledged request and
+        that mark are never separated by a crash.
+        """
+        adds: list[tuple[object, ...]] = []
+        deletes: list[tuple[object, ...]] = []
+        for action, iid in actions:
+            (adds if action == ADD else deletes).append((audience_id, iid))
+        statements: list[tuple[str, Iterable[tuple[object, ...]]]] = [
+            ("INSERT OR IGNORE INTO audience_members (audience_id, integration_id) VALUES (?, ?)",
+             adds),
+            ("DELETE FROM audience_members WHERE audience_id = ? AND integration_id = ?",
+             deletes)]
+        if known is not None:
+            statements.append(("INSERT OR IGNORE INTO audience_known (audience_id, source, "
+                               "since) VALUES (?, ?, ?)", [(audience_id, known, _now())]))
+        self._write(statements)
+
+    def reset(self, audience_id: int, source: str = "clear") -> None:
+        """The audience is empty (``audience clear``): no members, and that is known."""
+        self._write([
+            ("DELETE FROM audience_members WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_known WHERE audience_id = ?", [(audience_id,)]),
+            ("INSERT INTO audience_known (audience_id, source, since) VALUES (?, ?, ?)",
+             [(audience_id, source, _now())])])
+
+    def forget(self, audience_id: int) -> None:
+        """Forget everything about an audience (``audience delete``), its id mapping too."""
+        self._write([
+            ("DELETE FROM audience_members WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_known WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_ids WHERE audience_id = ?", [(audience_id,)])])
+
+    def member_count(self, audience_id: int) -> int:
+        """How many members are recorded for ``audience_id``."""
+        with self._lock:
+            count: int = self._main.execute(
+                "SELECT COUNT(*) FROM audience_members WHERE audience_id = ?",
+                (audience_id,)).fetchone()[0]
+        return count
+
+    def members(self, audience_id: int) -> Iterator[str]:
+        """The recorded members, sorted (fetched in pages, never all at once)."""
+        last = ""
+        while True:
+            with self._lock:
+                rows = self._main.execute(
+                    "SELECT integration_id FROM audience_members WHERE audience_id = ? AND "
+                    "integration_id > ? ORDER BY integration_id LIMIT ?",
+                    (audience_id, last, _CHUNK)).fetchall()
+            if not rows:
+                return
+            for (iid,) in rows:
+                yield iid
+            last = rows[-1][0]
+
+    # -- a list to sync ---------------------------------------------------------
+    def start_list(self) -> None:
+        """Empty the temporary tables of a previous sync on this connection."""
+        with self._list_lock:
+            self._list.executescript("DELETE FROM temp.sync_list; DELETE FROM temp.sync_talon;")
+
+    def add_to_list(self, rows: list[tuple[str, int, int]]) -> int:
+        """Load ``(integration_id, source, line)`` rows; return how many were new (not duplicates)."""
+        return self._load("INSERT OR IGNORE INTO temp.sync_list (integration_id, source, line) "
+                          "VALUES (?, ?, ?)", rows)
+
+    def add_talon_members(self, ids: Iterable[str]) -> int:
+        """Load members read from Talon.One into the temporary baseline; return how many."""
+        total = 0
+        chunk: list[tuple[str]] = []
+        for iid in ids:
+            chunk.append((iid,))
+            if len(chunk) >= _CHUNK:
+                total += self._load("INSERT OR IGNORE INTO temp.sync_talon (integration_id) "
+                                    "VALUES (?)", chunk)
+                chunk = []
+        if chunk:
+            total += self._load("INSERT OR IGNORE INTO temp.sync_talon (integration_id) "
+                                "VALUES (?)", chunk)
+        return total
+
+    def _load(self, sql: str, rows: list[tuple[str, int, int]] | list[tuple[str]]) -> int:
+        with self._list_lock:
+            db = self._list
+            before = db.total_changes
+            db.execute("BEGIN")
+            try:
+                db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return db.total_changes - before
+
+    def adopt_talon(self, audience_id: int) -> None:
+        """Replace the recorded membership with what was read from Talon.One, and know it."""
+        with self._list_lock:
+            db = self._list  # where the temporary baseline is
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM audience_members WHERE audience_id = ?", (audience_id,))
+                db.execute("INSERT INTO audience_members (audience_id, integration_id) "
+                           "SELECT ?, integration_id FROM temp.sync_talon", (audience_id,))
+                db.execute("DELETE FROM audience_known WHERE audience_id = ?", (audience_id,))
+                db.execute("INSERT INTO audience_known (audience_id, source, since) "
+                           "VALUES (?, 'talon', ?)", (audience_id, _now()))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def listed(self) -> int:
+        """How many distinct ids the loaded list holds."""
+        with self._list_lock:
+            count: int = self._list.execute("SELECT COUNT(*) FROM temp.sync_list").fetchone()[0]
+        return count
+
+    def changes(self, audience_id: int, mode: str, baseline: str = BASELINE_STATE,
+                removes: bool = True, batch_size: int = 1000) -> Iterator[list[Pending]]:
+        """What the loaded list needs against ``baseline``, in batches, computed as they go.
+
+        ``mode`` ``add``: the listed ids not in the baseline. ``remove``: the
+        listed ids in it (every listed id when ``removes`` is False, i.e. the
+        baseline is not the whole membership). ``mirror``: both ways; the
+        members to remove only when ``removes`` (otherwise it can only add).
+        Removes come first, then adds, each kind in id order.
+
+        Both sides are read in id order (their primary keys), so SQLite
+        compares them by merging (``EXCEPT``/``INTERSECT`` with ``ORDER BY``):
+        one pass over each, no lookup per id. The queries share one read
+        transaction, ``batch_size`` rows read at a time: recording
+        acknowledged actions meanwhile (through the other connection)
+        changes nothing they return. They may run in another thread than the
+        one recording. Actions carry no list position (see :meth:`position`).
+        """
+        if baseline == BASELINE_TALON:
+            members = "SELECT integration_id FROM temp.sync_talon"
+        else:
+            members = "SELECT integration_id FROM main.audience_members WHERE audience_id = :aid"
+        listed = "SELECT integration_id FROM temp.sync_list"
+        queries: list[tuple[str, str]] = []
+        if mode == "remove":
+            queries.append((DELETE, f"{listed} INTERSECT {members} ORDER BY 1" if removes
+                            else f"{listed} ORDER BY 1"))
+        elif mode == "mirror" and removes:
+            queries.append((DELETE, f"{members} EXCEPT {listed} ORDER BY 1"))
+        if mode in ("add", "mirror"):
+            queries.append((ADD, f"{listed} EXCEPT {members} ORDER BY 1"))
+        params = {"aid": audience_id}
+        cursor: sqlite3.Cursor | None = None
+        with self._list_lock:
+            self._list.execute("BEGIN")  # one snapshot for every query
+        batch: list[Pending] = []  # filled across queries: removes and adds share requests
+        try:
+            for action, sql in queries:
+                with self._list_lock:
+                    cursor = self._list.execute(sql, params)
+                while True:
+                    with self._list_lock:
+                        rows = cursor.fetchmany(batch_size - len(batch))
+                    if not rows:
+                        break
+                    batch += [Pending(action, iid, None, None) for (iid,) in rows]
+                    if len(batch) >= batch_size:
+                        yield batch
+                        batch = []
+                with self._list_lock:
+                    cursor.close()
+                cursor = None
+            if batch:
+                yield batch
+        finally:
+            with self._list_lock:
+                if cursor is not None:
+                    cursor.close()
+                self._list.execute("COMMIT")
+
+    def position(self, integration_id: str) -> tuple[int, int] | None:
+        """``(source, line)`` where the loaded list has ``integration_id`` first, or None."""
+        with self._list_lock:
+            row = self._list.execute("SELECT source, line FROM temp.sync_list WHERE "
+                                     "integration_id = ?", (integration_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # -- audiences created for another platform's ------------------------------
+    def audience_id_for(self, integration: str, integration_id: str) -> int | None:
+        """The remembered Talon.One id of ``integration``'s audience ``integration_id``, or None."""
+        with self._lock:
+            row = self._main.execute("SELECT audience_id FROM audience_ids WHERE integration = ? "
+                                   "AND integration_id = ?",
+                                   (integration, integration_id)).fetchone()
+        return row[0] if row else None
+
+    def remember_audience_id(self, integration: str, integration_id: str,
+                             audience_id: int) -> None:
+        """Remember (or correct) the Talon.One id of ``integration``'s audience ``integration_id``."""
+        self._write([("INSERT OR REPLACE INTO audience_ids (integration, integration_id, "
+                      "audience_id) VALUES (?, ?, ?)", [(integration, integration_id,
+                                                          audience_id)])])
+
+    def forget_audience_id(self, integration: str, integration_id: str) -> None:
+        """Forget a remembered id (its audience was deleted in Talon.One)."""
+        self._write([("DELETE FROM audience_ids WHERE integration = ? AND integration_id = ?",
+                      [(integration, integration_id)])])

@@ -1,0 +1,192 @@
+"""AudienceSync as a library, against the emulator: stops, failures and what is recorded."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from talon_classic.audience_state import AudienceState
+from talon_classic.audience_sync import AudienceSync, SyncOptions
+from talon_classic.client import Client
+from talon_classic.deadletter_file import DeadLetters
+from talon_classic.exceptions import AudienceNotFound
+from talon_classic.management import ManagementClient
+
+
+def stdin(ids) -> io.BytesIO:
+    return io.BytesIO("".join(f"{i}\n" for i in ids).encode())
+
+
+def client_for(emu, **kw) -> Client:
+    kw.setdefault("rate_limit", 0)
+    kw.setdefault("sleep", lambda _s: None)
+    return Client(emu.url, emu.api_key, **kw)
+
+
+@pytest.fixture()
+def audience(talon_emulator) -> int:
+    with client_for(talon_emulator) as client:
+        return client.create_audience("a").id
+
+
+def run_sync(emu, state, audience_id, ids, mode="mirror", **kw):
+    dead = kw.pop("dead_letters", None)
+    client = kw.pop("client", None) or client_for(emu)
+    management = kw.pop("management", None)
+    sync = AudienceSync(client, state, SyncOptions(audience_id, mode, **kw),
+                        dead_letters=dead, management=management, warn=lambda _m: None)
+    return sync, sync.run(["-"], stdin=stdin(ids))
+
+
+def test_options_are_checked() -> None:
+    for bad in ({"mode": "sync"}, {"mode": "add", "batch_size": 1001},
+                {"mode": "add", "concurrency": 0}):
+        with pytest.raises(ValueError):
+            SyncOptions(1, **bad)
+
+
+def test_from_talon_needs_a_management_client(talon_emulator) -> None:
+    with pytest.raises(ValueError, match="ManagementClient"):
+        AudienceSync(client_for(talon_emulator), AudienceState(None),
+                     SyncOptions(1, "mirror", from_talon=True))
+
+
+def test_small_batches_and_concurrency_deliver_in_full(talon_emulator, audience) -> None:
+    with AudienceState(None) as state:
+        _, summary = run_sync(talon_emulator, state, audience, [f"u{i}" for i in range(95)],
+                              batch_size=10, concurrency=4)
+        assert (summary.added, summary.requests) == (95, 10)
+        assert state.member_count(audience) == 95
+
+
+def test_a_wrong_key_stops_and_records_nothing(talon_emulator, audience) -> None:
+    with AudienceState(None) as state:
+        wrong = Client(talon_emulator.url, "wrong-key-0000000000", rate_limit=0)
+        sync, summary = run_sync(talon_emulator, state, audience, ["u1", "u2"], client=wrong)
+        assert sync.auth_error is not None and summary.stopped and "401" in summary.stopped
+        assert summary.added == 0 and state.member_count(audience) == 0
+        assert not state.is_known(audience)
+
+
+def test_exhausted_retries_are_dead_lettered_and_left_unrecorded(talon_emulator, audience,
+                                                                 tmp_path: Path) -> None:
+    talon_emulator.configure(fail_next=1, fail_status=503)
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    with AudienceState(None) as state:
+        _, summary = run_sync(talon_emulator, state, audience, ["u1", "u2", "u3"],
+                              client=client_for(talon_emulator, max_attempts=1),
+                              batch_size=2, concurrency=1, dead_letters=dead)
+        assert (summary.added, summary.failed, summary.dead_lettered) == (1, 2, 2)
+        assert list(state.members(audience)) == ["u3"]
+    letters = [json.loads(x) for x in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(x["event"]["profileIntegrationId"], x["reason"], x["input"]) for x in letters] == [
+        ("u1", "retries_exhausted", "<stdin>:1"), ("u2", "retries_exhausted", "<stdin>:2")]
+
+
+def test_an_unexpected_error_dead_letters_its_request(talon_emulator, audience,
+                                                      tmp_path: Path) -> None:
+    class Broken(Client):
+        def update_memberships(self, actions):  # type: ignore[override]
+            raise ZeroDivisionError("boom")
+
+    broken = Broken(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    with AudienceState(None) as state:
+        sync, summary = run_sync(talon_emulator, state, audience, ["u1"], client=broken,
+                                 dead_letters=dead)
+    assert sync.internal_error and "ZeroDivisionError" in sync.internal_error
+    assert (summary.internal_errors, summary.dead_lettered) == (1, 1)
+    assert json.loads((tmp_path / "dead.jsonl").read_text())["reason"] == "internal_error"
+
+
+def test_a_mirror_that_removes_names_no_line(talon_emulator, audience, tmp_path: Path) -> None:
+    with AudienceState(None) as state:
+        run_sync(talon_emulator, state, audience, ["u1", "u2"])
+        talon_emulator.configure(reject_ids=["u2"])
+        dead = DeadLetters(tmp_path / "dead.jsonl")
+        _, summary = run_sync(talon_emulator, state, audience, ["u1"], dead_letters=dead)
+        assert (summary.removed, summary.rejected) == (0, 1)
+        assert list(state.members(audience)) == ["u1", "u2"]  # still a member, as in Talon.One
+    letter = json.loads((tmp_path / "dead.jsonl").read_text())
+    assert letter["event"]["action"] == "delete" and letter["input"] == "not in the list (mirror)"
+
+
+def test_an_audience_deleted_midway_stops_the_sync(talon_emulator, audience) -> None:
+    class DeletesAfterFirst(Client):
+        calls = 0
+
+        def update_memberships(self, actions):  # type: ignore[override]
+            DeletesAfterFirst.calls += 1
+            if DeletesAfterFirst.calls == 2:
+                talon_emulator.app.audiences.delete(audience)
+            return super().update_memberships(actions)
+
+    client = DeletesAfterFirst(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    with AudienceState(None) as state:
+        sync = AudienceSync(client, state, SyncOptions(audience, "mirror", batch_size=10,
+                                                       concurrency=1), warn=lambda _m: None)
+        with pytest.raises(AudienceNotFound) as info:
+            sync.run(["-"], stdin=stdin([f"u{i}" for i in range(50)]))
+        assert info.value.audience_id == audience
+        assert sync.summary.added == 10 and state.member_count(audience) == 10
+        assert state.known_source(audience) == "mirror"  # with its first acknowledged request
+    assert DeletesAfterFirst.calls == 2  # nothing sent after the 404
+
+
+def test_ctrl_c_records_what_was_acknowledged(talon_emulator, audience) -> None:
+    calls = 0
+
+    def interrupt(sync: AudienceSync) -> None:
+        nonlocal calls
+        if sync.phase == "delivering":
+            calls += 1
+            if calls == 3:
+                raise KeyboardInterrupt
+
+    with AudienceState(None) as state:
+        sync = AudienceSync(client_for(talon_emulator), state,
+                            SyncOptions(audience, "add", batch_size=10, concurrency=1),
+                            warn=lambda _m: None, on_progress=interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            sync.run(["-"], stdin=stdin([f"u{i}" for i in range(100)]))
+        recorded = state.member_count(audience)
+        assert recorded == sync.summary.added and 10 <= recorded < 100
+        assert len(talon_emulator.audience_members(audience)) == recorded
+        assert "interrupted" in (sync.summary.stopped or "")
+
+
+def test_a_dry_run_from_talon_compares_but_adopts_nothing(talon_emulator, audience) -> None:
+    talon_emulator.app.audiences.apply([("add", "theirs", audience)])
+    management = ManagementClient(talon_emulator.url, talon_emulator.management_key,
+                                  rate_limit=0)
+    out = io.StringIO()
+    with AudienceState(None) as state:
+        dry = Client.dry_run(talon_emulator.url, talon_emulator.api_key, out)
+        _, summary = run_sync(talon_emulator, state, audience, ["mine"], client=dry,
+                              management=management, from_talon=True, dry_run=True)
+        assert (summary.added, summary.removed, summary.baseline) == (1, 1, "talon")
+        assert state.member_count(audience) == 0 and not state.is_known(audience)
+    (request,) = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [a["action"] for a in request["body"]["data"]] == ["delete", "add"]
+    assert talon_emulator.audience_members(audience) == ["theirs"]
+
+
+def test_a_state_that_cannot_record_stops_the_sync_without_dead_letters(
+        talon_emulator, audience, tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    dead = DeadLetters(tmp_path / "dead.jsonl")
+    with AudienceState(None) as state:
+        def full(*_a, **_k):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(state, "record", full)
+        sync, summary = run_sync(talon_emulator, state, audience, [f"u{i}" for i in range(30)],
+                                 batch_size=10, concurrency=1, dead_letters=dead)
+    assert "cannot record an acknowledged request" in (summary.stopped or "")
+    assert sync.internal_error and "disk is full" in sync.internal_error
+    assert summary.dead_lettered == 0 and not (tmp_path / "dead.jsonl").exists()
+    assert len(talon_emulator.audience_members(audience)) == 10  # delivered, then stopped
