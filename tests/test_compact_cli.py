@@ -281,3 +281,18 @@ def test_sigkill_during_profiles_sending_then_resume_delivers_everything_once(
                            capture_output=True, text=True)
     assert again.returncode == 2
     assert "cannot resume with --compact True (the run used False)" in again.stderr
+
+
+def test_compaction_refuses_engage_memberships_it_would_lose(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1"}])
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"customAttributes": ["plan"], "apiKey": "k",
+                                    "applicationDomain": "https://x.talon.one",
+                                    "engageAudiences": "memberships"}))
+    for args in (["compact", str(src), "-o", str(tmp_path / "o.jsonl")],
+                 ["identify", str(src), "--compact", "--dry-run"]):
+        result = cli(*args, "--settings", str(settings))
+        assert result.exit_code == 2, result.output
+        assert "compaction keeps profile attributes only, and engageAudiences is " \
+               "'memberships'" in result.output
+    assert not (tmp_path / "o.jsonl").exists()

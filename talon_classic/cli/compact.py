@@ -68,7 +68,11 @@ def run_compaction(settings: Any, paths: list[str], out: str, options: dict[str,
     ``transformer`` is the engine to transform with (default: the settings' allowlist).
     """
     from talon_classic.compact import compact as compact_events
+    from talon_classic.compact import unsupported
 
+    problem = unsupported(transformer if transformer is not None else Engine(settings))
+    if problem:
+        raise UsageFailure(problem)
     progress = CompactProgress(enabled=not quiet and sys.stderr.isatty())
     try:
         return compact_events(

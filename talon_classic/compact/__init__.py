@@ -82,6 +82,23 @@ class CompactSummary(Summary):
         return "\n".join(lines)
 
 
+def unsupported(rules: Any) -> str | None:
+    """Why ``rules`` (an Engine) cannot compact, or None: memberships are not profiles.
+
+    With ``engageAudiences`` ``memberships`` or ``both``, Engage audiences
+    become Talon.One audience memberships, which a compacted file does not
+    hold; compacting would lose them.
+    """
+    from talon_classic.engage import ATTRIBUTES
+
+    mode = getattr(rules, "engage_audiences", ATTRIBUTES)
+    if mode == ATTRIBUTES:
+        return None
+    return (f"compaction keeps profile attributes only, and engageAudiences is {mode!r}: its "
+            "audience memberships would be lost; send this input without compaction, or "
+            "compact with engageAudiences 'attributes'")
+
+
 def _small(paths: list[str]) -> bool:
     """Inputs that are files of two blocks or less in all (not worth a worker process)."""
     from talon_classic.compact.events import BLOCK_BYTES
@@ -132,6 +149,9 @@ def compact(paths: Iterable[str], settings: Any, out: str, *, engine: str = "duc
 
         memory_limit = memory_size(memory_limit)
     rules = transformer if transformer is not None else Engine(settings)
+    problem = unsupported(rules)
+    if problem:
+        raise CompactError(problem)
     summary = CompactSummary(os.fspath(out), engine)
     if engine == "spark":
         from talon_classic.spark import compact_to_file
