@@ -73,7 +73,9 @@ def test_events_without_timestamp_count_in_file_order() -> None:
     assert sent(m.close(1, final=True)) == {"u1": {"plan": "d"}}
     add(m, "u1", 4.5, plan="e")  # still older than the 5 that "b" and "d" replaced
     add(m, "u2", 0, plan="z")  # "y" had no timestamp: anything later in the file wins
-    assert sent(m.close(2, final=True)) == {"u1": {}, "u2": {"plan": "z"}}
+    batch = m.close(2, final=True)  # u1 has nothing newer: it exists, so it is not sent
+    assert sent(batch) == {"u2": {"plan": "z"}} and batch.current == ["u1"]
+    assert batch.dropped == [("plan", "superseded")]
 
 
 def test_a_value_without_timestamp_keeps_the_timestamp_it_replaced() -> None:
@@ -88,7 +90,8 @@ def test_a_value_without_timestamp_keeps_the_timestamp_it_replaced() -> None:
     assert sent(m.close(1, final=True)) == {"u1": {"plan": "pro", "email": "file-order@x.io"}}
     assert m.remembered("u1") == {"email": 10, "plan": 12}
     add(m, "u1", 9, email="nine@x.io")  # older than what the last value replaced
-    assert sent(m.close(2, final=True)) == {"u1": {}}
+    batch = m.close(2, final=True)
+    assert sent(batch) == {} and batch.current == ["u1"]
 
 
 def test_carry_over_of_profiles_sent_in_the_last_batches() -> None:
@@ -137,7 +140,9 @@ def test_the_window_bounds_what_is_remembered_least_recently_sent_first() -> Non
     add(m, "u0", 50, plan="old")
     add(m, "r11-0", 0, plan="old")
     add(m, "r0-0", 0, plan="old")  # outside the window: nothing to compare with
-    assert sent(m.close(99, final=True)) == {"u0": {}, "r11-0": {}, "r0-0": {"plan": "old"}}
+    batch = m.close(99, final=True)
+    assert sent(batch) == {"r0-0": {"plan": "old"}}
+    assert batch.current == ["u0", "r11-0"]
 
 
 def test_rollback_forgets_what_was_not_delivered() -> None:
@@ -164,8 +169,9 @@ def test_rollback_forgets_what_was_not_delivered() -> None:
     add(m, "u1", 7, plan="seven", email="e7")
     add(m, "u3", 6, plan="six")
     add(m, "u2", 6, plan="six")
-    assert sent(m.close(2, final=True)) == {
-        "u1": {"plan": "seven", "email": "e7"}, "u3": {"plan": "six"}, "u2": {}}
+    batch = m.close(2, final=True)
+    assert sent(batch) == {"u1": {"plan": "seven", "email": "e7"}, "u3": {"plan": "six"}}
+    assert batch.current == ["u2"]
 
 
 def test_rollback_of_the_whole_batch_and_of_an_older_overlapping_batch() -> None:
@@ -195,7 +201,8 @@ def test_discard_open_drops_the_unsent_merge_only() -> None:
     assert m.pending == 0 and not m.full
     assert m.remembered("u1") == {"plan": 5}
     add(m, "u1", 4, plan="four")
-    assert sent(m.close(1, final=True)) == {"u1": {}}
+    batch = m.close(1, final=True)
+    assert sent(batch) == {} and batch.current == ["u1"]
 
 
 # -- properties -------------------------------------------------------------------
