@@ -32,6 +32,16 @@ class Summary:
         self.failed = 0
         self.dead_lettered = 0
         self.batches_resumed = 0
+        #: Profiles not sent: nothing newer than what Talon.One acknowledged (the ledger).
+        self.profiles_current = 0
+        #: Profiles whose newest values were sent again after an uncertain request.
+        self.profiles_repaired = 0
+        #: Profiles of uncertain requests not repaired yet (the next run does it).
+        self.repairs_left = 0
+        #: The ordering ledger this run used (set by the caller), None without one.
+        self.state_file: str | None = None
+        #: Why there is none, or how it was used (``dry run: read, not written``).
+        self.state_note = ""
         #: Batches hit by an unexpected error (a bug): dead-lettered, exit status 4.
         self.internal_errors = 0
         #: Dead letters this run added to the dead-letter file (set by the caller).
@@ -52,6 +62,22 @@ class Summary:
             if len(pairs) < MAX_DROPPED_NAMES:
                 pairs.update(dropped)  # C-level counting of (name, reason)
             else:  # enough distinct names: count reasons, and only names already seen
+                for pair in dropped:
+                    if pair in pairs:
+                        pairs[pair] += 1
+                    else:
+                        self._unnamed[pair[1]] += 1
+
+    def drop(self, dropped: list[tuple[str, str]]) -> None:
+        """Count attributes left out when a batch was compared with what Talon.One has
+        (``superseded``, ``unchanged``); from any thread."""
+        if not dropped:
+            return
+        with self._lock:
+            pairs = self._pairs
+            if len(pairs) < MAX_DROPPED_NAMES:
+                pairs.update(dropped)
+            else:
                 for pair in dropped:
                     if pair in pairs:
                         pairs[pair] += 1
@@ -108,6 +134,10 @@ class Summary:
             "failed": self.failed,
             "dead_lettered": self.dead_lettered,
             "batches_resumed": self.batches_resumed,
+            "profiles_current": self.profiles_current,
+            "profiles_repaired": self.profiles_repaired,
+            "repairs_left": self.repairs_left,
+            "state_file": self.state_file,
             "internal_errors": self.internal_errors,
             "dead_letter_file": self.dead_letter_file if self.dead_lettered else None,
             "stopped": self.stopped,
@@ -148,8 +178,20 @@ class Summary:
         if d["internal_errors"]:
             lines.append(f"unexpected errors  {d['internal_errors']:>12,}  batches; their events "
                          "are dead-lettered (a bug: please report it)")
+        if d["profiles_current"]:
+            lines.append(f"up to date         {d['profiles_current']:>12,}  profiles not sent "
+                         "(nothing newer than what Talon.One acknowledged)")
+        if d["profiles_repaired"]:
+            lines.append(f"repaired           {d['profiles_repaired']:>12,}  profiles (newest "
+                         "values sent again after a request that timed out)")
+        if d["repairs_left"]:
+            lines.append(f"repair pending     {d['repairs_left']:>12,}  profiles (a request "
+                         "timed out; the next run with this state file repairs them)")
         if d["batches_resumed"]:
             lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")
+        if d["state_file"] or self.state_note:
+            lines.append(f"state file         {d['state_file'] or 'none'}"
+                         + (f"  ({self.state_note})" if self.state_note else ""))
         rate = f"{d['events_per_s']:,.0f} events/s" if d["events_per_s"] else "-"
         lines.append(f"elapsed            {d['elapsed_s']:>11.2f}s  ({rate})")
         if d["stopped"]:
