@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ from talon_classic.cli.options import (
     warn,
 )
 from talon_classic.cli.transform import silence_stdout
-from talon_classic.exceptions import CheckpointError, InputError, SettingsError
+from talon_classic.exceptions import CheckpointError, InputError, LedgerError, SettingsError
 from talon_classic.files import open_private
 from talon_classic.jsonio import dumps
 from talon_classic.reader import STDIN
@@ -50,11 +51,13 @@ if TYPE_CHECKING:
     from talon_classic.bulk import Batch, Pipeline
     from talon_classic.client import Client
     from talon_classic.emulator import Emulator, EmulatorServer
+    from talon_classic.ledger import Ledger
     from talon_classic.summary import Summary
 
 #: Options a checkpoint records, so that a bare --resume continues the run as it was.
 RECORDED = (*BATCH_OPTIONS, "run_rule_engine", "concurrency", "rate_limit", "dead_letter",
-            "dead_letter_skipped", "settings_path", "emulator", "emulator_db")
+            "dead_letter_skipped", "settings_path", "emulator", "emulator_db",
+            "state", "no_state", "skip_unchanged", "read_timeout")
 
 
 @dataclass
@@ -175,6 +178,49 @@ def check_flags(opts: dict[str, Any]) -> None:
         raise UsageFailure("--output is only used with --dry-run")
     if opts["emulator_db"] and not opts["emulator"]:
         raise UsageFailure("--emulator-db is only used with --emulator")
+    if opts["state"] and opts["no_state"]:
+        raise UsageFailure("--state and --no-state exclude each other")
+    if opts["skip_unchanged"] and (opts["no_state"] or opts["emulator"] and not (
+            opts["emulator_db"] or opts["state"])):
+        raise UsageFailure("--skip-unchanged compares with the state file, and this run keeps "
+                           "none (--no-state, or --emulator without --emulator-db)")
+
+
+def open_state(run: Run, stack: contextlib.ExitStack) -> tuple[Ledger | None, str | None, str]:
+    """The ordering ledger of this run's deployment and id prefix, its path, and a note.
+
+    ``--state FILE``, else one file per deployment and id prefix in the state
+    directory. None with ``--no-state``, for ``--emulator`` without
+    ``--emulator-db`` (the emulator forgets too), and for a dry run when the
+    file does not exist (a dry run reads it, never writes it).
+    """
+    from talon_classic.ledger import Ledger
+    from talon_classic.state import ensure_dir, state_dir, state_file
+
+    opts = run.options
+    if opts["no_state"]:
+        return None, None, "--no-state"
+    if opts["emulator"]:
+        if not (opts["emulator_db"] or opts["state"]):
+            return None, None, "--emulator without --emulator-db forgets everything"
+        deployment = "emulator:" + os.path.abspath(opts["emulator_db"] or opts["state"])
+    else:
+        deployment = (run.settings.application_domain or "").rstrip("/")
+    if not deployment:
+        return None, None, "no application domain"
+    path = opts["state"] or os.fspath(state_file(deployment, opts["id_prefix"]))
+    if opts["dry_run"] and not os.path.exists(path):
+        return None, path, "dry run: it does not exist yet"
+    try:
+        if not opts["state"] and not opts["dry_run"]:
+            ensure_dir(state_dir())
+        ledger = Ledger(path, deployment, opts["id_prefix"], readonly=opts["dry_run"],
+                        exclusive=not opts["dry_run"], background=True)
+    except (LedgerError, OSError) as exc:
+        raise UsageFailure(str(exc) if isinstance(exc, LedgerError) else
+                           f"{path}: cannot create the state directory: {exc}") from None
+    stack.callback(ledger.close)
+    return ledger, path, "dry run: read, not written" if opts["dry_run"] else ""
 
 
 def _resumed_options(ckpt: Checkpoint, opts: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +317,7 @@ def open_client(run: Run, stack: contextlib.ExitStack, output: RequestOutput | N
         client = Client.dry_run(base_url, key, output, concurrency=1)
     else:
         client = Client(base_url, key, concurrency=opts["concurrency"],
-                        rate_limit=opts["rate_limit"])
+                        rate_limit=opts["rate_limit"], read_timeout=opts["read_timeout"])
     stack.callback(client.close)
     return client, server
 
@@ -282,7 +328,7 @@ def exit_code(pipeline: Pipeline, summary: Summary, interrupted: bool) -> int:
         return EXIT_INTERRUPTED
     if pipeline.auth_error is not None:
         return EXIT_AUTH
-    if pipeline.internal_error is not None:
+    if pipeline.internal_error is not None or pipeline.state_error is not None:
         return EXIT_INTERNAL
     if summary.dead_lettered:
         return EXIT_DEAD_LETTERED
@@ -290,7 +336,7 @@ def exit_code(pipeline: Pipeline, summary: Summary, interrupted: bool) -> int:
 
 
 def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str | None,
-           stats: dict[str, Any] | None) -> None:
+           stats: dict[str, Any] | None, state_error: str | None = None) -> None:
     """Print the summary; with ``--dry-run`` and no ``--output`` it goes to stderr."""
     opts = run.options
     to_err = opts["dry_run"] and not opts["output"]
@@ -311,6 +357,8 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
     text = summary.render()
     if internal:
         text += f"\nfirst unexpected error: {internal}"
+    if state_error:
+        text += f"\nstate file error: {state_error}"
     if opts["dry_run"]:
         text += "\ndry run: nothing was sent"
     click.echo(text, err=to_err)
@@ -351,6 +399,18 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
 @click.option("--resume", is_flag=True,
               help="Continue the run recorded in --checkpoint [default: <first input>"
               ".checkpoint.json], with its options, without re-sending what was delivered.")
+@click.option("--state", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The ordering ledger: what Talon.One acknowledged, so no run, replay or "
+              "resume sends an older value over a newer one [default: one file per "
+              "deployment and id prefix in $XDG_STATE_HOME/talon-classic/].")
+@click.option("--no-state", is_flag=True,
+              help="Keep no ledger: newest-wins holds within this run only.")
+@click.option("--skip-unchanged", is_flag=True,
+              help="Do not send values equal to what Talon.One acknowledged last (off by "
+              "default: the profile may have been edited in Talon.One since).")
+@click.option("--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
+              "request that timed out is repaired twice this long after it.")
 @click.option("--max-line-bytes", default=8 * 1024 * 1024, show_default=True,
               type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -364,7 +424,7 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
     Exit status: 0 all delivered (or a dry run's reader closed the output),
     1 some events dead-lettered, 2 usage or settings error (nothing sent),
     3 stopped by an authentication failure, 4 an unexpected error (its
-    events are dead-lettered), 130 interrupted (Ctrl-C).
+    events are dead-lettered) or the state file failed, 130 interrupted (Ctrl-C).
     """
     from talon_classic.bulk import Options, Pipeline
     from talon_classic.deadletter_file import DeadLetters
@@ -380,6 +440,7 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
         dead_letter_skipped=opts["dead_letter_skipped"],
         max_line_bytes=opts["max_line_bytes"],
         replay_dead_letters=opts["replay_dead_letters"],
+        skip_unchanged=opts["skip_unchanged"],
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
@@ -395,6 +456,7 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
                 raise UsageFailure(f"{opts['output']}: cannot write: {exc.strerror}") from None
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
+        ledger, state_path, state_note = open_state(run, stack)
         engine = Engine(run.settings.custom_attributes)
         pipeline = Pipeline(
             engine,
@@ -405,7 +467,9 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
             on_progress=progress,
             warn=(lambda _m: None) if quiet else warn,
             before_send=register_engage_names(engine, server.app) if server else None,
+            ledger=ledger,
         )
+        pipeline.summary.state_file, pipeline.summary.state_note = state_path, state_note
         if output is not None:
             output.on_closed = lambda: pipeline.stop("the output was closed")
         try:
@@ -423,5 +487,5 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
         if server is not None:
             stats = server.app.stats()
     code = exit_code(pipeline, summary, interrupted)
-    report(summary, code, run, as_json, pipeline.internal_error, stats)
+    report(summary, code, run, as_json, pipeline.internal_error, stats, pipeline.state_error)
     sys.exit(code)
