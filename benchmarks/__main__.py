@@ -31,6 +31,8 @@ def main() -> None:
     print(e2e_bench.report(e))
     m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
     print(memory_bench.report(m))
+    m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)), deliver=True)
+    print(memory_bench.report(m))
     print(serve_bench.report(serve_bench.run(1.0 if quick else 5.0)))
     print(f"total {time.monotonic() - start:.0f}s")
 
