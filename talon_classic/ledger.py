@@ -249,6 +249,8 @@ class Ledger:
         self._names_lock = threading.Lock()
         #: The ledger held no profile when opened (what it holds now, this process wrote).
         self.started_empty = False
+        #: Entries given to :meth:`record` since opened.
+        self.recorded = 0
         self._read_lock = threading.Lock()
         self._group = threading.Condition()
         self._queue: list[_Ticket] = []
@@ -589,6 +591,8 @@ class Ledger:
         earlier commit failed with, if one did).
         """
         ticket = _Ticket(entries, sent, delivered, uncertain or {}, repaired, then)
+        with self._names_lock:
+            self.recorded += len(entries)
         if self.readonly:
             if then is not None:
                 then()

@@ -200,6 +200,8 @@ class Merger:
         self._lock = threading.Lock()
         #: Profiles left the window (so the ledger may know ones the window does not).
         self._evicted = False
+        #: Ledger entries this merger produced (see :meth:`settle`).
+        self._produced = 0
 
     # -- the open batch ---------------------------------------------------------
     def add(self, iid: str, attributes: dict[str, Any], ts: float | None, source: Source) -> None:
@@ -297,9 +299,11 @@ class Merger:
             return batch
         ledger = self.ledger
         found: dict[str, bytes] = {}
-        # A ledger empty when opened holds only what this run wrote, all of it in
-        # the window until the window drops a profile: no query needed until then.
-        ask = ledger is not None and not (ledger.started_empty and not self._evicted)
+        # A ledger that was empty when opened, and was given only what this merger
+        # produced, knows nothing the window does not, until the window drops a
+        # profile: no query needed until then (a first import's common case).
+        ask = ledger is not None and not (ledger.started_empty and not self._evicted
+                                          and ledger.recorded == self._produced)
         if ask and ledger is not None:
             sent = self._sent
             found = ledger.lookup([iid for iid, _ in batch._open if iid not in sent])
@@ -500,6 +504,7 @@ class Merger:
                     continue
                 after.entry = ledger.entry(after.stamps, {}, after.entry)
                 out.append((iid, after.entry))
+            self._produced += len(out)
         return out
 
     def remembered(self, iid: str) -> dict[str, float | None] | None:
