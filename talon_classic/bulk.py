@@ -469,6 +469,15 @@ class Pipeline:
         ledger = self.ledger
         if ledger is None or not ledger.writable:
             return
+        try:
+            self._repair_rounds(ledger)
+        except LedgerError as exc:
+            with self._cond:
+                if self.state_error is None:
+                    self.state_error = str(exc)
+            self.stop("the state file failed while repairing; the next run repairs them")
+
+    def _repair_rounds(self, ledger: Ledger) -> None:
         announced = False
         for _ in range(REPAIR_ROUNDS):
             todo = ledger.pending
@@ -491,6 +500,7 @@ class Pipeline:
             for start in range(0, len(profiles), self.options.batch_size):
                 if not self._send_repair(profiles[start:start + self.options.batch_size]):
                     break
+            ledger.flush()  # what is still uncertain, as committed
         self.summary.repairs_left = len(ledger.pending)
 
     def _send_repair(self, profiles: list[dict[str, Any]]) -> bool:

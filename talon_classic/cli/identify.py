@@ -399,7 +399,7 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
 @click.option("--resume", is_flag=True,
               help="Continue the run recorded in --checkpoint [default: <first input>"
               ".checkpoint.json], with its options, without re-sending what was delivered.")
-@click.option("--state", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--state", type=click.Path(dir_okay=False, readable=False), metavar="FILE",
               help="The ordering ledger: what Talon.One acknowledged, so no run, replay or "
               "resume sends an older value over a newer one [default: one file per "
               "deployment and id prefix in $XDG_STATE_HOME/talon-classic/].")
