@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -228,3 +229,203 @@ def test_shapes_are_bounded_then_names_go_inline(path: Path, monkeypatch) -> Non
         found = ledger.lookup([f"u{n}" for n in range(6)])
         assert [ledger.stamps(found[f"u{n}"])[0] for n in range(6)] == [
             {f"a{n}": 1.0} for n in range(6)]
+
+
+# -- end to end: runs, replays, restarts and faults against the emulator -----------------------
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FAULTS = st.sampled_from(["none", "none", "none", "fail", "fail", "reject", "hang"])
+STEPS = st.lists(st.one_of(
+    st.tuples(st.just("run"), st.integers(1, 5), FAULTS),
+    st.tuples(st.just("replay"), st.just(0), FAULTS),
+    st.tuples(st.just("post"), st.integers(1, 5), FAULTS),
+    st.tuples(st.just("restart"), st.just(0), st.just("none")),
+    st.tuples(st.just("retry"), st.just(0), FAULTS),
+), min_size=4, max_size=9)
+EVENTS = st.lists(st.tuples(st.integers(0, 1), st.sampled_from(["a", "a", "b"]),
+                            st.one_of(st.none(), st.integers(0, 3), st.integers(0, 3))),
+                  min_size=6, max_size=16)
+
+
+def newest_delivered(events: list[tuple[str, str, int | None]], delivered: list[int]
+                     ) -> dict[str, dict[str, int]]:
+    """The model: the delivered events applied one by one in the order they were read: a
+    timed value replaces one at most as old (no timestamp is oldest); an untimed one always
+    replaces, keeping the timestamp of what it replaced."""
+    state: dict[tuple[str, str], tuple[int | None, int]] = {}
+    for n in delivered:
+        user, attr, ts = events[n]
+        old = state.get((user, attr))
+        if ts is None:
+            state[user, attr] = (old[0] if old else None, n)
+        elif old is None or old[0] is None or ts >= old[0]:
+            state[user, attr] = (ts, n)
+    out: dict[str, dict[str, int]] = {}
+    for (user, attr), (_, n) in state.items():
+        out.setdefault(user, {})[attr] = n
+    return out
+
+
+def _event(n: int, user: str, attr: str, ts: int | None) -> dict:
+    event = {"type": "identify", "userId": user, "messageId": f"m{n}", "traits": {attr: n}}
+    if ts is not None:
+        event["timestamp"] = f"2024-01-01T00:00:{ts:02d}Z"
+    return event
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(EVENTS, EVENTS, STEPS, st.integers(1, 3))
+# the issue's reproductions first: an older value in a later run; a replayed dead letter;
+# a serve restart; a dead letter queued again; a request landing late; untimed values
+@example([(0, "a", 3), (0, "a", 1)], [], [("run", 1, "none"), ("run", 1, "none")], 1)
+@example([(0, "a", 1), (1, "a", 0), (0, "a", 3)], [], [("run", 3, "fail"), ("replay", 0, "none")],
+         1)
+@example([], [(0, "a", 3), (0, "a", 1)], [("post", 1, "none"), ("restart", 0, "none"),
+                                          ("post", 1, "none")], 1)
+@example([], [(0, "a", 1), (0, "a", 3)], [("post", 1, "reject"), ("post", 1, "none"),
+                                          ("restart", 0, "none"), ("retry", 0, "none")], 1)
+@example([(0, "a", 1), (0, "a", 3)], [(0, "a", 1), (0, "a", 3)],
+         [("run", 2, "hang"), ("post", 1, "hang"), ("post", 1, "none")], 1)
+@example([(0, "a", 3), (0, "a", None), (0, "a", 1), (0, "b", None)], [],
+         [("run", 1, "none"), ("run", 3, "none")], 2)
+def test_property_newest_delivered_value_wins_end_to_end(
+        tmp_path_factory: pytest.TempPathFactory, ours: list, theirs: list, steps: list,
+        batch_size: int) -> None:
+    """Random identify runs, replays of their dead letters, serve restarts and dead-letter
+    retries, with injected failures (501), rejections and hung requests that land late,
+    over random events (some without timestamps): Talon.One (the emulator) ends with, for
+    each attribute, the value of the newest ordering key among the delivered events.
+
+    ``identify`` and ``serve`` keep separate ledgers (the state file, the spool), so each
+    has its own users here: ``i*`` and ``s*``.
+    """
+    from talon_classic.bulk import Options, Pipeline
+    from talon_classic.client import Client
+    from talon_classic.deadletter_file import DeadLetters
+    from talon_classic.emulator import EmulatorConfig, EmulatorServer
+    from talon_classic.exceptions import DeliveryError
+    from talon_classic.jsonio import loads
+    from talon_classic.server import SERVE_HINT, Metrics, Worker
+    from talon_classic.spool import Spool
+    from talon_classic.transform import Engine
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    events = [(f"i{u}", a, ts) for u, a, ts in ours] + [(f"s{u}", a, ts) for u, a, ts in theirs]
+    pools = {"i": list(range(len(ours))), "s": list(range(len(ours), len(events)))}
+    engine = Engine(["a", "b"])
+    with EmulatorServer(EmulatorConfig(rate_limit=0)) as emu:
+        def client() -> Client:
+            return Client(emu.url, emu.app.config.api_key, rate_limit=0, max_attempts=3,
+                          backoff_base=0.01, backoff_cap=0.02, read_timeout=0.25)
+
+        def fault(kind: str, user: str | None) -> None:
+            emu.app.configure(fail_next=int(kind == "fail"), fail_status=501,
+                              hang_next=int(kind == "hang"), hang_seconds=0.4,
+                              reject_ids=[user] if kind == "reject" and user else [])
+
+        # identify: its own state file; reads numbered in the order they are read
+        state = tmp / "state.db"
+        reads: list[int] = []
+        delivered: set[int] = set()  # read numbers
+        dead_lines: list[str] = []
+
+        def identify(lines: list[str], replay: bool) -> None:
+            nonlocal dead_lines
+            src = tmp / f"in-{len(reads)}.jsonl"
+            src.write_text("".join(line + "\n" for line in lines))
+            dead = tmp / f"dead-{len(reads)}.jsonl"
+            first = len(reads)
+            numbers = [int((loads(line)["event"] if replay else loads(line))["messageId"][1:])
+                       for line in lines]
+            reads.extend(numbers)
+            with Ledger(state, emu.url, exclusive=True, background=True) as ledger:
+                Pipeline(engine, client(), Options(batch_size=batch_size, concurrency=2,
+                                                   replay_dead_letters=replay,
+                                                   repair_after=0.8, ordering_window=2),
+                         dead_letters=DeadLetters(dead), ledger=ledger).run([str(src)])
+            failed = dead.read_text().splitlines() if dead.exists() else []
+            gone = {loads(line)["event"]["messageId"] for line in failed}
+            delivered.update(first + k for k, n in enumerate(numbers) if f"m{n}" not in gone)
+            dead_lines = failed if replay else dead_lines + failed
+
+        # serve: a spool (and its ledger) reopened on restart; a read is a spool row
+        spool_path = tmp / "spool.db"
+        taken: dict[int, int] = {}  # spool seq -> event number
+        buried: set[int] = set()
+
+        class Serve:
+            def __init__(self) -> None:
+                self.spool = Spool(spool_path)
+                self.ledger = Ledger(spool_path, emu.url, hint=SERVE_HINT)
+                self.worker = Worker(self.spool, engine, client(), Metrics(),
+                                     batch_size=batch_size, ledger=self.ledger)
+                self.worker.repair_after = 0.8
+                self.worker.merger.window = 2  # mostly the ledger, not the window
+                take = self.spool.take
+
+                def watched(limit: int) -> list:
+                    rows = take(limit)
+                    taken.update((seq, int(loads(body)["messageId"][1:])) for seq, _, body in rows)
+                    return rows
+                self.spool.take = watched  # type: ignore[method-assign]
+
+            def drain(self) -> None:
+                for _ in range(10):
+                    try:
+                        while self.worker.drain_once():
+                            pass
+                    except DeliveryError:  # the worker backs off and takes them again
+                        self.worker.merger.discard_open()
+                        continue
+                    if not self.spool.depth:
+                        break
+                buried.update(d.seq for d in self.spool.dead_letters(10_000))
+
+            def settle(self) -> None:
+                """What the worker does between micro-batches: repair what is due."""
+                while self.ledger.pending:
+                    time.sleep(0.05)
+                    self.worker.repair_due()
+
+            def close(self) -> None:
+                self.spool.close()
+                self.ledger.close()
+
+        server = Serve()
+        try:
+            for kind, count, how in steps:
+                if kind == "run":
+                    todo, pools["i"] = pools["i"][:count], pools["i"][count:]
+                    if todo:
+                        fault(how, events[todo[0]][0])
+                        identify([json.dumps(_event(n, *events[n])) for n in todo], False)
+                elif kind == "replay" and dead_lines:
+                    fault(how, loads(dead_lines[0])["event"]["userId"])
+                    identify(dead_lines, True)
+                elif kind == "post":
+                    todo, pools["s"] = pools["s"][:count], pools["s"][count:]
+                    if todo:
+                        fault(how, events[todo[0]][0])
+                        server.spool.append([(json.dumps(_event(n, *events[n])).encode(), None)
+                                             for n in todo])
+                        server.drain()
+                elif kind == "restart":
+                    server.close()
+                    server = Serve()
+                elif kind == "retry" and server.spool.dead_count():
+                    fault(how, None if how == "reject" else None)
+                    server.spool.retry_dead()
+                    server.drain()
+                fault("none", None)
+            server.settle()
+            if any(how == "hang" for _, _, how in steps):
+                time.sleep(0.45)  # a hung request still asleep would land now: before the check
+        finally:
+            server.close()
+        model = newest_delivered(events, [reads[r] for r in sorted(delivered)])
+        model.update(newest_delivered(events, [taken[s] for s in sorted(set(taken) - buried)]))
+        found = {p["integrationId"]: p["attributes"] for p in emu.app.store.page(10_000, 0)[0]}
+    assert found == {user: {attr: n for attr, n in attrs.items()}
+                     for user, attrs in model.items()}

@@ -736,3 +736,30 @@ def test_restarts_and_deadletter_retry_keep_the_newest_value(talon_emulator,
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_skip_unchanged_and_a_spool_of_another_deployment(talon_emulator, tmp_path: Path) -> None:
+    from talon_classic.exceptions import LedgerError
+
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    path = str(tmp_path / "spool.db")
+    svc = Service(path, Engine(["plan", "email"]), client, [WRITE_KEY], port=0, linger=0.05,
+                  skip_unchanged=True).start()
+    try:
+        _post(svc.url, [{"type": "identify", "userId": "u1", "timestamp": "2024-01-01T00:00:10Z",
+                         "traits": {"plan": "a", "email": "e"}}])
+        wait_for(lambda: talon_emulator.profile("u1") is not None and svc.spool.depth == 0)
+        _post(svc.url, [{"type": "identify", "userId": "u1", "timestamp": "2024-01-01T00:00:20Z",
+                         "traits": {"plan": "a", "email": "f"}}])
+        wait_for(lambda: talon_emulator.profile("u1")["attributes"]["email"] == "f")
+        assert _metric_or_zero(svc.url, 'talon_attributes_dropped_total{reason="unchanged"}') == 1
+        assert talon_emulator.requests()[-1]["profiles"] == 1
+    finally:
+        svc.stop()
+    other = Client("https://elsewhere.talon.one", "unused-key-000", rate_limit=0)
+    with pytest.raises(LedgerError) as info:
+        Service(path, Engine([]), other, [WRITE_KEY], port=0)
+    assert str(info.value) == (
+        f"{path}: holds the ordering of {talon_emulator.url}, not of https://elsewhere.talon.one; "
+        "give serve another --spool, or --no-state (no ordering across restarts)")
+    Service(path, Engine([]), other, [WRITE_KEY], port=0, state=False).stop()  # the way out
