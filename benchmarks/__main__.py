@@ -27,7 +27,7 @@ def main() -> None:
           f"(target {transform_bench.TARGET_ALONE:,})")
     print(f"line -> transform -> line    {t['line_to_line']:>10,.0f} events/s  "
           f"(target {transform_bench.TARGET_LINES:,})")
-    e = e2e_bench.run(*((3_000, 2_000, 1.0) if quick else (200_000, 150_000, 10.0)))
+    e = e2e_bench.run(*((3_000, 2_000, 1.0, 1) if quick else (200_000, 150_000, 10.0, 2)))
     print(e2e_bench.report(e))
     m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
     print(memory_bench.report(m))

@@ -132,8 +132,10 @@ def emulator_ingest(seconds: float = 3.0) -> float:
         return total / (time.monotonic() - start)
 
 
-def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.0) -> dict:
-    """Deliver ``events`` in bulk, then --single for a while; return the figures."""
+def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.0,
+        ledger_rounds: int = 2) -> dict:
+    """Deliver ``events`` in bulk, then --single for a while, then the ledger's side by side
+    (``ledger_rounds`` runs each way); return the figures."""
     tmp = tempfile.mkdtemp(prefix="talon-bench-")
     src = write(os.path.join(tmp, "events.jsonl"), events, users)
     out: dict = {"events": events, "users": users}
@@ -161,7 +163,7 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
         proc.wait(timeout=30)
         sent = _stats(url)["profile_updates"] - before
         out["single_rate"] = sent / single_seconds
-        out["ledger"] = ledger_cost(src, settings, tmp)
+        out["ledger"] = ledger_cost(src, settings, tmp, ledger_rounds)
     # The same bulk run against an emulator with no rate limit and no latency:
     # what this machine's CPU allows end to end (talon-classic + emulator).
     with emulator("--rate-limit", "0") as url:
