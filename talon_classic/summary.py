@@ -25,6 +25,8 @@ class Summary:
         self.skipped: Counter[str] = Counter()
         self._pairs: Counter[tuple[str, str]] = Counter()
         self._unnamed: Counter[str] = Counter()
+        # drops decided at delivery (sender threads), kept apart from the reader's
+        self._late: Counter[tuple[str, str]] = Counter()
         self.profiles_upserted = 0
         self.requests = 0
         self.retries = 0
@@ -74,21 +76,22 @@ class Summary:
         if not dropped:
             return
         with self._lock:
-            pairs = self._pairs
-            if len(pairs) < MAX_DROPPED_NAMES:
-                pairs.update(dropped)
+            late = self._late
+            if len(late) < MAX_DROPPED_NAMES:
+                late.update(dropped)
             else:
                 for pair in dropped:
-                    if pair in pairs:
-                        pairs[pair] += 1
-                    else:
-                        self._unnamed[pair[1]] += 1
+                    late[pair if pair in late else ("", pair[1])] += 1
+
+    def _all_pairs(self) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return self._pairs + self._late
 
     @property
     def dropped(self) -> Counter[str]:
         """Dropped attributes per reason."""
         out = Counter(self._unnamed)
-        for (_, reason), count in self._pairs.items():
+        for (_, reason), count in self._all_pairs().items():
             out[reason] += count
         return out
 
@@ -96,8 +99,9 @@ class Summary:
     def dropped_names(self) -> dict[str, Counter[str]]:
         """Per reason, how often each attribute name was dropped."""
         out: dict[str, Counter[str]] = {}
-        for (name, reason), count in self._pairs.items():
-            out.setdefault(reason, Counter())[name] = count
+        for (name, reason), count in self._all_pairs().items():
+            if name:  # "" counts drops past MAX_DROPPED_NAMES names
+                out.setdefault(reason, Counter())[name] = count
         return out
 
     def add(self, **counts: int) -> None:

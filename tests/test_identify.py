@@ -566,9 +566,15 @@ def test_state_file_options(emu, tmp_path: Path, state_home: Path) -> None:
     dry = run(str(src), "--settings", str(settings), "--state", str(mine), "--dry-run")
     assert "state file         " + str(mine) + "  (dry run: read, not written)" in dry.output
     assert not list(state_home.glob("*/*.db"))  # none of these used the default file
+    fresh = run(str(src), "--settings", str(settings), "--state", str(tmp_path / "no.db"),
+                "--dry-run", "--skip-unchanged")  # nothing to compare with yet: sends all
+    assert fresh.exit_code == 0 and '"attributes":{"plan":"a"}' in fresh.output
+    assert not (tmp_path / "no.db").exists()
     for flags, message in [
         (("--state", str(mine), "--no-state"), "--state and --no-state exclude each other"),
         (("--no-state", "--skip-unchanged"), "--skip-unchanged compares with the state file"),
+        (("--emulator", "--skip-unchanged"), "--skip-unchanged compares with the state file"),
+        (("--emulator", "--state", str(mine)), "--state needs --emulator-db with --emulator"),
     ]:
         refused = run(str(src), "--settings", str(settings), *flags)
         assert refused.exit_code == 2 and message in refused.output

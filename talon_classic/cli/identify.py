@@ -180,8 +180,10 @@ def check_flags(opts: dict[str, Any]) -> None:
         raise UsageFailure("--emulator-db is only used with --emulator")
     if opts["state"] and opts["no_state"]:
         raise UsageFailure("--state and --no-state exclude each other")
-    if opts["skip_unchanged"] and (opts["no_state"] or opts["emulator"] and not (
-            opts["emulator_db"] or opts["state"])):
+    if opts["emulator"] and opts["state"] and not opts["emulator_db"]:
+        raise UsageFailure("--state needs --emulator-db with --emulator: the emulator forgets "
+                           "everything when it stops, its state file must too")
+    if opts["skip_unchanged"] and (opts["no_state"] or opts["emulator"] and not opts["emulator_db"]):
         raise UsageFailure("--skip-unchanged compares with the state file, and this run keeps "
                            "none (--no-state, or --emulator without --emulator-db)")
 
@@ -201,9 +203,9 @@ def open_state(run: Run, stack: contextlib.ExitStack) -> tuple[Ledger | None, st
     if opts["no_state"]:
         return None, None, "--no-state"
     if opts["emulator"]:
-        if not (opts["emulator_db"] or opts["state"]):
+        if not opts["emulator_db"]:
             return None, None, "--emulator without --emulator-db forgets everything"
-        deployment = "emulator:" + os.path.abspath(opts["emulator_db"] or opts["state"])
+        deployment = "emulator:" + os.path.abspath(opts["emulator_db"])
     else:
         deployment = (run.settings.application_domain or "").rstrip("/")
     if not deployment:
@@ -440,7 +442,7 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
         dead_letter_skipped=opts["dead_letter_skipped"],
         max_line_bytes=opts["max_line_bytes"],
         replay_dead_letters=opts["replay_dead_letters"],
-        skip_unchanged=opts["skip_unchanged"],
+        skip_unchanged=opts["skip_unchanged"],  # off below when no state file exists yet
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
@@ -457,6 +459,8 @@ def identify(settings_args: SettingsArgs, inputs: tuple[str, ...], as_json: bool
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
         ledger, state_path, state_note = open_state(run, stack)
+        if ledger is None:  # a dry run before any state file: nothing to compare with
+            pipeline_options.skip_unchanged = False
         engine = Engine(run.settings.custom_attributes)
         pipeline = Pipeline(
             engine,
