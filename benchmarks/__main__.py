@@ -39,9 +39,11 @@ def main() -> None:
     print(f"transform, no schema         {typed['untyped']:>10,.0f} events/s")
     print(f"transform, with a schema     {typed['typed']:>10,.0f} events/s  "
           f"(typing costs {typed['cost']:.1%}, at most {transform_bench.TYPED_MAX_COST:.0%})")
-    e = e2e_bench.run(*((3_000, 2_000, 1.0) if quick else (200_000, 150_000, 10.0)))
+    e = e2e_bench.run(*((3_000, 2_000, 1.0, 1) if quick else (200_000, 150_000, 10.0, 2)))
     print(e2e_bench.report(e))
     m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)))
+    print(memory_bench.report(m))
+    m = memory_bench.run(*((20_000, 10_000) if quick else (2_000_000, 1_000_000)), deliver=True)
     print(memory_bench.report(m))
     print(serve_bench.report(serve_bench.run(1.0 if quick else 5.0)))
     print(audience_bench.report(audience_bench.run(5_000 if quick else 1_000_000)))

@@ -7,6 +7,13 @@ after a fixed time and its rate reported. Prints profiles/s for both, the
 ratio, the fraction of the 60,000 profiles/s ceiling reached, peak RSS of
 the talon-classic process, and the emulator's own ingest rate (so it is
 visible when the emulator, not talon-classic, is the limit).
+
+The ordering ledger's cost, side by side: the same bulk run with
+``--no-state`` and with a fresh state file, alternating (the best of two
+each, so a busy machine's noise hurts both alike), then once more with that
+state file full (every profile known: most are up to date, not sent), and
+the state file's size per million profiles. State files live in the
+benchmark's temporary directory, never in the user's.
 """
 
 from __future__ import annotations
@@ -35,6 +42,47 @@ KEY = "bench-key-0000"
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "talon_classic.cli", *args]
+
+
+def _env(tmp: str) -> dict[str, str]:
+    """The environment of a talon-classic run here: state files under ``tmp``."""
+    return {**os.environ, "XDG_STATE_HOME": os.path.join(tmp, "state-home")}
+
+
+def _bulk(src: str, settings: str, tmp: str, name: str, *flags: str) -> dict:
+    """One bulk ``identify`` run; its JSON summary plus ``seconds``."""
+    start = time.monotonic()
+    done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
+                               "--dead-letter", os.path.join(tmp, f"dead-{name}.jsonl"), *flags),
+                          capture_output=True, text=True, env=_env(tmp))
+    seconds = time.monotonic() - start
+    if done.returncode != 0:
+        raise SystemExit(f"bulk run {name} failed ({done.returncode}): {done.stderr[-500:]}")
+    return {**json.loads(done.stdout), "seconds": seconds}
+
+
+def ledger_cost(src: str, settings: str, tmp: str, rounds: int = 2) -> dict:
+    """The bulk run with --no-state and with a fresh state file, alternating; then again
+    with the full state file. Profiles/s are profiles delivered or found up to date."""
+    def rate(report: dict) -> float:
+        return (report["profiles_upserted"] + report["profiles_current"]) / report["seconds"]
+
+    none: list[float] = []
+    kept: list[float] = []
+    state = ""
+    for n in range(rounds):
+        none.append(rate(_bulk(src, settings, tmp, f"none{n}", "--no-state")))
+        state = os.path.join(tmp, f"state-{n}.db")
+        report = _bulk(src, settings, tmp, f"state{n}", "--state", state)
+        kept.append(rate(report))
+    profiles = report["profiles_upserted"] + report["profiles_current"]
+    size = sum(os.path.getsize(state + suffix) for suffix in ("", "-wal")
+               if os.path.exists(state + suffix))
+    again = _bulk(src, settings, tmp, "again", "--state", state)
+    return {"none_rate": max(none), "state_rate": max(kept),
+            "cost": 1 - max(kept) / max(none), "again_rate": rate(again),
+            "again_sent": again["profiles_upserted"], "again_current": again["profiles_current"],
+            "bytes_per_million": size / profiles * 1e6 if profiles else 0.0}
 
 
 @contextmanager
@@ -84,8 +132,10 @@ def emulator_ingest(seconds: float = 3.0) -> float:
         return total / (time.monotonic() - start)
 
 
-def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.0) -> dict:
-    """Deliver ``events`` in bulk, then --single for a while; return the figures."""
+def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.0,
+        ledger_rounds: int = 2) -> dict:
+    """Deliver ``events`` in bulk, then --single for a while, then the ledger's side by side
+    (``ledger_rounds`` runs each way); return the figures."""
     tmp = tempfile.mkdtemp(prefix="talon-bench-")
     src = write(os.path.join(tmp, "events.jsonl"), events, users)
     out: dict = {"events": events, "users": users}
@@ -93,15 +143,8 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
         settings = os.path.join(tmp, "settings.json")
         with open(settings, "w") as fh:
             json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
-        start = time.monotonic()
-        done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
-                                   "--dead-letter",
-                                   os.path.join(tmp, "dead.jsonl")),
-                              capture_output=True, text=True)
-        elapsed = time.monotonic() - start
-        if done.returncode != 0:
-            raise SystemExit(f"bulk run failed ({done.returncode}): {done.stderr[-500:]}")
-        report = json.loads(done.stdout)
+        report = _bulk(src, settings, tmp, "bulk")
+        elapsed = report["seconds"]
         out["bulk_profiles"] = report["profiles_upserted"]
         out["bulk_requests"] = report["requests"]
         out["bulk_seconds"] = elapsed
@@ -111,14 +154,16 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
 
         before = _stats(url)["profile_updates"]
         proc = subprocess.Popen(_cli("identify", src, "--settings", settings, "--single",
-                                     "--quiet", "--dead-letter",
+                                     "--quiet", "--no-state", "--dead-letter",
                                      os.path.join(tmp, "dead-single.jsonl")),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=_env(tmp))
         time.sleep(single_seconds)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         sent = _stats(url)["profile_updates"] - before
         out["single_rate"] = sent / single_seconds
+        out["ledger"] = ledger_cost(src, settings, tmp, ledger_rounds)
     # The same bulk run against an emulator with no rate limit and no latency:
     # what this machine's CPU allows end to end (talon-classic + emulator).
     with emulator("--rate-limit", "0") as url:
@@ -129,7 +174,7 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
         done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
                                    "--rate-limit", "0", "--dead-letter",
                                    os.path.join(tmp, "dead-free.jsonl")),
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=_env(tmp))
         out["cpu_rate"] = json.loads(done.stdout)["profiles_upserted"] / (time.monotonic() - start)
     out["cpu_fraction"] = out["bulk_rate"] / out["cpu_rate"]
     out["ratio"] = out["bulk_rate"] / out["single_rate"] if out["single_rate"] else float("inf")
@@ -153,8 +198,20 @@ def report(fig: dict) -> str:
         f"  CPU       {fig['cpu_fraction']:>10.1%} of {fig['cpu_rate']:,.0f} profiles/s, the same "
         "run with no rate limit or latency (what this CPU allows)",
         f"  peak RSS  {fig['bulk_rss_mb']:>10,.0f} MB (talon-classic identify)",
+        ledger_report(fig["ledger"]),
         f"  emulator alone takes {fig['emulator_ingest']:,.0f} profiles/s unlimited: "
         f"limit here is {limit}",
+    ])
+
+
+def ledger_report(led: dict) -> str:
+    """The ledger's side-by-side lines."""
+    return "\n".join([
+        f"  ledger    {led['none_rate']:>10,.0f} profiles/s with --no-state, "
+        f"{led['state_rate']:,.0f} with a fresh state file: costs {led['cost']:.1%} (budget 10%)",
+        f"            {led['again_rate']:>10,.0f} profiles/s again with it full "
+        f"({led['again_sent']:,} sent, {led['again_current']:,} up to date); "
+        f"{led['bytes_per_million'] / 1e6:,.0f} MB per million profiles",
     ])
 
 

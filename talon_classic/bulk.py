@@ -12,11 +12,21 @@ Read -> transform -> merge per integrationId -> batches -> Talon.One, with:
   ``timestamp`` (then file order), attribute by attribute. A later batch
   never carries an older value than one already sent for the same
   attribute: the last timestamps sent are remembered for the most recent
-  ``ordering_window`` profiles (rebuilt by replay on ``--resume``). A batch
-  that holds a profile still in flight in an earlier batch waits for it.
+  ``ordering_window`` profiles, in front of the :class:`~talon_classic.ledger.Ledger`
+  (what Talon.One acknowledged in earlier runs; without one, rebuilt by
+  replay on ``--resume``). A batch that holds a profile still in flight in
+  an earlier batch waits for it, and is compared with what was sent (settled)
+  only then, in its sender thread: so it is compared with what Talon.One
+  acknowledged, never with a value that may still fail.
+* **Uncertain requests repaired.** Profiles of a request that timed out or
+  lost its connection after sending are recorded in the ledger; before the
+  run ends, once ``repair_after`` (twice the read timeout) has passed, their
+  newest acknowledged values are sent once more, so a request Talon.One
+  carries out late cannot have the last word.
 * **Nothing lost.** Rejected profiles and exhausted retries are written to
-  the dead-letter file (every source event, with its ``file:line``) before
-  the batch is checkpointed; an authentication failure stops the run.
+  the dead-letter file (every source event, with its ``file:line``), then
+  what was acknowledged to the ledger, then the batch is checkpointed; an
+  authentication failure stops the run.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import gc
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,10 +49,12 @@ from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import (
     AuthError,
     DeliveryError,
+    LedgerError,
     RejectedError,
     RetriesExhausted,
     logged,
 )
+from talon_classic.ledger import Ledger
 from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, Record, read_records
 from talon_classic.summary import Summary
@@ -58,6 +71,10 @@ MAX_BATCH = 1000
 LOOKBACK = 8
 #: Reader-level reasons: the line itself is broken, so each gets a message.
 INPUT_REASONS = frozenset({"invalid_json", "line_too_long", "truncated_input", "invalid_profile"})
+#: Rounds of repairs at the end of a run (a repair that times out is repaired again).
+REPAIR_ROUNDS = 3
+#: ``repair_after`` when not given: this many read timeouts after the uncertain attempt.
+REPAIR_AFTER_TIMEOUTS = 2.0
 
 
 @dataclass
@@ -77,6 +94,11 @@ class Options:
     #: Inputs are compacted profiles (``talon-classic compact``): each record is sent as it
     #: is, no transform; one that is not a profile is skipped as ``invalid_profile``.
     profiles: bool = False
+    #: Leave out values equal to what Talon.One acknowledged (needs a ledger).
+    skip_unchanged: bool = False
+    #: Seconds after an attempt that may still land before its profiles are repaired;
+    #: None: :data:`REPAIR_AFTER_TIMEOUTS` times the client's read timeout.
+    repair_after: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
@@ -107,7 +129,10 @@ class Pipeline:
         warn: Callable[[str], None] | None = None,
         before_send: Callable[[Batch], None] | None = None,
         memberships: MembershipDelivery | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
+        if (options or Options()).skip_unchanged and ledger is None:
+            raise ValueError("skip_unchanged needs a ledger (it keeps the values' digests)")
         self.engine = engine
         self.client = client
         self.options = options or Options()
@@ -121,7 +146,11 @@ class Pipeline:
         self.memberships = memberships
         if memberships is not None:
             self.summary.count_memberships()
+        #: What Talon.One acknowledged, across runs (None: only this run's memory).
+        self.ledger = ledger
         self.auth_error: AuthError | None = None
+        #: The state file failed mid-run (one line); the run stopped.
+        self.state_error: str | None = None
         #: The first unexpected error (a bug) while sending, as one line.
         self.internal_error: str | None = None
         self.current_input: Any = None
@@ -136,7 +165,8 @@ class Pipeline:
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
         """Read every input, deliver, wait for the last batch; return the summary."""
         opts = self.options
-        merger = self._merger = Merger(opts.batch_size, LOOKBACK, opts.ordering_window)
+        merger = self._merger = Merger(opts.batch_size, LOOKBACK, opts.ordering_window,
+                                       ledger=self.ledger, skip_unchanged=opts.skip_unchanged)
         seq = 0
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
         # The run keeps many small, acyclic containers alive (open profiles, the
@@ -158,15 +188,19 @@ class Pipeline:
             for count, record in enumerate(records, 1):
                 self._take(record, merger)
                 if merger.full:
-                    self._dispatch(executor, merger.close(seq))
+                    self._dispatch(executor, merger.detach(seq))
                     seq += 1
                     if self._halted:
                         break
                 if self.on_progress is not None and count % 2000 == 0:
                     self.on_progress(self)
             while merger.pending and not self._halted:
-                self._dispatch(executor, merger.close(seq, final=True))
+                self._dispatch(executor, merger.detach(seq, final=True))
                 seq += 1
+            executor.shutdown(wait=True)
+            self._flush_ledger()
+            self._repair()
+            self._flush_ledger()
         except KeyboardInterrupt:
             # batches cut short are not checkpointed, so --resume sends them again
             self.stop("interrupted (Ctrl-C); " + self._resume_hint())
@@ -269,6 +303,9 @@ class Pipeline:
     def _dispatch(self, executor: ThreadPoolExecutor, batch: Batch) -> None:
         if self.checkpoint is not None and self.checkpoint.is_done(batch.seq):
             self.summary.add(batches_resumed=1)
+            if self.ledger is None and self._merger is not None:
+                # remembered as sent, as it was; a ledger holds it already
+                self._merger.settle(batch)
             return
         ids = set(batch.sources)
         with self._cond:
@@ -288,12 +325,21 @@ class Pipeline:
         # profile not delivered, its memory goes back to before this batch, so a
         # later batch does not leave out values it wrongly believes were sent.
         undelivered: Iterable[str] = batch.sources
+        uncertain: dict[str, float] = {}
         try:
             try:
+                if self._merger is not None:
+                    # no earlier batch with these profiles is in flight now (see
+                    # _dispatch): compared with what Talon.One acknowledged
+                    self._merger.settle(batch)
+                self.summary.drop(batch.dropped)
+                if batch.current:
+                    self.summary.add(profiles_current=len(batch.current))
                 if self.before_send is not None:
                     self.before_send(batch)
-                delivered, bad = self._deliver(batch.profiles)
-            except (AuthError, _Stopped):
+                delivered, bad, uncertain = (self._deliver(batch.profiles) if batch.profiles
+                                             else (0, [], {}))
+            except (AuthError, _Stopped, LedgerError):
                 raise
             except Exception as exc:
                 if self._stopping.is_set():
@@ -305,9 +351,11 @@ class Pipeline:
                 self.summary.add(internal_errors=1)
                 if self.internal_error is None:
                     self.internal_error = what
-                delivered, bad = 0, [(p, "internal_error", what) for p in batch.profiles]
+                profiles = batch.profiles if batch.settled else [
+                    {"integrationId": iid, "attributes": {}} for iid in batch.sources]
+                delivered, bad = 0, [(p, "internal_error", what) for p in profiles]
             undelivered = [p["integrationId"] for p, _, _ in bad]
-            self._record(batch, delivered, bad)
+            self._record(batch, delivered, bad, uncertain)
         except AuthError as exc:
             with self._cond:
                 if self.auth_error is None:
@@ -315,6 +363,12 @@ class Pipeline:
         except _Stopped as stop:
             undelivered = [p["integrationId"] for p in batch.profiles[stop.delivered:]]
             self.summary.add(profiles_upserted=stop.delivered)
+        except LedgerError as exc:  # the state file cannot be read or written
+            with self._cond:
+                if self.state_error is None:
+                    self.state_error = str(exc)
+            self.stop(f"the state file failed at batch {batch.seq}, whose events are not "
+                      f"marked delivered: {self._resume_hint()}")
         except Exception as exc:  # the dead-letter file or the checkpoint cannot be written
             what = unexpected(exc)
             if self.internal_error is None:
@@ -330,8 +384,10 @@ class Pipeline:
                 self._inflight -= 1
                 self._cond.notify_all()
 
-    def _record(self, batch: Batch, delivered: int, bad: list[tuple[dict, str, str]]) -> None:
-        """Dead-letter what failed (durably), count, then checkpoint the batch."""
+    def _record(self, batch: Batch, delivered: int, bad: list[tuple[dict, str, str]],
+                uncertain: dict[str, float]) -> None:
+        """Dead-letter what failed (durably), count, record what Talon.One acknowledged
+        in the ledger, then checkpoint the batch."""
         if self.memberships is not None:  # before the checkpoint: a resumed batch had them
             failed = {profile["integrationId"] for profile, _, _ in bad}
             self.memberships.deliver(batch, failed).record(self.dead_letters, self.summary)
@@ -349,17 +405,33 @@ class Pipeline:
         )
         if self.dead_letters is not None:
             self.dead_letters.flush()
+        mark: Callable[[], None] | None = None
         if self.checkpoint is not None:
-            self.checkpoint.mark(
-                batch.seq, dict(self._position) if self.options.dead_letter_skipped else None
-            )
+            checkpoint, seq = self.checkpoint, batch.seq
+            positions = dict(self._position) if self.options.dead_letter_skipped else None
+            mark = lambda: checkpoint.mark(seq, positions)  # noqa: E731
+        ledger = self.ledger
+        if ledger is not None and ledger.writable and self._merger is not None:
+            failed = {p["integrationId"] for p, _, _ in bad}
+            acked = {p["integrationId"] for p in batch.profiles} - failed
+            after = self._repair_after()
+            # the checkpoint is marked once the ledger has the batch: never ahead of it
+            ledger.record(self._merger.entries(batch, acked), sent=batch.profiles,
+                          delivered=acked,
+                          uncertain={iid: t + after for iid, t in uncertain.items()},
+                          then=mark)
+        elif mark is not None:
+            mark()
 
-    def _deliver(self, profiles: list[dict[str, Any]]) -> tuple[int, list[tuple[dict, str, str]]]:
-        """Send one batch; return (delivered count, [(profile, reason, error)]).
+    def _deliver(self, profiles: list[dict[str, Any]]
+                 ) -> tuple[int, list[tuple[dict, str, str]], dict[str, float]]:
+        """Send one batch; return (delivered count, [(profile, reason, error)], uncertain).
 
         Reasons: ``rejected`` (Talon.One refused the profile), ``retries_exhausted``,
         ``failed`` (any other answer that is not an authentication failure,
         e.g. 501 or a redirect: the profiles are dead-lettered, the run goes on).
+        ``uncertain``: integrationId -> start time of the last attempt that may
+        still land (see :class:`~talon_classic.client.BulkOutcome`).
         """
         bad: list[tuple[dict, str, str]] = []
         if not self.options.single:
@@ -368,19 +440,22 @@ class Pipeline:
             except AuthError:
                 raise
             except DeliveryError as exc:
-                return 0, [(p, "failed", str(exc)) for p in profiles]
+                return 0, [(p, "failed", str(exc)) for p in profiles], {}
             bad += [(p, "rejected", describe_rejection(e)) for p, e in outcome.rejected]
             bad += [(p, "retries_exhausted", str(e)) for p, e in outcome.failed]
-            return len(outcome.delivered), bad
+            return len(outcome.delivered), bad, dict(getattr(outcome, "uncertain", {}))
         delivered = 0
+        uncertain: dict[str, float] = {}
         for profile in profiles:
             if self._stopping.is_set():
                 raise _Stopped(delivered)
+            marks: list[float] = []
             try:
                 self.client.upsert_profile(
                     profile["integrationId"],
                     profile["attributes"],
                     run_rule_engine=self.options.run_rule_engine,
+                    uncertain=marks,
                 )
                 delivered += 1
             except RejectedError as exc:
@@ -391,7 +466,102 @@ class Pipeline:
                 raise
             except DeliveryError as exc:
                 bad.append((profile, "failed", str(exc)))
-        return delivered, bad
+            finally:
+                if marks:
+                    uncertain[profile["integrationId"]] = max(marks)
+        return delivered, bad, uncertain
+
+    def _flush_ledger(self) -> None:
+        """Wait for the ledger's writer; a failure stops the run (the state file failed)."""
+        if self.ledger is None:
+            return
+        try:
+            self.ledger.flush()
+        except Exception as exc:  # noqa: BLE001 - LedgerError, or a checkpoint that cannot be saved
+            with self._cond:
+                if self.state_error is None:
+                    self.state_error = str(exc) if isinstance(exc, LedgerError) else unexpected(exc)
+            self.stop(f"the state file or the checkpoint could not be written; batches not "
+                      f"recorded are sent again: {self._resume_hint()}")
+
+    # -- uncertain requests ----------------------------------------------------------
+    def _repair_after(self) -> float:
+        if self.options.repair_after is not None:
+            return self.options.repair_after
+        timeout = getattr(self.client, "timeout", None)
+        read = timeout[1] if isinstance(timeout, tuple) and timeout[1] else 30.0
+        return REPAIR_AFTER_TIMEOUTS * float(read)
+
+    def _repair(self) -> None:
+        """Send the newest acknowledged values of uncertain profiles once more, when due.
+
+        A request that timed out may still be carried out by Talon.One, after
+        newer values were delivered; once it can no longer land (``repair_after``
+        since), the newest values go once more. A repair that is uncertain
+        itself is repaired in the next round; what is left after
+        :data:`REPAIR_ROUNDS` stays in the ledger for the next run.
+        """
+        ledger = self.ledger
+        if ledger is None or not ledger.writable:
+            return
+        try:
+            self._repair_rounds(ledger)
+        except LedgerError as exc:
+            with self._cond:
+                if self.state_error is None:
+                    self.state_error = str(exc)
+            self.stop("the state file failed while repairing; the next run repairs them")
+
+    def _repair_rounds(self, ledger: Ledger) -> None:
+        announced = False
+        for _ in range(REPAIR_ROUNDS):
+            todo = ledger.pending
+            if not todo or self._halted:
+                break
+            wait = max(u.due for u in todo.values()) - time.time()
+            if wait > 0:
+                if not announced:
+                    self.warn(f"waiting {wait:.0f}s, then sending the newest values of "
+                              f"{len(todo):,} profiles once more: a request with them timed "
+                              "out and may still be carried out")
+                    announced = True
+                if self._stopping.wait(wait):
+                    break
+            nothing = [iid for iid, u in todo.items() if not u.values]
+            if nothing:  # no acknowledged value to send: nothing to repair with
+                ledger.record(repaired=nothing)
+            profiles = [{"integrationId": iid, "attributes": u.values}
+                        for iid, u in todo.items() if u.values]
+            for start in range(0, len(profiles), self.options.batch_size):
+                if not self._send_repair(profiles[start:start + self.options.batch_size]):
+                    break
+            ledger.flush()  # what is still uncertain, as committed
+        self.summary.repairs_left = len(ledger.pending)
+
+    def _send_repair(self, profiles: list[dict[str, Any]]) -> bool:
+        """One repair request; False when the run must stop."""
+        assert self.ledger is not None
+        try:
+            _, bad, uncertain = self._deliver(profiles)
+        except AuthError as exc:
+            with self._cond:
+                if self.auth_error is None:
+                    self.auth_error = exc
+            return False
+        except _Stopped:
+            return False
+        failed = {p["integrationId"] for p, reason, _ in bad if reason != "rejected"}
+        for profile, reason, error in bad:
+            if reason == "rejected":  # Talon.One refuses those values now: nothing to repair
+                self.warn(f"{profile['integrationId']}: repair refused: {error}")
+        acked = {p["integrationId"] for p in profiles} - failed
+        after = self._repair_after()
+        self.ledger.record(sent=profiles, delivered=acked - {p["integrationId"] for p, _, _ in bad},
+                           uncertain={iid: t + after for iid, t in uncertain.items()},
+                           repaired=acked)
+        self.summary.add(profiles_repaired=len(acked - set(uncertain)
+                                               - {p["integrationId"] for p, _, _ in bad}))
+        return True
 
     def _finish(self) -> None:
         stats = getattr(self.client, "stats", None)
@@ -402,6 +572,9 @@ class Pipeline:
             self.summary.stopped = f"{self.auth_error}; {self._resume_hint()}"
         if self.dead_letters is not None:
             self.dead_letters.close()
+        if self.ledger is not None and self.ledger.writable:
+            self._flush_ledger()  # after Ctrl-C too: what was acknowledged is recorded
+            self.summary.repairs_left = len(self.ledger.pending)
         self.summary.finish()
 
 

@@ -16,6 +16,11 @@
   :class:`RetriesExhausted`, and :class:`DeliveryError` for a request that
   could not even be sent (``InvalidHeader`` and the like) or an answer that is
   none of these.
+* A request with an attempt that timed out or lost its connection after it
+  was sent may still be carried out by Talon.One later, after a retry that
+  succeeded: such profiles are reported in :attr:`BulkOutcome.uncertain`
+  (and through ``upsert_profile(uncertain=...)``), so the caller can send
+  their newest values once more when that attempt can no longer land.
 * A bulk request rejected with 400 is split until the bad profiles are
   isolated; all the others are still delivered. An error's ``source.pointer``
   shortcuts the split only when the item it points at really holds what it names.
@@ -53,6 +58,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import BaseAdapter, HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -209,11 +215,38 @@ def _reason(exc: BaseException, secret: str | None = None) -> str:
 
 @dataclass
 class BulkOutcome:
-    """What became of each profile of an :meth:`Client.upsert_profiles` call."""
+    """What became of each profile of an :meth:`Client.upsert_profiles` call.
+
+    ``uncertain``: integrationId -> wall-clock time (``time.time()``) the
+    last attempt of its request started that timed out or lost its
+    connection after sending, whatever came of the request in the end: that
+    attempt may still be carried out by Talon.One, later than anything sent
+    after it.
+    """
 
     delivered: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[dict[str, Any], RejectedError]] = field(default_factory=list)
     failed: list[tuple[dict[str, Any], RetriesExhausted]] = field(default_factory=list)
+    uncertain: dict[str, float] = field(default_factory=dict)
+
+
+def may_have_landed(exc: BaseException) -> bool:
+    """Could the request of an attempt that failed with ``exc`` still be carried out?
+
+    Yes for a read timeout and for a connection lost before any answer; no
+    when the connection could not even be made, and no when an answer had
+    begun (Talon.One answers after carrying a request out).
+    """
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.ChunkedEncodingError):
+        return False
+    if isinstance(exc, requests.Timeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        cause: Any = exc.args[0] if exc.args else None
+        cause = getattr(cause, "reason", cause)
+        return not isinstance(cause, urllib3.exceptions.NewConnectionError
+                              | urllib3.exceptions.ConnectTimeoutError)
+    return False
 
 
 class ClientStats:
@@ -430,14 +463,15 @@ class Client:
         )
 
     def _request(self, method: str, path: str, params: dict[str, str] | None = None,
-                 body: Any = None, *,
+                 body: Any = None, uncertain: list[float] | None = None, *,
                  retry_statuses: frozenset[int] = RETRY_STATUSES) -> requests.Response:
         """Send one request with limiting and retries; return a 2xx answer or raise.
 
         Raises AuthError (401/403), RejectedError (other 4xx, the server's
         message and errors kept), RetriesExhausted, or DeliveryError for any
         other answer (501, 505, a redirect). ``retry_statuses`` are retried
-        (an endpoint where one of them is a real answer leaves it out).
+        (an endpoint where one of them is a real answer leaves it out). ``uncertain`` gets the start time
+        (``time.time()``) of each attempt that may still land (:func:`may_have_landed`).
         """
         url = self.base_url + path
         data = dumps_bytes(body) if body is not None else None
@@ -445,11 +479,14 @@ class Client:
         def attempt() -> requests.Response:
             self.limiter.acquire()
             failure: Exception | None = None
+            started = time.time()
             try:
                 response = self._send(method, url, params, data, path)
             except (requests.RequestException, ValueError) as exc:
                 # ValueError: UnicodeEncodeError and http.client's "Invalid header
                 # value", whose messages and arguments hold the header.
+                if uncertain is not None and may_have_landed(exc):
+                    uncertain.append(started)
                 failure = self._failure(exc, method, path)
             if failure is not None:  # raised here, outside the except: no chain to the original
                 raise failure
@@ -522,18 +559,21 @@ class Client:
             ) from None
 
     def upsert_profile(self, integration_id: str, attributes: dict[str, Any],
-                       run_rule_engine: bool = False) -> dict[str, Any]:
+                       run_rule_engine: bool = False,
+                       uncertain: list[float] | None = None) -> dict[str, Any]:
         """``PUT /v2/customer_profiles/{id}``: create or update one profile.
 
         The id is URL-encoded whole (``a/b c`` -> ``a%2Fb%20c``; ``..`` ->
         ``%2E%2E``, see :func:`_id_segment`). Returns the
         server's JSON answer (effects etc.), ``{}`` if it sent none. A
-        RejectedError names the ``integration_id``.
+        RejectedError names the ``integration_id``. ``uncertain`` gets the
+        start time of each attempt that may still land (see :class:`BulkOutcome`),
+        whatever the outcome.
         """
         params = {"runRuleEngine": "true"} if run_rule_engine else None
         try:
             response = self._request("PUT", f"{BULK_PATH}/{_id_segment(integration_id)}",
-                                     params, {"attributes": attributes})
+                                     params, {"attributes": attributes}, uncertain)
         except RejectedError as exc:
             exc.integration_id = integration_id
             raise
@@ -560,16 +600,20 @@ class Client:
 
     def _bulk(self, chunk: list[dict[str, Any]], outcome: BulkOutcome) -> None:
         """Deliver one chunk of profiles, splitting on rejection (see :meth:`_deliver_split`)."""
+        def uncertain(part: list[dict[str, Any]], since: float) -> None:
+            outcome.uncertain.update(dict.fromkeys([p["integrationId"] for p in part], since))
+
         self._deliver_split(
             chunk,
-            lambda part: self._request("PUT", BULK_PATH, {"silent": "yes"},
-                                       {"customerProfiles": part}),
-            _split_profiles, outcome.delivered, outcome.rejected, outcome.failed)
+            lambda part, marks: self._request("PUT", BULK_PATH, {"silent": "yes"},
+                                              {"customerProfiles": part}, marks),
+            _split_profiles, outcome.delivered, outcome.rejected, outcome.failed, uncertain)
 
-    def _deliver_split(self, chunk: list[T], send: Callable[[list[T]], object],
+    def _deliver_split(self, chunk: list[T], send: Callable[[list[T], list[float]], object],
                        split: Callable[[RejectedError, list[T]], Split[T]],
                        delivered: list[T], rejected: list[tuple[T, RejectedError]],
-                       failed: list[tuple[T, RetriesExhausted]]) -> None:
+                       failed: list[tuple[T, RetriesExhausted]],
+                       on_uncertain: Callable[[list[T], float], None] | None = None) -> None:
         """Send ``chunk`` in one request; on a rejection let ``split`` decide, until all is told.
 
         The one splitting loop of every bulk endpoint (profiles, memberships):
@@ -583,8 +627,9 @@ class Client:
             part = todo.pop()
             if not part:
                 continue
+            marks: list[float] = []
             try:
-                send(part)
+                send(part, marks)
             except RejectedError as exc:
                 bad, again = split(exc, part)
                 rejected += bad
@@ -593,6 +638,9 @@ class Client:
                 failed += [(item, exc) for item in part]
             else:
                 delivered += part
+            finally:
+                if marks and on_uncertain is not None:
+                    on_uncertain(part, max(marks))
 
     # -- audiences ----------------------------------------------------------------
     def create_audience(self, name: str, *, integration: str | None = None,
@@ -656,9 +704,9 @@ class Client:
         outcome = MembershipOutcome()
         missing: dict[int, AudienceNotFound] = {}
 
-        def send(part: list[MembershipAction]) -> None:
+        def send(part: list[MembershipAction], marks: list[float]) -> None:
             self._request("POST", MEMBERSHIPS_PATH, None,
-                          {"data": [action.as_json() for action in part]})
+                          {"data": [action.as_json() for action in part]}, marks)
 
         def split(exc: RejectedError, part: list[MembershipAction]) -> Split[MembershipAction]:
             if exc.status == 404:

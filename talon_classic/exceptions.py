@@ -66,6 +66,20 @@ class CheckpointError(TalonClassicError):
     """A checkpoint cannot be resumed: absent, unreadable, or written for another run."""
 
 
+class LedgerError(TalonClassicError):
+    """The ordering ledger (the state file) cannot be used: unreadable, locked, not a
+    database, or written for another deployment or id prefix.
+
+    The message is one line naming the file and the way out (``--state FILE``,
+    ``--no-state``, or for ``serve`` another ``--spool``). ``reason`` is
+    SQLite's short reason when a write failed ("disk full"), else None.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ServeError(TalonClassicError):
     """An HTTP server (``serve``, the emulator) cannot listen where it was told to."""
 

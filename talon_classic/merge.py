@@ -12,35 +12,69 @@ of it. The rules, which this module is the one place to implement:
   timestamp counts as the latest so far: its values replace what is there
   and are always sent. They keep the timestamp of the value they replaced
   (none for a new attribute), so later events are judged against that.
-* **Never behind what was sent.** The merger remembers, per attribute, the
-  timestamp of what it sent for the most recent ``window`` profiles (an
-  LRU); a later batch leaves out a value older than one already sent.
+  No timestamp sorts before every timestamp.
+* **Never behind what Talon.One has.** The merger remembers, per attribute,
+  the timestamp of what it sent for the most recent ``window`` profiles (an
+  LRU). With a :class:`~talon_classic.ledger.Ledger` that window is a cache
+  in front of it: a profile the window does not hold is looked up there (one
+  query per batch), so what was acknowledged in earlier runs, replays and
+  restarts counts too. A value older than the one remembered is left out
+  (``superseded``); with ``skip_unchanged`` a value whose digest equals the
+  acknowledged one's is too (``unchanged``); a known profile left with
+  nothing to send is not sent (:attr:`Batch.current`: it exists already).
 * **Undo for what was not delivered.** A batch records what it changed in
   that memory; :meth:`Merger.rollback` takes it back for the profiles
   Talon.One did not take, so a retry (or a later, older event) is not left
   out because of a value that never arrived.
 
-What the merger remembers is the ordering key of each value sent (its
-timestamp; input order breaks ties implicitly, as later batches come from
-later input). :meth:`Batch.stamps` gives the keys of a batch's delivered profiles, which
-is what a durable record of acknowledged values needs.
+Two steps make a batch. :meth:`Merger.detach` (the reading thread) takes
+profiles out of the open ones; which ones depends only on the input, so
+batches are deterministic. :meth:`Merger.settle` (any thread) compares them
+with what is remembered. The bulk pipeline settles a batch only once no
+earlier batch with one of its profiles is in flight, so what is remembered
+for them is exactly what Talon.One acknowledged (a later batch is never
+settled against a value that is still in flight and may fail).
+:meth:`Merger.close` does both at once, for callers that send one batch at a
+time. After delivery, :meth:`Merger.entries` gives the ledger entries of
+the profiles Talon.One acknowledged.
+
+The ordering key of a value is (its timestamp, the order it was read in);
+input order needs no storing, as later batches come from later input (see
+:mod:`talon_classic.ledger`). :meth:`Batch.stamps` gives the timestamps of a
+batch's delivered profiles.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from talon_classic.ledger import Ledger
 
 #: Where an event came from: ``(event, "file:line")`` in bulk runs, ``(event, seq)`` in serve.
 Source = tuple[Any, Any]
-#: What the merger remembers of one sent profile: the timestamp behind each
-#: attribute, and the newest timestamp among them (None when none had one).
-_Sent = tuple[dict[str, float | None], float | None]
+
+
+class _Sent:
+    """What the merger remembers of one profile sent: the timestamp behind each
+    attribute, the newest of them (None when none had one), and the profile's
+    ledger entry as Talon.One acknowledged it (None when unknown or none)."""
+
+    __slots__ = ("stamps", "high", "entry", "plain")
+
+    def __init__(self, stamps: dict[str, float | None], high: float | None,
+                 entry: bytes | None, plain: bool = False) -> None:
+        self.stamps = stamps
+        self.high = high
+        self.entry = entry
+        #: new, and every attribute has timestamp ``high``: the cheapest ledger entry
+        self.plain = plain
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -60,18 +94,29 @@ def parse_timestamp(value: Any) -> float | None:
 class Batch:
     """Up to ``batch_size`` merged profiles and the events they came from.
 
-    ``profiles`` are ready to send (``{"integrationId", "attributes"}``);
     ``sources`` lists each profile's events, for acknowledging or
-    dead-lettering them.
+    dead-lettering them. Once settled (:meth:`Merger.settle`), ``profiles``
+    are ready to send (``{"integrationId", "attributes"}``), ``current``
+    holds the profiles with nothing newer than what is remembered (not sent;
+    their events are done) and ``dropped`` the ``(attribute, reason)`` of
+    each value left out (``superseded``, ``unchanged``).
     """
 
     seq: int
     profiles: list[dict[str, Any]]
     sources: dict[str, list[Source]] = field(repr=False)
-    # aligned with ``profiles``: what the merger remembered of each before this
-    # batch, and what this batch left there (None once rolled back)
-    _before: list[_Sent | None] = field(default_factory=list, repr=False, compare=False)
-    _after: list[_Sent | None] = field(default_factory=list, repr=False, compare=False)
+    current: list[str] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    #: detached profiles, until settled
+    _open: list[tuple[str, _Open]] = field(default_factory=list, repr=False, compare=False)
+    settled: bool = field(default=False, repr=False)
+    # per settled profile: what the merger remembered of it before this batch,
+    # and what this batch left there (None once rolled back)
+    _before: dict[str, _Sent | None] = field(default_factory=dict, repr=False, compare=False)
+    _after: dict[str, _Sent | None] = field(default_factory=dict, repr=False, compare=False)
+    #: digests of values settle compared (skip_unchanged), for the ledger entries
+    _digests: dict[str, dict[str, int]] = field(default_factory=dict, repr=False,
+                                                compare=False)
 
     def stamps(self) -> dict[str, dict[str, float | None]]:
         """Per profile, the timestamp behind each attribute value this batch sends.
@@ -82,11 +127,11 @@ class Batch:
         is what Talon.One acknowledged.
         """
         out = {}
-        for profile, entry in zip(self.profiles, self._after, strict=True):
+        for profile in self.profiles:
+            iid = profile["integrationId"]
+            entry = self._after.get(iid)
             if entry is not None:
-                stamps = entry[0]
-                out[profile["integrationId"]] = {
-                    key: stamps.get(key) for key in profile["attributes"]}
+                out[iid] = {key: entry.stamps.get(key) for key in profile["attributes"]}
         return out
 
 
@@ -95,16 +140,24 @@ class _Open:
 
     ``low``/``high`` are the oldest and newest timestamps of its events
     (None until one had a timestamp); ``loose`` says some value came from
-    an event without one.
+    an event without one. A value without timestamp takes the timestamp of
+    the value it replaces, which may be one only the window or the ledger
+    knows; so from the first such event on, ``base`` keeps what was merged
+    before it and ``log`` every event since, and settling replays them
+    against what is known (:meth:`Merger._replay`).
     """
 
-    __slots__ = ("values", "stamps", "low", "high", "loose")
+    __slots__ = ("values", "stamps", "low", "high", "loose", "base", "log")
 
     def __init__(self, attributes: dict[str, Any], ts: float | None) -> None:
         self.values = dict(attributes)
         self.stamps: dict[str, float | None] = dict.fromkeys(attributes, ts)
         self.low = self.high = ts
         self.loose = ts is None
+        self.base: tuple[dict[str, Any], dict[str, float | None]] | None = None
+        self.log: list[tuple[dict[str, Any], float | None]] | None = None
+        if ts is None:
+            self.base, self.log = ({}, {}), [(attributes, None)]
 
 
 class Merger:
@@ -116,17 +169,28 @@ class Merger:
     so consecutive batches rarely share an id and can go out in parallel.
     The decision depends only on the input, so batches stay deterministic.
 
-    The common cases (events in time order) take C-level dict operations
-    only; per-attribute work happens only when timestamps go backwards.
+    ``ledger``: what Talon.One acknowledged before (the window is its
+    cache); ``skip_unchanged``: leave out values equal to the acknowledged
+    ones (needs a ledger, which keeps their digests).
 
-    :meth:`add`, :meth:`close` and :meth:`discard_open` belong to one
-    thread (the reader); :meth:`rollback` may come from any thread (a
-    sender), and is serialised with :meth:`close`.
+    The common cases (events in time order, profiles seen for the first time)
+    take C-level dict operations only; per-attribute work happens only when
+    timestamps go backwards or a profile is known.
+
+    :meth:`add`, :meth:`detach` and :meth:`discard_open` belong to one
+    thread (the reader); :meth:`settle`, :meth:`rollback` and
+    :meth:`entries` may come from any thread and are serialised, but one
+    profile must not be in two batches being settled or sent at once.
     """
 
-    def __init__(self, batch_size: int, lookback: int, window: int) -> None:
+    def __init__(self, batch_size: int, lookback: int, window: int,
+                 ledger: Ledger | None = None, skip_unchanged: bool = False) -> None:
+        if skip_unchanged and ledger is None:
+            raise ValueError("skip_unchanged needs a ledger (it keeps the values' digests)")
         self.batch_size = batch_size
         self.window = window
+        self.ledger = ledger
+        self.skip_unchanged = skip_unchanged
         self._open: dict[str, _Open] = {}
         self._sources: dict[str, list[Source]] = {}
         # per recently sent id, least recently sent first (an LRU)
@@ -134,6 +198,10 @@ class Merger:
         self._recent: deque[frozenset[str]] = deque(maxlen=lookback)
         self._carried = 0
         self._lock = threading.Lock()
+        #: Profiles left the window (so the ledger may know ones the window does not).
+        self._evicted = False
+        #: Ledger entries this merger produced (see :meth:`settle`).
+        self._produced = 0
 
     # -- the open batch ---------------------------------------------------------
     def add(self, iid: str, attributes: dict[str, Any], ts: float | None, source: Source) -> None:
@@ -144,7 +212,12 @@ class Merger:
             self._sources[iid] = [source]
             return
         self._sources[iid].append(source)
+        if current.log is not None:
+            current.log.append((attributes, ts))
         if ts is None:  # file order: this one is the latest
+            if current.log is None:
+                current.base = (dict(current.values), dict(current.stamps))
+                current.log = [(attributes, None)]
             current.values.update(attributes)
             for key in attributes:
                 current.stamps.setdefault(key, None)
@@ -186,16 +259,16 @@ class Merger:
         self._carried = 0
 
     def close(self, seq: int, final: bool = False) -> Batch:
-        """Take up to ``batch_size`` profiles out as a batch, and remember them as sent.
+        """:meth:`detach` and :meth:`settle`: a batch ready to send."""
+        return self.settle(self.detach(seq, final))
 
-        Values older than ones already sent for the same attribute are left
-        out. Unless ``final``, profiles of the last batches are carried over
-        when at least half the batch can be filled with fresh ones.
+    def detach(self, seq: int, final: bool = False) -> Batch:
+        """Take up to ``batch_size`` open profiles out as a batch, not settled yet.
+
+        Unless ``final``, profiles of the last batches are carried over when
+        at least half the batch can be filled with fresh ones. Which profiles
+        go depends only on what was added, never on timing.
         """
-        with self._lock:
-            return self._close(seq, final)
-
-    def _close(self, seq: int, final: bool) -> Batch:
         recent = self._recent
         take = list(self._open)
         if not final and recent:
@@ -204,45 +277,93 @@ class Merger:
             if len(fresh) >= self.batch_size // 2:
                 take = fresh
         take = take[: self.batch_size]
-        profiles: list[dict[str, Any]] = []
-        sources = {}
-        befores: list[_Sent | None] = []
-        afters: list[_Sent | None] = []
-        add_before, add_after = befores.append, afters.append
+        pop_open, pop_sources = self._open.pop, self._sources.pop
+        items = [(iid, pop_open(iid)) for iid in take]
+        sources = {iid: pop_sources(iid) for iid in take}
+        recent.append(frozenset(sources))
+        self._carried = len(self._open)
+        return Batch(seq, [], sources, _open=items)
+
+    # -- what was sent ------------------------------------------------------------
+    def settle(self, batch: Batch) -> Batch:
+        """Compare ``batch`` with what was sent and acknowledged, and remember it as sent.
+
+        Values older than the ones remembered (in the window, else in the
+        ledger) are left out as ``superseded``; with ``skip_unchanged``,
+        values whose digest equals the acknowledged one's as ``unchanged``
+        (their newer timestamp is still remembered). A known profile left
+        with nothing is put in :attr:`Batch.current` instead of
+        :attr:`Batch.profiles`. Settling twice does nothing.
+        """
+        if batch.settled:
+            return batch
+        ledger = self.ledger
+        found: dict[str, bytes] = {}
+        # A ledger that was empty when opened, and was given only what this merger
+        # produced, knows nothing the window does not, until the window drops a
+        # profile: no query needed until then (a first import's common case).
+        ask = ledger is not None and not (ledger.started_empty and not self._evicted
+                                          and ledger.recorded == self._produced)
+        if ask and ledger is not None:
+            sent = self._sent
+            found = ledger.lookup([iid for iid, _ in batch._open if iid not in sent])
+        with self._lock:
+            if ledger is not None and (ask or self._evicted):
+                # left the window since: rare, but then the ledger must answer for them
+                late = [iid for iid, _ in batch._open if iid not in self._sent
+                        and iid not in found]
+                if late:
+                    found.update(ledger.lookup(late))
+            self._settle(batch, found)
+        return batch
+
+    def _settle(self, batch: Batch, found: dict[str, bytes]) -> None:
+        ledger = self.ledger
+        skip = self.skip_unchanged
+        profiles, current, dropped = batch.profiles, batch.current, batch.dropped
+        befores, afters = batch._before, batch._after
         sent = self._sent
-        pop_open, pop_sources, pop_sent = self._open.pop, self._sources.pop, sent.pop
-        for iid in take:
-            item = pop_open(iid)
-            sources[iid] = pop_sources(iid)
+        pop_sent = sent.pop
+        for iid, item in batch._open:
             before = pop_sent(iid, None)
+            if before is None and found:
+                blob = found.get(iid)
+                if blob is not None and ledger is not None:
+                    known, known_high = ledger.stamps(blob)
+                    before = _Sent(known, known_high, blob)
             # What was sent is never changed in place (a batch may need it back
             # on rollback): a profile sent before gets a new dict.
             if before is None:
                 attributes = item.values
                 stamps = item.stamps
                 high = item.high
+                plain = not item.loose and item.low == high
             else:
-                last_high = before[1]
-                if last_high is None or (item.low is not None and item.low >= last_high):
+                plain = False
+                last_high = before.high
+                if item.log is not None and last_high is not None:
+                    attributes, stamps = self._replay(item, before.stamps, dropped)
+                elif last_high is None or (item.low is not None and item.low >= last_high):
                     attributes = item.values  # nothing here is older than what was sent
                     if item.loose:  # a value without timestamp keeps the one it replaced
-                        stamps = dict(before[0])
+                        stamps = dict(before.stamps)
                         for key, ts in item.stamps.items():
                             if ts is not None:
                                 stamps[key] = ts
                             elif key not in stamps:
                                 stamps[key] = None
                     else:
-                        stamps = {**before[0], **item.stamps}
+                        stamps = {**before.stamps, **item.stamps}
                 else:
-                    stamps = dict(before[0])
+                    stamps = dict(before.stamps)
                     attributes = {}
                     for key, value in item.values.items():
                         ts = item.stamps[key]
                         if ts is not None:
                             last = stamps.get(key)
                             if last is not None and ts < last:
-                                continue  # an earlier batch already sent a newer value
+                                dropped.append((key, "superseded"))
+                                continue  # a newer value was sent (and acknowledged) before
                             stamps[key] = ts
                         else:
                             stamps.setdefault(key, None)
@@ -251,20 +372,69 @@ class Merger:
                     high = item.high
                 else:
                     high = last_high if item.high is None or item.high < last_high else item.high
-            entry = (stamps, high)
+                if skip and attributes and before.entry is not None and ledger is not None:
+                    attributes = self._leave_unchanged(batch, iid, attributes, before.entry)
+            entry = _Sent(stamps, high, before.entry if before is not None else None, plain)
             sent[iid] = entry  # re-inserted last: the dict is an LRU
-            add_before(before)
-            add_after(entry)
-            profiles.append({"integrationId": iid, "attributes": attributes})
+            befores[iid] = before
+            afters[iid] = entry
+            if before is not None and not attributes:
+                current.append(iid)  # it exists, and nothing here is newer
+            else:
+                profiles.append({"integrationId": iid, "attributes": attributes})
         if len(sent) > self.window + self.window // 4:
             # drop the least recently sent, in one pass (deleting from the front
             # of a dict one by one gets slower and slower)
             self._sent = dict(islice(sent.items(), len(sent) - self.window, None))
-        recent.append(frozenset(sources))
-        self._carried = len(self._open)
-        return Batch(seq, profiles, sources, befores, afters)
+            self._evicted = True
+        batch._open = []
+        batch.settled = True
 
-    # -- what was sent ------------------------------------------------------------
+    @staticmethod
+    def _replay(item: _Open, known: dict[str, float | None], dropped: list[tuple[str, str]]
+                ) -> tuple[dict[str, Any], dict[str, float | None]]:
+        """A loose profile's events, in order, against what is ``known``: what to send,
+        and the timestamps then.
+
+        A value with a timestamp replaces one at most as old (no timestamp is
+        oldest); a value without one always replaces, keeping the timestamp
+        of what it replaced: exactly what merging every event one by one
+        after the known ones gives.
+        """
+        assert item.base is not None and item.log is not None
+        stamps = dict(known)
+        attributes: dict[str, Any] = {}
+        values, times = item.base
+        steps: list[tuple[dict[str, Any], float | None]] = [
+            ({key: value}, times[key]) for key, value in values.items()]
+        for changes, ts in steps + item.log:
+            for key, value in changes.items():
+                if ts is None:
+                    attributes[key] = value
+                    stamps.setdefault(key, None)
+                    continue
+                last = stamps.get(key)
+                if last is None or ts >= last:
+                    attributes[key] = value
+                    stamps[key] = ts
+        dropped += [(key, "superseded") for key in item.values if key not in attributes]
+        return attributes, stamps
+
+    def _leave_unchanged(self, batch: Batch, iid: str, attributes: dict[str, Any],
+                         entry: bytes) -> dict[str, Any]:
+        """``attributes`` without those whose digest equals the acknowledged one's."""
+        from talon_classic.ledger import digests
+
+        assert self.ledger is not None
+        old = self.ledger.digests(entry)
+        new = digests(attributes)
+        same = [key for key, digest in new.items() if old.get(key) == digest]
+        batch._digests[iid] = new
+        if not same:
+            return attributes
+        batch.dropped += [(key, "unchanged") for key in same]
+        return {key: value for key, value in attributes.items() if key not in set(same)}
+
     def rollback(self, batch: Batch, iids: Iterable[str]) -> None:
         """Forget what ``batch`` recorded as sent for ``iids``: Talon.One did not take them.
 
@@ -274,25 +444,24 @@ class Merger:
         retry sends every value again, and a later event older than an
         undelivered value is not left out because of it.
 
-        Exact when no later batch recorded the same profile in the meantime
-        (always so in the server's worker, which sends one batch at a time
-        and has each id in at most one batch of a micro-batch). When one did
-        (bulk batches in parallel), that later memory is kept: it may hold a
-        timestamp that was not delivered, so an older value can still be
-        left out (never an older value sent over a newer one); the
-        undelivered events are dead-lettered, and replaying them restores
-        the newest values. Rolling back the same profile twice does nothing.
+        Exact when no later batch was settled with the same profile in the
+        meantime: always so in the bulk pipeline (a batch is settled only
+        once no earlier batch with its profiles is in flight) and in the
+        server's worker (one batch at a time). When one was (a caller
+        settling batches ahead of their outcome), that later memory is kept:
+        it may hold a timestamp that was not delivered, so an older value can
+        still be left out (never an older value sent over a newer one).
+        Rolling back the same profile twice does nothing.
         """
-        wanted = set(iids)
         with self._lock:
             sent = self._sent
-            for n, profile in enumerate(batch.profiles):
-                iid = profile["integrationId"]
-                entry = batch._after[n]
-                if iid not in wanted or entry is None:
+            afters = batch._after
+            for iid in iids:
+                entry = afters.get(iid)
+                if entry is None:
                     continue
-                batch._after[n] = None
-                before = batch._before[n]
+                afters[iid] = None
+                before = batch._before.get(iid)
                 if sent.get(iid) is not entry:
                     continue  # a later batch recorded it, or it left the window
                 if before is None:
@@ -300,13 +469,52 @@ class Merger:
                 else:
                     sent[iid] = before
 
+    def entries(self, batch: Batch, delivered: Collection[str]) -> list[tuple[str, bytes]]:
+        """The ledger entries of ``batch``'s profiles that Talon.One acknowledged.
+
+        ``delivered``: the integrationIds acknowledged. Profiles in
+        :attr:`Batch.current` are included when settling advanced a
+        timestamp (an unchanged value of a newer event). Empty without a
+        ledger, or with a read-only one. What is remembered of each profile
+        takes the new entry.
+        """
+        ledger = self.ledger
+        if ledger is None or not ledger.writable:
+            return []
+        out = []
+        skip = self.skip_unchanged
+        plain, entry = ledger.plain, ledger.entry
+        with self._lock:
+            afters, digests = batch._after, batch._digests
+            for profile in batch.profiles:
+                iid = profile["integrationId"]
+                after = afters.get(iid)
+                if after is None or iid not in delivered:
+                    continue
+                if after.plain and not skip:
+                    after.entry = plain(after.stamps, after.high)
+                else:
+                    after.entry = entry(after.stamps, profile["attributes"], after.entry, skip,
+                                        digests.get(iid))
+                after.plain = False
+                out.append((iid, after.entry))
+            for iid in batch.current:
+                after, before = afters.get(iid), batch._before.get(iid)
+                if after is None or before is None or after.stamps == before.stamps:
+                    continue
+                after.entry = ledger.entry(after.stamps, {}, after.entry)
+                out.append((iid, after.entry))
+            self._produced += len(out)
+        return out
+
     def remembered(self, iid: str) -> dict[str, float | None] | None:
         """What is remembered as sent for ``iid``: the timestamp behind each attribute.
 
-        None when the profile was never sent or has left the ``window``.
+        None when the profile was never sent or has left the ``window`` (the
+        ledger may still know it).
         """
         entry = self._sent.get(iid)
-        return None if entry is None else dict(entry[0])
+        return None if entry is None else dict(entry.stamps)
 
     @property
     def remembered_count(self) -> int:

@@ -16,6 +16,14 @@ same engine, merge and client as ``talon-classic identify``: rejected
 events go to the spool's dead-letter table, everything else that fails
 stays in the spool and is tried again, so nothing acknowledged is lost.
 
+The spool's database also holds the ordering ledger
+(:class:`~talon_classic.ledger.Ledger`): what Talon.One acknowledged, per
+integrationId and attribute. So a late, older event (Segment retries for
+hours), an event queued again by ``talon-classic deadletter retry``, or any
+event after a restart never replaces a newer value; and the profiles of a
+request that timed out are sent once more with their newest values once it
+can no longer land (the worker checks before every micro-batch).
+
 Answers to a request that cannot be taken:
 
 * 400 (or 413) when it can never be stored: not JSON (nested more than
@@ -53,15 +61,18 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from talon_classic.bulk import describe_rejection
+from talon_classic.bulk import REPAIR_AFTER_TIMEOUTS, describe_rejection
+from talon_classic.client import BulkOutcome
 from talon_classic.exceptions import (
     DeliveryError,
+    LedgerError,
     RejectedError,
     TalonClassicError,
     logged,
     shown,
 )
 from talon_classic.jsonio import BadLine, Unserialisable, dumps, dumps_bytes, loads
+from talon_classic.ledger import Ledger
 from talon_classic.merge import Batch, Merger, parse_timestamp
 from talon_classic.spool import Spool
 from talon_classic.transform import Engine
@@ -72,6 +83,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("talon_classic.server")
 
+#: How a user of ``serve`` gets past an unusable ledger in the spool.
+SERVE_HINT = "give serve another --spool, or --no-state (no ordering across restarts)"
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -101,6 +114,12 @@ class Metrics:
                                registry=self.registry)
         self.depth = Gauge("talon_spool_depth", "Events waiting in the spool",
                            registry=self.registry)
+        self.dropped = Counter("talon_attributes_dropped",
+                               "Attributes left out at delivery (superseded, unchanged)",
+                               ["reason"], registry=self.registry)
+        self.repaired = Counter("talon_profiles_repaired",
+                                "Profiles whose newest values were sent again after a request "
+                                "that timed out", registry=self.registry)
         self.latency = Histogram("talon_delivery_latency_seconds",
                                  "From acknowledgement to delivery", registry=self.registry,
                                  buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800))
@@ -162,19 +181,29 @@ class Worker(threading.Thread):
     nothing is sent twice and memory stays bounded by one micro-batch.
     Only a restart in that state forgets them: those events are then sent
     once more (upserts are idempotent).
+
+    With a ``ledger``, what Talon.One acknowledged is recorded there before
+    the events leave the spool, so a restart keeps the order; uncertain
+    profiles are repaired once due (:meth:`repair_due`).
     """
 
     def __init__(self, spool: Spool, engine: Engine, client: Any, metrics: Metrics,
                  batch_size: int = 1000, linger: float = 1.0, take: int = 5000,
                  backoff: float = 5.0, busy: Callable[[], bool] = lambda: False,
-                 memberships: MembershipDelivery | None = None) -> None:
+                 memberships: MembershipDelivery | None = None,
+                 ledger: Ledger | None = None, skip_unchanged: bool = False) -> None:
         super().__init__(name="talon-worker", daemon=True)
         #: Engage audience memberships, sent after the profiles, before their events are acked.
         self.memberships = memberships
         self.spool, self.engine, self.client, self.metrics = spool, engine, client, metrics
         self.batch_size, self.linger, self.take_size, self.backoff = (
             batch_size, linger, take, backoff)
-        self.merger = Merger(batch_size, 0, 100_000)
+        self.ledger = ledger
+        self.merger = Merger(batch_size, 0, 100_000, ledger=ledger, skip_unchanged=skip_unchanged)
+        timeout = getattr(client, "timeout", None)
+        read = timeout[1] if isinstance(timeout, tuple) and timeout[1] else 30.0
+        #: Seconds after an attempt that may still land before its profiles are repaired.
+        self.repair_after = REPAIR_AFTER_TIMEOUTS * float(read)
         self.busy = busy
         self._stop_event = threading.Event()
         self._wake = threading.Event()
@@ -185,6 +214,9 @@ class Worker(threading.Thread):
         # (to delete), rejected (to move to the dead-letter table)
         self._unremoved: set[int] = set()
         self._unburied: dict[int, tuple[str, str | None]] = {}
+        # what Talon.One acknowledged that the ledger could not record yet (its
+        # events wait in _unremoved/_unburied: they leave the spool only after it)
+        self._unrecorded: list[dict[str, Any]] = []
         self._retry_wait = 0.0  # backoff for writing them, 0 while the spool is fine
         self._retry_at = 0.0
 
@@ -226,6 +258,7 @@ class Worker(threading.Thread):
         """Deliver one micro-batch; True when a full one was taken (more may wait)."""
         if not self._settle():
             return False  # the spool cannot be written: take nothing new
+        self.repair_due()
         rows = self.spool.take(self.take_size)
         if len(rows) < self.take_size:
             # short queue: count it again (cheap now), which also picks up dead
@@ -270,11 +303,16 @@ class Worker(threading.Thread):
         return len(rows) >= self.take_size and not self.unremoved
 
     def _send(self, batch: Batch) -> None:
-        """One Talon.One request: ack the delivered, bury the rejected, raise if any failed."""
+        """One Talon.One request: record what was acknowledged in the ledger, then ack the
+        delivered (and the profiles with nothing newer) in the spool, bury the rejected,
+        raise if any failed."""
         stats = getattr(self.client, "stats", None)
         before = getattr(stats, "retries", 0)
+        for _, reason in batch.dropped:
+            self.metrics.dropped.labels(reason).inc()
         try:
-            outcome = self.client.upsert_profiles(batch.profiles)
+            outcome = (self.client.upsert_profiles(batch.profiles) if batch.profiles
+                       else BulkOutcome())
         except BaseException:
             # AuthError, DeliveryError (501, a redirect): nothing was delivered
             self.merger.rollback(batch, batch.sources)
@@ -285,9 +323,24 @@ class Worker(threading.Thread):
         # leave out values it believes were sent
         self.merger.rollback(batch, [p["integrationId"]
                                      for p, _ in [*outcome.rejected, *outcome.failed]])
+        recorded = True
+        if self.ledger is not None:  # before the events leave the spool: never behind it
+            acked = {p["integrationId"] for p in outcome.delivered}
+            record: dict[str, Any] = {
+                "entries": self.merger.entries(batch, acked), "sent": batch.profiles,
+                      "delivered": acked, "uncertain": {
+                          iid: t + self.repair_after for iid, t in outcome.uncertain.items()}}
+            try:
+                self.ledger.record(**record)
+            except LedgerError as failure:  # e.g. disk full: the spool's own file
+                recorded = False
+                self._unrecorded.append(record)
+                self.spool.note_failure(failure.reason or "the ledger cannot be written")
         done: list[int] = []
         for profile in outcome.delivered:
             done += [seq for _, seq in batch.sources[profile["integrationId"]]]
+        for iid in batch.current:  # nothing newer than what Talon.One has: done too
+            done += [seq for _, seq in batch.sources[iid]]
         now = time.time()
         for seq in done:
             self.metrics.latency.observe(max(0.0, now - self._received.get(seq, now)))
@@ -299,8 +352,13 @@ class Worker(threading.Thread):
         if self.memberships is not None:  # rejected ones buried, retryable ones kept spooled
             failed = {p["integrationId"] for p, _ in [*outcome.rejected, *outcome.failed]}
             done, dead, spooled = self.memberships.deliver(batch, failed).for_spool(done, dead)
-        self._remove(done)
-        self._bury(dead)
+        if recorded:
+            self._remove(done)
+            self._bury(dead)
+        else:  # kept until the ledger has them (never re-sent meanwhile)
+            self._unremoved.update(done)
+            self._unburied.update((seq, (reason, error)) for seq, reason, error in dead)
+            self._write_failed()
         self.metrics.delivered.inc(len(outcome.delivered))
         self.metrics.delivered_events.inc(len(done))
         self.metrics.dead.inc(len(dead))
@@ -310,6 +368,39 @@ class Worker(threading.Thread):
         if spooled:
             raise DeliveryError(f"{spooled} events kept in the spool: their audience memberships "
                                 "could not be delivered yet")
+
+    def repair_due(self) -> int:
+        """Send the newest acknowledged values of uncertain profiles whose time has come.
+
+        One request of at most ``batch_size`` profiles; returns how many were
+        repaired. A repair that is uncertain itself is repaired again later;
+        one Talon.One refuses is given up (logged). Failures raise, like a
+        micro-batch's, and the repair is tried again after the backoff.
+        """
+        ledger = self.ledger
+        if ledger is None or not ledger.pending:
+            return 0
+        due = ledger.due(time.time())
+        if not due:
+            return 0
+        nothing = [iid for iid, u in due.items() if not u.values]
+        if nothing:  # no acknowledged value to repair with
+            ledger.record(repaired=nothing)
+        profiles = [{"integrationId": iid, "attributes": u.values}
+                    for iid, u in due.items() if u.values][: self.batch_size]
+        if not profiles:
+            return 0
+        outcome = self.client.upsert_profiles(profiles)
+        refused = {p["integrationId"] for p, _ in outcome.rejected}
+        for profile, exc in outcome.rejected:
+            log.warning("%s: repair refused by Talon.One: %s", profile["integrationId"],
+                        describe_rejection(exc) if isinstance(exc, RejectedError) else exc)
+        acked = {p["integrationId"] for p in outcome.delivered}
+        ledger.record(sent=profiles, delivered=acked, repaired=acked | refused, uncertain={
+            iid: t + self.repair_after for iid, t in outcome.uncertain.items()})
+        repaired = len(acked - outcome.uncertain.keys())
+        self.metrics.repaired.inc(repaired)
+        return repaired
 
     # -- when the spool cannot be written ------------------------------------------
     def _remove(self, seqs: list[int]) -> None:
@@ -352,13 +443,18 @@ class Worker(threading.Thread):
         if time.monotonic() < self._retry_at:
             return False
         try:
+            while self._unrecorded and self.ledger is not None:
+                self.ledger.record(**self._unrecorded[0])
+                self._unrecorded.pop(0)
             if self._unremoved:
                 self.spool.ack(sorted(self._unremoved))
                 self._unremoved.clear()
             if self._unburied:
                 self.spool.bury([(seq, *why) for seq, why in sorted(self._unburied.items())])
                 self._unburied.clear()
-        except sqlite3.Error:
+        except (sqlite3.Error, LedgerError) as exc:
+            if isinstance(exc, LedgerError):
+                self.spool.note_failure(exc.reason or "the ledger cannot be written")
             self._write_failed()
             return False
         if self.spool.write_error is not None and not self.spool.probe():
@@ -608,19 +704,34 @@ class Service:
                  threads: int = 8, max_depth: int = 1_000_000, linger: float = 1.0,
                  dedupe_window: float = 24 * 3600, backoff: float = 5.0,
                  grace: float = 10.0, connection_limit: int | None = None,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, state: bool = True,
+                 skip_unchanged: bool = False,
                  memberships: MembershipDelivery | None = None) -> None:
         """``connection_limit`` and ``idle_timeout``: see :class:`WaitressServer`;
         ``memberships``: see :class:`Worker` (closed by the caller).
 
+        ``state``: keep the ordering ledger in the spool's database, for the
+        client's deployment (``client.base_url``); ``skip_unchanged``: leave
+        out values equal to the acknowledged ones.
+
         Raises :class:`~talon_classic.exceptions.AddressInUse` or
         :class:`~talon_classic.exceptions.ServeError` when the address cannot
-        be listened on (nothing is left open then).
+        be listened on, :class:`~talon_classic.exceptions.LedgerError` when
+        the spool's ledger cannot be used (nothing is left open then).
         """
         self.spool = Spool(spool_path, dedupe_window=dedupe_window)
+        self.ledger: Ledger | None = None
+        if state:
+            try:
+                self.ledger = Ledger(spool_path, getattr(client, "base_url", "").rstrip("/"),
+                                     hint=SERVE_HINT)
+            except BaseException:
+                self.spool.close()
+                raise
         self.metrics = Metrics()
         self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
-                             backoff=backoff, memberships=memberships)
+                             backoff=backoff, memberships=memberships, ledger=self.ledger,
+                             skip_unchanged=skip_unchanged and self.ledger is not None)
         self.metrics.watch(self.spool, self.worker)
         self.app = App(self.spool, self.worker, self.metrics, write_keys,
                        webhook_secret=webhook_secret, max_depth=max_depth)
@@ -634,6 +745,8 @@ class Service:
                                        max_request_body_size=2 * MAX_BATCH_BYTES)
         except BaseException:
             self.spool.close()
+            if self.ledger is not None:
+                self.ledger.close()
             raise
         self.url = self.http.url
         self.grace = grace
@@ -685,6 +798,8 @@ class Service:
             log.warning("stopped while a delivery was in progress; its events stay spooled")
             return
         self.spool.close()
+        if self.ledger is not None:
+            self.ledger.close()
 
     def __enter__(self) -> Service:
         return self.start()

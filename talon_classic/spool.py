@@ -203,6 +203,12 @@ class Spool:
             raise
         self._depth += len(rows)
 
+    def note_failure(self, reason: str) -> None:
+        """Another writer of this database file (the ordering ledger) failed: report it
+        as the spool's own write error (``reason``, e.g. "disk full") until a write works."""
+        self.write_errors += 1
+        self.write_error = reason
+
     def take(self, limit: int) -> list[tuple[int, float, bytes]]:
         """The oldest ``limit`` pending events as ``(seq, received, body)``; kept until acked."""
         with self._lock:

@@ -26,6 +26,8 @@ class Summary:
         self.skipped: Counter[str] = Counter()
         self._pairs: Counter[tuple[str, str]] = Counter()
         self._unnamed: Counter[str] = Counter()
+        # drops decided at delivery (sender threads), kept apart from the reader's
+        self._late: Counter[tuple[str, str]] = Counter()
         self.profiles_upserted = 0
         self.requests = 0
         self.retries = 0
@@ -33,6 +35,16 @@ class Summary:
         self.failed = 0
         self.dead_lettered = 0
         self.batches_resumed = 0
+        #: Profiles not sent: nothing newer than what Talon.One acknowledged (the ledger).
+        self.profiles_current = 0
+        #: Profiles whose newest values were sent again after an uncertain request.
+        self.profiles_repaired = 0
+        #: Profiles of uncertain requests not repaired yet (the next run does it).
+        self.repairs_left = 0
+        #: The ordering ledger this run used (set by the caller), None without one.
+        self.state_file: str | None = None
+        #: Why there is none, or how it was used (``dry run: read, not written``).
+        self.state_note = ""
         #: Batches hit by an unexpected error (a bug): dead-lettered, exit status 4.
         self.internal_errors = 0
         #: Dead letters this run added to the dead-letter file (set by the caller).
@@ -86,11 +98,28 @@ class Summary:
         self.skipped = Counter(other.skipped)
         self._pairs, self._unnamed = Counter(other._pairs), Counter(other._unnamed)
 
+    def drop(self, dropped: list[tuple[str, str]]) -> None:
+        """Count attributes left out when a batch was compared with what Talon.One has
+        (``superseded``, ``unchanged``); from any thread."""
+        if not dropped:
+            return
+        with self._lock:
+            late = self._late
+            if len(late) < MAX_DROPPED_NAMES:
+                late.update(dropped)
+            else:
+                for pair in dropped:
+                    late[pair if pair in late else ("", pair[1])] += 1
+
+    def _all_pairs(self) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return self._pairs + self._late
+
     @property
     def dropped(self) -> Counter[str]:
         """Dropped attributes per reason."""
         out = Counter(self._unnamed)
-        for (_, reason), count in self._pairs.items():
+        for (_, reason), count in self._all_pairs().items():
             out[reason] += count
         return out
 
@@ -98,8 +127,9 @@ class Summary:
     def dropped_names(self) -> dict[str, Counter[str]]:
         """Per reason, how often each attribute name was dropped."""
         out: dict[str, Counter[str]] = {}
-        for (name, reason), count in self._pairs.items():
-            out.setdefault(reason, Counter())[name] = count
+        for (name, reason), count in self._all_pairs().items():
+            if name:  # "" counts drops past MAX_DROPPED_NAMES names
+                out.setdefault(reason, Counter())[name] = count
         return out
 
     def add(self, **counts: int) -> None:
@@ -146,6 +176,10 @@ class Summary:
             "failed": self.failed,
             "dead_lettered": self.dead_lettered,
             "batches_resumed": self.batches_resumed,
+            "profiles_current": self.profiles_current,
+            "profiles_repaired": self.profiles_repaired,
+            "repairs_left": self.repairs_left,
+            "state_file": self.state_file,
             "internal_errors": self.internal_errors,
             "dead_letter_file": self.dead_letter_file if self.dead_lettered else None,
             "stopped": self.stopped,
@@ -177,8 +211,20 @@ class Summary:
         if d["internal_errors"]:
             lines.append(f"unexpected errors  {d['internal_errors']:>12,}  batches; their events "
                          "are dead-lettered (a bug: please report it)")
+        if d["profiles_current"]:
+            lines.append(f"up to date         {d['profiles_current']:>12,}  profiles not sent "
+                         "(nothing newer than what Talon.One acknowledged)")
+        if d["profiles_repaired"]:
+            lines.append(f"repaired           {d['profiles_repaired']:>12,}  profiles (newest "
+                         "values sent again after a request that timed out)")
+        if d["repairs_left"]:
+            lines.append(f"repair pending     {d['repairs_left']:>12,}  profiles (a request "
+                         "timed out; the next run with this state file repairs them)")
         if d["batches_resumed"]:
             lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")
+        if d["state_file"] or self.state_note:
+            lines.append(f"state file         {d['state_file'] or 'none'}"
+                         + (f"  ({self.state_note})" if self.state_note else ""))
         lines.append(self.elapsed_line(d))
         if d["stopped"]:
             lines.append(f"stopped early: {d['stopped']}")

@@ -80,9 +80,10 @@ SKIP_REASONS = (
     "no_user_id",
     "invalid_user_id",
 )
-#: Reasons one attribute is left out of an otherwise kept event.
+#: Reasons one attribute is left out of an otherwise kept event (the last two are
+#: decided at delivery, against what Talon.One acknowledged: :mod:`talon_classic.ledger`).
 DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_audience_value",
-                "unknown_attribute", "type_mismatch")
+                "unknown_attribute", "type_mismatch", "superseded", "unchanged")
 
 MAX_ID_LENGTH = 1000
 #: Largest magnitude of an integer attribute: float64 holds every integer up to it exactly.

@@ -480,3 +480,146 @@ def test_identify_help_lists_every_exit_status() -> None:
     for code in ("0 all delivered", "1 some events", "2 usage", "3 stopped by an "
                  "authentication", "4 an unexpected error", "130 interrupted"):
         assert code in " ".join(out.split()), code
+
+
+# -- issue 12: newest value wins across runs, replays and timeouts (the ledger) ----------------
+def at(seconds: int) -> str:
+    return f"2024-01-01T00:00:{seconds:02d}Z"
+
+
+def test_replaying_dead_letters_never_undoes_newer_values(emu, tmp_path: Path,
+                                                          state_home: Path) -> None:
+    """Reproduction 1: u1 "old" (ts 10) fails with a 501 and is dead-lettered, u1 "new"
+    (ts 20) is delivered; replaying the dead letters used to set u1 back to "old"."""
+    emu.configure(fail_next=1, fail_status=501)
+    src = write_jsonl(tmp_path / "run.jsonl", [
+        {"userId": "u1", "timestamp": at(10), "traits": {"plan": "old"}},
+        {"userId": "u2", "timestamp": at(10), "traits": {"plan": "x"}},
+        {"userId": "u1", "timestamp": at(20), "traits": {"plan": "new"}},
+    ])
+    settings = write_settings(tmp_path / "s.json", emu)
+    first = run(str(src), "--settings", str(settings), "--batch-size", "1")
+    assert first.exit_code == 1, first.output  # u1 "old" dead-lettered
+    assert emu.profile("u1")["attributes"] == {"plan": "new"}
+    ledger = next((state_home / "talon-classic").glob("127.0.0.1_*.db"))
+    assert f"state file         {ledger}\n" in first.output
+    replay = run(str(tmp_path / "run.jsonl.dead.jsonl"), "--replay-dead-letters",
+                 "--settings", str(settings))
+    assert replay.exit_code == 0, replay.output
+    assert emu.profile("u1")["attributes"] == {"plan": "new"}
+    assert "  superseded                  1  top: plan 1\n" in replay.output
+    assert "up to date                    1  profiles not sent" in replay.output
+    assert emu.stats()["profile_updates"] == 2  # u2, u1 "new"; the replay sent nothing
+
+
+def test_a_resumed_run_goes_through_the_ledger(talon_emulator_factory, tmp_path: Path) -> None:
+    """A newer value delivered by another run is not overwritten by --resume."""
+    emu = talon_emulator_factory()
+    settings = write_settings(tmp_path / "s.json", emu)
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"userId": f"u{n}", "timestamp": at(10), "traits": {"plan": "old"}} for n in range(4)])
+    ckpt = tmp_path / "in.ckpt.json"
+    emu.configure(fail_next=1, fail_status=401)  # the first batch stops the run
+    stopped = run(str(src), "--settings", str(settings), "--batch-size", "2", "--concurrency",
+                  "1", "--checkpoint", str(ckpt))
+    assert stopped.exit_code == 3, stopped.output
+    newer = write_jsonl(tmp_path / "newer.jsonl", [
+        {"userId": "u0", "timestamp": at(20), "traits": {"plan": "new"}}])
+    assert run(str(newer), "--settings", str(settings)).exit_code == 0
+    resumed = run(str(src), "--resume", "--checkpoint", str(ckpt))
+    assert resumed.exit_code == 0, resumed.output
+    assert emu.profile("u0")["attributes"] == {"plan": "new"}
+    assert emu.profile("u3")["attributes"] == {"plan": "old"}
+
+
+@pytest.mark.timeout(60)
+def test_a_request_that_lands_late_cannot_have_the_last_word(emu, tmp_path: Path) -> None:
+    """Reproduction 3: the first request hangs past the read timeout and is retried (the
+    retry succeeds), u1's newer value is delivered after it, then the hung request is
+    carried out: u1 was left with the older value. The run now sends u1's newest value
+    once more, once the hung request can no longer land (twice the read timeout)."""
+    emu.configure(hang_next=1, hang_seconds=2.4)
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"userId": "u1", "timestamp": at(10), "traits": {"plan": "old"}},
+        {"userId": "u2", "timestamp": at(10), "traits": {"plan": "x"}},
+        {"userId": "u1", "timestamp": at(20), "traits": {"plan": "new"}},
+    ])
+    result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                 "--batch-size", "1", "--read-timeout", "1.5")
+    assert result.exit_code == 0, result.output
+    assert emu.profile("u1")["attributes"] == {"plan": "new"}
+    assert "repaired                      1  profiles" in result.output
+    log = [r for r in emu.requests() if r["path"].startswith("/v2/customer_profiles")]
+    assert log[-1]["profiles"] == 1 and len(log) == 5  # hung, retried, u2, u1 new, repair
+
+
+def test_state_file_options(emu, tmp_path: Path, state_home: Path) -> None:
+    settings = write_settings(tmp_path / "s.json", emu)
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"plan": "a"}}])
+    mine = tmp_path / "mine.db"
+    chosen = run(str(src), "--settings", str(settings), "--state", str(mine))
+    assert chosen.exit_code == 0 and f"state file         {mine}\n" in chosen.output
+    none = run(str(src), "--settings", str(settings), "--no-state")
+    assert none.exit_code == 0 and "state file         none  (--no-state)" in none.output
+    emulated = run(str(src), "--settings", str(settings), "--emulator")
+    assert "state file         none  (--emulator without --emulator-db" in emulated.output
+    dry = run(str(src), "--settings", str(settings), "--state", str(mine), "--dry-run")
+    assert "state file         " + str(mine) + "  (dry run: read, not written)" in dry.output
+    assert not list(state_home.glob("*/*.db"))  # none of these used the default file
+    fresh = run(str(src), "--settings", str(settings), "--state", str(tmp_path / "no.db"),
+                "--dry-run", "--skip-unchanged")  # nothing to compare with yet: sends all
+    assert fresh.exit_code == 0 and '"attributes":{"plan":"a"}' in fresh.output
+    assert not (tmp_path / "no.db").exists()
+    for flags, message in [
+        (("--state", str(mine), "--no-state"), "--state and --no-state exclude each other"),
+        (("--no-state", "--skip-unchanged"), "--skip-unchanged compares with the state file"),
+        (("--emulator", "--skip-unchanged"), "--skip-unchanged compares with the state file"),
+        (("--emulator", "--state", str(mine)), "--state needs --emulator-db with --emulator"),
+    ]:
+        refused = run(str(src), "--settings", str(settings), *flags)
+        assert refused.exit_code == 2 and message in refused.output
+
+
+def test_an_unusable_state_file_is_one_line_with_the_way_out(emu, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    settings = write_settings(tmp_path / "s.json", emu)
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"plan": "a"}}])
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"\x00garbage" * 1000)
+    way_out = "give --state FILE (another state file) or --no-state (none)"
+    result = run(str(src), "--settings", str(settings), "--state", str(corrupt))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {corrupt}: not a usable state file (file is not a "
+                             f"database); move it away to start over, or {way_out}\n")
+    other = tmp_path / "other.db"
+    assert run(str(src), "--settings", str(settings), "--state", str(other),
+               "--id-prefix", "eu-").exit_code == 0
+    result = run(str(src), "--settings", str(settings), "--state", str(other))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {other}: holds the ordering of {emu.url} with id prefix "
+                             f"'eu-', not of {emu.url}; {way_out}\n")
+    real = os.access  # tests may run as root, for whom permissions change nothing
+    monkeypatch.setattr(os, "access", lambda p, m: os.fspath(p) != os.fspath(other)
+                        and real(p, m))
+    result = run(str(src), "--settings", str(settings), "--state", str(other),
+                 "--id-prefix", "eu-")
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {other}: cannot open the state file: permission denied; "
+                             f"{way_out}\n")
+    assert emu.stats()["profile_updates"] == 1  # nothing was sent by the refused runs
+
+
+def test_skip_unchanged_leaves_out_what_talon_one_has(emu, tmp_path: Path) -> None:
+    settings = write_settings(tmp_path / "s.json", emu)
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"userId": "u1", "timestamp": at(10), "traits": {"plan": "a", "email": "e"}}])
+    assert run(str(src), "--settings", str(settings), "--skip-unchanged").exit_code == 0
+    again = write_jsonl(tmp_path / "again.jsonl", [
+        {"userId": "u1", "timestamp": at(20), "traits": {"plan": "a", "email": "f"}}])
+    result = run(str(again), "--settings", str(settings), "--skip-unchanged")
+    assert result.exit_code == 0 and "  unchanged                   1  top: plan 1" in result.output
+    assert emu.requests()[-1]["profiles"] == 1
+    assert emu.profile("u1")["attributes"] == {"plan": "a", "email": "f"}
+    # without the option everything goes again (someone may have edited the profile)
+    plain = run(str(again), "--settings", str(settings))
+    assert plain.exit_code == 0 and "unchanged" not in plain.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,7 +74,9 @@ def test_events_without_timestamp_count_in_file_order() -> None:
     assert sent(m.close(1, final=True)) == {"u1": {"plan": "d"}}
     add(m, "u1", 4.5, plan="e")  # still older than the 5 that "b" and "d" replaced
     add(m, "u2", 0, plan="z")  # "y" had no timestamp: anything later in the file wins
-    assert sent(m.close(2, final=True)) == {"u1": {}, "u2": {"plan": "z"}}
+    batch = m.close(2, final=True)  # u1 has nothing newer: it exists, so it is not sent
+    assert sent(batch) == {"u2": {"plan": "z"}} and batch.current == ["u1"]
+    assert batch.dropped == [("plan", "superseded")]
 
 
 def test_a_value_without_timestamp_keeps_the_timestamp_it_replaced() -> None:
@@ -88,7 +91,8 @@ def test_a_value_without_timestamp_keeps_the_timestamp_it_replaced() -> None:
     assert sent(m.close(1, final=True)) == {"u1": {"plan": "pro", "email": "file-order@x.io"}}
     assert m.remembered("u1") == {"email": 10, "plan": 12}
     add(m, "u1", 9, email="nine@x.io")  # older than what the last value replaced
-    assert sent(m.close(2, final=True)) == {"u1": {}}
+    batch = m.close(2, final=True)
+    assert sent(batch) == {} and batch.current == ["u1"]
 
 
 def test_carry_over_of_profiles_sent_in_the_last_batches() -> None:
@@ -137,7 +141,9 @@ def test_the_window_bounds_what_is_remembered_least_recently_sent_first() -> Non
     add(m, "u0", 50, plan="old")
     add(m, "r11-0", 0, plan="old")
     add(m, "r0-0", 0, plan="old")  # outside the window: nothing to compare with
-    assert sent(m.close(99, final=True)) == {"u0": {}, "r11-0": {}, "r0-0": {"plan": "old"}}
+    batch = m.close(99, final=True)
+    assert sent(batch) == {"r0-0": {"plan": "old"}}
+    assert batch.current == ["u0", "r11-0"]
 
 
 def test_rollback_forgets_what_was_not_delivered() -> None:
@@ -164,8 +170,9 @@ def test_rollback_forgets_what_was_not_delivered() -> None:
     add(m, "u1", 7, plan="seven", email="e7")
     add(m, "u3", 6, plan="six")
     add(m, "u2", 6, plan="six")
-    assert sent(m.close(2, final=True)) == {
-        "u1": {"plan": "seven", "email": "e7"}, "u3": {"plan": "six"}, "u2": {}}
+    batch = m.close(2, final=True)
+    assert sent(batch) == {"u1": {"plan": "seven", "email": "e7"}, "u3": {"plan": "six"}}
+    assert batch.current == ["u2"]
 
 
 def test_rollback_of_the_whole_batch_and_of_an_older_overlapping_batch() -> None:
@@ -195,7 +202,8 @@ def test_discard_open_drops_the_unsent_merge_only() -> None:
     assert m.pending == 0 and not m.full
     assert m.remembered("u1") == {"plan": 5}
     add(m, "u1", 4, plan="four")
-    assert sent(m.close(1, final=True)) == {"u1": {}}
+    batch = m.close(1, final=True)
+    assert sent(batch) == {} and batch.current == ["u1"]
 
 
 # -- properties -------------------------------------------------------------------
@@ -250,3 +258,148 @@ def test_property_newest_value_wins_whatever_the_batching(
                     talon.setdefault(iid, {}).update(profile["attributes"])
         queue = sorted(back + queue)
     assert talon == newest(evs)
+
+
+# -- with a ledger: the window is a cache in front of it ----------------------------------------
+def deliver(m: Merger, ledger: Any, batch: Batch) -> None:
+    """What the pipeline does once Talon.One took every profile of ``batch``."""
+    acked = {p["integrationId"] for p in batch.profiles}
+    ledger.record(m.entries(batch, acked), sent=batch.profiles, delivered=acked)
+
+
+def test_what_an_earlier_run_delivered_holds_back_older_values(tmp_path) -> None:
+    from talon_classic.ledger import Ledger
+
+    with Ledger(tmp_path / "s.db", "https://x") as ledger:
+        first = Merger(10, 0, 1000, ledger=ledger)
+        add(first, "u1", 20, plan="new", email="e20")
+        deliver(first, ledger, first.close(0, final=True))
+        later = Merger(10, 0, 1000, ledger=ledger)  # another run: an empty window
+        add(later, "u1", 10, plan="old")
+        add(later, "u2", 10, plan="x")
+        batch = later.close(0, final=True)
+        assert sent(batch) == {"u2": {"plan": "x"}} and batch.current == ["u1"]
+        assert batch.dropped == [("plan", "superseded")]
+        assert later.remembered("u1") == {"plan": 20, "email": 20}  # now cached
+        add(later, "u1", 20, plan="same time, read later", email="e10")
+        add(later, "u1", 10, email="older")
+        assert sent(later.close(1, final=True)) == {"u1": {"plan": "same time, read later",
+                                                           "email": "e10"}}
+
+
+def test_an_untimed_value_takes_the_timestamp_only_the_ledger_knows(tmp_path) -> None:
+    """Regression: an untimed value and an older timed one in one batch, against a newer
+    value the window or ledger remembers: the untimed one (read later) was lost too."""
+    from talon_classic.ledger import Ledger
+
+    with Ledger(tmp_path / "s.db", "https://x") as ledger:
+        first = Merger(10, 0, 1000, ledger=ledger)
+        add(first, "u1", 30, plan="thirty")
+        deliver(first, ledger, first.close(0, final=True))
+        for m in (first, Merger(10, 0, 1000, ledger=ledger)):  # from the window; from the ledger
+            add(m, "u1", None, plan="untimed")  # takes 30, from what it replaces
+            add(m, "u1", 20, plan="twenty")  # older than 30: loses
+            batch = m.close(5, final=True)
+            assert sent(batch) == {"u1": {"plan": "untimed"}}
+            assert m.remembered("u1") == {"plan": 30}
+
+
+def test_skip_unchanged_leaves_out_equal_values_and_keeps_their_newer_timestamp(tmp_path) -> None:
+    from talon_classic.ledger import Ledger
+
+    with Ledger(tmp_path / "s.db", "https://x") as ledger:
+        first = Merger(10, 0, 1000, ledger=ledger, skip_unchanged=True)
+        add(first, "u1", 10, plan="pro", email="a")
+        deliver(first, ledger, first.close(0, final=True))
+        m = Merger(10, 0, 1000, ledger=ledger, skip_unchanged=True)
+        add(m, "u1", 30, plan="pro", email="b")
+        batch = m.close(0, final=True)
+        assert sent(batch) == {"u1": {"email": "b"}}
+        assert batch.dropped == [("plan", "unchanged")]
+        deliver(m, ledger, batch)
+        m2 = Merger(10, 0, 1000, ledger=ledger, skip_unchanged=True)
+        add(m2, "u1", 20, plan="free")  # older than the unchanged value's 30
+        batch = m2.close(0, final=True)
+        assert sent(batch) == {} and batch.dropped == [("plan", "superseded")]
+        add(m2, "u1", 40, plan="pro", email="b")
+        batch = m2.close(1, final=True)
+        assert batch.current == ["u1"] and sorted(batch.dropped) == [
+            ("email", "unchanged"), ("plan", "unchanged")]
+        entries = m2.entries(batch, set())  # nothing sent, but newer timestamps to record
+        assert [iid for iid, _ in entries] == ["u1"]
+        assert ledger.stamps(entries[0][1])[0] == {"plan": 40, "email": 40}
+    with pytest.raises(ValueError, match="needs a ledger"):
+        Merger(10, 0, 1000, skip_unchanged=True)
+
+
+stamped_events = st.lists(
+    st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.sampled_from(["a", "b"]),
+              st.one_of(st.none(), st.integers(0, 5))),
+    min_size=1, max_size=40)
+
+
+def newest_read(evs: list[tuple[str, str, int | None]], delivered: list[int]
+                ) -> dict[str, dict[str, int]]:
+    """Independent model: apply the delivered events one by one, in the order they were
+    read: a timed value replaces one at most as old (none is oldest); an untimed one always
+    replaces, keeping the timestamp of what it replaced."""
+    state: dict[tuple[str, str], tuple[int | None, int]] = {}
+    for n in delivered:
+        iid, attr, ts = evs[n]
+        old = state.get((iid, attr))
+        if ts is None:
+            state[iid, attr] = (old[0] if old else None, n)
+        elif old is None or old[0] is None or ts >= old[0]:
+            state[iid, attr] = (ts, n)
+    out: dict[str, dict[str, int]] = {}
+    for (iid, attr), (_, n) in state.items():
+        out.setdefault(iid, {})[attr] = n
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(stamped_events, st.integers(1, 3), st.integers(1, 2), st.integers(0, 2**32))
+def test_property_the_ledger_keeps_newest_wins_across_restarts(
+        tmp_path_factory, evs, batch_size: int, window: int, seed: int) -> None:
+    """Events go out in random batchings, each delivery fails at random (rolled back,
+    read again later), and the merger is replaced at random (a restart: only the ledger
+    remembers), with a tiny window: Talon.One ends with what applying the delivered events
+    one by one, in the order they were read, gives."""
+    from talon_classic.ledger import Ledger
+
+    rng = random.Random(seed)
+    path = tmp_path_factory.mktemp("ledger") / "s.db"
+    reads: list[int] = []  # read number -> event number (an event failed is read again)
+    delivered: list[int] = []  # read numbers delivered
+    talon: dict[str, dict[str, int]] = {}
+    with Ledger(path, "https://x") as ledger:
+        m = Merger(batch_size, 1, window, ledger=ledger)
+        queue = list(range(len(evs)))
+        while queue:
+            assert len(reads) < 2000
+            if rng.random() < 0.3:
+                m = Merger(batch_size, 1, window, ledger=ledger)  # a restart
+            cut = rng.randint(1, 6)
+            taken, queue = queue[:cut], queue[cut:]
+            for n in taken:
+                iid, attr, ts = evs[n]
+                m.add(iid, {attr: n}, None if ts is None else float(ts), ({}, len(reads)))
+                reads.append(n)
+            back: list[int] = []
+            while m.pending:
+                batch = m.close(0, final=not m.full or rng.random() < 0.5)
+                failed = {p["integrationId"] for p in batch.profiles if rng.random() < 0.3}
+                m.rollback(batch, failed)
+                for iid, sources in batch.sources.items():
+                    if iid in failed:
+                        back += [reads[r] for _, r in sources]
+                    else:
+                        delivered += [r for _, r in sources]
+                for profile in batch.profiles:
+                    if profile["integrationId"] not in failed:
+                        talon.setdefault(profile["integrationId"], {}).update(
+                            profile["attributes"])
+                acked = {p["integrationId"] for p in batch.profiles} - failed
+                ledger.record(m.entries(batch, acked), sent=batch.profiles, delivered=acked)
+            queue = back + queue  # what failed is read again, before the rest
+    assert talon == newest_read(evs, [reads[r] for r in sorted(delivered)])

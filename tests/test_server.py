@@ -682,3 +682,84 @@ def test_an_unexpected_error_is_500_not_a_retry_forever(service, monkeypatch) ->
     r = requests.post(f"{service.url}/v1/identify", headers=basic(WRITE_KEY), json={"userId": "f"})
     assert (r.status_code, "Retry-After" in r.headers) == (500, False)
     assert "a bug" not in r.text
+
+
+def _metric_or_zero(url: str, line_start: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    found = re.search(rf"^{re.escape(line_start)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def _post(url: str, events: list[dict]) -> None:
+    r = requests.post(f"{url}/v1/batch", json={"batch": events}, headers=basic(WRITE_KEY),
+                      timeout=10)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.timeout(120)
+def test_restarts_and_deadletter_retry_keep_the_newest_value(talon_emulator,
+                                                             tmp_path: Path) -> None:
+    """Reproduction 2: u1 "new" (ts 20) delivered, serve stopped with SIGTERM and started
+    again on the same spool, then u1 "old" (ts 10) posted: u1 used to end "old". Likewise a
+    dead letter queued again by ``deadletter retry`` after a restart."""
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"apiKey": talon_emulator.api_key,
+                                    "applicationDomain": talon_emulator.url,
+                                    "customAttributes": ["plan"]}))
+    spool = tmp_path / "spool.db"
+    superseded = 'talon_attributes_dropped_total{reason="superseded"}'
+
+    def identify(uid: str, ts: int, plan: str) -> dict:
+        return {"type": "identify", "userId": uid, "timestamp": f"2024-01-01T00:00:{ts:02d}Z",
+                "traits": {"plan": plan}}
+
+    proc, url = _start_server(settings, spool)
+    try:
+        talon_emulator.configure(reject_ids=["u2"])
+        _post(url, [identify("u2", 10, "old")])
+        wait_for(lambda: _metric_or_zero(url, "talon_events_dead_lettered_total") == 1)
+        talon_emulator.configure(reject_ids=[])
+        _post(url, [identify("u1", 20, "new"), identify("u2", 20, "new")])
+        wait_for(lambda: talon_emulator.profile("u1") is not None
+                 and talon_emulator.profile("u2") is not None)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        proc, url = _start_server(settings, spool)
+        _post(url, [identify("u1", 10, "old")])  # late and older: Segment retried it
+        wait_for(lambda: _metric_or_zero(url, superseded) == 1)
+        assert talon_emulator.profile("u1")["attributes"] == {"plan": "new"}
+        retried = CliRunner().invoke(main, ["deadletter", "retry", "--spool", str(spool)])
+        assert "1 dead letters queued again" in retried.output
+        wait_for(lambda: _metric_or_zero(url, superseded) == 2)
+        assert talon_emulator.profile("u2")["attributes"] == {"plan": "new"}
+        assert talon_emulator.stats()["profile_updates"] == 2  # nothing older went out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_skip_unchanged_and_a_spool_of_another_deployment(talon_emulator, tmp_path: Path) -> None:
+    from talon_classic.exceptions import LedgerError
+
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    path = str(tmp_path / "spool.db")
+    svc = Service(path, Engine(["plan", "email"]), client, [WRITE_KEY], port=0, linger=0.05,
+                  skip_unchanged=True).start()
+    try:
+        _post(svc.url, [{"type": "identify", "userId": "u1", "timestamp": "2024-01-01T00:00:10Z",
+                         "traits": {"plan": "a", "email": "e"}}])
+        wait_for(lambda: talon_emulator.profile("u1") is not None and svc.spool.depth == 0)
+        _post(svc.url, [{"type": "identify", "userId": "u1", "timestamp": "2024-01-01T00:00:20Z",
+                         "traits": {"plan": "a", "email": "f"}}])
+        wait_for(lambda: talon_emulator.profile("u1")["attributes"]["email"] == "f")
+        assert _metric_or_zero(svc.url, 'talon_attributes_dropped_total{reason="unchanged"}') == 1
+        assert talon_emulator.requests()[-1]["profiles"] == 1
+    finally:
+        svc.stop()
+    other = Client("https://elsewhere.talon.one", "unused-key-000", rate_limit=0)
+    with pytest.raises(LedgerError) as info:
+        Service(path, Engine([]), other, [WRITE_KEY], port=0)
+    assert str(info.value) == (
+        f"{path}: holds the ordering of {talon_emulator.url}, not of https://elsewhere.talon.one; "
+        "give serve another --spool, or --no-state (no ordering across restarts)")
+    Service(path, Engine([]), other, [WRITE_KEY], port=0, state=False).stop()  # the way out

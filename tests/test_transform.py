@@ -201,8 +201,10 @@ def test_reason_codes_are_exactly_the_contracts() -> None:
 
     assert set(SKIP_REASONS) == {"invalid_json", "invalid_event", "not_identify",
                                  "disabled_by_integrations", "no_user_id", "invalid_user_id"}
+    # the contract's, and the two decided at delivery against the ledger (never by the engine)
     assert set(DROP_REASONS) == {"not_allowlisted", "unsupported_value", "collision",
-                                 "invalid_audience_value", "unknown_attribute", "type_mismatch"}
+                                 "invalid_audience_value", "unknown_attribute", "type_mismatch",
+                                 "superseded", "unchanged"}
 
 
 # -- values JSON can carry but Talon.One cannot take (issue 11, item 7) ------------------------

@@ -53,7 +53,11 @@ def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
 @deadletter.command("retry")
 @click.option("--spool", "spool_path", required=True, metavar="PATH", help="The server's spool.")
 def deadletter_retry(spool_path: str) -> None:
-    """Put every dead letter back in the queue, after fixing the cause in Talon.One."""
+    """Put every dead letter back in the queue, after fixing the cause in Talon.One.
+
+    The server delivers them through its ordering ledger: a value older than
+    one Talon.One acknowledged since is left out (superseded).
+    """
     spool = _open_spool(spool_path)
     try:
         moved = spool.retry_dead()

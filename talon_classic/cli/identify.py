@@ -47,7 +47,13 @@ from talon_classic.cli.options import (
     warn,
 )
 from talon_classic.cli.transform import silence_stdout
-from talon_classic.exceptions import CheckpointError, CompactError, InputError, SettingsError
+from talon_classic.exceptions import (
+    CheckpointError,
+    CompactError,
+    InputError,
+    LedgerError,
+    SettingsError,
+)
 from talon_classic.files import open_private
 from talon_classic.jsonio import dumps
 from talon_classic.reader import STDIN
@@ -58,6 +64,7 @@ if TYPE_CHECKING:
     from talon_classic.bulk import Batch, Pipeline
     from talon_classic.client import Client
     from talon_classic.emulator import Emulator, EmulatorServer
+    from talon_classic.ledger import Ledger
     from talon_classic.memberships import MembershipDelivery
     from talon_classic.schema import Schema
     from talon_classic.schemacache import SchemaSource
@@ -66,7 +73,7 @@ if TYPE_CHECKING:
 #: Options a checkpoint records, so that a bare --resume continues the run as it was.
 RECORDED = (*BATCH_OPTIONS, *MODE_OPTIONS, "run_rule_engine", "concurrency", "rate_limit",
             "dead_letter", "dead_letter_skipped", "settings_path", "emulator", "emulator_db",
-            "schema")
+            "schema", "state", "no_state", "skip_unchanged", "read_timeout")
 
 
 @dataclass
@@ -228,6 +235,51 @@ def check_flags(opts: dict[str, Any]) -> None:
     if opts["compact"] and opts["dead_letter_skipped"]:
         raise UsageFailure("--dead-letter-skipped lists skipped events, which --compact does "
                            "not keep (it counts them); run without --compact to list them")
+    if opts["state"] and opts["no_state"]:
+        raise UsageFailure("--state and --no-state exclude each other")
+    if opts["emulator"] and opts["state"] and not opts["emulator_db"]:
+        raise UsageFailure("--state needs --emulator-db with --emulator: the emulator forgets "
+                           "everything when it stops, its state file must too")
+    if opts["skip_unchanged"] and (opts["no_state"] or opts["emulator"] and not opts["emulator_db"]):
+        raise UsageFailure("--skip-unchanged compares with the state file, and this run keeps "
+                           "none (--no-state, or --emulator without --emulator-db)")
+
+
+def open_state(run: Run, stack: contextlib.ExitStack) -> tuple[Ledger | None, str | None, str]:
+    """The ordering ledger of this run's deployment and id prefix, its path, and a note.
+
+    ``--state FILE``, else one file per deployment and id prefix in the state
+    directory. None with ``--no-state``, for ``--emulator`` without
+    ``--emulator-db`` (the emulator forgets too), and for a dry run when the
+    file does not exist (a dry run reads it, never writes it).
+    """
+    from talon_classic.ledger import Ledger
+    from talon_classic.state import ensure_dir, state_dir, state_file
+
+    opts = run.options
+    if opts["no_state"]:
+        return None, None, "--no-state"
+    if opts["emulator"]:
+        if not opts["emulator_db"]:
+            return None, None, "--emulator without --emulator-db forgets everything"
+        deployment = "emulator:" + os.path.abspath(opts["emulator_db"])
+    else:
+        deployment = (run.settings.application_domain or "").rstrip("/")
+    if not deployment:
+        return None, None, "no application domain"
+    path = opts["state"] or os.fspath(state_file(deployment, opts["id_prefix"]))
+    if opts["dry_run"] and not os.path.exists(path):
+        return None, path, "dry run: it does not exist yet"
+    try:
+        if not opts["state"] and not opts["dry_run"]:
+            ensure_dir(state_dir())
+        ledger = Ledger(path, deployment, opts["id_prefix"], readonly=opts["dry_run"],
+                        exclusive=not opts["dry_run"], background=True)
+    except (LedgerError, OSError) as exc:
+        raise UsageFailure(str(exc) if isinstance(exc, LedgerError) else
+                           f"{path}: cannot create the state directory: {exc}") from None
+    stack.callback(ledger.close)
+    return ledger, path, "dry run: read, not written" if opts["dry_run"] else ""
 
 
 def _resumed_options(ckpt: Checkpoint, opts: dict[str, Any]) -> dict[str, Any]:
@@ -351,7 +403,7 @@ def open_client(run: Run, stack: contextlib.ExitStack, output: RequestOutput | N
         client = Client.dry_run(base_url, key, output, concurrency=1)
     else:
         client = Client(base_url, key, concurrency=opts["concurrency"],
-                        rate_limit=opts["rate_limit"])
+                        rate_limit=opts["rate_limit"], read_timeout=opts["read_timeout"])
     stack.callback(client.close)
     return client, server
 
@@ -410,7 +462,7 @@ def exit_code(pipeline: Pipeline, summary: Summary, interrupted: bool) -> int:
         return EXIT_INTERRUPTED
     if pipeline.auth_error is not None:
         return EXIT_AUTH
-    if pipeline.internal_error is not None:
+    if pipeline.internal_error is not None or pipeline.state_error is not None:
         return EXIT_INTERNAL
     if summary.dead_lettered:
         return EXIT_DEAD_LETTERED
@@ -418,7 +470,7 @@ def exit_code(pipeline: Pipeline, summary: Summary, interrupted: bool) -> int:
 
 
 def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str | None,
-           stats: dict[str, Any] | None) -> None:
+           stats: dict[str, Any] | None, state_error: str | None = None) -> None:
     """Print the summary; with ``--dry-run`` and no ``--output`` it goes to stderr."""
     opts = run.options
     to_err = opts["dry_run"] and not opts["output"]
@@ -444,6 +496,8 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
         text = f"{line}\n{text}"
     if internal:
         text += f"\nfirst unexpected error: {internal}"
+    if state_error:
+        text += f"\nstate file error: {state_error}"
     if opts["dry_run"]:
         text += "\ndry run: nothing was sent"
     click.echo(text, err=to_err)
@@ -492,6 +546,18 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
 @click.option("--resume", is_flag=True,
               help="Continue the run recorded in --checkpoint [default: <first input>"
               ".checkpoint.json], with its options, without re-sending what was delivered.")
+@click.option("--state", type=click.Path(dir_okay=False, readable=False), metavar="FILE",
+              help="The ordering ledger: what Talon.One acknowledged, so no run, replay or "
+              "resume sends an older value over a newer one [default: one file per "
+              "deployment and id prefix in $XDG_STATE_HOME/talon-classic/].")
+@click.option("--no-state", is_flag=True,
+              help="Keep no ledger: newest-wins holds within this run only.")
+@click.option("--skip-unchanged", is_flag=True,
+              help="Do not send values equal to what Talon.One acknowledged last (off by "
+              "default: the profile may have been edited in Talon.One since).")
+@click.option("--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
+              "request that timed out is repaired twice this long after it.")
 @click.option("--max-line-bytes", default=8 * 1024 * 1024, show_default=True,
               type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
@@ -509,7 +575,7 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
     Exit status: 0 all delivered (or a dry run's reader closed the output),
     1 some events dead-lettered, 2 usage or settings error (nothing sent),
     3 stopped by an authentication failure, 4 an unexpected error (its
-    events are dead-lettered), 130 interrupted (Ctrl-C).
+    events are dead-lettered) or the state file failed, 130 interrupted (Ctrl-C).
     """
     from talon_classic.bulk import Options, Pipeline
     from talon_classic.deadletter_file import DeadLetters
@@ -529,6 +595,7 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
         max_line_bytes=opts["max_line_bytes"],
         replay_dead_letters=opts["replay_dead_letters"],
         profiles=opts["profiles"] or opts["compact"],
+        skip_unchanged=opts["skip_unchanged"],  # off below when no state file exists yet
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
@@ -549,6 +616,9 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
             output = RequestOutput(stream)
         client, server = open_client(run, stack, output, quiet)
         memberships = open_memberships(run, client, stack, quiet)
+        ledger, state_path, state_note = open_state(run, stack)
+        if ledger is None:  # a dry run before any state file: nothing to compare with
+            pipeline_options.skip_unchanged = False
         pipeline = Pipeline(
             engine,
             client,
@@ -561,7 +631,9 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
                          else register_profile_names(server.app) if pipeline_options.profiles
                          else register_engage_names(engine, server.app)),
             memberships=memberships,
+            ledger=ledger,
         )
+        pipeline.summary.state_file, pipeline.summary.state_note = state_path, state_note
         if output is not None:
             output.on_closed = lambda: pipeline.stop("the output was closed")
         try:
@@ -581,5 +653,5 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
         if server is not None:
             stats = server.app.stats()
     code = exit_code(pipeline, summary, interrupted)
-    report(summary, code, run, as_json, pipeline.internal_error, stats)
+    report(summary, code, run, as_json, pipeline.internal_error, stats, pipeline.state_error)
     sys.exit(code)

@@ -68,15 +68,27 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
               help="Requests per second to Talon.One.")
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process.")
+@click.option("--no-state", is_flag=True,
+              help="Keep no ordering ledger in the spool: after a restart an older event "
+              "can replace a newer value.")
+@click.option("--skip-unchanged", is_flag=True,
+              help="Do not send values equal to what Talon.One acknowledged last (off by "
+              "default: the profile may have been edited in Talon.One since).")
+@click.option("--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
+              "request that timed out is repaired twice this long after it.")
 @server_options
 def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str, host: str,
           port: int, write_keys: list[str], webhook_secret: str | None, threads: int,
           max_spool: int, linger: float, dedupe_hours: float, rate_limit: float, emulator: bool,
+          no_state: bool, skip_unchanged: bool, read_timeout: float,
           connection_limit: int | None, idle_timeout: float) -> None:
     """Accept Segment events over HTTP (tracking API, webhooks), spool them, deliver them.
 
     Segment's server libraries work unchanged when pointed at this host
-    (e.g. analytics-python's host=http://HOST:PORT). SIGTERM or Ctrl-C:
+    (e.g. analytics-python's host=http://HOST:PORT). The spool also keeps
+    the ordering ledger (what Talon.One acknowledged), so after a restart an
+    older event still never replaces a newer value. SIGTERM or Ctrl-C:
     stop accepting, finish requests in progress, exit 0; undelivered events
     stay in the spool for the next start. With an attribute schema (--schema,
     or pulled once at start with a management key) values are coerced to
@@ -96,6 +108,9 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
                            ) from None
 
     settings = settings_args.load()
+    if skip_unchanged and (no_state or emulator):
+        raise UsageFailure("--skip-unchanged compares with the ordering ledger, and this server "
+                           "keeps none (--no-state, or --emulator, which forgets on restart)")
     if not write_keys:
         raise UsageFailure(f"give at least one --write-key (or {ENV_WRITE_KEYS})")
     write_keys = [secret(k, "writeKey", "write_keys", ENV_WRITE_KEYS) for k in write_keys]
@@ -114,14 +129,16 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
             # (with a schema, every attribute it has)
             server = stack.enter_context(emulator_for(settings, rate_limit, None, strict=False,
                                                       schema=schema))
-            client = Client(server.url, server.app.config.api_key, rate_limit=rate_limit)
+            client = Client(server.url, server.app.config.api_key, rate_limit=rate_limit,
+                            read_timeout=read_timeout)
             click.echo(f"emulator: delivering to the local Talon.One emulator at {server.url}")
         else:
             try:
                 settings.require_delivery(settings_args.label)
             except SettingsError as exc:
                 raise UsageFailure(str(exc)) from None
-            client = Client.from_settings(settings, rate_limit=rate_limit, concurrency=1)
+            client = Client.from_settings(settings, rate_limit=rate_limit, concurrency=1,
+                                          read_timeout=read_timeout)
         stack.callback(client.close)
         memberships = open_memberships(settings, client, stack, emulator)
         try:
@@ -130,7 +147,8 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
                               threads=threads, max_depth=max_spool, linger=linger,
                               dedupe_window=dedupe_hours * 3600,
                               connection_limit=connection_limit, idle_timeout=idle_timeout,
-                              memberships=memberships)
+                              memberships=memberships,
+                              state=not (no_state or emulator), skip_unchanged=skip_unchanged)
         except TalonClassicError as exc:
             raise UsageFailure(str(exc)) from None
 

@@ -1,0 +1,41 @@
+"""Every test keeps talon-classic's state (the ordering ledger) in a directory of its own.
+
+``identify`` keeps a ledger per deployment in ``$XDG_STATE_HOME/talon-classic/``
+by default. Tests run it many times against emulators: without this, they
+would write into the real home directory, and one test's ledger could
+decide what another's run sends. Subprocesses inherit the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_STATE: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A state directory for the whole session, before any fixture (module-scoped ones
+    such as the README runner's included) starts a talon-classic."""
+    where = tempfile.mkdtemp(prefix="talon-test-state-")
+    _SESSION_STATE.append(where)
+    os.environ["XDG_STATE_HOME"] = where
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for where in _SESSION_STATE:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """This test's ``XDG_STATE_HOME`` (fresh, empty; not inside ``tmp_path``)."""
+    where = tmp_path_factory.mktemp("xdg-state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(where))
+    yield where
