@@ -218,10 +218,13 @@ class MembershipReport:
 
 
 def _merge(batch: Batch, failed: Collection[str]) -> list[_Wanted]:
-    """Per delivered profile and Engage audience, the newest action (then the latest event)."""
+    """Per delivered profile and Engage audience, the newest action (then the latest event).
+
+    Every profile of the batch counts, also one the ledger left unsent because
+    Talon.One already has its attributes (an Audience Entered track carries none).
+    """
     out: list[_Wanted] = []
-    for profile in batch.profiles:
-        iid = profile["integrationId"]
+    for iid in batch.sources:
         if iid in failed:
             continue
         wanted: dict[str, _Wanted] = {}
