@@ -112,6 +112,9 @@ HOST_PORT = re.compile(r"\b(127\.0\.0\.1|localhost):(\d{1,5})\b")
 PORT_OPTION = re.compile(r"(--port[= ])(\d{1,5})\b")
 # leading spaces too: right-aligned figures move when they grow a digit
 DURATION = re.compile(r" *\b\d+\.\d+s\b")
+#: A state database in the state directory: its directory and the hash of the
+#: deployment URL (whose port is random here) vary from run to run.
+STATE_FILE = re.compile(r"\S*/talon-classic/[\w.-]+-[0-9a-f]{12}\.db")
 RATE = re.compile(r" *\b\d[\d,]*(?:\.\d+)? (events|profiles|requests|actions)/s\b")
 TIMESTAMP = re.compile(
     r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d[.,]\d+(?:Z|[+-]\d\d:?\d\d)?")
@@ -482,6 +485,7 @@ def normaliser(fixed_ports: Iterable[int], any_numbers: bool = False) -> Callabl
     def norm(line: str) -> str:
         line = HOST_PORT.sub(port, line.rstrip().expandtabs())
         line = TIMESTAMP.sub("<timestamp>", line)
+        line = STATE_FILE.sub("<state file>", line)
         line = RATE.sub(r" <rate> \1/s", line)
         line = DURATION.sub(" <duration>", line)
         if any_numbers:  # right-aligned numbers move their column too
@@ -541,6 +545,8 @@ class Runner:
         self.ports = {p: _free_port(taken) for p in sorted(session.fixed_ports())}
         with tempfile.TemporaryDirectory(prefix=f"readme-check-{session.name}-") as tmp:
             self.dir = Path(tmp)
+            # the state directory too: never the real home's
+            self.env = {**self.env, "XDG_STATE_HOME": str(self.dir / ".state")}
             if self.samples is not None and self.samples.is_dir():
                 shutil.copytree(self.samples, self.dir / "samples")
             try:
