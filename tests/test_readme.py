@@ -62,7 +62,9 @@ def test_session(ran: dict[str, readme_check.Session], name: str) -> None:
 def test_sessions_cover_the_readme() -> None:
     """Only a few illustrative blocks are skipped; everything else is run."""
     kinds = [b.kind for b in DOCUMENT.blocks]
-    assert kinds.count("skip") <= 3, [b.lineno for b in DOCUMENT.blocks if b.kind == "skip"]
+    # the install line, the emulator's synopsis, the benchmark table, and the two
+    # Spark examples that need a cluster or Databricks (s3a://, a notebook)
+    assert kinds.count("skip") <= 5, [b.lineno for b in DOCUMENT.blocks if b.kind == "skip"]
     assert kinds.count("shell") >= 15
     assert "python" in kinds and "output" in kinds
 
