@@ -133,6 +133,8 @@ assert array("I").itemsize == 4 and array("d").itemsize == 8
 #: Packs the timestamp ending a plain entry (NaN for none).
 PACK_TS = _TS.pack
 NO_TS = _NAN
+#: The flag of an entry's first byte that says it holds digests.
+HAS_DIGESTS = _DIGESTS
 
 #: What the ledger knows of one profile: each attribute's timestamp, and the newest.
 Stamps = dict[str, float | None]
@@ -284,6 +286,7 @@ class Ledger:
         self._shapes: list[tuple[str, ...]] = []
         self._unsaved: dict[int, tuple[str, ...]] = {}
         self._plain_heads: dict[tuple[str, ...], bytes] = {}
+        self._mixed_heads: dict[tuple[str, ...], bytes] = {}
         self._names_lock = threading.Lock()
         #: The ledger held no profile when opened (what it holds now, this process wrote).
         self.started_empty = False
@@ -576,6 +579,26 @@ class Ledger:
                 return None
             head = self._plain_heads[names] = _HEAD.pack(_ONE_TS, shape)
         return head
+
+    def undigested(self, stamps: Mapping[str, float | None]) -> bytes:
+        """The entry of a profile none of whose values has a digest: its names (a shape)
+        and timestamps only; what :meth:`entry` gives then, with less work."""
+        names = tuple(stamps)
+        times = list(stamps.values())
+        first = times[0] if times else None
+        if times.count(first) == len(times):
+            head = self._plain_heads.get(names) or self.plain_head(stamps)
+            if head is not None:
+                return head + _TS.pack(_NAN if first is None else first)
+        elif None not in times:
+            head = self._mixed_heads.get(names)
+            if head is None:
+                shape = self._shape(names)
+                if shape is not None:
+                    head = self._mixed_heads[names] = _HEAD.pack(0, shape)
+            if head is not None:
+                return head + _raw(array("d", times))
+        return self.entry(stamps, {})
 
     @property
     def plain_heads(self) -> Mapping[tuple[str, ...], bytes]:

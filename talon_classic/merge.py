@@ -509,7 +509,10 @@ class Merger:
                     continue
             others.append((iid, after))
         if others:
-            entry, digests, befores = ledger.entry, batch._digests, batch._before
+            from talon_classic.ledger import HAS_DIGESTS
+
+            entry, undigested = ledger.entry, ledger.undigested
+            digests, befores = batch._digests, batch._before
             sent = {p["integrationId"]: p["attributes"] for p in batch.profiles}
             for iid, after in others:
                 attributes = sent.get(iid)
@@ -518,8 +521,11 @@ class Merger:
                     if before is None or after.stamps == before.stamps:
                         continue
                     attributes = {}
-                after.entry = entry(after.stamps, attributes, after.entry, skip,
-                                    digests.get(iid))
+                known = after.entry
+                if not skip and (known is None or not known[0] & HAS_DIGESTS):
+                    after.entry = undigested(after.stamps)  # no digest to keep
+                else:
+                    after.entry = entry(after.stamps, attributes, known, skip, digests.get(iid))
                 add_id(iid)
                 add_blob(after.entry)
         with self._lock:
