@@ -355,6 +355,8 @@ class Pipeline:
                     {"integrationId": iid, "attributes": {}} for iid in batch.sources]
                 delivered, bad = 0, [(p, "internal_error", what) for p in profiles]
             undelivered = [p["integrationId"] for p, _, _ in bad]
+            if self._merger is not None and undelivered:
+                self._merger.rollback(batch, undelivered)  # before its ledger entries
             self._record(batch, delivered, bad, uncertain)
         except AuthError as exc:
             with self._cond:
@@ -412,12 +414,15 @@ class Pipeline:
             mark = lambda: checkpoint.mark(seq, positions)  # noqa: E731
         ledger = self.ledger
         if ledger is not None and ledger.writable and self._merger is not None:
-            failed = {p["integrationId"] for p, _, _ in bad}
-            acked = {p["integrationId"] for p in batch.profiles} - failed
+            acked: set[str] = set()
+            sent: list[dict[str, Any]] = []
+            if uncertain or ledger.watching:  # only uncertain deliveries need to know
+                failed = {p["integrationId"] for p, _, _ in bad}
+                acked = {p["integrationId"] for p in batch.profiles} - failed
+                sent = batch.profiles  # else not kept alive in the writer's queue
             after = self._repair_after()
             # the checkpoint is marked once the ledger has the batch: never ahead of it
-            ledger.record(self._merger.entries(batch, acked), sent=batch.profiles,
-                          delivered=acked,
+            ledger.record(self._merger.entries(batch), sent=sent, delivered=acked,
                           uncertain={iid: t + after for iid, t in uncertain.items()},
                           then=mark)
         elif mark is not None:

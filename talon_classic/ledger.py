@@ -66,7 +66,7 @@ import threading
 import time
 import zlib
 from array import array
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -83,7 +83,8 @@ try:  # the ``fast`` extra: a C-level map over the values, no Python frame per v
 except ImportError:  # pragma: no cover - exercised where orjson is not installed
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["FORMAT", "IDENTIFY_HINT", "Ledger", "Uncertain", "digest_pairs", "digests"]
+__all__ = ["FORMAT", "IDENTIFY_HINT", "Entries", "Ledger", "Uncertain", "digest_pairs",
+           "digests"]
 
 #: The layout of the ledger's tables and entries; a newer one is refused.
 FORMAT = 1
@@ -128,6 +129,12 @@ _LITTLE = sys.byteorder == "little"
 #: carry their names inline, so memory stays bounded whatever the data.
 MAX_SHAPES = 10_000
 assert array("I").itemsize == 4 and array("d").itemsize == 8
+
+#: Packs the timestamp ending a plain entry (NaN for none).
+PACK_TS = _TS.pack
+NO_TS = _NAN
+#: The flag of an entry's first byte that says it holds digests.
+HAS_DIGESTS = _DIGESTS
 
 #: What the ledger knows of one profile: each attribute's timestamp, and the newest.
 Stamps = dict[str, float | None]
@@ -196,11 +203,44 @@ class Uncertain:
         return dumps({"values": self.values, "missing": sorted(self.missing)})
 
 
+class Entries:
+    """Ledger entries (integrationId, entry) as two aligned lists.
+
+    Not a tuple per profile: those are objects the garbage collector counts
+    and scans while they wait for the writer, and with the bulk pipeline's
+    raised collection threshold each collection walks tens of thousands of
+    objects. Iterating gives ``(integrationId, entry)`` pairs.
+    """
+
+    __slots__ = ("ids", "blobs")
+
+    def __init__(self, pairs: Iterable[tuple[str, bytes]] = ()) -> None:
+        self.ids: list[str] = []
+        self.blobs: list[bytes] = []
+        for iid, blob in pairs:
+            self.ids.append(iid)
+            self.blobs.append(blob)
+
+    def add(self, iid: str, blob: bytes) -> None:
+        """One more entry."""
+        self.ids.append(iid)
+        self.blobs.append(blob)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        return zip(self.ids, self.blobs, strict=True)
+
+    def __repr__(self) -> str:
+        return f"Entries({len(self)} profiles)"
+
+
 @dataclass
 class _Ticket:
     """One caller's changes waiting in a group commit."""
 
-    entries: Sequence[tuple[str, bytes]]
+    entries: Entries
     sent: Sequence[Mapping[str, Any]]
     delivered: Collection[str]
     uncertain: Mapping[str, float]
@@ -246,6 +286,7 @@ class Ledger:
         self._shapes: list[tuple[str, ...]] = []
         self._unsaved: dict[int, tuple[str, ...]] = {}
         self._plain_heads: dict[tuple[str, ...], bytes] = {}
+        self._mixed_heads: dict[tuple[str, ...], bytes] = {}
         self._names_lock = threading.Lock()
         #: The ledger held no profile when opened (what it holds now, this process wrote).
         self.started_empty = False
@@ -260,6 +301,7 @@ class Ledger:
         # the background writer: what is queued or being committed, by integrationId
         self._unwritten: dict[str, bytes] = {}
         self._queued_rows = 0
+        self._marks_queued = 0  # queued records with uncertain deliveries, not committed yet
         self._committing = False
         self._flushing = 0
         self._closing = False
@@ -343,6 +385,12 @@ class Ledger:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT}")
             db.executescript(SCHEMA)
+            # a group's entries land here first (memory, in arrival order), then go into
+            # the table sorted by key in one statement: SQLite sorts, the GIL is free,
+            # and each page of the table is visited once, in order
+            db.execute("PRAGMA temp_store=MEMORY")
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS ledger_group "
+                       "(integration_id TEXT NOT NULL, entry BLOB NOT NULL)")
         return db
 
     def _load(self) -> None:
@@ -513,14 +561,49 @@ class Ledger:
     def plain(self, stamps: Mapping[str, float | None], ts: float | None) -> bytes:
         """The entry of a profile whose attributes all have timestamp ``ts``, no digests:
         a new profile's, the common case (two dict lookups and a pack)."""
+        head = self._plain_heads.get(tuple(stamps))
+        if head is None:
+            head = self.plain_head(stamps)
+            if head is None:
+                return self.entry(stamps, {})
+        return head + _TS.pack(_NAN if ts is None else ts)
+
+    def plain_head(self, stamps: Mapping[str, float | None]) -> bytes | None:
+        """What a plain entry of these names starts with (None past :data:`MAX_SHAPES`);
+        :meth:`plain` is this plus the packed timestamp (:data:`PACK_TS`)."""
         names = tuple(stamps)
         head = self._plain_heads.get(names)
         if head is None:
             shape = self._shape(names)
             if shape is None:
-                return self.entry(stamps, {})
+                return None
             head = self._plain_heads[names] = _HEAD.pack(_ONE_TS, shape)
-        return head + _TS.pack(_NAN if ts is None else ts)
+        return head
+
+    def undigested(self, stamps: Mapping[str, float | None]) -> bytes:
+        """The entry of a profile none of whose values has a digest: its names (a shape)
+        and timestamps only; what :meth:`entry` gives then, with less work."""
+        names = tuple(stamps)
+        times = list(stamps.values())
+        first = times[0] if times else None
+        if times.count(first) == len(times):
+            head = self._plain_heads.get(names) or self.plain_head(stamps)
+            if head is not None:
+                return head + _TS.pack(_NAN if first is None else first)
+        elif None not in times:
+            head = self._mixed_heads.get(names)
+            if head is None:
+                shape = self._shape(names)
+                if shape is not None:
+                    head = self._mixed_heads[names] = _HEAD.pack(0, shape)
+            if head is not None:
+                return head + _raw(array("d", times))
+        return self.entry(stamps, {})
+
+    @property
+    def plain_heads(self) -> Mapping[tuple[str, ...], bytes]:
+        """The known beginnings of plain entries, by names (read it, never change it)."""
+        return self._plain_heads
 
     def entry(self, stamps: Mapping[str, float | None], fresh: Mapping[str, Any],
               before: bytes | None = None, digest: bool = False,
@@ -538,9 +621,12 @@ class Ledger:
         first = times[0] if count else None
         one = times.count(first) == count
         shape = self._shape(names)
-        if before is None and not digest and one:  # the common case: a new profile
-            if shape is not None:
+        if shape is not None and not digest and (before is None or not before[0] & _DIGESTS):
+            # no digest to keep (the common case): shape and timestamps only
+            if one:
                 return _PLAIN.pack(_ONE_TS, shape, _NAN if first is None else first)
+            if None not in times:
+                return _HEAD.pack(0, shape) + _raw(array("d", times))
         combined: list[int] = []
         if digest or (before is not None and before[0] & _DIGESTS):
             old = self.digests(before)
@@ -572,7 +658,7 @@ class Ledger:
         """Does :meth:`record` write (False for a read-only ledger: dry runs)?"""
         return not self.readonly
 
-    def record(self, entries: Sequence[tuple[str, bytes]] = (), *,
+    def record(self, entries: Entries | Sequence[tuple[str, bytes]] = (), *,
                sent: Sequence[Mapping[str, Any]] = (), delivered: Collection[str] = (),
                uncertain: Mapping[str, float] | None = None,
                repaired: Collection[str] = (), then: Callable[[], None] | None = None) -> None:
@@ -590,7 +676,8 @@ class Ledger:
         With a background writer this returns at once (raising what an
         earlier commit failed with, if one did).
         """
-        ticket = _Ticket(entries, sent, delivered, uncertain or {}, repaired, then)
+        ticket = _Ticket(entries if isinstance(entries, Entries) else Entries(entries), sent,
+                         delivered, uncertain or {}, repaired, then)
         with self._names_lock:
             self.recorded += len(entries)
         if self.readonly:
@@ -638,7 +725,9 @@ class Ledger:
                 self._raise(self._failure)
             self._queue.append(ticket)
             self._queued_rows += len(ticket.entries)
-            self._unwritten.update(ticket.entries)
+            if ticket.uncertain:
+                self._marks_queued += 1
+            self._unwritten.update(zip(ticket.entries.ids, ticket.entries.blobs, strict=True))
             if self._queued_rows >= _GROUP_ROWS:
                 self._group.notify_all()
 
@@ -674,11 +763,12 @@ class Ledger:
                     error = exc
             with self._group:
                 self._committing = False
+                self._marks_queued -= sum(1 for t in group if t.uncertain)
                 if error is not None and self._failure is None:
                     self._failure = error
                 unwritten = self._unwritten
                 for t in group:
-                    for iid, blob in t.entries:
+                    for iid, blob in zip(t.entries.ids, t.entries.blobs, strict=True):
                         if unwritten.get(iid) is blob:
                             del unwritten[iid]
                 self._group.notify_all()
@@ -701,23 +791,30 @@ class Ledger:
                 self._raise(self._failure)
 
     def _commit(self, group: list[_Ticket]) -> None:
-        rows = [row for t in group for row in t.entries]
+        ids = [iid for t in group for iid in t.entries.ids]
+        blobs = [blob for t in group for blob in t.entries.blobs]
         changes: dict[str, Uncertain | None] = {}
         for t in group:
             self._track(t, changes)
         with self._names_lock:
             shapes = sorted(self._unsaved.items())
-        if not rows and not changes and not shapes:
+        if not ids and not changes and not shapes:
             return  # nothing changed: no transaction, no fsync
         with self._transaction() as cur:
             if shapes:
                 cur.executemany("INSERT OR IGNORE INTO ledger_shapes (id, names) VALUES (?, ?)",
                                 [(number, dumps(list(names))) for number, names in shapes])
-            for start in range(0, len(rows), _CHUNK):
-                chunk = rows[start:start + _CHUNK]
-                cur.execute("INSERT OR REPLACE INTO ledger_profiles VALUES "
-                            + ",".join(["(?,?)"] * len(chunk)),
-                            [v for row in chunk for v in row])
+            for start in range(0, len(ids), _CHUNK):
+                count = min(_CHUNK, len(ids) - start)
+                params: list[Any] = [None] * (2 * count)  # interleaved, with no pair objects
+                params[0::2] = ids[start:start + count]
+                params[1::2] = blobs[start:start + count]
+                cur.execute("INSERT INTO ledger_group VALUES " + ",".join(["(?,?)"] * count),
+                            params)
+            if ids:  # the later of two entries of one profile wins: rowid order
+                cur.execute("INSERT OR REPLACE INTO ledger_profiles SELECT integration_id, entry "
+                            "FROM ledger_group ORDER BY integration_id, rowid")
+                cur.execute("DELETE FROM ledger_group")
             gone = [iid for iid, u in changes.items() if u is None]
             if gone:
                 cur.execute("DELETE FROM ledger_uncertain WHERE integration_id IN "
@@ -737,7 +834,7 @@ class Ledger:
                     self._pending.pop(iid, None)
                 else:
                     self._pending[iid] = u
-        if rows:
+        if ids:
             self._empty = False
 
     def _track(self, t: _Ticket, changes: dict[str, Uncertain | None]) -> None:
@@ -788,6 +885,11 @@ class Ledger:
             raise self._sqlite_problem(exc) from None
 
     # -- uncertain deliveries --------------------------------------------------------------
+    @property
+    def watching(self) -> bool:
+        """Are uncertain deliveries waiting (so :meth:`record` needs ``delivered``)?"""
+        return bool(self._pending) or self._marks_queued > 0
+
     @property
     def pending(self) -> dict[str, Uncertain]:
         """The uncertain deliveries not repaired yet, by integrationId (a copy; with a

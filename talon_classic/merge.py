@@ -55,7 +55,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from talon_classic.ledger import Ledger
+    from talon_classic.ledger import Entries, Ledger
 
 #: Where an event came from: ``(event, "file:line")`` in bulk runs, ``(event, seq)`` in serve.
 Source = tuple[Any, Any]
@@ -202,6 +202,8 @@ class Merger:
         self._evicted = False
         #: Ledger entries this merger produced (see :meth:`settle`).
         self._produced = 0
+        #: Times the window was cut back (a lookup before one may have missed a profile).
+        self._trims = 0
 
     # -- the open batch ---------------------------------------------------------
     def add(self, iid: str, attributes: dict[str, Any], ts: float | None, source: Source) -> None:
@@ -304,11 +306,12 @@ class Merger:
         # profile: no query needed until then (a first import's common case).
         ask = ledger is not None and not (ledger.started_empty and not self._evicted
                                           and ledger.recorded == self._produced)
+        trims = self._trims
         if ask and ledger is not None:
             sent = self._sent
             found = ledger.lookup([iid for iid, _ in batch._open if iid not in sent])
         with self._lock:
-            if ledger is not None and (ask or self._evicted):
+            if ledger is not None and (ask or self._evicted) and trims != self._trims:
                 # left the window since: rare, but then the ledger must answer for them
                 late = [iid for iid, _ in batch._open if iid not in self._sent
                         and iid not in found]
@@ -387,6 +390,7 @@ class Merger:
             # of a dict one by one gets slower and slower)
             self._sent = dict(islice(sent.items(), len(sent) - self.window, None))
             self._evicted = True
+            self._trims += 1
         batch._open = []
         batch.settled = True
 
@@ -469,41 +473,62 @@ class Merger:
                 else:
                     sent[iid] = before
 
-    def entries(self, batch: Batch, delivered: Collection[str]) -> list[tuple[str, bytes]]:
+    def entries(self, batch: Batch, delivered: Collection[str] | None = None) -> Entries:
         """The ledger entries of ``batch``'s profiles that Talon.One acknowledged.
 
-        ``delivered``: the integrationIds acknowledged. Profiles in
-        :attr:`Batch.current` are included when settling advanced a
-        timestamp (an unchanged value of a newer event). Empty without a
-        ledger, or with a read-only one. What is remembered of each profile
-        takes the new entry.
+        Call it once the undelivered profiles are rolled back: every profile
+        not rolled back counts as acknowledged (``delivered``, when given,
+        narrows that down). Profiles in :attr:`Batch.current` are included
+        when settling advanced a timestamp (an unchanged value of a newer
+        event). Empty without a ledger, or with a read-only one. What is
+        remembered of each profile takes the new entry (a new profile's plain
+        entry, without digests, need not be: its timestamps are, and it has
+        no digest).
         """
+        from talon_classic.ledger import NO_TS, PACK_TS, Entries
+
+        out = Entries()
         ledger = self.ledger
         if ledger is None or not ledger.writable:
-            return []
-        out = []
+            return out
+        ids, blobs = out.ids, out.blobs
+        add_id, add_blob = ids.append, blobs.append
         skip = self.skip_unchanged
-        plain, entry = ledger.plain, ledger.entry
-        with self._lock:
-            afters, digests = batch._after, batch._digests
-            for profile in batch.profiles:
-                iid = profile["integrationId"]
-                after = afters.get(iid)
-                if after is None or iid not in delivered:
+        heads, head_of = ledger.plain_heads, ledger.plain_head
+        others: list[tuple[str, _Sent]] = []
+        for iid, after in batch._after.items():
+            if after is None or (delivered is not None and iid not in delivered):
+                continue
+            if after.plain and not skip:  # new, one timestamp: the common case
+                stamps = after.stamps
+                head = heads.get(tuple(stamps)) or head_of(stamps)
+                if head is not None:
+                    high = after.high
+                    add_id(iid)
+                    add_blob(head + PACK_TS(NO_TS if high is None else high))
                     continue
-                if after.plain and not skip:
-                    after.entry = plain(after.stamps, after.high)
+            others.append((iid, after))
+        if others:
+            from talon_classic.ledger import HAS_DIGESTS
+
+            entry, undigested = ledger.entry, ledger.undigested
+            digests, befores = batch._digests, batch._before
+            sent = {p["integrationId"]: p["attributes"] for p in batch.profiles}
+            for iid, after in others:
+                attributes = sent.get(iid)
+                if attributes is None:  # current: recorded only when a timestamp advanced
+                    before = befores.get(iid)
+                    if before is None or after.stamps == before.stamps:
+                        continue
+                    attributes = {}
+                known = after.entry
+                if not skip and (known is None or not known[0] & HAS_DIGESTS):
+                    after.entry = undigested(after.stamps)  # no digest to keep
                 else:
-                    after.entry = entry(after.stamps, profile["attributes"], after.entry, skip,
-                                        digests.get(iid))
-                after.plain = False
-                out.append((iid, after.entry))
-            for iid in batch.current:
-                after, before = afters.get(iid), batch._before.get(iid)
-                if after is None or before is None or after.stamps == before.stamps:
-                    continue
-                after.entry = ledger.entry(after.stamps, {}, after.entry)
-                out.append((iid, after.entry))
+                    after.entry = entry(after.stamps, attributes, known, skip, digests.get(iid))
+                add_id(iid)
+                add_blob(after.entry)
+        with self._lock:
             self._produced += len(out)
         return out
 

@@ -64,14 +64,15 @@ def test_lookup_is_one_query_per_batch_and_ids_round_trip(path: Path) -> None:
         assert ledger.stamps(found["new\nline"])[0] == {"plan": 1.0}
 
 
-def test_a_write_is_one_statement_per_thousand_profiles(path: Path) -> None:
+def test_a_write_is_one_statement_per_thousand_profiles_then_one_sorted_insert(path: Path) -> None:
     with Ledger(path, URL) as ledger:
         statements: list[str] = []
         assert ledger._db is not None
         ledger._db.set_trace_callback(statements.append)
         ledger.record([(f"u{n}", ledger.plain({"plan": 1.0}, 1.0)) for n in range(2500)])
-        inserts = [s for s in statements if s.startswith("INSERT OR REPLACE INTO ledger_profiles")]
-        assert len(inserts) == 3
+        staged = [s for s in statements if s.startswith("INSERT INTO ledger_group")]
+        sorted_in = [s for s in statements if s.startswith("INSERT OR REPLACE INTO ledger_prof")]
+        assert (len(staged), len(sorted_in)) == (3, 1)  # then one sorted insert, in SQLite
         assert ledger.count() == 2500
 
 
@@ -198,10 +199,13 @@ def test_background_writes_group_run_their_callbacks_after_commit_and_are_looked
         for t in threads:
             t.join()
         assert len(ledger.lookup([f"t{n}-0" for n in range(8)])) == 8  # queued or written
+        ledger.record([("twice", ledger.plain({"plan": 1.0}, 1.0))])
+        ledger.record([("twice", ledger.plain({"plan": 2.0}, 2.0))])  # one group: the later wins
         ledger.flush()
+        assert ledger.stamps(ledger.lookup(["twice"])["twice"])[0] == {"plan": 2.0}
         assert sorted(done) == list(range(8))
     with Ledger(path, URL) as ledger:
-        assert ledger.count() == 800
+        assert ledger.count() == 801
 
 
 def test_a_failed_background_commit_is_raised_to_the_next_caller(path: Path) -> None:

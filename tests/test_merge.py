@@ -325,9 +325,9 @@ def test_skip_unchanged_leaves_out_equal_values_and_keeps_their_newer_timestamp(
         batch = m2.close(1, final=True)
         assert batch.current == ["u1"] and sorted(batch.dropped) == [
             ("email", "unchanged"), ("plan", "unchanged")]
-        entries = m2.entries(batch, set())  # nothing sent, but newer timestamps to record
-        assert [iid for iid, _ in entries] == ["u1"]
-        assert ledger.stamps(entries[0][1])[0] == {"plan": 40, "email": 40}
+        entries = m2.entries(batch)  # nothing sent, but newer timestamps to record
+        assert entries.ids == ["u1"]
+        assert ledger.stamps(entries.blobs[0])[0] == {"plan": 40, "email": 40}
     with pytest.raises(ValueError, match="needs a ledger"):
         Merger(10, 0, 1000, skip_unchanged=True)
 
