@@ -30,6 +30,10 @@ HOW_TO_UPDATE = ("\nIf the new output is intended: python docs/readme_check.py -
                  "then review git diff README.rst")
 
 
+#: One worker runs this module, so the README's sessions (the module fixture) run once.
+pytestmark = pytest.mark.xdist_group("readme")
+
+
 @pytest.fixture(scope="module")
 def ran() -> dict[str, readme_check.Session]:
     """Every README session, run side by side once for this module."""
