@@ -266,7 +266,7 @@ def _depth(value: object) -> int:
 @given(_json_text(), st.sampled_from([0, 1, MAX_NESTING - 4]))
 def test_whatever_loads_reads_dumps_writes_and_reads_back(text: str, wrap: int) -> None:
     # what the reader accepts: at most MAX_NESTING levels in all (deeper is tested apart)
-    assume(wrap + _depth(json.loads(text)) <= MAX_NESTING)
+    assume(wrap + _depth(loads(text)) <= MAX_NESTING)
     text = "[" * wrap + text + "]" * wrap
     data = text.encode()
     value, plain = both(loads, data)
