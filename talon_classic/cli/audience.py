@@ -18,8 +18,8 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,6 +29,7 @@ from talon_classic.cli.options import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    RequestOutput,
     SettingsArgs,
     UsageFailure,
     settings_options,
@@ -287,36 +288,6 @@ def list_audiences(settings_args: SettingsArgs, as_json: bool) -> None:
                    f"{row.integration_id or '-'}")
 
 
-class PipeOutput:
-    """Where a dry run writes its requests; a closed pipe (``| head``) stops the sync quietly."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.closed_pipe = False
-        self.on_closed: Callable[[], None] = lambda: None
-
-    def write(self, text: str) -> int:
-        """Write, or stop the sync if the reader went away."""
-        try:
-            return self.stream.write(text)
-        except BrokenPipeError:
-            self._closed()
-            raise
-
-    def flush(self) -> None:
-        """Flush, or stop the sync if the reader went away."""
-        try:
-            self.stream.flush()
-        except BrokenPipeError:
-            self._closed()
-            raise
-
-    def _closed(self) -> None:
-        if not self.closed_pipe:
-            self.closed_pipe = True
-            self.on_closed()
-
-
 class Progress:
     """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
 
@@ -459,7 +430,7 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
     interrupted = False
-    pipe: PipeOutput | None = None
+    pipe: RequestOutput | None = None
     with contextlib.ExitStack() as stack:
         if management is not None:
             stack.callback(management.close)
@@ -469,7 +440,7 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
                 stream = stack.enter_context(open_private(output)) if output else sys.stdout
             except OSError as exc:
                 raise UsageFailure(f"{output}: cannot write: {exc.strerror}") from None
-            pipe = PipeOutput(stream)
+            pipe = RequestOutput(stream)
             client = Client.dry_run(settings.application_domain or "", settings.api_key or "",
                                     pipe, concurrency=1)
         else:

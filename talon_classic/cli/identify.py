@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,6 +34,7 @@ from talon_classic.cli.options import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    RequestOutput,
     SchemaArgs,
     SettingsArgs,
     UsageFailure,
@@ -122,36 +123,6 @@ class Progress:
         """End the status line so the summary starts on a fresh one."""
         if self._drawn:
             click.echo("", err=True)
-
-
-class RequestOutput:
-    """Where a dry run writes its requests; a closed pipe (``| head``) stops the run quietly."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.closed_pipe = False
-        self.on_closed: Callable[[], None] = lambda: None
-
-    def write(self, text: str) -> int:
-        """Write, or stop the run if the reader went away."""
-        try:
-            return self.stream.write(text)
-        except BrokenPipeError:
-            self._closed()
-            raise
-
-    def flush(self) -> None:
-        """Flush, or stop the run if the reader went away."""
-        try:
-            self.stream.flush()
-        except BrokenPipeError:
-            self._closed()
-            raise
-
-    def _closed(self) -> None:
-        if not self.closed_pipe:
-            self.closed_pipe = True
-            self.on_closed()
 
 
 @contextlib.contextmanager

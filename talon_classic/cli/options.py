@@ -14,7 +14,7 @@ import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from click.core import ParameterSource
@@ -327,3 +327,33 @@ def check_inputs(inputs: tuple[str, ...]) -> list[str]:
 def warn(message: str) -> None:
     """One line on stderr."""
     click.echo(message, err=True)
+
+
+class RequestOutput:
+    """Where a dry run writes its requests; a closed pipe (``| head``) stops the run quietly."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.closed_pipe = False
+        self.on_closed: Callable[[], None] = lambda: None
+
+    def write(self, text: str) -> int:
+        """Write, or stop the run if the reader went away."""
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            raise
+
+    def flush(self) -> None:
+        """Flush, or stop the run if the reader went away."""
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._closed()
+            raise
+
+    def _closed(self) -> None:
+        if not self.closed_pipe:
+            self.closed_pipe = True
+            self.on_closed()
