@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -50,15 +51,19 @@ def _env(tmp: str) -> dict[str, str]:
 
 
 def _bulk(src: str, settings: str, tmp: str, name: str, *flags: str) -> dict:
-    """One bulk ``identify`` run; its JSON summary plus ``seconds``."""
+    """One bulk ``identify`` run; its JSON summary plus ``seconds`` and ``cpu_s`` (its user and
+    system time: what the run cost this machine, whatever else runs on it)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
                                "--dead-letter", os.path.join(tmp, f"dead-{name}.jsonl"), *flags),
                           capture_output=True, text=True, env=_env(tmp))
     seconds = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"bulk run {name} failed ({done.returncode}): {done.stderr[-500:]}")
-    return {**json.loads(done.stdout), "seconds": seconds}
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(done.stdout), "seconds": seconds, "cpu_s": cpu}
 
 
 def ledger_cost(src: str, settings: str, tmp: str, rounds: int = 2) -> dict:
@@ -75,18 +80,25 @@ def ledger_cost(src: str, settings: str, tmp: str, rounds: int = 2) -> dict:
 
     none: list[float] = []
     kept: list[float] = []
+    cpu: dict[str, list[float]] = {"none": [], "state": []}
     state = ""
     for n in range(rounds):
-        none.append(rate(_bulk(src, settings, tmp, f"none{n}", "--no-state")))
+        report = _bulk(src, settings, tmp, f"none{n}", "--no-state")
+        none.append(rate(report))
+        cpu["none"].append(report["cpu_s"] / max(1, report["profiles_upserted"]
+                                                 + report["profiles_current"]))
         state = os.path.join(tmp, f"state-{n}.db")
         report = _bulk(src, settings, tmp, f"state{n}", "--state", state)
         kept.append(rate(report))
+        cpu["state"].append(report["cpu_s"] / max(1, report["profiles_upserted"]
+                                                  + report["profiles_current"]))
     profiles = report["profiles_upserted"] + report["profiles_current"]
     size = sum(os.path.getsize(state + suffix) for suffix in ("", "-wal")
                if os.path.exists(state + suffix))
     again = _bulk(src, settings, tmp, "again", "--state", state)
     return {"none_rate": max(none), "state_rate": max(kept),
             "cost": 1 - max(kept) / max(none), "again_rate": rate(again),
+            "cpu_none_us": min(cpu["none"]) * 1e6, "cpu_state_us": min(cpu["state"]) * 1e6,
             "again_sent": again["profiles_upserted"], "again_current": again["profiles_current"],
             "bytes_per_million": size / profiles * 1e6 if profiles else 0.0,
             "repair_waits": sum(1 for w in waits if w > 0), "repair_wait_s": sum(waits)}
@@ -216,6 +228,9 @@ def ledger_report(led: dict) -> str:
     return "\n".join([
         f"  ledger    {led['none_rate']:>10,.0f} profiles/s with --no-state, "
         f"{led['state_rate']:,.0f} with a fresh state file: costs {led['cost']:.1%} (budget 10%)",
+        f"            CPU of identify {led['cpu_none_us']:,.1f} µs per profile with --no-state, "
+        f"{led['cpu_state_us']:,.1f} with the state file "
+        f"({led['cpu_state_us'] / led['cpu_none_us'] - 1:+.1%})",
         f"            {led['again_rate']:>10,.0f} profiles/s again with it full "
         f"({led['again_sent']:,} sent, {led['again_current']:,} up to date); "
         f"{led['bytes_per_million'] / 1e6:,.0f} MB per million profiles"

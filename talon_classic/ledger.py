@@ -477,8 +477,9 @@ class Ledger:
         try:
             with self._read_lock:
                 row = reader.execute(
-                    "SELECT json_group_object(integration_id, hex(entry)) FROM ledger_profiles "
-                    "WHERE integration_id IN (SELECT value FROM json_each(?))", (param,)).fetchone()
+                    "SELECT json_group_object(p.integration_id, hex(p.entry)) FROM json_each(?) "
+                    "AS j JOIN ledger_profiles AS p ON p.integration_id = j.value",
+                    (param,)).fetchone()
         except sqlite3.Error as exc:
             raise self._sqlite_problem(exc) from None
         found = loads(row[0]) if row and row[0] else {}
