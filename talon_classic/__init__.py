@@ -4,7 +4,8 @@ The package does the job of Segment's classic Talon.One destination: it maps
 identify events to customer-profile upserts (:class:`Engine`, in
 :mod:`talon_classic.transform`), delivers them through the Talon.One
 Integration API (:class:`Client`), and runs whole bulk jobs
-(:class:`Pipeline` with :class:`Options`). Every error it raises on purpose
+(:class:`Pipeline` with :class:`Options`), keeping what Talon.One
+acknowledged between runs in a :class:`Ledger`. Every error it raises on purpose
 derives from :class:`TalonClassicError`.
 """
 
@@ -33,6 +34,7 @@ from talon_classic.exceptions import (  # noqa: E402
     TalonClassicError,
     Unserialisable,
 )
+from talon_classic.ledger import Ledger  # noqa: E402
 from talon_classic.management import ManagementClient  # noqa: E402
 from talon_classic.schema import Schema, read_schema_file  # noqa: E402
 from talon_classic.settings import Settings, load_settings  # noqa: E402
@@ -54,6 +56,7 @@ __all__ = [
     "DeliveryError",
     "Engine",
     "InputError",
+    "Ledger",
     "LedgerError",
     "MissingDependency",
     "ManagementClient",

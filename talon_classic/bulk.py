@@ -528,9 +528,12 @@ class Pipeline:
                 if not announced:
                     self.warn(f"waiting {wait:.0f}s, then sending the newest values of "
                               f"{len(todo):,} profiles once more: a request with them timed "
-                              "out and may still be carried out")
+                              "out or lost its connection, and may still be carried out")
                     announced = True
-                if self._stopping.wait(wait):
+                started = time.monotonic()
+                stopped = self._stopping.wait(wait)
+                self.summary.add_float(repair_wait=time.monotonic() - started)
+                if stopped:
                     break
             nothing = [iid for iid, u in todo.items() if not u.values]
             if nothing:  # no acknowledged value to send: nothing to repair with

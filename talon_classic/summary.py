@@ -41,6 +41,8 @@ class Summary:
         self.profiles_repaired = 0
         #: Profiles of uncertain requests not repaired yet (the next run does it).
         self.repairs_left = 0
+        #: Seconds the run waited before repairing (until uncertain requests could no longer land).
+        self.repair_wait = 0.0
         #: The ordering ledger this run used (set by the caller), None without one.
         self.state_file: str | None = None
         #: Why there is none, or how it was used (``dry run: read, not written``).
@@ -132,6 +134,12 @@ class Summary:
                 out.setdefault(reason, Counter())[name] = count
         return out
 
+    def add_float(self, **amounts: float) -> None:
+        """Add to float counters (seconds) from any thread."""
+        with self._lock:
+            for key, value in amounts.items():
+                setattr(self, key, getattr(self, key) + value)
+
     def add(self, **counts: int) -> None:
         """Add to delivery counters from any thread."""
         with self._lock:
@@ -179,6 +187,7 @@ class Summary:
             "profiles_current": self.profiles_current,
             "profiles_repaired": self.profiles_repaired,
             "repairs_left": self.repairs_left,
+            "repair_wait_s": round(self.repair_wait, 3),
             "state_file": self.state_file,
             "internal_errors": self.internal_errors,
             "dead_letter_file": self.dead_letter_file if self.dead_lettered else None,
@@ -216,7 +225,9 @@ class Summary:
                          "(nothing newer than what Talon.One acknowledged)")
         if d["profiles_repaired"]:
             lines.append(f"repaired           {d['profiles_repaired']:>12,}  profiles (newest "
-                         "values sent again after a request that timed out)")
+                         "values sent again after a request that timed out or lost its "
+                         "connection" + (f"; waited {d['repair_wait_s']:.0f}s)"
+                                         if d["repair_wait_s"] >= 1 else ")"))
         if d["repairs_left"]:
             lines.append(f"repair pending     {d['repairs_left']:>12,}  profiles (a request "
                          "timed out; the next run with this state file repairs them)")

@@ -525,7 +525,8 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
               help="Keep no ledger: newest-wins holds within this run only.")
 @click.option("--skip-unchanged", is_flag=True,
               help="Do not send values equal to what Talon.One acknowledged last (off by "
-              "default: the profile may have been edited in Talon.One since).")
+              "default: the profile may have been edited in Talon.One since). Compares "
+              "with values sent with this option (they keep a digest).")
 @click.option("--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
               "request that timed out is repaired twice this long after it.")
