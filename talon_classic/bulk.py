@@ -407,13 +407,15 @@ class Pipeline:
         )
         if self.dead_letters is not None:
             self.dead_letters.flush()
+        ledger = self.ledger
+        recording = ledger is not None and ledger.writable and self._merger is not None
         mark: Callable[[], None] | None = None
         if self.checkpoint is not None:
             checkpoint, seq = self.checkpoint, batch.seq
             positions = dict(self._position) if self.options.dead_letter_skipped else None
-            mark = lambda: checkpoint.mark(seq, positions)  # noqa: E731
-        ledger = self.ledger
-        if ledger is not None and ledger.writable and self._merger is not None:
+            # after a ledger commit: every batch of it marked, the checkpoint saved once
+            mark = lambda: checkpoint.mark(seq, positions, save=not recording)  # noqa: E731
+        if ledger is not None and recording and self._merger is not None:
             acked: set[str] = set()
             sent: list[dict[str, Any]] = []
             if uncertain or ledger.watching:  # only uncertain deliveries need to know
@@ -424,7 +426,8 @@ class Pipeline:
             # the checkpoint is marked once the ledger has the batch: never ahead of it
             ledger.record(self._merger.entries(batch), sent=sent, delivered=acked,
                           uncertain={iid: t + after for iid, t in uncertain.items()},
-                          then=mark)
+                          then=mark,
+                          then_once=self.checkpoint.save if self.checkpoint else None)
         elif mark is not None:
             mark()
 

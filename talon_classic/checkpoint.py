@@ -153,8 +153,10 @@ class Checkpoint:
         """Was batch ``seq`` acknowledged in an earlier (or this) run?"""
         return seq <= self.watermark or seq in self.done
 
-    def mark(self, seq: int, skips_logged: dict[str, int] | None = None) -> None:
-        """Record batch ``seq`` as acknowledged and save."""
+    def mark(self, seq: int, skips_logged: dict[str, int] | None = None,
+             save: bool = True) -> None:
+        """Record batch ``seq`` as acknowledged and save (unless ``save`` is False: the
+        caller saves once for several marks, as after one commit of the ledger)."""
         with self._lock:
             self.done.add(seq)
             while self.watermark + 1 in self.done:
@@ -162,7 +164,8 @@ class Checkpoint:
                 self.done.discard(self.watermark)
             if skips_logged is not None:
                 self.skips_logged = dict(skips_logged)
-            self.save()
+            if save:
+                self.save()
 
     def save(self) -> None:
         """Write the state now (atomically, 0600); a new run saves before its first batch."""

@@ -246,6 +246,7 @@ class _Ticket:
     uncertain: Mapping[str, float]
     repaired: Collection[str]
     then: Callable[[], None] | None = None
+    then_once: Callable[[], None] | None = None
     done: bool = False
     error: BaseException | None = None
 
@@ -664,7 +665,8 @@ class Ledger:
     def record(self, entries: Entries | Sequence[tuple[str, bytes]] = (), *,
                sent: Sequence[Mapping[str, Any]] = (), delivered: Collection[str] = (),
                uncertain: Mapping[str, float] | None = None,
-               repaired: Collection[str] = (), then: Callable[[], None] | None = None) -> None:
+               repaired: Collection[str] = (), then: Callable[[], None] | None = None,
+               then_once: Callable[[], None] | None = None) -> None:
         """Record what Talon.One acknowledged, durably, in one transaction; thread-safe.
 
         ``entries``: ``(integrationId, entry)`` of the profiles whose state
@@ -674,18 +676,20 @@ class Ledger:
         become the ones it is repaired with. ``uncertain``: integrationId ->
         due time of the profiles whose request may still land (timed out or
         lost its connection after sending). ``repaired``: profiles no longer
-        uncertain. ``then`` runs once this is committed. Concurrent callers
-        share one commit (and one fsync). A read-only ledger records nothing.
+        uncertain. ``then`` runs once this is committed; ``then_once`` after
+        the ``then`` of every record committed together, once per distinct
+        callable (the pipeline marks each batch in its checkpoint, then saves
+        the checkpoint once). Concurrent callers share one commit (and one
+        fsync). A read-only ledger records nothing.
         With a background writer this returns at once (raising what an
         earlier commit failed with, if one did).
         """
         ticket = _Ticket(entries if isinstance(entries, Entries) else Entries(entries), sent,
-                         delivered, uncertain or {}, repaired, then)
+                         delivered, uncertain or {}, repaired, then, then_once)
         with self._names_lock:
             self.recorded += len(entries)
         if self.readonly:
-            if then is not None:
-                then()
+            _follow_up([ticket])
             return
         if self._writer is not None:
             self._enqueue(ticket)
@@ -710,8 +714,7 @@ class Ledger:
                 self._group.notify_all()
         if ticket.error is not None:
             self._raise(ticket.error)
-        if then is not None:
-            then()
+        _follow_up([ticket])
 
     def _raise(self, error: BaseException) -> None:
         if isinstance(error, sqlite3.Error):
@@ -731,8 +734,8 @@ class Ledger:
             if ticket.uncertain:
                 self._marks_queued += 1
             self._unwritten.update(zip(ticket.entries.ids, ticket.entries.blobs, strict=True))
-            if self._queued_rows >= _GROUP_ROWS:
-                self._group.notify_all()
+            if len(self._queue) == 1 or self._queued_rows >= _GROUP_ROWS:
+                self._group.notify_all()  # the writer starts its half second, or commits now
 
     def _write_loop(self) -> None:
         """Commit what is queued, in groups, until closed; then run the records' ``then``."""
@@ -759,9 +762,7 @@ class Ledger:
             if not failed:  # after a failure nothing more is written (its callers were told)
                 try:
                     self._commit(group)
-                    for t in group:
-                        if t.then is not None:
-                            t.then()
+                    _follow_up(group)
                 except BaseException as exc:  # noqa: BLE001 - handed to the next caller
                     error = exc
             with self._group:
@@ -934,6 +935,18 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({self.path!r}, {_where(self.deployment, self.id_prefix)})"
+
+
+def _follow_up(group: list[_Ticket]) -> None:
+    """Each record's ``then`` in order, then each distinct ``then_once`` once."""
+    once: list[Callable[[], None]] = []
+    for t in group:
+        if t.then is not None:
+            t.then()
+        if t.then_once is not None and t.then_once not in once:
+            once.append(t.then_once)
+    for callback in once:
+        callback()
 
 
 def _where(deployment: str | None, id_prefix: str | None) -> str:

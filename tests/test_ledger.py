@@ -208,6 +208,17 @@ def test_background_writes_group_run_their_callbacks_after_commit_and_are_looked
         assert ledger.count() == 801
 
 
+def test_the_background_writer_commits_within_half_a_second(path: Path) -> None:
+    """Regression: it was woken only once 20,000 entries waited, so a run of small batches
+    had nothing committed (nor checkpointed) before its end."""
+    marked = threading.Event()
+    with Ledger(path, URL, background=True) as ledger:
+        ledger.record([("u1", ledger.plain({"plan": 1.0}, 1.0))], then=marked.set)
+        assert marked.wait(2.0)
+        with Ledger(path, URL, readonly=True) as reader:
+            assert list(reader.lookup(["u1"])) == ["u1"]
+
+
 def test_a_failed_background_commit_is_raised_to_the_next_caller(path: Path) -> None:
     with Ledger(path, URL, background=True) as ledger:
         marked: list[str] = []
