@@ -27,6 +27,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["XDG_STATE_HOME"] = where
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per core, because much of the suite waits.
+
+    Many tests spend their time in emulator round trips, subprocesses and
+    backoff sleeps rather than on a core; one worker per core leaves the CPU
+    half idle (64 s against 50 s with two per core on a 2-core machine).
+    """
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     for where in _SESSION_STATE:
         shutil.rmtree(where, ignore_errors=True)

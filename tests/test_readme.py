@@ -30,13 +30,13 @@ HOW_TO_UPDATE = ("\nIf the new output is intended: python docs/readme_check.py -
                  "then review git diff README.rst")
 
 
-#: One worker runs this module, so the README's sessions (the module fixture) run once.
-pytestmark = pytest.mark.xdist_group("readme")
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ran() -> dict[str, readme_check.Session]:
-    """Every README session, run side by side once for this module."""
+    """Every README session, run side by side once.
+
+    One worker runs this file (``--dist loadfile``, see pyproject.toml), so
+    the sessions run once per suite.
+    """
     readme_check.run_sessions(SESSIONS, jobs=4)
     return {s.name: s for s in SESSIONS}
 

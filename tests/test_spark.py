@@ -25,9 +25,10 @@ from talon_classic.compact import compact
 from talon_classic.compact.output import ProfileWriter
 from talon_classic.exceptions import CompactError, MissingDependency
 
-#: One worker runs every Spark test, so the session starts once (see pyproject.toml);
-#: a JVM makes them slow, so they run with ``-m slow`` (CI runs both).
-pytestmark = [pytest.mark.xdist_group("spark"), pytest.mark.slow]
+#: One worker runs this file, so the Spark session starts once (``--dist loadfile``,
+#: see pyproject.toml); a JVM makes the tests slow, so they run with ``-m slow``
+#: (CI runs both).
+pytestmark = pytest.mark.slow
 
 ALLOW = ["a", "b", "c", "plan", "email"]
 STAMPS = [None, "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-02T00:00:00Z",
