@@ -112,6 +112,41 @@ def test_nesting_limit_is_exact_and_never_a_recursion_error(path: str) -> None:
     assert loads(text) == ["[" * 5000, '"]]]' + "{" * 5000]
 
 
+def _depth_one_by_one(text: bytes) -> int:
+    """The deepest nesting of ``text``'s brackets outside strings, counted plainly."""
+    import re
+
+    depth = deepest = 0
+    stripped = re.sub(rb'"[^"]*"', b"", re.sub(rb"\\.", b"", text, flags=re.DOTALL))
+    for byte in stripped:
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"1", b","]),
+                max_size=60),
+       st.integers(0, MAX_NESTING + 3), st.integers(1, 3))
+def test_too_deep_agrees_with_counting_one_by_one(noise: list[bytes], depth: int,
+                                                   width: int) -> None:
+    """Exact for valid JSON (the quick passes) and for any text (the one-by-one count)."""
+    valid = (b"[" * depth + b"1" + b"]" * depth + b",") * width
+    for text in (b"[" + valid + b"0]", b"".join(noise), b"".join(noise) + valid):
+        assert jsonio._too_deep(text) == (_depth_one_by_one(text) > MAX_NESTING), text[:80]
+
+
+def test_a_wide_shallow_document_is_settled_by_the_quick_passes() -> None:
+    """A request body of a thousand profiles: thousands of brackets, three levels."""
+    body = dumps_bytes([{"integrationId": f"u{i}", "attributes": {"tags": ["a", "b"]}}
+                        for i in range(1000)])
+    assert body.count(b"[") > MAX_NESTING and not jsonio._too_deep(body)
+    assert len(loads(body)) == 1000
+
+
 def test_a_deep_stack_cannot_turn_parsing_into_a_recursion_error(path: str) -> None:
     def at_depth(n: int) -> Any:
         return loads(nested(MAX_NESTING)) if n == 0 else at_depth(n - 1)
