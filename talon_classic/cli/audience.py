@@ -17,7 +17,6 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from talon_classic.cli.options import (
     settings_options,
     warn,
 )
+from talon_classic.cli.progress import StatusLine
 from talon_classic.exceptions import (
     AudienceExists,
     AudienceNotFound,
@@ -288,36 +288,20 @@ def list_audiences(settings_args: SettingsArgs, as_json: bool) -> None:
                    f"{row.integration_id or '-'}")
 
 
-class Progress:
-    """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
+class Progress(StatusLine["AudienceSync"]):
+    """The sync's status line: members read (and how far into the list), then actions sent."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, sync: AudienceSync) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.5:
-            return
-        self._last = now
+    def text(self, sync: AudienceSync) -> str:
         s = sync.summary
         if sync.phase == "delivering":
             seconds = s.delivery_seconds
             rate = (s.added + s.removed) / seconds if seconds > 0 else 0.0
-            text = f"added {s.added:,}  removed {s.removed:,}  {rate:,.0f} actions/s"
-        else:
-            text = f"{s.members_read:,} members read"
-            source = sync.current_input
-            if source is not None and source.size:
-                text += f"  {source.name} {min(1.0, source.consumed / source.size):.0%}"
-        click.echo(f"\r{text}   ", err=True, nl=False)
-        self._drawn = True
-
-    def close(self) -> None:
-        """End the status line so the summary starts on a fresh one."""
-        if self._drawn:
-            click.echo("", err=True)
+            return f"added {s.added:,}  removed {s.removed:,}  {rate:,.0f} actions/s"
+        text = f"{s.members_read:,} members read"
+        source = sync.current_input
+        if source is not None and source.size:
+            text += f"  {source.name} {min(1.0, source.consumed / source.size):.0%}"
+        return text
 
 
 def check_members(members: tuple[str, ...]) -> list[str]:

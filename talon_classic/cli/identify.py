@@ -13,7 +13,6 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from talon_classic.cli.options import (
     settings_options,
     warn,
 )
+from talon_classic.cli.progress import StatusLine, input_eta
 from talon_classic.cli.transform import silence_stdout
 from talon_classic.exceptions import (
     CheckpointError,
@@ -90,39 +90,14 @@ class Run:
     schema: SchemaSource | None = None
 
 
-class Progress:
-    """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
+class Progress(StatusLine["Pipeline"]):
+    """The run's status line: events read and profiles sent, their rate, the input's ETA."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, pipeline: Pipeline) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.5:
-            return
-        self._last = now
+    def text(self, pipeline: Pipeline) -> str:
         s = pipeline.summary
         rate = s.events_read / s.elapsed if s.elapsed > 0 else 0.0
-        eta = ""
-        source = pipeline.current_input
-        if source is not None and source.size and rate > 0:
-            done = source.consumed / source.size
-            if 0 < done < 1:
-                eta = f"  {source.name} {done:.0%}, ETA {s.elapsed * (1 - done) / done:,.0f}s"
-        click.echo(
-            f"\r{s.events_read:,} events read  {s.profiles_upserted:,} profiles sent  "
-            f"{rate:,.0f} events/s{eta}   ",
-            err=True,
-            nl=False,
-        )
-        self._drawn = True
-
-    def close(self) -> None:
-        """End the status line so the summary starts on a fresh one."""
-        if self._drawn:
-            click.echo("", err=True)
+        return (f"{s.events_read:,} events read  {s.profiles_upserted:,} profiles sent  "
+                f"{rate:,.0f} events/s{input_eta(pipeline.current_input, s.elapsed, rate)}")
 
 
 @contextlib.contextmanager
