@@ -40,6 +40,7 @@ from talon_classic.cli.options import (
     check_inputs,
     engage_option,
     given,
+    ledger_options,
     load_schema,
     schema_line,
     schema_options,
@@ -496,15 +497,7 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
               help="The ordering ledger: what Talon.One acknowledged, so no run, replay or "
               "resume sends an older value over a newer one [default: one file per "
               "deployment and id prefix in $XDG_STATE_HOME/talon-classic/].")
-@click.option("--no-state", is_flag=True,
-              help="Keep no ledger: newest-wins holds within this run only.")
-@click.option("--skip-unchanged", is_flag=True,
-              help="Do not send values equal to what Talon.One acknowledged last (off by "
-              "default: the profile may have been edited in Talon.One since). Compares "
-              "with values sent with this option (they keep a digest).")
-@click.option("--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
-              type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
-              "request that timed out is repaired twice this long after it.")
+@ledger_options(no_state_help="Keep no ledger: newest-wins holds within this run only.")
 @click.option("--max-line-bytes", default=8 * 1024 * 1024, show_default=True,
               type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")

@@ -309,6 +309,28 @@ def server_options(func: F) -> F:
     return func
 
 
+def ledger_options(no_state_help: str) -> Callable[[F], F]:
+    """``--no-state``, ``--skip-unchanged`` and ``--read-timeout``: the ordering ledger's options.
+
+    For every command that delivers through a ledger (``identify``,
+    ``serve``); ``no_state_help`` says what keeping none means for it.
+    """
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
+            type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
+            "request that timed out is repaired twice this long after it.")(func)
+        func = click.option(
+            "--skip-unchanged", is_flag=True,
+            help="Do not send values equal to what Talon.One acknowledged last (off by "
+            "default: the profile may have been edited in Talon.One since). Compares "
+            "with values sent with this option (they keep a digest).")(func)
+        return click.option("--no-state", is_flag=True, help=no_state_help)(func)
+
+    return decorate
+
+
 def check_inputs(inputs: tuple[str, ...]) -> list[str]:
     """Default to stdin, and refuse missing files and directories before anything starts."""
     paths = list(inputs) or [STDIN]
