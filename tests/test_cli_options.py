@@ -33,3 +33,22 @@ def test_identify_and_serve_share_them() -> None:
                 if p.name in ("skip_unchanged", "read_timeout")]
 
     assert shared(identify) == shared(serve) and len(shared(identify)) == 2
+
+
+def test_check_inputs_defaults_to_stdin_unless_an_input_is_required(tmp_path) -> None:
+    import pytest
+
+    from talon_classic.cli.options import UsageFailure, check_inputs
+
+    assert check_inputs(()) == ["-"]
+    with pytest.raises(UsageFailure, match="^give a list$"):
+        check_inputs((), required="give a list")
+    with pytest.raises(UsageFailure, match="can be given only once"):
+        check_inputs(("-", "-"))
+    with pytest.raises(UsageFailure, match=r"is a directory; give a list or '-'$"):
+        check_inputs((str(tmp_path),), expected="a list or '-'")
+    with pytest.raises(UsageFailure, match=r"is a directory; give a \.jsonl file, a \.gz of one, "
+                       r"or '-'$"):
+        check_inputs((str(tmp_path),))
+    with pytest.raises(UsageFailure, match="no such file"):
+        check_inputs((str(tmp_path / "missing"),), required="give a list")

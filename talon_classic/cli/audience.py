@@ -31,6 +31,7 @@ from talon_classic.cli.options import (
     RequestOutput,
     SettingsArgs,
     UsageFailure,
+    check_inputs,
     settings_options,
     warn,
 )
@@ -305,21 +306,9 @@ class Progress(StatusLine["AudienceSync"]):
 
 
 def check_members(members: tuple[str, ...]) -> list[str]:
-    """Refuse missing files and directories before anything is read or sent."""
-    if not members:
-        raise UsageFailure("give at least one MEMBERS list (a file, or '-' for stdin)")
-    paths = list(members)
-    if paths.count(STDIN) > 1:
-        raise UsageFailure("'-' (stdin) can be given only once")
-    for path in paths:
-        if path == STDIN:
-            continue
-        if os.path.isdir(path):
-            raise UsageFailure(f"{path}: is a directory; give a member list (CSV, JSONL or "
-                               "text, .gz too) or '-'")
-        if not os.path.exists(path):
-            raise UsageFailure(f"{path}: no such file")
-    return paths
+    """Refuse no list, missing files and directories before anything is read or sent."""
+    return check_inputs(members, expected="a member list (CSV, JSONL or text, .gz too) or '-'",
+                        required="give at least one MEMBERS list (a file, or '-' for stdin)")
 
 
 def sync_exit_code(sync: AudienceSync, interrupted: bool) -> int:

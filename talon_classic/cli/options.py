@@ -331,8 +331,15 @@ def ledger_options(no_state_help: str) -> Callable[[F], F]:
     return decorate
 
 
-def check_inputs(inputs: tuple[str, ...]) -> list[str]:
-    """Default to stdin, and refuse missing files and directories before anything starts."""
+def check_inputs(inputs: tuple[str, ...], *, expected: str = "a .jsonl file, a .gz of one, or '-'",
+                 required: str | None = None) -> list[str]:
+    """Default to stdin, and refuse missing files and directories before anything starts.
+
+    ``expected`` says what to give instead of a directory; with ``required``
+    (the message) no input is refused instead of meaning stdin.
+    """
+    if not inputs and required is not None:
+        raise UsageFailure(required)
     paths = list(inputs) or [STDIN]
     if paths.count(STDIN) > 1:
         raise UsageFailure("'-' (stdin) can be given only once")
@@ -340,7 +347,7 @@ def check_inputs(inputs: tuple[str, ...]) -> list[str]:
         if path == STDIN:
             continue
         if os.path.isdir(path):
-            raise UsageFailure(f"{path}: is a directory; give a .jsonl file, a .gz of one, or '-'")
+            raise UsageFailure(f"{path}: is a directory; give {expected}")
         if not os.path.exists(path):
             raise UsageFailure(f"{path}: no such file")
     return paths
