@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +36,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.e2e_bench import KEY, _cli  # noqa: E402
+from benchmarks.e2e_bench import KEY, _cli, serving  # noqa: E402
 
 CEILING = 60 * 1000  # requests/s x actions per request
 TARGET = 0.9
@@ -49,21 +47,9 @@ def emulator(*flags: str) -> Iterator[str]:
     """``talon-classic emulator`` in its own process, its cyclic GC off (see above); its URL."""
     launcher = ("import gc, sys; gc.disable(); from talon_classic.cli import main; "
                 "sys.argv = ['talon-classic', *sys.argv[1:]]; main()")
-    proc = subprocess.Popen([sys.executable, "-c", launcher, "emulator", "--port", "0",
-                             "--api-key", KEY, "--threads", "16", *flags],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        found = re.search(r"http://\S+", proc.stdout.readline())
-        if found is None:
-            raise SystemExit("audience bench: the emulator did not start")
-        yield found.group(0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serving([sys.executable, "-c", launcher, "emulator", "--port", "0", "--api-key", KEY,
+                  "--threads", "16", *flags], "audience bench: the emulator") as url:
+        yield url
 
 
 def _write(path: str, ids: range | list[int]) -> str:

@@ -107,11 +107,21 @@ def ledger_cost(src: str, settings: str, tmp: str, rounds: int = 2) -> dict:
 @contextmanager
 def emulator(*flags: str) -> Iterator[str]:
     """Start ``talon-classic emulator`` in its own process; yield its URL."""
-    proc = subprocess.Popen(_cli("emulator", "--port", "0", "--api-key", KEY, "--threads", "8",
-                                 *flags), stdout=subprocess.PIPE, text=True)
-    try:
-        url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+    with serving(_cli("emulator", "--port", "0", "--api-key", KEY, "--threads", "8",
+                      *flags)) as url:
         yield url
+
+
+@contextmanager
+def serving(argv: list[str], name: str = "the emulator") -> Iterator[str]:
+    """Run ``argv``, a server that prints its URL first; yield the URL, then Ctrl-C it."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"http://\S+", proc.stdout.readline())
+        if found is None:
+            raise SystemExit(f"{name} did not start")
+        yield found.group(0)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -7,9 +7,10 @@
   retries (the retries are ours, each through the rate limiter).
 * Every request, retries included, takes a token from one shared
   :class:`~talon_classic.ratelimit.TokenBucket` (60 requests/s by default).
-* Retries (tenacity): 408, 409, 429, 5xx except 501/505, timeouts and broken
-  connections, with exponential backoff and full jitter (base 0.5 s, cap
-  30 s, 8 attempts), waiting at least what ``Retry-After`` asks, up to
+* Retries (:class:`~talon_classic.retry.RetryPolicy`, shared with the
+  Management API client): 408, 409, 429, 5xx except 501/505, timeouts and
+  broken connections, with exponential backoff and full jitter (base 0.5 s,
+  cap 30 s, 8 attempts), waiting at least what ``Retry-After`` asks, up to
   ``max_retry_after`` (120 s).
 * Outcomes are typed: delivered, :class:`RejectedError` (400/404/422 and
   other 4xx, the server's message kept), :class:`AuthError` (401/403, stops a run),
@@ -52,16 +53,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
 from requests.adapters import BaseAdapter, HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from talon_classic import __version__
 from talon_classic.audiences import Audience, MembershipAction, MembershipOutcome
@@ -75,12 +72,19 @@ from talon_classic.exceptions import (
 )
 from talon_classic.jsonio import dumps, dumps_bytes, loads
 from talon_classic.ratelimit import TokenBucket
+from talon_classic.retry import (
+    RETRY_STATUSES,
+    TRANSIENT_ERRORS,
+    Retryable,
+    RetryPolicy,
+    check_status,
+)
+from talon_classic.retry import parse_retry_after as parse_retry_after
 from talon_classic.settings import Settings, check_secret, redact
 
 log = logging.getLogger("talon_classic.client")
 
 MAX_BULK = 1000
-RETRY_STATUSES = frozenset({408, 409, 429} | {s for s in range(500, 600) if s not in (501, 505)})
 AUTH_STATUSES = frozenset({401, 403})
 BULK_PATH = "/v2/customer_profiles"
 AUTHPING_PATH = "/v2/authping"
@@ -107,40 +111,6 @@ def redact_key(key: str | None) -> str:
     ``<unset>`` when there is no key. Enough to tell two keys apart in a log or a dry run, never enough to use one.
     """
     return redact(key)
-
-
-class _Retryable(Exception):
-    """One failed attempt that may succeed later."""
-
-    def __init__(self, what: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(what)
-        self.status = status
-        self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: Callable[[], datetime] | None = None) -> float | None:
-    """``Retry-After`` as seconds: a number of seconds, or an HTTP date from now.
-
-    None when absent or unusable (then plain backoff applies). A date in the
-    past means 0. ``now`` is injectable for tests.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if seconds >= 0 and seconds != float("inf") else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now() if now is not None else datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -349,13 +319,15 @@ class Client:
             "User-Agent": f"talon-classic/{__version__}",
         }
         self.timeout = (connect_timeout, read_timeout)
-        self.max_attempts = max(1, max_attempts)
         self.limiter = limiter if limiter is not None else TokenBucket(
             rate_limit, clock=clock, sleep=sleep)
-        self._sleep = sleep
-        self._jitter = wait_random_exponential(multiplier=backoff_base, max=backoff_cap)
-        self.max_retry_after = max(0.0, max_retry_after)
         self.stats = ClientStats()
+        self.retry_policy = RetryPolicy(
+            max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
+            retry_after_cap=max_retry_after, sleep=sleep, log=log, label="Talon.One",
+            scrub=self._scrub, on_retry=lambda: self.stats.count(retry=True))
+        self.max_attempts = self.retry_policy.max_attempts
+        self.max_retry_after = self.retry_policy.retry_after_cap
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> Client:
@@ -404,21 +376,6 @@ class Client:
         """:func:`scrub` with this client's key."""
         return scrub(text, self._api_key)
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Full-jitter backoff, but never less than what ``Retry-After`` asked (capped)."""
-        wait = self._jitter(state)
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            wait = max(wait, min(exc.retry_after, self.max_retry_after))
-        return wait
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        self.stats.count(retry=True)
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("Talon.One: %s (attempt %d/%d); retrying in %.2fs", self._scrub(str(exc)),
-                    state.attempt_number, self.max_attempts, wait)
-
     def _send(self, method: str, url: str, params: dict[str, str] | None,
               data: bytes | None, path: str) -> requests.Response:
         """One HTTP exchange, as ``Session.request`` does it, keeping ``path`` as given.
@@ -454,9 +411,8 @@ class Client:
         self.stats.count(name)
         log.debug("%s %s -> %s", method, path, name)
         reason = _reason(exc, self._api_key)
-        if isinstance(exc, requests.Timeout | requests.ConnectionError
-                      | requests.exceptions.ChunkedEncodingError):
-            return _Retryable(f"{name} on {method} {path} ({reason})")
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return Retryable(f"{name} on {method} {path} ({reason})")
         return DeliveryError(
             f"{name} on {method} {path} ({reason}): the request could not be sent; "
             "check the API key and the application domain in your settings"
@@ -492,33 +448,9 @@ class Client:
                 raise failure
             self.stats.count(response.status_code)
             log.debug("%s %s -> %s", method, path, response.status_code)
-            if response.status_code in retry_statuses:
-                raise _Retryable(
-                    f"{response.status_code} on {method} {path}",
-                    response.status_code,
-                    parse_retry_after(response.headers.get("Retry-After")),
-                )
-            return response
+            return check_status(response, f"{method} {path}", retry_statuses)
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Retryable),
-            sleep=self._sleep,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        exhausted: RetriesExhausted | None = None
-        try:
-            response = retrying(attempt)
-        except _Retryable as exc:
-            exhausted = RetriesExhausted(
-                f"gave up after {self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}: "
-                f"last {exc}",
-                exc.status,
-            )
-        if exhausted is not None:  # outside the except: no chain to the attempts
-            raise exhausted
+        response = self.retry_policy.run(attempt)
         status = response.status_code
         if status < 300:
             return response

@@ -17,9 +17,9 @@ Lists are read in pages of 1000 (``pageSize``/``skip``) until ``hasMore``
 says no, ``totalResultSize`` is reached or (when the answer has neither) a
 page comes back short. Every request, retries included, takes a token from a
 :class:`~talon_classic.ratelimit.TokenBucket` (3 per second), and is retried
-as the Integration API client retries (tenacity, exponential backoff with
-full jitter, at least the ``Retry-After`` asked, capped): 408, 409, 429, 5xx
-except 501/505, timeouts and broken connections. 401 and 403 are one
+by the Integration API client's policy (:class:`~talon_classic.retry.RetryPolicy`:
+exponential backoff with full jitter, at least the ``Retry-After`` asked,
+capped): 408, 409, 429, 5xx except 501/505, timeouts and broken connections. 401 and 403 are one
 :class:`~talon_classic.exceptions.AuthError` line saying what to do.
 
 The key is never in a ``repr``, a log line or an exception.
@@ -33,19 +33,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from talon_classic import __version__
-from talon_classic.client import parse_retry_after
-from talon_classic.exceptions import (
-    AuthError,
-    DeliveryError,
-    RejectedError,
-    RetriesExhausted,
-    SettingsError,
-)
+from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, SettingsError
 from talon_classic.ratelimit import TokenBucket
+from talon_classic.retry import TRANSIENT_ERRORS, Retryable, RetryPolicy, check_status
 from talon_classic.schema import ENTITY, Schema
 from talon_classic.settings import ENV_MANAGEMENT_KEY, Settings, redact
 
@@ -55,17 +47,7 @@ PAGE_SIZE = 1000
 RATE_LIMIT = 3.0
 ATTRIBUTES_PATH = "/v1/attributes"
 AUDIENCES_PATH = "/v1/audiences"
-RETRY_STATUSES = frozenset({408, 409, 429} | {s for s in range(500, 600) if s not in (501, 505)})
 KEYS_PAGE = "Campaign Manager > Account > Tools > Management API keys"
-
-
-class _Retryable(Exception):
-    """One failed attempt that may succeed later (never carries a header)."""
-
-    def __init__(self, what: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(what)
-        self.status = status
-        self.retry_after = retry_after
 
 
 def _check_key(key: str) -> None:
@@ -123,12 +105,14 @@ class ManagementClient:
         }
         self.page_size = max(1, page_size)
         self.timeout = (connect_timeout, read_timeout)
-        self.max_attempts = max(1, max_attempts)
-        self.retry_after_cap = retry_after_cap
         self.limiter = limiter if limiter is not None else TokenBucket(
             rate_limit, clock=clock, sleep=sleep)
-        self._sleep = sleep
-        self._jitter = wait_random_exponential(multiplier=backoff_base, max=backoff_cap)
+        self.retry_policy = RetryPolicy(
+            max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
+            retry_after_cap=retry_after_cap, sleep=sleep, log=log,
+            label="Talon.One Management API", gave_up="Management API: ")
+        self.max_attempts = self.retry_policy.max_attempts
+        self.retry_after_cap = retry_after_cap
         #: Requests sent (attempts, retries included): for summaries and tests.
         self.requests = 0
 
@@ -162,19 +146,6 @@ class ManagementClient:
         self.close()
 
     # -- the one place that does HTTP -----------------------------------------
-    def _wait(self, state: RetryCallState) -> float:
-        wait = self._jitter(state)
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            wait = max(wait, min(exc.retry_after, self.retry_after_cap))
-        return wait
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("Talon.One Management API: %s (attempt %d/%d); retrying in %.2fs", exc,
-                    state.attempt_number, self.max_attempts, wait)
-
     def get(self, path: str, params: dict[str, str], needs: str) -> Any:
         """``GET path`` with limiting and retries; the decoded JSON of a 2xx answer.
 
@@ -190,34 +161,16 @@ class ManagementClient:
             try:
                 response = self.session.get(url, params=params, headers=self._headers,
                                             timeout=self.timeout, allow_redirects=False)
-            except (requests.Timeout, requests.ConnectionError,
-                    requests.exceptions.ChunkedEncodingError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.debug("GET %s -> %s", path, exc.__class__.__name__)
-                raise _Retryable(f"{exc.__class__.__name__} on GET {path}") from None
+                raise Retryable(f"{exc.__class__.__name__} on GET {path}") from None
             except requests.RequestException as exc:  # its text could quote a header
                 raise DeliveryError(f"GET {path} could not be sent ({exc.__class__.__name__})"
                                     ) from None
             log.debug("GET %s -> %s", path, response.status_code)
-            if response.status_code in RETRY_STATUSES:
-                raise _Retryable(f"{response.status_code} on GET {path}", response.status_code,
-                                 parse_retry_after(response.headers.get("Retry-After")))
-            return response
+            return check_status(response, f"GET {path}")
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type(_Retryable),
-            sleep=self._sleep,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        try:
-            response = retrying(attempt)
-        except _Retryable as exc:
-            raise RetriesExhausted(
-                f"Management API: gave up after {self.max_attempts} attempts: last {exc}",
-                exc.status,
-            ) from None
+        response = self.retry_policy.run(attempt)
         status = response.status_code
         if status in (401, 403):
             raise AuthError(_auth_message(status, needs), status)

@@ -23,9 +23,9 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from talon_classic.exceptions import InputError
 
@@ -36,6 +36,7 @@ from talon_classic.jsonio import BadLine, loads
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 STDIN = "-"
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -99,28 +100,56 @@ class InputFile:
 CHUNK_BYTES = 1024 * 1024
 
 
-def read_lines(
-    source: InputFile, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, start_line: int = 0
-) -> Iterator[tuple[int, bytes | BadLine]]:
-    """Yield ``(line number, bytes without the newline)`` for non-blank lines, or a BadLine.
+def _too_long(size: int, max_line_bytes: int) -> BadLine:
+    return BadLine("line_too_long", f"line is longer than {max_line_bytes} bytes ({size} bytes)")
 
-    Reads 1 MiB at a time and splits in C (much faster than ``readline``).
-    Lines up to ``start_line`` are read but not yielded (resume). Memory is
-    bounded by ``max_line_bytes`` plus one chunk whatever the input holds:
-    an over-long line is skipped as it streams past, never held whole.
+
+#: How :func:`read_line_blocks` cuts what it has read: ``cut(buffer, final)`` is the
+#: block of whole lines, how many lines it holds, and the partial line left over
+#: (``final``: the buffer is the input's last line, without its newline).
+Cut = Callable[[bytes, bool], tuple[T, int, bytes]]
+
+
+def split_lines(buffer: bytes, final: bool) -> tuple[list[bytes], int, bytes]:
+    """A :data:`Cut` into the list of whole lines, without their newlines."""
+    lines = buffer.split(b"\n")
+    rest = b"" if final else lines.pop()
+    return lines, len(lines), rest
+
+
+def whole_lines(buffer: bytes, final: bool) -> tuple[bytes, int, bytes]:
+    """A :data:`Cut` into bytes of whole lines, each ending with its newline but the input's last."""
+    if final:
+        return buffer, 1, b""
+    end = buffer.rfind(b"\n") + 1
+    block = buffer[:end]
+    return block, block.count(b"\n"), buffer[end:]
+
+
+def read_line_blocks(
+    source: InputFile, cut: Cut[T], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[tuple[int, T | BadLine]]:
+    """Yield ``(number of its first line, block of whole lines)``, or ``(line, BadLine)``.
+
+    The input is read ``chunk_bytes`` at a time and ``cut`` makes the block
+    (:func:`split_lines`, :func:`whole_lines`). A line longer than
+    ``max_line_bytes`` that runs past what was read is skipped as it
+    streams past (never held whole, so memory is bounded by
+    ``max_line_bytes`` plus one chunk) and comes as a ``line_too_long``
+    BadLine; a shorter over-long line stays in its block, for the caller to
+    measure. A ``.gz`` that ends early or is corrupt ends the input with one
+    ``truncated_input``, after every good line before it. :func:`read_lines`
+    and the compaction (:mod:`talon_classic.compact.events`) read through this.
     """
     # read1: whatever is decoded so far, so a truncated .gz still yields its good lines
     read = getattr(source.stream, "read1", source.stream.read)
     lineno = 0
     pending = b""
     skipping = -1  # bytes of an over-long line seen so far, or -1
-
-    def too_long(size: int) -> BadLine:
-        return BadLine("line_too_long", f"line is longer than {max_line_bytes} bytes ({size} bytes)")
-
     try:
         while True:
-            chunk = read(CHUNK_BYTES)
+            chunk = read(chunk_bytes)
             if not chunk:
                 break
             if skipping >= 0:
@@ -129,39 +158,53 @@ def read_lines(
                     skipping += len(chunk)
                     continue
                 lineno += 1
-                if lineno > start_line:
-                    yield lineno, too_long(skipping + end)
+                yield lineno, _too_long(skipping + end, max_line_bytes)
                 skipping = -1
                 chunk = chunk[end + 1:]
-            lines = (pending + chunk if pending else chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                lineno += 1
-                if lineno <= start_line:
-                    continue
-                if len(line) > max_line_bytes:
-                    yield lineno, too_long(len(line))
-                elif line and not line.isspace():
-                    if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
-                        line = line[3:]
-                    yield lineno, line
+            block, count, pending = cut(pending + chunk if pending else chunk, False)
+            if count:
+                yield lineno + 1, block
+                lineno += count
             if len(pending) > max_line_bytes:
                 skipping, pending = len(pending), b""
         if skipping >= 0:
-            lineno += 1
-            if lineno > start_line:
-                yield lineno, too_long(skipping)
-        elif pending and not pending.isspace():
-            lineno += 1
-            if lineno > start_line:
-                if lineno == 1 and pending.startswith(b"\xef\xbb\xbf"):
-                    pending = pending[3:]
-                yield lineno, too_long(len(pending)) if len(pending) > max_line_bytes else pending
+            yield lineno + 1, _too_long(skipping, max_line_bytes)
+        elif pending:
+            yield lineno + 1, cut(pending, True)[0]
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         detail = str(exc) or exc.__class__.__name__
         yield lineno + 1, BadLine(
             "truncated_input", f"input ends early or is corrupt ({detail}); rest of file skipped"
         )
+
+
+def read_lines(
+    source: InputFile, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, start_line: int = 0
+) -> Iterator[tuple[int, bytes | BadLine]]:
+    """Yield ``(line number, bytes without the newline)`` for non-blank lines, or a BadLine.
+
+    Reads 1 MiB at a time (:func:`read_line_blocks`) and splits in C (much
+    faster than ``readline``). Lines up to ``start_line`` are read but not
+    yielded (resume); a ``truncated_input`` always is. Memory is bounded by
+    ``max_line_bytes`` plus one chunk whatever the input holds: an over-long
+    line is skipped as it streams past, never held whole.
+    """
+    for first, lines in read_line_blocks(source, split_lines, max_line_bytes, CHUNK_BYTES):
+        if isinstance(lines, BadLine):
+            if first > start_line or lines.reason == "truncated_input":
+                yield first, lines
+            continue
+        lineno = first - 1
+        for line in lines:
+            lineno += 1
+            if lineno <= start_line:
+                continue
+            if len(line) > max_line_bytes:
+                yield lineno, _too_long(len(line), max_line_bytes)
+            elif line and not line.isspace():
+                if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]
+                yield lineno, line
 
 
 def read_records(

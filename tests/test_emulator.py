@@ -238,3 +238,21 @@ def test_another_api_is_one_more_route_group() -> None:
         assert requests.get(url, headers=key).json() == []
         assert [r["status"] for r in app.traffic.entries(10, 0)] == [401, 503, 200]
         assert requests.get(f"{server.url}/v2/authping", headers=key).status_code == 401
+
+
+@pytest.mark.parametrize("field", ["integrationId", "profileIntegrationId"])
+def test_one_check_of_a_profile_id_for_profiles_and_audience_actions(field: str) -> None:
+    from talon_classic.emulator.integration import MAX_ID_LENGTH, check_integration_id
+    from talon_classic.emulator.problems import Problem
+
+    assert check_integration_id("u1", field, "/data/0", {"bad"}) == "u1"
+    cases = [(None, f"{field} must be a non-empty string"),
+             ("", f"{field} must be a non-empty string"),
+             ("x" * (MAX_ID_LENGTH + 1), f"{field} is longer than {MAX_ID_LENGTH} characters "
+                                         f"({MAX_ID_LENGTH + 1})"),
+             ("bad", "profile 'bad' was rejected (reject_ids)")]
+    for iid, message in cases:
+        with pytest.raises(Problem) as info:
+            check_integration_id(iid, field, "/data/3", {"bad"})
+        assert (info.value.status, info.value.message) == (400, message)
+        assert info.value.pointer == f"/data/3/{field}"

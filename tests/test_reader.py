@@ -153,3 +153,44 @@ def test_hostile_lines_are_read_exactly_or_skipped_never_raised(tmp_path: Path) 
     for record in got[5:]:
         assert (record.skipped, record.error) == (
             "invalid_json", "nested too deeply (more than 512 levels)"), record.line
+
+
+def line_blocks(data: bytes, cut, max_line_bytes: int, chunk: int) -> list:
+    from talon_classic.reader import InputFile, read_line_blocks
+
+    source = InputFile("-", stdin=io.BufferedReader(io.BytesIO(data)))
+    return [(first, (block.reason, str(block)) if isinstance(block, BadLine) else block)
+            for first, block in read_line_blocks(source, cut, max_line_bytes, chunk)]
+
+
+def test_line_blocks_are_whole_lines_numbered_by_their_first() -> None:
+    from talon_classic.reader import split_lines, whole_lines
+
+    data = b"a\nbb\n\nccc\n" + b"x" * 20 + b"\nd"
+    assert line_blocks(data, whole_lines, 10, 4) == [
+        (1, b"a\n"), (2, b"bb\n\n"), (4, b"ccc\n"),
+        (5, ("line_too_long", "line is longer than 10 bytes (20 bytes)")), (6, b"d"),
+    ]
+    assert line_blocks(data, split_lines, 10, 4) == [
+        (1, [b"a"]), (2, [b"bb", b""]), (4, [b"ccc"]),
+        (5, ("line_too_long", "line is longer than 10 bytes (20 bytes)")), (6, [b"d"]),
+    ]
+    # in one read an over-long line stays in its block, for the caller to measure
+    assert line_blocks(data, whole_lines, 10, 1 << 20) == [(1, data[:-1]), (6, b"d")]
+    assert line_blocks(b"", whole_lines, 10, 4) == []
+    assert line_blocks(b"x" * 30, split_lines, 10, 4) == [
+        (1, ("line_too_long", "line is longer than 10 bytes (30 bytes)"))]
+
+
+def test_line_blocks_of_a_truncated_gzip_end_with_one_truncated_input() -> None:
+    from talon_classic.reader import InputFile, split_lines
+
+    whole = gzip.compress(b"".join(b'{"n": %d}\n' % i for i in range(2000)))
+    source = InputFile("-", stdin=io.BufferedReader(io.BytesIO(whole[:len(whole) // 2])))
+    got = line_blocks(whole[:len(whole) // 2], split_lines, 1024, 256)
+    assert source.compressed
+    lines = [line for _, block in got[:-1] for line in block]
+    assert lines and lines == [b'{"n": %d}' % i for i in range(len(lines))]
+    last_line, (reason, message) = got[-1]
+    assert reason == "truncated_input" and "rest of file skipped" in message
+    assert last_line == len(lines) + 1

@@ -17,7 +17,6 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +31,11 @@ from talon_classic.cli.options import (
     RequestOutput,
     SettingsArgs,
     UsageFailure,
+    check_inputs,
     settings_options,
     warn,
 )
+from talon_classic.cli.progress import StatusLine
 from talon_classic.exceptions import (
     AudienceExists,
     AudienceNotFound,
@@ -288,54 +289,26 @@ def list_audiences(settings_args: SettingsArgs, as_json: bool) -> None:
                    f"{row.integration_id or '-'}")
 
 
-class Progress:
-    """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
+class Progress(StatusLine["AudienceSync"]):
+    """The sync's status line: members read (and how far into the list), then actions sent."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, sync: AudienceSync) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.5:
-            return
-        self._last = now
+    def text(self, sync: AudienceSync) -> str:
         s = sync.summary
         if sync.phase == "delivering":
             seconds = s.delivery_seconds
             rate = (s.added + s.removed) / seconds if seconds > 0 else 0.0
-            text = f"added {s.added:,}  removed {s.removed:,}  {rate:,.0f} actions/s"
-        else:
-            text = f"{s.members_read:,} members read"
-            source = sync.current_input
-            if source is not None and source.size:
-                text += f"  {source.name} {min(1.0, source.consumed / source.size):.0%}"
-        click.echo(f"\r{text}   ", err=True, nl=False)
-        self._drawn = True
-
-    def close(self) -> None:
-        """End the status line so the summary starts on a fresh one."""
-        if self._drawn:
-            click.echo("", err=True)
+            return f"added {s.added:,}  removed {s.removed:,}  {rate:,.0f} actions/s"
+        text = f"{s.members_read:,} members read"
+        source = sync.current_input
+        if source is not None and source.size:
+            text += f"  {source.name} {min(1.0, source.consumed / source.size):.0%}"
+        return text
 
 
 def check_members(members: tuple[str, ...]) -> list[str]:
-    """Refuse missing files and directories before anything is read or sent."""
-    if not members:
-        raise UsageFailure("give at least one MEMBERS list (a file, or '-' for stdin)")
-    paths = list(members)
-    if paths.count(STDIN) > 1:
-        raise UsageFailure("'-' (stdin) can be given only once")
-    for path in paths:
-        if path == STDIN:
-            continue
-        if os.path.isdir(path):
-            raise UsageFailure(f"{path}: is a directory; give a member list (CSV, JSONL or "
-                               "text, .gz too) or '-'")
-        if not os.path.exists(path):
-            raise UsageFailure(f"{path}: no such file")
-    return paths
+    """Refuse no list, missing files and directories before anything is read or sent."""
+    return check_inputs(members, expected="a member list (CSV, JSONL or text, .gz too) or '-'",
+                        required="give at least one MEMBERS list (a file, or '-' for stdin)")
 
 
 def sync_exit_code(sync: AudienceSync, interrupted: bool) -> int:

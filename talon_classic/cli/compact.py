@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import click
@@ -22,6 +21,7 @@ from talon_classic.cli.options import (
     settings_options,
     warn,
 )
+from talon_classic.cli.progress import StatusLine, input_eta
 from talon_classic.exceptions import CompactError, InputError, MissingDependency
 from talon_classic.jsonio import dumps
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES
@@ -30,35 +30,13 @@ from talon_classic.transform import Engine
 EXIT_FAILED = 1
 
 
-class CompactProgress:
-    """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
+class CompactProgress(StatusLine[Any]):
+    """The compaction's status line: events read, their rate, the input's ETA."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, summary: Any) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.5:
-            return
-        self._last = now
+    def text(self, summary: Any) -> str:
         rate = summary.events_read / summary.elapsed if summary.elapsed > 0 else 0.0
-        eta = ""
-        source = summary.current_input
-        if source is not None and source.size and rate > 0:
-            done = source.consumed / source.size
-            if 0 < done < 1:
-                eta = f"  {source.name} {done:.0%}, ETA {summary.elapsed * (1 - done) / done:,.0f}s"
-        click.echo(f"\r{summary.events_read:,} events read  {rate:,.0f} events/s{eta}   ",
-                   err=True, nl=False)
-        self._drawn = True
-
-    def close(self) -> None:
-        """End the status line so the summary starts on a fresh one."""
-        if self._drawn:
-            click.echo("", err=True)
-            self._drawn = False
+        eta = input_eta(summary.current_input, summary.elapsed, rate)
+        return f"{summary.events_read:,} events read  {rate:,.0f} events/s{eta}"
 
 
 def run_compaction(settings: Any, paths: list[str], out: str, options: dict[str, Any],

@@ -13,7 +13,6 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,12 +40,14 @@ from talon_classic.cli.options import (
     check_inputs,
     engage_option,
     given,
+    ledger_options,
     load_schema,
     schema_line,
     schema_options,
     settings_options,
     warn,
 )
+from talon_classic.cli.progress import StatusLine, input_eta
 from talon_classic.cli.transform import silence_stdout
 from talon_classic.exceptions import (
     CheckpointError,
@@ -90,39 +91,14 @@ class Run:
     schema: SchemaSource | None = None
 
 
-class Progress:
-    """A one-line status on stderr, redrawn at most twice a second (TTY only)."""
+class Progress(StatusLine["Pipeline"]):
+    """The run's status line: events read and profiles sent, their rate, the input's ETA."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = 0.0
-        self._drawn = False
-
-    def __call__(self, pipeline: Pipeline) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.5:
-            return
-        self._last = now
+    def text(self, pipeline: Pipeline) -> str:
         s = pipeline.summary
         rate = s.events_read / s.elapsed if s.elapsed > 0 else 0.0
-        eta = ""
-        source = pipeline.current_input
-        if source is not None and source.size and rate > 0:
-            done = source.consumed / source.size
-            if 0 < done < 1:
-                eta = f"  {source.name} {done:.0%}, ETA {s.elapsed * (1 - done) / done:,.0f}s"
-        click.echo(
-            f"\r{s.events_read:,} events read  {s.profiles_upserted:,} profiles sent  "
-            f"{rate:,.0f} events/s{eta}   ",
-            err=True,
-            nl=False,
-        )
-        self._drawn = True
-
-    def close(self) -> None:
-        """End the status line so the summary starts on a fresh one."""
-        if self._drawn:
-            click.echo("", err=True)
+        return (f"{s.events_read:,} events read  {s.profiles_upserted:,} profiles sent  "
+                f"{rate:,.0f} events/s{input_eta(pipeline.current_input, s.elapsed, rate)}")
 
 
 @contextlib.contextmanager
@@ -521,15 +497,7 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
               help="The ordering ledger: what Talon.One acknowledged, so no run, replay or "
               "resume sends an older value over a newer one [default: one file per "
               "deployment and id prefix in $XDG_STATE_HOME/talon-classic/].")
-@click.option("--no-state", is_flag=True,
-              help="Keep no ledger: newest-wins holds within this run only.")
-@click.option("--skip-unchanged", is_flag=True,
-              help="Do not send values equal to what Talon.One acknowledged last (off by "
-              "default: the profile may have been edited in Talon.One since). Compares "
-              "with values sent with this option (they keep a digest).")
-@click.option("--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
-              type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
-              "request that timed out is repaired twice this long after it.")
+@ledger_options(no_state_help="Keep no ledger: newest-wins holds within this run only.")
 @click.option("--max-line-bytes", default=8 * 1024 * 1024, show_default=True,
               type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")

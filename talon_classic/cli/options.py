@@ -309,8 +309,37 @@ def server_options(func: F) -> F:
     return func
 
 
-def check_inputs(inputs: tuple[str, ...]) -> list[str]:
-    """Default to stdin, and refuse missing files and directories before anything starts."""
+def ledger_options(no_state_help: str) -> Callable[[F], F]:
+    """``--no-state``, ``--skip-unchanged`` and ``--read-timeout``: the ordering ledger's options.
+
+    For every command that delivers through a ledger (``identify``,
+    ``serve``); ``no_state_help`` says what keeping none means for it.
+    """
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
+            type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
+            "request that timed out is repaired twice this long after it.")(func)
+        func = click.option(
+            "--skip-unchanged", is_flag=True,
+            help="Do not send values equal to what Talon.One acknowledged last (off by "
+            "default: the profile may have been edited in Talon.One since). Compares "
+            "with values sent with this option (they keep a digest).")(func)
+        return click.option("--no-state", is_flag=True, help=no_state_help)(func)
+
+    return decorate
+
+
+def check_inputs(inputs: tuple[str, ...], *, expected: str = "a .jsonl file, a .gz of one, or '-'",
+                 required: str | None = None) -> list[str]:
+    """Default to stdin, and refuse missing files and directories before anything starts.
+
+    ``expected`` says what to give instead of a directory; with ``required``
+    (the message) no input is refused instead of meaning stdin.
+    """
+    if not inputs and required is not None:
+        raise UsageFailure(required)
     paths = list(inputs) or [STDIN]
     if paths.count(STDIN) > 1:
         raise UsageFailure("'-' (stdin) can be given only once")
@@ -318,7 +347,7 @@ def check_inputs(inputs: tuple[str, ...]) -> list[str]:
         if path == STDIN:
             continue
         if os.path.isdir(path):
-            raise UsageFailure(f"{path}: is a directory; give a .jsonl file, a .gz of one, or '-'")
+            raise UsageFailure(f"{path}: is a directory; give {expected}")
         if not os.path.exists(path):
             raise UsageFailure(f"{path}: no such file")
     return paths

@@ -15,6 +15,7 @@ from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
     engage_option,
+    ledger_options,
     load_schema,
     schema_line,
     schema_options,
@@ -68,16 +69,8 @@ def _split_keys(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
               help="Requests per second to Talon.One.")
 @click.option("--emulator", is_flag=True,
               help="Deliver to a local Talon.One emulator started in-process.")
-@click.option("--no-state", is_flag=True,
-              help="Keep no ordering ledger in the spool: after a restart an older event "
-              "can replace a newer value.")
-@click.option("--skip-unchanged", is_flag=True,
-              help="Do not send values equal to what Talon.One acknowledged last (off by "
-              "default: the profile may have been edited in Talon.One since). Compares "
-              "with values sent with this option (they keep a digest).")
-@click.option("--read-timeout", default=30.0, show_default=True, metavar="SECONDS",
-              type=click.FloatRange(0.1), help="Wait this long for Talon.One's answer; a "
-              "request that timed out is repaired twice this long after it.")
+@ledger_options(no_state_help="Keep no ordering ledger in the spool: after a restart an older "
+                "event can replace a newer value.")
 @server_options
 def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str, host: str,
           port: int, write_keys: list[str], webhook_secret: str | None, threads: int,

@@ -15,15 +15,14 @@ run's records is the number of records of the blocks before its own plus
 (:func:`block_bases`). Workers return a :class:`Tally` per block (counts
 for the summary, the warnings of broken lines), handed on in block order.
 
-Reading follows :func:`talon_classic.reader.read_lines` exactly: lines
-longer than ``max_line_bytes`` are skipped as they stream past (never held
-whole), a ``.gz`` that ends early yields its good lines and then one
-``truncated_input``, stdin is read once.
+Reading is the reader's own (:func:`talon_classic.reader.read_line_blocks`,
+as ``identify`` reads): lines longer than ``max_line_bytes`` are skipped as
+they stream past (never held whole), a ``.gz`` that ends early yields its
+good lines and then one ``truncated_input``, stdin is read once.
 """
 
 from __future__ import annotations
 
-import gzip
 import multiprocessing
 import os
 import queue
@@ -33,10 +32,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from talon_classic.compact.lines import INPUT_REASONS, Kept, is_blank, process_line, too_long
-from talon_classic.exceptions import CompactError
+from talon_classic.compact.lines import INPUT_REASONS, Kept, is_blank, process_line
+from talon_classic.exceptions import BadLine, CompactError
 from talon_classic.jsonio import dumps_bytes
-from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, InputFile
+from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, InputFile, read_line_blocks, whole_lines
 from talon_classic.transform import Engine
 
 #: Bytes read at a time; a block is about this size (whole lines).
@@ -78,58 +77,15 @@ def read_blocks(paths: Iterable[str], max_line_bytes: int = DEFAULT_MAX_LINE_BYT
         if on_open is not None:
             on_open(source)
         try:
-            for item in _file_blocks(source, max_line_bytes):
-                if len(item) == 3:
-                    line, reason, message = item
-                    yield Tally(seq, records=1, skipped=Counter({reason: 1}),
-                                warnings=[f"{source.name}:{line}: {reason}: {message}"])
+            for first, data in read_line_blocks(source, whole_lines, max_line_bytes, BLOCK_BYTES):
+                if isinstance(data, BadLine):
+                    yield Tally(seq, records=1, skipped=Counter({data.reason: 1}),
+                                warnings=[f"{source.name}:{first}: {data.reason}: {data}"])
                 else:
-                    first, data = item
                     yield Block(seq, source.name, first, data)
                 seq += 1
         finally:
             source.close()
-
-
-def _file_blocks(source: InputFile, max_line_bytes: int
-                 ) -> Iterator[tuple[int, bytes] | tuple[int, str, str]]:
-    """``(first line, data)`` blocks, or ``(line, reason, message)`` for a broken line."""
-    read = getattr(source.stream, "read1", source.stream.read)
-    lineno = 0
-    pending = b""
-    skipping = -1  # bytes of an over-long line seen so far, or -1
-    try:
-        while True:
-            chunk = read(BLOCK_BYTES)
-            if not chunk:
-                break
-            if skipping >= 0:
-                end = chunk.find(b"\n")
-                if end < 0:
-                    skipping += len(chunk)
-                    continue
-                lineno += 1
-                yield lineno, "line_too_long", too_long(skipping + end, max_line_bytes)
-                skipping = -1
-                chunk = chunk[end + 1:]
-            buf = pending + chunk if pending else chunk
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                pending = buf
-            else:
-                data, pending = buf[:cut + 1], buf[cut + 1:]
-                yield lineno + 1, data
-                lineno += data.count(b"\n")
-            if len(pending) > max_line_bytes:
-                skipping, pending = len(pending), b""
-        if skipping >= 0:
-            yield lineno + 1, "line_too_long", too_long(skipping, max_line_bytes)
-        elif pending:
-            yield lineno + 1, pending
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-        detail = str(exc) or exc.__class__.__name__
-        yield (lineno + 1, "truncated_input",
-               f"input ends early or is corrupt ({detail}); rest of file skipped")
 
 
 def transform_block(block: Block, engine: Engine, max_line_bytes: int) -> tuple[Tally, bytes]:

@@ -25,7 +25,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from talon_classic.emulator.audience_store import Action
-from talon_classic.emulator.integration import MAX_ID_LENGTH, IntegrationRoutes
+from talon_classic.emulator.integration import IntegrationRoutes, check_integration_id
 from talon_classic.emulator.problems import Problem, bad_request, json_response
 from talon_classic.emulator.routes import Exchange, json_body
 
@@ -143,16 +143,8 @@ class AudienceAPI(IntegrationRoutes):
         if action not in ("add", "delete"):
             raise bad_request(f"action must be \"add\" or \"delete\", got {action!r}",
                               f"{pointer}/action")
-        if not isinstance(iid, str) or not iid:
-            raise bad_request("profileIntegrationId must be a non-empty string",
-                              f"{pointer}/profileIntegrationId")
-        if len(iid) > MAX_ID_LENGTH:
-            raise bad_request(f"profileIntegrationId is longer than {MAX_ID_LENGTH} characters "
-                              f"({len(iid)})", f"{pointer}/profileIntegrationId")
-        if iid in self.emulator.config.reject_ids:
-            raise bad_request(f"profile {iid!r} was rejected (reject_ids)",
-                              f"{pointer}/profileIntegrationId",
-                              details=f"the emulator is told to refuse integrationId {iid!r}")
+        iid = check_integration_id(iid, "profileIntegrationId", pointer,
+                                   self.emulator.config.reject_ids)
         if isinstance(audience_id, bool) or not isinstance(audience_id, int):
             raise bad_request(f"audienceId must be an audience's id (an integer), got "
                               f"{audience_id!r}", f"{pointer}/audienceId")

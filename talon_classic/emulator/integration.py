@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.routing import Rule
@@ -41,6 +42,24 @@ MAX_ID_LENGTH = 1000
 #: What a request found out about one attribute name: may it be written (well-formed
 #: and existing), its type, and the check of its values (None: any value).
 Verdict = tuple[bool, "str | None", "Check | None"]
+
+
+def check_integration_id(iid: Any, field: str, pointer: str, reject_ids: Container[str]) -> str:
+    """``iid`` if Talon.One would take it as the profile id in ``field``; else a 400.
+
+    A non-empty string of at most :data:`MAX_ID_LENGTH` characters, and not
+    one the emulator is told to refuse (``reject_ids``). ``pointer`` is the
+    item's JSON pointer; the error points at its ``field``.
+    """
+    if not isinstance(iid, str) or not iid:
+        raise bad_request(f"{field} must be a non-empty string", f"{pointer}/{field}")
+    if len(iid) > MAX_ID_LENGTH:
+        raise bad_request(f"{field} is longer than {MAX_ID_LENGTH} characters ({len(iid)})",
+                          f"{pointer}/{field}")
+    if iid in reject_ids:
+        raise bad_request(f"profile {iid!r} was rejected (reject_ids)", f"{pointer}/{field}",
+                          details=f"the emulator is told to refuse integrationId {iid!r}")
+    return iid
 
 
 def customer_profile(profile: dict[str, Any],
@@ -167,16 +186,7 @@ class IntegrationAPI(IntegrationRoutes):
         """
         cfg = self.emulator.config
         names = {} if names is None else names
-        if not isinstance(iid, str) or not iid:
-            raise bad_request("integrationId must be a non-empty string",
-                              f"{pointer}/integrationId")
-        if len(iid) > MAX_ID_LENGTH:
-            raise bad_request(f"integrationId is longer than {MAX_ID_LENGTH} characters "
-                              f"({len(iid)})", f"{pointer}/integrationId")
-        if iid in cfg.reject_ids:
-            raise bad_request(f"profile {iid!r} was rejected (reject_ids)",
-                              f"{pointer}/integrationId",
-                              details=f"the emulator is told to refuse integrationId {iid!r}")
+        iid = check_integration_id(iid, "integrationId", pointer, cfg.reject_ids)
         if not isinstance(attributes, dict):
             raise bad_request(f"attributes of profile {iid!r} must be an object",
                               f"{pointer}/attributes")
