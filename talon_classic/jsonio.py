@@ -133,7 +133,9 @@ def _too_deep(data: bytes) -> bool:
     # removing two adjacent quotes leaves every other byte inside or outside a string
     # as it was (an empty string, or two strings joined into one)
     kept = data.translate(_PAIRS, _NOT_QUOTES_OR_BRACKETS).replace(b'""', b"")
-    brackets = _STRING.sub(b"", kept) if b'"' in kept else kept
+    if b'"' in kept:  # strings holding brackets; then an unmatched quote, if any
+        kept = _STRING.sub(b"", kept).replace(b'"', b"")
+    brackets = kept
     rest = brackets
     for _ in range(_QUICK_PASSES):
         if not rest:
