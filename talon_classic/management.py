@@ -35,6 +35,7 @@ from typing import Any
 import requests
 
 from talon_classic import __version__
+from talon_classic.client import scrub
 from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, SettingsError
 from talon_classic.ratelimit import TokenBucket
 from talon_classic.retry import TRANSIENT_ERRORS, Retryable, RetryPolicy, check_status
@@ -94,6 +95,9 @@ class ManagementClient:
         _check_key(management_key)
         self.base_url = base_url.rstrip("/")
         self._shown_key = redact(management_key)
+        #: Text the client did not write (an error answer's message) loses every trace of
+        #: the key before it is raised or logged, as the Integration API client does.
+        self._scrub: Callable[[str], str] = lambda text: scrub(text, management_key)
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
         # Sent with each request, never set on the session: a caller's session
@@ -110,7 +114,8 @@ class ManagementClient:
         self.retry_policy = RetryPolicy(
             max_attempts=max_attempts, backoff_base=backoff_base, backoff_cap=backoff_cap,
             retry_after_cap=retry_after_cap, sleep=sleep, log=log,
-            label="Talon.One Management API", gave_up="Management API: ")
+            label="Talon.One Management API", gave_up="Management API: ",
+            scrub=self._scrub)
         self.max_attempts = self.retry_policy.max_attempts
         self.retry_after_cap = retry_after_cap
         #: Requests sent (attempts, retries included): for summaries and tests.
@@ -181,12 +186,11 @@ class ManagementClient:
                 status,
             )
         if 400 <= status < 500:
-            raise RejectedError(_error_message(response), status)
+            raise RejectedError(self._scrub(_error_message(response)), status)
         if status >= 300:
+            message = self._scrub(_error_message(response))
             raise DeliveryError(
-                f"unexpected answer {status} from the Management API: {_error_message(response)}",
-                status,
-            )
+                f"unexpected answer {status} from the Management API: {message}", status)
         try:
             return response.json()
         except ValueError:

@@ -257,3 +257,41 @@ def test_a_callers_session_is_never_given_the_key() -> None:
     with ManagementClient(BASE, MKEY, session=session):
         pass
     assert "Authorization" not in session.headers
+
+
+def test_an_error_answer_that_echoes_the_key_never_shows_it(caplog) -> None:
+    """A proxy or gateway may quote the Authorization header in its error: scrubbed,
+    in the exception and in the retry warnings (real HTTP on 127.0.0.1)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            status = 503 if self.path.startswith("/v1/audiences") else 400
+            body = json.dumps({"message": f"bad header {self.headers['Authorization']!r}"})
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    caplog.set_level(logging.DEBUG)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mc = ManagementClient(f"http://127.0.0.1:{server.server_port}", MKEY,
+                              sleep=lambda s: None, max_attempts=2)
+        with pytest.raises(RejectedError) as rejected:
+            mc.attributes()
+        with pytest.raises(RetriesExhausted) as exhausted:
+            list(mc.audiences())
+    finally:
+        server.shutdown()
+        server.server_close()
+    for text in (str(rejected.value), str(exhausted.value), caplog.text):
+        assert MKEY not in text and "9876543210" not in text, text
+    assert "****wxyz" in str(rejected.value)
