@@ -208,7 +208,8 @@ class Pipeline:
             records = read(paths, max_line_bytes=opts.max_line_bytes, stdin=stdin,
                            on_open=self._opened, decode=opts.workers == 1)
             if opts.workers > 1:
-                pool = WorkerPool(self._intake, opts.workers, name="talon-identify")
+                pool = WorkerPool(self._intake, opts.workers, name="talon-identify",
+                                  on_death=self._worker_failed)
                 items = self._digested(records, pool)
             else:
                 items = zip(records, repeat(None))
@@ -223,9 +224,7 @@ class Pipeline:
                     if self.on_progress is not None and count % 2000 == 0:
                         self.on_progress(self)
             except WorkerError as exc:  # its lines are not read: the run stops there
-                if self.internal_error is None:
-                    self.internal_error = str(exc)
-                self.stop(f"a worker process failed; {self._resume_hint()}")
+                self._worker_failed(str(exc))
             if pool is not None:
                 pool.close(graceful=not self._halted)
             while merger.pending and not self._halted:
@@ -279,6 +278,13 @@ class Pipeline:
 
     def _opened(self, source: Any) -> None:
         self.current_input = source
+
+    def _worker_failed(self, what: str) -> None:
+        """A worker process died or failed (from any thread): the run stops, one line."""
+        with self._cond:
+            if self.internal_error is None:
+                self.internal_error = what
+        self.stop(f"a worker process failed; {self._resume_hint()}")
 
     def _digested(self, records: Iterable[Record], pool: WorkerPool[list[bytes], Any]
                   ) -> Iterator[tuple[Record, Kept | Skipped | None]]:

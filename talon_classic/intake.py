@@ -27,6 +27,7 @@ from talon_classic.engage import ATTRIBUTES, membership_of
 from talon_classic.exceptions import BadLine
 from talon_classic.jsonio import loads
 from talon_classic.merge import parse_timestamp
+from talon_classic.schema import Schema
 from talon_classic.transform import Engine
 
 #: A kept record: ``(integrationId without --id-prefix, attributes, timestamp (epoch
@@ -134,12 +135,23 @@ class Intake:
         return out, new
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"engine": self.engine, "replay_dead_letters": self.replay_dead_letters,
-                "profiles": self.profiles, "memberships": self.memberships}
+        """The engine as its recipe (allowlist, schema, engageAudiences): a compiled schema's
+        coercers are closures, which do not pickle; the worker compiles its own."""
+        engine = self.engine
+        schema = engine.schema
+        return {"allowlist": engine.allowlist, "engage_audiences": engine.engage_audiences,
+                "schema": None if schema is None else (dict(schema.items()), schema.source),
+                "replay_dead_letters": self.replay_dead_letters, "profiles": self.profiles}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reported = set()
+        schema = None
+        if state["schema"] is not None:
+            types, source = state["schema"]
+            schema = Schema(types, source=source)
+        self.__init__(Engine(state["allowlist"], schema,  # type: ignore[misc]
+                             engage_audiences=state["engage_audiences"]),
+                      replay_dead_letters=state["replay_dead_letters"],
+                      profiles=state["profiles"])
 
 
 __all__ = ["Intake", "Kept", "RawEvent", "Skipped", "original"]

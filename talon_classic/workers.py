@@ -22,6 +22,8 @@ finish in.
 * **Failures are one line.** A worker that dies (killed, out of memory) or
   whose job raises ends :meth:`WorkerPool.take` with :class:`WorkerError`
   naming the worker and what happened; never a hang, never a traceback.
+  A watcher thread notices a death at once and tells ``on_death`` (with
+  the same line), for a caller that may be waiting on something else.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class WorkerPool(Generic[T, R]):
     """
 
     def __init__(self, job: Callable[[T], R], workers: int, *, depth: int | None = None,
-                 name: str = "talon-worker") -> None:
+                 name: str = "talon-worker",
+                 on_death: Callable[[str], None] | None = None) -> None:
         if workers < 1:
             raise ValueError("a worker pool needs at least 1 worker")
         self.workers = workers
@@ -104,6 +107,8 @@ class WorkerPool(Generic[T, R]):
         self._taken = 0
         self._closed = False
         self._outbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._on_death = on_death
+        self._wake_read, self._wake_write = os.pipe()  # closing wakes the watcher
         ignore = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
         try:  # a child inherits SIGINT ignored, so Ctrl-C while it starts cannot reach it
@@ -130,6 +135,25 @@ class WorkerPool(Generic[T, R]):
         self._sender = threading.Thread(target=self._send_loop, name=f"{name}-sender",
                                         daemon=True)
         self._sender.start()
+        self._watcher = threading.Thread(target=self._watch, name=f"{name}-watcher",
+                                         daemon=True)
+        self._watcher.start()
+
+    def _died(self, number: int) -> str:
+        proc = self._procs[number]
+        proc.join(JOIN_SECONDS)
+        return (f"worker process {number + 1} of {self.workers} (pid {proc.pid}) ended "
+                f"unexpectedly ({describe_exit(proc.exitcode)})")
+
+    def _watch(self) -> None:
+        """Tell ``on_death`` of the first worker that ends before the pool closes."""
+        sentinels = {proc.sentinel: n for n, proc in enumerate(self._started)}
+        ready = wait([self._wake_read, *sentinels])
+        if self._closed or self._on_death is None:
+            return
+        ended = [sentinels[s] for s in ready if s in sentinels]
+        if ended:
+            self._on_death(self._died(ended[0]))
 
     # -- sending -----------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -171,9 +195,7 @@ class WorkerPool(Generic[T, R]):
             except (EOFError, OSError):
                 data = None
         if data is None:
-            proc.join(JOIN_SECONDS)
-            raise WorkerError(f"worker process {number + 1} of {self.workers} (pid {proc.pid}) "
-                              f"ended unexpectedly ({describe_exit(proc.exitcode)})")
+            raise WorkerError(self._died(number))
         self._taken += 1
         ok, value = pickle.loads(data)
         if not ok:
@@ -196,6 +218,7 @@ class WorkerPool(Generic[T, R]):
         if self._closed:
             return
         self._closed = True
+        os.write(self._wake_write, b"x")  # the watcher ends without reporting
         graceful = graceful and not self.in_flight  # else results nobody takes would block them
         if not graceful:
             for proc in self._started:
@@ -214,6 +237,11 @@ class WorkerPool(Generic[T, R]):
                 proc.join()
         for conn in self._results:
             conn.close()
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            watcher.join(JOIN_SECONDS)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
 
     def __enter__(self) -> WorkerPool[T, R]:
         return self
@@ -230,4 +258,24 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-__all__ = ["DEPTH_PER_WORKER", "WorkerPool", "default_workers", "describe_exit"]
+#: Inputs smaller than this in all are read in one process: starting worker processes
+#: (a fresh interpreter each, ~0.3 s of CPU) would cost more than they save.
+SMALL_INPUT_BYTES = 16 * 1024 * 1024
+
+
+def workers_for(paths: Iterable[str]) -> int:
+    """The default number of workers: this machine's cores for input files of
+    :data:`SMALL_INPUT_BYTES` or more in all, else 1 (stdin, whose size is unknown: 1)."""
+    paths = list(paths)
+    cores = default_workers()
+    if cores == 1 or "-" in paths:
+        return 1
+    try:
+        size = sum(os.path.getsize(p) for p in paths)
+    except OSError:  # gone: the reader names it
+        return 1
+    return cores if size >= SMALL_INPUT_BYTES else 1
+
+
+__all__ = ["DEPTH_PER_WORKER", "SMALL_INPUT_BYTES", "WorkerPool", "default_workers",
+           "describe_exit", "workers_for"]
