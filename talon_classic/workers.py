@@ -250,32 +250,4 @@ class WorkerPool(Generic[T, R]):
         self.close(graceful=exc_type is None)
 
 
-def default_workers() -> int:
-    """This machine's cores (those this process may run on)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-#: Inputs smaller than this in all are read in one process: starting worker processes
-#: (a fresh interpreter each, ~0.3 s of CPU) would cost more than they save.
-SMALL_INPUT_BYTES = 16 * 1024 * 1024
-
-
-def workers_for(paths: Iterable[str]) -> int:
-    """The default number of workers: this machine's cores for input files of
-    :data:`SMALL_INPUT_BYTES` or more in all, else 1 (stdin, whose size is unknown: 1)."""
-    paths = list(paths)
-    cores = default_workers()
-    if cores == 1 or "-" in paths:
-        return 1
-    try:
-        size = sum(os.path.getsize(p) for p in paths)
-    except OSError:  # gone: the reader names it
-        return 1
-    return cores if size >= SMALL_INPUT_BYTES else 1
-
-
-__all__ = ["DEPTH_PER_WORKER", "SMALL_INPUT_BYTES", "WorkerPool", "default_workers",
-           "describe_exit", "workers_for"]
+__all__ = ["DEPTH_PER_WORKER", "WorkerPool", "describe_exit"]

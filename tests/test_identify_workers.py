@@ -262,7 +262,8 @@ def test_workers_below_one_is_a_usage_error_of_one_line(tmp_path: Path) -> None:
 def test_identify_help_lists_workers() -> None:
     result = CliRunner().invoke(main, ["identify", "--help"])
     assert "--workers N" in result.output
-    assert "Processes that parse and transform events" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert "Processes that parse and transform events" in text and "[default: 1]" in text
 
 
 def _cli(*args: str) -> list[str]:

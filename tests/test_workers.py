@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from talon_classic.exceptions import WorkerError
-from talon_classic.workers import SMALL_INPUT_BYTES, WorkerPool, describe_exit, workers_for
+from talon_classic.workers import WorkerPool, describe_exit
 
 
 def slow_for_odd(chunk: list[int]) -> list[int]:
@@ -114,18 +114,3 @@ def _running(pid: int) -> bool:
 def test_describe_exit() -> None:
     assert describe_exit(-9) == "killed by SIGKILL"
     assert describe_exit(1) == "exit status 1"
-
-
-def test_default_workers_are_the_cores_for_large_inputs_only(tmp_path: Path,
-                                                             monkeypatch) -> None:
-    monkeypatch.setattr("talon_classic.workers.default_workers", lambda: 4)
-    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
-    small.write_bytes(b"{}\n")
-    with open(large, "wb") as fh:
-        fh.truncate(SMALL_INPUT_BYTES)
-    assert workers_for([str(small)]) == 1
-    assert workers_for([str(large)]) == 4
-    assert workers_for([str(small), str(large)]) == 4
-    assert workers_for(["-"]) == 1  # stdin: its size is unknown
-    monkeypatch.setattr("talon_classic.workers.default_workers", lambda: 1)
-    assert workers_for([str(large)]) == 1
