@@ -15,7 +15,11 @@ process per command; the emulator in its own process with ``--rate-limit
   unique profiles delivered per second of wall time, and total profile
   writes (the emulator's count);
 * ``compact --engine spark`` (local[*]) against the DuckDB engine on the
-  same input: time, and whether the outputs are identical.
+  same input: time, and whether the outputs are identical;
+* the streaming ``identify`` with ``--workers 1`` (everything in one
+  process) and with every core, on the same file: profiles/s, and the CPU
+  it cost (user + system of the run and its worker processes, per event),
+  so the figure means something on a machine others share.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import filecmp
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -53,6 +58,16 @@ def _run(*args: str) -> tuple[dict, float]:
     if done.returncode not in (0, 1):
         raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr[-800:]}")
     return json.loads(done.stdout.strip().splitlines()[-1]), elapsed
+
+
+def _timed(*args: str) -> tuple[dict, float, float]:
+    """Like :func:`_run`, and the CPU seconds (user + system) of the command and every
+    process it waited for (its workers)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report, elapsed = _run(*args)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return report, elapsed, cpu
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -165,6 +180,18 @@ def run(events: int = 2_000_000, users: int = 1_000_000, compare: tuple[int, int
         fig[f"{mode}_seconds"] = elapsed
         fig[f"{mode}_users_rate"] = stats["profiles"] / elapsed
 
+    for workers in (1, fig["cores"]):
+        with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
+            report, elapsed, cpu = _timed("identify", cmp_src, "--workers", str(workers),
+                                          "--settings", _settings(tmp, f"w{workers}.json", url),
+                                          "--dead-letter",
+                                          os.path.join(tmp, f"dead-w{workers}.jsonl"))
+        fig[f"workers_{workers}_rate"] = report["profiles_upserted"] / elapsed
+        fig[f"workers_{workers}_events_rate"] = report["events_read"] / elapsed
+        fig[f"workers_{workers}_cpu_us"] = cpu / report["events_read"] * 1e6
+        fig[f"workers_{workers}_seconds"] = elapsed
+        fig[f"workers_{workers}_writes"] = report["profiles_upserted"]
+
     if spark:
         out = os.path.join(tmp, "profiles-spark.jsonl")
         start = time.monotonic()
@@ -206,6 +233,14 @@ def report(fig: dict) -> str:
         f"  --compact {fig['compact_users_rate']:>10,.0f} users/s  ({fig['compact_users']:,} users, "
         f"{fig['compact_writes']:,} profile writes, {fig['compact_seconds']:.1f}s)",
     ]
+    lines.append(f"streaming identify on the same {fig['compare_events']:,} events, by worker "
+                 "processes (--workers):")
+    for workers in (1, cores):
+        lines.append(
+            f"  {workers} worker{'s' if workers > 1 else ' '} {fig[f'workers_{workers}_rate']:>10,.0f} "
+            f"profiles/s  ({fig[f'workers_{workers}_events_rate']:,.0f} events/s, "
+            f"{fig[f'workers_{workers}_seconds']:.1f}s; CPU {fig[f'workers_{workers}_cpu_us']:.1f} "
+            f"µs per event, workers included)")
     if "spark_seconds" in fig:
         if fig["spark_ok"]:
             lines.append(
@@ -225,9 +260,12 @@ def main() -> None:
     parser.add_argument("--big-events", type=int, default=10_000_000,
                         help="input of the memory run (0: skip it)")
     parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument("--compare-events", type=int, default=200_000,
+                        help="input of the streaming runs (users: 65%% of it)")
     args = parser.parse_args()
     print(report(run(args.events, args.users, big_events=args.big_events,
-                     spark=not args.no_spark)))
+                     spark=not args.no_spark,
+                     compare=(args.compare_events, args.compare_events * 13 // 20))))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from talon_classic.exceptions import (  # noqa: E402
     SettingsError,
     TalonClassicError,
     Unserialisable,
+    WorkerError,
 )
 from talon_classic.ledger import Ledger  # noqa: E402
 from talon_classic.management import ManagementClient  # noqa: E402
@@ -75,6 +76,7 @@ __all__ = [
     "Summary",
     "TalonClassicError",
     "Unserialisable",
+    "WorkerError",
     "load_settings",
     "read_schema_file",
     "transform",

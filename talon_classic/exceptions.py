@@ -194,3 +194,11 @@ class MissingDependency(TalonClassicError):
 
     The message says what to install.
     """
+
+
+class WorkerError(TalonClassicError):
+    """A worker process (``identify --workers``) ended unexpectedly or failed.
+
+    The message is one line naming the worker and what happened (killed by a
+    signal, an exit status, an unexpected error in it).
+    """

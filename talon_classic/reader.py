@@ -214,11 +214,14 @@ def read_records(
     stdin: IO[bytes] | None = None,
     on_open: Any = None,
     start: dict[str, int] | None = None,
+    decode: bool = True,
 ) -> Iterator[Record]:
     """Stream :class:`Record` objects from every input in order.
 
     ``on_open(InputFile)`` is called as each input opens (for progress);
     ``start`` maps an input path to the number of lines already done.
+    ``decode`` False: a line's record holds its bytes (``raw``) undecoded,
+    for a worker process to decode (``identify --workers``).
     """
     for path in paths:
         source = InputFile(path, stdin=stdin)
@@ -229,6 +232,9 @@ def read_records(
             for lineno, data in read_lines(source, max_line_bytes, done):
                 if isinstance(data, BadLine):
                     yield Record(source.name, lineno, skipped=data.reason, error=str(data))
+                    continue
+                if not decode:
+                    yield Record(source.name, lineno, raw=data)
                     continue
                 try:
                     event = loads(data)

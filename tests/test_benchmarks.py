@@ -20,5 +20,6 @@ def test_benchmarks_run_quick() -> None:
     assert "identical: yes" in proc.stdout and "identical: NO" not in proc.stdout
     for label in ("transform alone", "with a schema", "typing costs", "bulk", "single", "ratio",
                   "memory:", "serve:", "audience:", "compact:", "1 worker", "send", "--compact",
+                  "by worker processes (--workers)",
                   "spark local[*]"):
         assert label in proc.stdout

@@ -108,14 +108,16 @@ class ParquetInput:
 
 def read_profile_records(paths: Iterable[str], *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
                          stdin: IO[bytes] | None = None, on_open: Any = None,
-                         start: dict[str, int] | None = None) -> Iterator[Record]:
-    """Records of compacted-profile inputs in order (JSONL, gzip or Parquet)."""
+                         start: dict[str, int] | None = None,
+                         decode: bool = True) -> Iterator[Record]:
+    """Records of compacted-profile inputs in order (JSONL, gzip or Parquet); ``decode``
+    False leaves JSONL lines undecoded (Parquet rows are always decoded)."""
     for path in paths:
         if is_parquet(path):
             yield from _parquet_records(path, on_open)
         else:
             yield from read_records([path], max_line_bytes=max_line_bytes, stdin=stdin,
-                                    on_open=on_open, start=start)
+                                    on_open=on_open, start=start, decode=decode)
 
 
 def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:

@@ -1,0 +1,157 @@
+"""What one input record becomes for the bulk pipeline: kept (and how) or skipped (and why).
+
+:class:`Intake` holds the rules of the reading stage of ``identify`` (the
+transform engine, ``--replay-dead-letters``, ``--profiles``). The pipeline
+(:mod:`talon_classic.bulk`) calls :meth:`Intake.digest` on every decoded
+record in its own process; with ``--workers N`` each worker process gets a
+copy of the Intake and calls it on chunks of raw lines
+(:meth:`Intake.__call__`: decode, then the same :meth:`~Intake.digest`), so
+both ways make the same decisions by construction.
+
+What goes back from a worker is only what the main process needs, cheap to
+pickle: a :data:`Kept` tuple (integrationId, attributes, timestamp, dropped
+names; a plain tuple: the fastest to unpickle) or a :class:`Skipped`
+(reason, message). The main process keeps each
+line's raw bytes; the original event is decoded again from them
+(:class:`RawEvent`) only when it is needed: for a dead letter. Events that
+carry an Engage audience membership (with ``engageAudiences`` memberships
+or both) come back decoded, since every batch's memberships read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from talon_classic.compact.profiles import check as check_profile
+from talon_classic.engage import ATTRIBUTES, membership_of
+from talon_classic.exceptions import BadLine
+from talon_classic.jsonio import loads
+from talon_classic.merge import parse_timestamp
+from talon_classic.schema import Schema
+from talon_classic.transform import Engine
+
+#: A kept record: ``(integrationId without --id-prefix, attributes, timestamp (epoch
+#: seconds or None), dropped (name, reason) pairs, the decoded event when the main process
+#: needs it (a membership) else None)``.
+Kept = tuple[str, dict[str, Any], "float | None", list[tuple[str, str]], Any]
+
+
+class Skipped:
+    """A skipped record: the reason code, the message in words, and whether the line was
+    decoded (else it is not JSON, and its dead letter holds the line as text)."""
+
+    __slots__ = ("reason", "error", "decoded")
+
+    def __init__(self, reason: str, error: str | None, decoded: bool = True) -> None:
+        self.reason = reason
+        self.error = error
+        self.decoded = decoded
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Skipped, (self.reason, self.error, self.decoded)
+
+
+class RawEvent:
+    """An input line kept undecoded in a batch's sources; :meth:`decode` gives the event
+    (the dead letter's original event) as the in-process reader would have."""
+
+    __slots__ = ("line", "inner")
+
+    def __init__(self, line: bytes, inner: bool) -> None:
+        self.line = line
+        #: The line is a dead letter (``--replay-dead-letters``): its ``event`` is the event.
+        self.inner = inner
+
+    def decode(self) -> Any:
+        """The event, decoded again from the line."""
+        event = loads(self.line)
+        if self.inner and isinstance(event, dict):
+            event = event.get("event")
+        return event
+
+
+def original(event: Any) -> Any:
+    """A source's event as the dead-letter file writes it (a :class:`RawEvent` decoded)."""
+    return event.decode() if type(event) is RawEvent else event
+
+
+class Intake:
+    """The reading stage's rules: a decoded record -> :class:`Kept` or :class:`Skipped`.
+
+    Picklable (the engine with its schema included): the worker pool sends a
+    copy to every worker process once.
+    """
+
+    def __init__(self, engine: Engine, *, replay_dead_letters: bool = False,
+                 profiles: bool = False) -> None:
+        self.engine = engine
+        self.replay_dead_letters = replay_dead_letters
+        self.profiles = profiles
+        #: Events with an Engage membership are needed whole by the main process.
+        self.memberships = engine.engage_audiences != ATTRIBUTES
+        self._reported: set[str] = set()
+
+    def unwrap(self, event: Any) -> Any:
+        """The event to transform: a dead letter's ``event`` with ``--replay-dead-letters``."""
+        if self.replay_dead_letters and isinstance(event, dict):
+            return event.get("event")
+        return event
+
+    def digest(self, event: Any) -> Kept | Skipped:
+        """What one decoded (and unwrapped) record becomes."""
+        if self.profiles:
+            problem, newest = check_profile(event)
+            if problem is not None:
+                return Skipped("invalid_profile", problem)
+            return (event["integrationId"], event["attributes"], newest, [], None)
+        result = self.engine.transform(event)
+        if result.skipped is not None:
+            return Skipped(result.skipped, result.error)
+        assert result.integration_id is not None and result.attributes is not None  # kept
+        return (result.integration_id, result.attributes,
+                parse_timestamp(event.get("timestamp")), result.dropped, None)
+
+    def __call__(self, lines: list[bytes]) -> tuple[list[Kept | Skipped], list[str]]:
+        """A worker's job: each raw line decoded and digested, and the Engage attribute names
+        met for the first time (the main process's engine learns them)."""
+        out: list[Kept | Skipped] = []
+        append, digest, unwrap = out.append, self.digest, self.unwrap
+        memberships = self.memberships
+        for line in lines:
+            try:
+                event = unwrap(loads(line))
+            except BadLine as bad:
+                append(Skipped(bad.reason, str(bad), decoded=False))
+                continue
+            outcome = digest(event)
+            if memberships and type(outcome) is tuple and membership_of(event) is not None:
+                outcome = (*outcome[:4], event)
+            append(outcome)
+        names = self.engine.engage_names
+        new = []
+        if len(names) > len(self._reported):
+            new = sorted(names - self._reported)
+            self._reported.update(new)
+        return out, new
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The engine as its recipe (allowlist, schema, engageAudiences): a compiled schema's
+        coercers are closures, which do not pickle; the worker compiles its own."""
+        engine = self.engine
+        schema = engine.schema
+        return {"allowlist": engine.allowlist, "engage_audiences": engine.engage_audiences,
+                "schema": None if schema is None else (dict(schema.items()), schema.source),
+                "replay_dead_letters": self.replay_dead_letters, "profiles": self.profiles}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        schema = None
+        if state["schema"] is not None:
+            types, source = state["schema"]
+            schema = Schema(types, source=source)
+        self.__init__(Engine(state["allowlist"], schema,  # type: ignore[misc]
+                             engage_audiences=state["engage_audiences"]),
+                      replay_dead_letters=state["replay_dead_letters"],
+                      profiles=state["profiles"])
+
+
+__all__ = ["Intake", "Kept", "RawEvent", "Skipped", "original"]

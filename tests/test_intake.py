@@ -1,0 +1,118 @@
+"""The reading stage's rules: the same decisions in a worker as in the main process."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from talon_classic.intake import Intake, RawEvent, Skipped, original
+from talon_classic.jsonio import loads
+from talon_classic.schema import Schema
+from talon_classic.transform import Engine
+
+PERSONAS = {"computation_class": "audience", "computation_key": "VIP Users",
+            "computation_id": "aud_1", "space_id": "spa_1"}
+
+
+def in_process(intake: Intake, line: bytes) -> Any:
+    """What the main process decides for a line it decoded itself."""
+    try:
+        event = loads(line)
+    except ValueError as bad:
+        return ("skipped", getattr(bad, "reason", None), str(bad), False)
+    outcome = intake.digest(intake.unwrap(event))
+    if type(outcome) is Skipped:
+        return ("skipped", outcome.reason, outcome.error, True)
+    return outcome
+
+
+def as_worker(intake: Intake, lines: list[bytes]) -> list[Any]:
+    """What a worker process decides: a pickled copy of ``intake``, its results pickled."""
+    copy = pickle.loads(pickle.dumps(intake))
+    outcomes, _ = pickle.loads(pickle.dumps(copy(lines)))
+    return [("skipped", o.reason, o.error, o.decoded) if type(o) is Skipped else o
+            for o in outcomes]
+
+
+events = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=8)
+identify = st.fixed_dictionaries(
+    {"userId": st.one_of(st.text(max_size=4), st.integers(), st.none()),
+     "traits": st.dictionaries(st.sampled_from(["email", "plan", "age", "address", "x"]),
+                               events, max_size=4)},
+    optional={"type": st.sampled_from(["identify", "track", "IDENTIFY", 3]),
+              "timestamp": st.sampled_from(["2024-01-01T00:00:00Z", "yesterday", 17, None]),
+              "context": st.just({"personas": PERSONAS})})
+lines = st.lists(st.one_of(identify.map(lambda e: json.dumps(e).encode()),
+                           st.binary(max_size=12), events.map(lambda e: json.dumps(e).encode())),
+                 max_size=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines, st.booleans(), st.sampled_from(["attributes", "both"]))
+def test_a_worker_decides_every_line_as_the_main_process(batch: list[bytes], replay: bool,
+                                                         engage: str) -> None:
+    engine = Engine(["email", "plan", "address_*", "age"], engage_audiences=engage)
+    intake = Intake(engine, replay_dead_letters=replay)
+    if replay:
+        batch = [b'{"event": %s, "reason": "rejected"}' % line if line.startswith(b"{")
+                 else line for line in batch]
+    expected = [in_process(intake, line) for line in batch]
+    got = as_worker(intake, batch)
+    for want, have in zip(expected, got, strict=True):
+        if type(want) is tuple and want[0] == "skipped":
+            assert have == want
+        else:  # kept: the decoded event rides along only when it carries a membership
+            assert have[:4] == want[:4]
+
+
+def test_an_engine_with_a_schema_reaches_the_worker_as_its_recipe() -> None:
+    schema = Schema({"age": "number", "vip_users": "boolean"}, source="test")
+    intake = Intake(Engine(["age"], schema, engage_audiences="both"))
+    copy = pickle.loads(pickle.dumps(intake))
+    assert copy.engine.schema is not None and dict(copy.engine.schema.items()) == dict(
+        schema.items())
+    assert copy.engine.allowlist == ("age",) and copy.engine.engage_audiences == "both"
+    line = b'{"userId": "u", "traits": {"age": "42"}}'
+    assert copy([line])[0][0][:4] == ("u", {"age": 42}, None, [])
+
+
+def test_new_engage_names_are_reported_once_and_memberships_come_decoded() -> None:
+    intake = Intake(Engine(["email"], engage_audiences="both"))
+    line = json.dumps({"userId": "u", "traits": {"VIP Users": True}, "context":
+                       {"personas": PERSONAS}}).encode()
+    (kept,), names = intake([line])
+    assert names == ["vip_users"] and kept[4] == loads(line)
+    (_,), again = intake([line])
+    assert again == []
+    plain = Intake(Engine(["email"]))
+    ((_, _, _, _, event),), _ = plain([line])
+    assert event is None  # no membership: the main process keeps the line, not the event
+
+
+def test_a_raw_event_decodes_as_the_reader_would() -> None:
+    line = b'{"event": {"userId": "u"}, "reason": "rejected"}'
+    assert RawEvent(line, inner=False).decode() == loads(line)
+    assert RawEvent(line, inner=True).decode() == {"userId": "u"}
+    assert RawEvent(b"[1]", inner=True).decode() == [1]
+    assert original(RawEvent(line, inner=True)) == {"userId": "u"}
+    assert original({"a": 1}) == {"a": 1}
+
+
+def test_profiles_are_checked_as_identify_profiles_checks_them() -> None:
+    intake = Intake(Engine([]), profiles=True)
+    good = {"integrationId": "u", "attributes": {"a": 1},
+            "timestamps": {"a": [1700000000.0, 3]}}
+    bad = {"integrationId": "u", "attributes": {"a": 1}, "timestamps": {}}
+    out, _ = intake([json.dumps(good).encode(), json.dumps(bad).encode()])
+    assert out[0] == ("u", {"a": 1}, 1700000000.0, [], None)
+    assert out[1].reason == "invalid_profile"
+    assert out[1].error == "timestamps has no key for attribute 'a'"
