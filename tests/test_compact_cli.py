@@ -296,3 +296,41 @@ def test_compaction_refuses_engage_memberships_it_would_lose(tmp_path: Path) -> 
         assert "compaction keeps profile attributes only, and engageAudiences is " \
                "'memberships'" in result.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_compact_with_a_schema_types_as_identify_does(talon_emulator_factory,
+                                                        tmp_path: Path) -> None:
+    """--schema FILE: values coerced to Talon.One's types, unknown attributes dropped;
+    sending the typed file leaves Talon.One as the typed streaming run does."""
+    from talon_classic.schema import Schema, write_schema_file
+
+    types = {"email": "string", "plan": "string", "age": "number"}
+    schema = tmp_path / "schema.json"
+    write_schema_file(Schema(types), schema)
+    events = write_jsonl(tmp_path / "in.jsonl", [
+        {"type": "identify", "userId": "u1", "timestamp": "2026-01-01T00:00:00Z",
+         "traits": {"email": "a@x.io", "age": "42", "name": "Ann"}},
+        {"type": "identify", "userId": "u2", "timestamp": "2026-01-01T00:00:00Z",
+         "traits": {"plan": "pro", "age": "old"}},
+    ])
+    settings = settings_for(tmp_path / "s.json", allow=["email", "plan", "name", "age"])
+    out = tmp_path / "p.jsonl"
+    result = cli("compact", str(events), "--settings", str(settings), "--schema", str(schema),
+                 "-o", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"schema: from {schema} (3 attributes)\n")
+    assert "unknown_attribute" in result.output and "type_mismatch" in result.output
+    assert {r["integrationId"]: r["attributes"] for r in read_output(out)} == {
+        "u1": {"email": "a@x.io", "age": 42}, "u2": {"plan": "pro"}}
+    as_json = json.loads(cli("compact", str(events), "--settings", str(settings), "--schema",
+                             str(schema), "-o", str(out), "--quiet", "--json").output)
+    assert as_json["schema"] == {"origin": f"from {schema}", "attributes": 3}
+
+    compacted, streamed = (talon_emulator_factory(attributes=types) for _ in range(2))
+    for emu, args in ((compacted, [str(out), "--profiles"]), (streamed, [str(events)])):
+        sent = cli("identify", *args, "--settings", str(settings_for(
+            tmp_path / "e.json", emu, allow=["email", "plan", "name", "age"])),
+            "--schema", str(schema), "--no-state", "--quiet")
+        assert sent.exit_code == 0, sent.output
+    assert state(compacted) == state(streamed) == {"u1": {"email": "a@x.io", "age": 42},
+                                                   "u2": {"plan": "pro"}}

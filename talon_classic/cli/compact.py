@@ -15,9 +15,13 @@ import click
 from talon_classic.cli.options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
+    SchemaArgs,
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    load_schema,
+    schema_line,
+    schema_options,
     settings_options,
     warn,
 )
@@ -88,6 +92,7 @@ def check_output(output: str) -> None:
 
 @click.command(short_help="Merge every event of each user first, exactly, into one file.")
 @settings_options
+@schema_options(pull=True)
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), metavar="OUT",
               help="Where the profiles go: .jsonl, .jsonl.gz or .parquet (created 0600).")
@@ -107,8 +112,8 @@ def check_output(output: str) -> None:
               type=click.IntRange(1024), help="Longer lines are skipped as line_too_long.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line and no per-line warnings.")
-def compact(settings_args: SettingsArgs, inputs: tuple[str, ...], output: str, as_json: bool,
-            quiet: bool, **options: Any) -> None:
+def compact(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[str, ...],
+            output: str, as_json: bool, quiet: bool, **options: Any) -> None:
     """Merge every event of each user, exactly, into one profile per integrationId.
 
     Reads identify events (INPUT: .jsonl, a .gz of one, or '-' for stdin;
@@ -116,8 +121,10 @@ def compact(settings_args: SettingsArgs, inputs: tuple[str, ...], output: str, a
     globs) and writes OUT, one record per integrationId sorted by it:
     {"integrationId", "attributes", "timestamps": {attribute: [timestamp,
     position]}}. Attribute by attribute the newest timestamp wins, then the
-    later line, however far apart the events are. Send OUT with
-    `talon-classic identify OUT --profiles`. Nothing is sent here.
+    later line, however far apart the events are. With a schema (--schema
+    FILE, or pulled with the management key) values are typed as `identify`
+    types them. Send OUT with `talon-classic identify OUT --profiles`.
+    Nothing is sent here.
 
     Exit status: 0 written (bad lines are skipped and counted), 1 the
     compaction failed (nothing written), 2 usage or settings error,
@@ -143,8 +150,11 @@ def compact(settings_args: SettingsArgs, inputs: tuple[str, ...], output: str, a
         warn("warning: customAttributes is empty, so every attribute but Engage audiences and "
              "computed traits is dropped as not_allowlisted (give --settings FILE or "
              "--custom-attribute NAME)")
+    source = load_schema(schema_args, settings, pull=True)
+    engine = Engine(settings.custom_attributes, source.schema if source else None,
+                    engage_audiences=settings.engage_audiences)
     try:
-        summary = run_compaction(settings, paths, output, options, quiet)
+        summary = run_compaction(settings, paths, output, options, quiet, transformer=engine)
     except KeyboardInterrupt:
         warn("interrupted (Ctrl-C): nothing was written")
         sys.exit(EXIT_INTERRUPTED)
@@ -156,8 +166,11 @@ def compact(settings_args: SettingsArgs, inputs: tuple[str, ...], output: str, a
         sys.exit(EXIT_FAILED)
     if as_json:
         data = summary.as_dict()
+        data["schema"] = (None if source is None else
+                          {"origin": source.origin, "attributes": len(source.schema)})
         data["exit_code"] = EXIT_OK
         click.echo(dumps(data))
     else:
-        click.echo(summary.render())
+        line = schema_line(source)
+        click.echo(f"{line}\n{summary.render()}" if line else summary.render())
     sys.exit(EXIT_OK)
