@@ -513,20 +513,23 @@ class Merger:
 
             entry, undigested = ledger.entry, ledger.undigested
             digests, befores, afters = batch._digests, batch._before, batch._after
-            attributes_of = {p["integrationId"]: p["attributes"] for p in batch.profiles}
+            current = set(batch.current)
+            attributes_of: dict[str, dict[str, Any]] | None = None  # only to keep digests
             renewed: list[tuple[str, _Sent, _Sent]] = []
             for iid, after in others:
                 stamps = after[_STAMPS]
-                attributes = attributes_of.get(iid)
-                if attributes is None:  # current: recorded only when a timestamp advanced
+                if current and iid in current:  # recorded only when a timestamp advanced
                     before = befores.get(iid)
                     if before is None or stamps == before[_STAMPS]:
                         continue
-                    attributes = {}
                 known = after[_ENTRY]
                 if not skip and (known is None or not known[0] & HAS_DIGESTS):
                     blob = undigested(stamps)  # no digest to keep
                 else:
+                    if attributes_of is None:
+                        attributes_of = {p["integrationId"]: p["attributes"]
+                                         for p in batch.profiles}
+                    attributes = attributes_of.get(iid, {})  # none sent: current
                     blob = entry(stamps, attributes, known, skip, digests.get(iid))
                 add_id(iid)
                 add_blob(blob)
