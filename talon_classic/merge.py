@@ -52,7 +52,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from talon_classic.ledger import Entries, Ledger
@@ -61,20 +61,18 @@ if TYPE_CHECKING:
 Source = tuple[Any, Any]
 
 
-class _Sent:
-    """What the merger remembers of one profile sent: the timestamp behind each
-    attribute, the newest of them (None when none had one), and the profile's
-    ledger entry as Talon.One acknowledged it (None when unknown or none)."""
-
-    __slots__ = ("stamps", "high", "entry", "plain")
-
-    def __init__(self, stamps: dict[str, float | None], high: float | None,
-                 entry: bytes | None, plain: bool = False) -> None:
-        self.stamps = stamps
-        self.high = high
-        self.entry = entry
-        #: new, and every attribute has timestamp ``high``: the cheapest ledger entry
-        self.plain = plain
+#: What the merger remembers of one profile sent: ``(stamps, high, entry, plain)``, the
+#: timestamp behind each attribute, the newest of them (None when none had one), the
+#: profile's ledger entry as Talon.One acknowledged it (None when unknown or none), and
+#: whether it was new with every attribute at timestamp ``high`` (the cheapest ledger
+#: entry). A plain tuple, never changed (replaced whole): the cheapest object to make,
+#: one per profile sent, and the cyclic collector stops scanning tuples of untracked
+#: items, which the ordering window holds by the hundred thousand.
+_Sent = tuple[dict[str, "float | None"], "float | None", "bytes | None", bool]
+_STAMPS: Final = 0
+_HIGH: Final = 1
+_ENTRY: Final = 2
+_PLAIN: Final = 3
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -110,9 +108,9 @@ class Batch:
     #: detached profiles, until settled
     _open: list[tuple[str, _Open]] = field(default_factory=list, repr=False, compare=False)
     settled: bool = field(default=False, repr=False)
-    # per settled profile: what the merger remembered of it before this batch,
-    # and what this batch left there (None once rolled back)
-    _before: dict[str, _Sent | None] = field(default_factory=dict, repr=False, compare=False)
+    # per settled profile: what the merger remembered of it before this batch (absent:
+    # nothing), and what this batch left there (None once rolled back)
+    _before: dict[str, _Sent] = field(default_factory=dict, repr=False, compare=False)
     _after: dict[str, _Sent | None] = field(default_factory=dict, repr=False, compare=False)
     #: digests of values settle compared (skip_unchanged), for the ledger entries
     _digests: dict[str, dict[str, int]] = field(default_factory=dict, repr=False,
@@ -131,7 +129,8 @@ class Batch:
             iid = profile["integrationId"]
             entry = self._after.get(iid)
             if entry is not None:
-                out[iid] = {key: entry.stamps.get(key) for key in profile["attributes"]}
+                stamps = entry[_STAMPS]
+                out[iid] = {key: stamps.get(key) for key in profile["attributes"]}
         return out
 
 
@@ -327,64 +326,65 @@ class Merger:
         befores, afters = batch._before, batch._after
         sent = self._sent
         pop_sent = sent.pop
+        append = profiles.append
         for iid, item in batch._open:
             before = pop_sent(iid, None)
             if before is None and found:
                 blob = found.get(iid)
                 if blob is not None and ledger is not None:
                     known, known_high = ledger.stamps(blob)
-                    before = _Sent(known, known_high, blob)
+                    before = (known, known_high, blob, False)
+            if before is None:  # never sent: the common case, no per-attribute work
+                high = item.high
+                entry: _Sent = (item.stamps, high, None, not item.loose and item.low == high)
+                sent[iid] = entry  # inserted last: the dict is an LRU
+                afters[iid] = entry
+                append({"integrationId": iid, "attributes": item.values})
+                continue
             # What was sent is never changed in place (a batch may need it back
             # on rollback): a profile sent before gets a new dict.
-            if before is None:
-                attributes = item.values
-                stamps = item.stamps
-                high = item.high
-                plain = not item.loose and item.low == high
-            else:
-                plain = False
-                last_high = before.high
-                if item.log is not None and last_high is not None:
-                    attributes, stamps = self._replay(item, before.stamps, dropped)
-                elif last_high is None or (item.low is not None and item.low >= last_high):
-                    attributes = item.values  # nothing here is older than what was sent
-                    if item.loose:  # a value without timestamp keeps the one it replaced
-                        stamps = dict(before.stamps)
-                        for key, ts in item.stamps.items():
-                            if ts is not None:
-                                stamps[key] = ts
-                            elif key not in stamps:
-                                stamps[key] = None
-                    else:
-                        stamps = {**before.stamps, **item.stamps}
-                else:
-                    stamps = dict(before.stamps)
-                    attributes = {}
-                    for key, value in item.values.items():
-                        ts = item.stamps[key]
+            last_stamps, last_high, known_entry = before[_STAMPS], before[_HIGH], before[_ENTRY]
+            if item.log is not None and last_high is not None:
+                attributes, stamps = self._replay(item, last_stamps, dropped)
+            elif last_high is None or (item.low is not None and item.low >= last_high):
+                attributes = item.values  # nothing here is older than what was sent
+                if item.loose:  # a value without timestamp keeps the one it replaced
+                    stamps = dict(last_stamps)
+                    for key, ts in item.stamps.items():
                         if ts is not None:
-                            last = stamps.get(key)
-                            if last is not None and ts < last:
-                                dropped.append((key, "superseded"))
-                                continue  # a newer value was sent (and acknowledged) before
                             stamps[key] = ts
-                        else:
-                            stamps.setdefault(key, None)
-                        attributes[key] = value
-                if last_high is None:
-                    high = item.high
+                        elif key not in stamps:
+                            stamps[key] = None
                 else:
-                    high = last_high if item.high is None or item.high < last_high else item.high
-                if skip and attributes and before.entry is not None and ledger is not None:
-                    attributes = self._leave_unchanged(batch, iid, attributes, before.entry)
-            entry = _Sent(stamps, high, before.entry if before is not None else None, plain)
+                    stamps = {**last_stamps, **item.stamps}
+            else:
+                stamps = dict(last_stamps)
+                attributes = {}
+                for key, value in item.values.items():
+                    ts = item.stamps[key]
+                    if ts is not None:
+                        last = stamps.get(key)
+                        if last is not None and ts < last:
+                            dropped.append((key, "superseded"))
+                            continue  # a newer value was sent (and acknowledged) before
+                        stamps[key] = ts
+                    else:
+                        stamps.setdefault(key, None)
+                    attributes[key] = value
+            if last_high is None:
+                high = item.high
+            else:
+                high = last_high if item.high is None or item.high < last_high else item.high
+            if skip and attributes and known_entry is not None and ledger is not None:
+                attributes = self._leave_unchanged(batch, iid, attributes, known_entry)
+            entry = (stamps, high, known_entry, False)
             sent[iid] = entry  # re-inserted last: the dict is an LRU
             befores[iid] = before
             afters[iid] = entry
-            if before is not None and not attributes:
+            if not attributes:
                 current.append(iid)  # it exists, and nothing here is newer
             else:
-                profiles.append({"integrationId": iid, "attributes": attributes})
+                append({"integrationId": iid, "attributes": attributes})
         if len(sent) > self.window + self.window // 4:
             # drop the least recently sent, in one pass (deleting from the front
             # of a dict one by one gets slower and slower)
@@ -499,11 +499,11 @@ class Merger:
         for iid, after in batch._after.items():
             if after is None or (delivered is not None and iid not in delivered):
                 continue
-            if after.plain and not skip:  # new, one timestamp: the common case
-                stamps = after.stamps
+            if after[_PLAIN] and not skip:  # new, one timestamp: the common case
+                stamps = after[_STAMPS]
                 head = heads.get(tuple(stamps)) or head_of(stamps)
                 if head is not None:
-                    high = after.high
+                    high = after[_HIGH]
                     add_id(iid)
                     add_blob(head + PACK_TS(NO_TS if high is None else high))
                     continue
@@ -512,22 +512,35 @@ class Merger:
             from talon_classic.ledger import HAS_DIGESTS
 
             entry, undigested = ledger.entry, ledger.undigested
-            digests, befores = batch._digests, batch._before
-            sent = {p["integrationId"]: p["attributes"] for p in batch.profiles}
+            digests, befores, afters = batch._digests, batch._before, batch._after
+            current = set(batch.current)
+            attributes_of: dict[str, dict[str, Any]] | None = None  # only to keep digests
+            renewed: list[tuple[str, _Sent, _Sent]] = []
             for iid, after in others:
-                attributes = sent.get(iid)
-                if attributes is None:  # current: recorded only when a timestamp advanced
+                stamps = after[_STAMPS]
+                if current and iid in current:  # recorded only when a timestamp advanced
                     before = befores.get(iid)
-                    if before is None or after.stamps == before.stamps:
+                    if before is None or stamps == before[_STAMPS]:
                         continue
-                    attributes = {}
-                known = after.entry
+                known = after[_ENTRY]
                 if not skip and (known is None or not known[0] & HAS_DIGESTS):
-                    after.entry = undigested(after.stamps)  # no digest to keep
+                    blob = undigested(stamps)  # no digest to keep
                 else:
-                    after.entry = entry(after.stamps, attributes, known, skip, digests.get(iid))
+                    if attributes_of is None:
+                        attributes_of = {p["integrationId"]: p["attributes"]
+                                         for p in batch.profiles}
+                    attributes = attributes_of.get(iid, {})  # none sent: current
+                    blob = entry(stamps, attributes, known, skip, digests.get(iid))
                 add_id(iid)
-                add_blob(after.entry)
+                add_blob(blob)
+                renewed.append((iid, after, (stamps, after[_HIGH], blob, after[_PLAIN])))
+            if renewed:  # what is remembered takes the new entry (unless replaced since)
+                with self._lock:
+                    window = self._sent
+                    for iid, after, new in renewed:
+                        afters[iid] = new
+                        if window.get(iid) is after:
+                            window[iid] = new
         with self._lock:
             self._produced += len(out)
         return out
@@ -539,7 +552,7 @@ class Merger:
         ledger may still know it).
         """
         entry = self._sent.get(iid)
-        return None if entry is None else dict(entry.stamps)
+        return None if entry is None else dict(entry[_STAMPS])
 
     @property
     def remembered_count(self) -> int:

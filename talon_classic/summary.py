@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 import threading
 import time
@@ -11,6 +12,9 @@ from typing import Any
 
 #: Distinct dropped attribute names remembered per reason (keeps memory flat).
 MAX_DROPPED_NAMES = 10_000
+#: ``Counter.update(items)`` without its Python frame and its Mapping check (an ABC
+#: lookup): the C helper Counter itself counts with (half the time, once per event).
+_count: Callable[[Any, Any], None] = getattr(collections, "_count_elements", Counter.update)
 
 
 class Summary:
@@ -68,7 +72,7 @@ class Summary:
         if dropped:
             pairs = self._pairs
             if len(pairs) < MAX_DROPPED_NAMES:
-                pairs.update(dropped)  # C-level counting of (name, reason)
+                _count(pairs, dropped)  # C-level counting of (name, reason)
             else:  # enough distinct names: count reasons, and only names already seen
                 for pair in dropped:
                     if pair in pairs:
@@ -108,7 +112,7 @@ class Summary:
         with self._lock:
             late = self._late
             if len(late) < MAX_DROPPED_NAMES:
-                late.update(dropped)
+                _count(late, dropped)
             else:
                 for pair in dropped:
                     late[pair if pair in late else ("", pair[1])] += 1

@@ -375,7 +375,7 @@ class Engine:
         user_id = event.get("userId")
         if type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and not (
             user_id[0].isspace() or user_id[-1].isspace()
-        ) and _is_text(user_id):
+        ) and (user_id.isascii() or _LONE_SURROGATE.search(user_id) is None):
             integration_id: str | None = user_id  # the common case, already clean
         else:
             found, reason, message = _integration_id(user_id)
@@ -438,7 +438,7 @@ class Engine:
         membership = None
         if engage_class == "audience" and self.engage_audiences != ATTRIBUTES:
             membership = membership_of(event)
-        if engage_class is not None and engage_key is not None and engage_key in traits and (
+        if engage_key is not None and engage_key in traits and (
                 membership is None or self.engage_audiences != MEMBERSHIPS):
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
             if typing is not None and attributes:  # names the allowlist's entry did not see
@@ -606,14 +606,21 @@ def _flatten_simple(
     """
     for key, value in obj.items():
         kind = type(value)
-        if (kind is str and (value.isascii() or _LONE_SURROGATE.search(value) is None)) or (
-            kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
-        ) or kind is bool or (kind is float and _isfinite(value)):
+        if kind is str:
+            if value.isascii() or _LONE_SURROGATE.search(value) is None:
+                name = prefix + key
+                if name in flat:
+                    return False
+                flat[name] = value
+                continue
+        elif (kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER) or kind is bool or (
+                kind is float and _isfinite(value)):
             name = prefix + key
             if name in flat:
                 return False
             flat[name] = value
-        elif value is None:
+            continue
+        if value is None:
             continue
         elif kind is dict:
             if not value:
@@ -660,6 +667,12 @@ def _scalar_list(value: Any) -> list[Any] | None:
     """A list of sendable scalars without its nulls, or None when ``value`` is no such list."""
     if type(value) is not list:
         return None
+    try:  # the usual list, of strings only: one C-level pass checks them all
+        text = _join(value)
+    except TypeError:  # an item is not a string
+        pass
+    else:
+        return value[:] if text.isascii() or _LONE_SURROGATE.search(text) is None else None
     items = [v for v in value if v is not None]
     for item in items:
         if not _sendable(item):
