@@ -23,7 +23,7 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -171,11 +171,14 @@ def read_records(
     stdin: IO[bytes] | None = None,
     on_open: Any = None,
     start: dict[str, int] | None = None,
+    parse: Callable[[bytes], Any] = loads,
 ) -> Iterator[Record]:
     """Stream :class:`Record` objects from every input in order.
 
     ``on_open(InputFile)`` is called as each input opens (for progress);
-    ``start`` maps an input path to the number of lines already done.
+    ``start`` maps an input path to the number of lines already done;
+    ``parse`` reads one line (it raises :class:`~talon_classic.jsonio.BadLine`
+    as :func:`~talon_classic.jsonio.loads` does).
     """
     for path in paths:
         source = InputFile(path, stdin=stdin)
@@ -188,7 +191,7 @@ def read_records(
                     yield Record(source.name, lineno, skipped=data.reason, error=str(data))
                     continue
                 try:
-                    event = loads(data)
+                    event = parse(data)
                 except BadLine as bad:
                     yield Record(
                         source.name, lineno, skipped=bad.reason, error=str(bad), raw=data
