@@ -140,15 +140,41 @@ def shared_stamps(attributes: dict[str, Any], text: bytes) -> dict[str, Any] | N
     parsed once and shared. None otherwise (then parse ``text`` in full)."""
     if _orjson is None or not attributes:
         return None
+    names = tuple(attributes)
+    pieces = _PIECES.get(names)
     try:
-        start = len(_orjson.dumps(next(iter(attributes)))) + 2  # {"name":
+        if pieces is None:
+            if len(_PIECES) >= MAX_SHAPES:
+                _PIECES.clear()
+            # the text around the keys; NUL never appears raw in JSON text, so the split is exact
+            pieces = _PIECES[names] = _orjson.dumps(
+                dict.fromkeys(names, _orjson.Fragment(b"\0"))).split(b"\0")
+        start = len(pieces[0])
         end = text.find(b"]", start) + 1
         key = text[start:end]
-        if not end or text != _orjson.dumps(dict.fromkeys(attributes, _orjson.Fragment(key))):
+        if not end or text != key.join(pieces):
             return None
-        return dict.fromkeys(attributes, loads(key))
+        return dict.fromkeys(attributes, _key(key))
     except (TypeError, ValueError):  # a name orjson cannot write; the key is not JSON
         return None
+
+
+#: Shapes (tuples of names) whose text around the keys is cached; most files have few.
+MAX_SHAPES = 4096
+_PIECES: dict[tuple[str, ...], list[bytes]] = {}
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
+
+def _key(text: bytes) -> Any:
+    """``loads(text)`` for an ordering key: orjson directly unless it might read it
+    differently (an integer of 19 digits or more; anything it refuses)."""
+    if _LONG_RUN not in text.translate(_DIGITS):
+        try:
+            return _orjson.loads(text)
+        except ValueError:
+            pass
+    return loads(text)
 
 
 def parse_line(line: bytes) -> Any:
