@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
+from itertools import repeat
+from operator import is_, itemgetter
 from typing import IO, Any
 
 from talon_classic.exceptions import BadLine, InputError
@@ -69,14 +70,16 @@ def check(data: Any) -> tuple[str | None, float | None]:
     stamps = data.get("timestamps")
     if type(stamps) is not dict:
         return "timestamps is missing or not an object", None
-    keys = list(stamps.values())
+    values = stamps.values()
+    first: Any = next(iter(values), None)
     newest = None
-    if keys and len(set(map(id, keys))) == 1:  # one key shared by every name (fast_line)
-        if not _is_key(keys[0]):
+    if stamps and all(map(is_, values, repeat(first))):  # one key for every name (fast_line)
+        if not _is_key(first):
             name = next(iter(stamps))
             return f"timestamps.{name} is not [timestamp or null, position]", None
-        newest = keys[0][0]
-    elif keys:
+        newest = first[0]
+    elif stamps:
+        keys = list(values)
         # C-level passes over all keys (a Python loop per key costs more than the rest)
         times = list(map(_first, keys)) if _all_pairs(keys) else None
         if times is None or not set(map(type, times)) <= _TIME_TYPES:
