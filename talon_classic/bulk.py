@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
+from itertools import repeat
+from operator import is_, itemgetter
 from typing import IO, TYPE_CHECKING, Any
 
 from talon_classic.checkpoint import Checkpoint
@@ -274,7 +276,13 @@ class Pipeline:
         merger.add(iid, result.attributes, ts, (record.event, record.where))
 
     def _take_profile(self, record: Record, merger: Merger) -> None:
-        """A compacted profile, sent as it is; its ``timestamps`` stay on the source record."""
+        """A compacted profile, sent as it is, each value with its own timestamp.
+
+        Most profiles have one ordering key for every attribute: one ``add``. Otherwise
+        the values go in groups of one key, in the order of the keys' positions (the
+        order their events were read in), so the merger, and the ledger after it,
+        hold each attribute's own timestamp, not the profile's newest.
+        """
         profile = record.event
         problem, newest = check_profile(profile)
         if problem is not None:
@@ -286,7 +294,19 @@ class Pipeline:
                           f"{len(iid)} characters; at most {MAX_ID_LENGTH}", None)
             return
         self.summary.keep([])
-        merger.add(iid, profile["attributes"], newest, (profile, record.where))
+        attributes, stamps = profile["attributes"], profile["timestamps"]
+        first = next(iter(stamps.values()), None)
+        if not attributes or all(map(is_, stamps.values(), repeat(first))):
+            merger.add(iid, attributes, newest, (profile, record.where))
+            return
+        groups: dict[tuple[int, bool, float], dict[str, Any]] = {}
+        for name, value in attributes.items():
+            ts, position = stamps[name]
+            groups.setdefault((position, ts is not None, ts or 0.0), {})[name] = value
+        source: tuple[Any, str] | None = (profile, record.where)
+        for (_, timed, ts), values in sorted(groups.items(), key=itemgetter(0)):
+            merger.add(iid, values, ts if timed else None, source)
+            source = None
 
     def _skipped(self, record: Record, reason: str, error: str | None, raw: bytes | None) -> None:
         self.summary.skip(reason)

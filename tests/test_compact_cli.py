@@ -369,8 +369,11 @@ def test_profiles_fast_path_leaves_what_the_general_path_leaves(talon_emulator_f
     assert reports[0]["skipped"] == {"invalid_json": 1, "invalid_profile": 3}
     assert len(dead) == 4
     assert (reports[0]["requests"], reports[1]["batches_resumed"]) == (5, 5)  # all resumed
-    assert reports[2]["dropped"]["superseded"]["count"] == 3
-    assert reports[2]["profiles_current"] == 2
+    assert reports[2]["dropped"]["superseded"] == {"count": 2, "top": {"email": 1, "plan": 1}}
+    assert reports[2]["profiles_current"] == 1
     assert emu_state["a"] == {"email": "a@x.io", "plan": "pro"}  # older values superseded
     assert emu_state["b"] == {"plan": "newer"}
+    # c's email was at 50 and its plan at 70: each attribute's own timestamp reached the
+    # ledger (not the profile's newest), so an email at 60 is newer and goes
+    assert emu_state["c"] == {"email": "c2@x.io", "plan": "x"}
     assert len(ledger["ledger_profiles"]) == 44  # a, b, c, e, u0..u39
