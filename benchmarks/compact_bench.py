@@ -10,7 +10,10 @@ process per command; the emulator in its own process with ``--rate-limit
   big input: the whole process tree (main process with DuckDB, workers),
   sampled from /proc;
 * ``identify OUT --profiles``: profiles/s against Talon.One's 60,000
-  profiles/s ceiling (60 requests/s x 1000 profiles);
+  profiles/s ceiling (60 requests/s x 1000 profiles), the CPU time per
+  profile of ``identify`` and of the emulator (they share this machine's
+  cores), and the same send against an emulator with no rate limit or
+  latency (what this machine's CPU allows);
 * ``identify --compact`` against the streaming ``identify`` on one file:
   unique profiles delivered per second of wall time, and total profile
   writes (the emulator's count);
@@ -25,10 +28,13 @@ process per command; the emulator in its own process with ``--rate-limit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import json
 import os
+import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +44,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.data import ALLOWLIST, line_templates, write  # noqa: E402
-from benchmarks.e2e_bench import CEILING, KEY, _cli, _stats, emulator  # noqa: E402
+from benchmarks.e2e_bench import CEILING, KEY, _cli, _env, _stats, emulator  # noqa: E402
 
 RSS_LIMIT_MB = 1024
 
@@ -50,10 +56,11 @@ def _settings(tmp: str, name: str, url: str = "https://bench.talon.one") -> str:
     return path
 
 
-def _run(*args: str) -> tuple[dict, float]:
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[dict, float]:
     """Run a talon-classic command with --json; return its report and wall seconds."""
     start = time.monotonic()
-    done = subprocess.run(_cli(*args, "--json", "--quiet"), capture_output=True, text=True)
+    done = subprocess.run(_cli(*args, "--json", "--quiet"), capture_output=True, text=True,
+                          env=env)
     elapsed = time.monotonic() - start
     if done.returncode not in (0, 1):
         raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr[-800:]}")
@@ -68,6 +75,46 @@ def _timed(*args: str) -> tuple[dict, float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return report, elapsed, cpu
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system seconds of a running process."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _emulator_process(*flags: str):
+    """The emulator in its own process; yield its URL and pid (for its CPU time)."""
+    proc = subprocess.Popen(_cli("emulator", "--port", "0", "--api-key", KEY, "--threads", "8",
+                                 *flags), stdout=subprocess.PIPE, text=True)
+    try:
+        yield re.search(r"http://\S+", proc.stdout.readline()).group(0), proc.pid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def send(tmp: str, profiles: str, name: str, *flags: str) -> dict:
+    """``identify PROFILES --profiles`` against an emulator started with ``flags``: profiles/s,
+    requests, and CPU µs per profile of identify and of the emulator."""
+    with _emulator_process(*flags) as (url, pid):
+        emulator_before = _cpu_s(pid)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        report, elapsed = _run("identify", profiles, "--profiles", "--settings",
+                               _settings(tmp, f"{name}.json", url), "--dead-letter",
+                               os.path.join(tmp, f"dead-{name}.jsonl"), env=_env(tmp))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        emulator_cpu = _cpu_s(pid) - emulator_before
+    sent = max(1, report["profiles_upserted"])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"rate": report["profiles_upserted"] / elapsed, "profiles": report["profiles_upserted"],
+            "requests": report["requests"], "seconds": elapsed,
+            "identify_us": cpu / sent * 1e6, "emulator_us": emulator_cpu / sent * 1e6}
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -132,21 +179,28 @@ def _template_file(path: str, events: int, users: int) -> str:
 
 
 def run(events: int = 2_000_000, users: int = 1_000_000, compare: tuple[int, int] = (200_000,
-        130_000), big_events: int = 10_000_000, spark: bool = True) -> dict:
-    """Every figure of this benchmark; ``big_events`` 0 skips the memory run."""
+        130_000), big_events: int = 10_000_000, spark: bool = True,
+        send_only: bool = False) -> dict:
+    """Every figure of this benchmark; ``big_events`` 0 skips the memory run; ``send_only``
+    compacts once (every core) and measures only the sending."""
     tmp = tempfile.mkdtemp(prefix="talon-compact-bench-")
     fig: dict = {"events": events, "users": users, "cores": os.cpu_count() or 1}
     src = write(os.path.join(tmp, "events.jsonl"), events, users)
     settings = _settings(tmp, "settings.json")
 
     outs = {}
-    for workers in (1, fig["cores"]):
+    for workers in ((fig["cores"],) if send_only else (1, fig["cores"])):
         out = os.path.join(tmp, f"profiles-{workers}.jsonl")
         report, elapsed = _run("compact", src, "--settings", settings, "-o", out,
                                "--workers", str(workers))
         fig[f"compact_{workers}"] = events / elapsed
         fig["profiles"] = report["profiles_written"]
         outs[workers] = out
+    if send_only:
+        fig["send"] = send(tmp, outs[fig["cores"]], "send", "--rate-limit", "60",
+                           "--latency-ms", "50")
+        fig["send_free"] = send(tmp, outs[fig["cores"]], "free", "--rate-limit", "0")
+        return fig
     fig["workers_identical"] = filecmp.cmp(outs[1], outs[fig["cores"]], shallow=False)
 
     if big_events:
@@ -159,13 +213,8 @@ def run(events: int = 2_000_000, users: int = 1_000_000, compare: tuple[int, int
         os.unlink(big)
         os.unlink(os.path.join(tmp, "big-profiles.jsonl"))
 
-    with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
-        report, elapsed = _run("identify", outs[fig["cores"]], "--profiles", "--settings",
-                               _settings(tmp, "send.json", url), "--dead-letter",
-                               os.path.join(tmp, "dead-send.jsonl"))
-        fig["send_rate"] = report["profiles_upserted"] / elapsed
-        fig["send_profiles"] = report["profiles_upserted"]
-        fig["send_requests"] = report["requests"]
+    fig["send"] = send(tmp, outs[fig["cores"]], "send", "--rate-limit", "60", "--latency-ms", "50")
+    fig["send_free"] = send(tmp, outs[fig["cores"]], "free", "--rate-limit", "0")
 
     cmp_src = write(os.path.join(tmp, "compare.jsonl"), *compare)
     fig["compare_events"] = compare[0]
@@ -173,7 +222,7 @@ def run(events: int = 2_000_000, users: int = 1_000_000, compare: tuple[int, int
         with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
             report, elapsed = _run("identify", cmp_src, *flags, "--settings",
                                    _settings(tmp, f"{mode}.json", url), "--dead-letter",
-                                   os.path.join(tmp, f"dead-{mode}.jsonl"))
+                                   os.path.join(tmp, f"dead-{mode}.jsonl"), env=_env(tmp))
             stats = _stats(url)
         fig[f"{mode}_users"] = stats["profiles"]
         fig[f"{mode}_writes"] = stats["profile_updates"]
@@ -213,20 +262,34 @@ def report(fig: dict) -> str:
     lines = [
         f"compact: {fig['events']:,} events over {fig['users']:,} users -> "
         f"{fig['profiles']:,} profiles (local engine, DuckDB)",
-        f"  1 worker  {fig['compact_1']:>10,.0f} events/s",
-        f"  {cores} workers {fig[f'compact_{cores}']:>10,.0f} events/s  (outputs identical: "
-        f"{'yes' if fig['workers_identical'] else 'NO'})",
     ]
+    if "compact_1" in fig:
+        lines.append(f"  1 worker  {fig['compact_1']:>10,.0f} events/s")
+    lines.append(f"  {cores} workers {fig[f'compact_{cores}']:>10,.0f} events/s"
+                 + (f"  (outputs identical: {'yes' if fig['workers_identical'] else 'NO'})"
+                    if "workers_identical" in fig else ""))
     if "big_events" in fig:
         lines.append(
             f"  memory    {fig['big_peak_mb']:>10,.0f} MB peak RSS, whole process tree, "
             f"--memory-limit 500MB on {fig['big_events']:,} events ({fig['big_profiles']:,} "
             f"profiles, {fig['big_seconds']:.0f}s; main process {fig['big_main_peak_mb']:,.0f} "
             f"MB; target < {RSS_LIMIT_MB:,} MB: {'ok' if fig['big_peak_mb'] < RSS_LIMIT_MB else 'OVER'})")
+    sent, free = fig["send"], fig["send_free"]
+    both = sent["identify_us"] + sent["emulator_us"]
     lines += [
-        f"  send      {fig['send_rate']:>10,.0f} profiles/s  identify --profiles, "
-        f"{fig['send_profiles']:,} profiles in {fig['send_requests']:,} requests = "
-        f"{fig['send_rate'] / CEILING:.1%} of the 60,000 profiles/s ceiling (target 90%)",
+        f"  send      {sent['rate']:>10,.0f} profiles/s  identify --profiles, "
+        f"{sent['profiles']:,} profiles in {sent['requests']:,} requests = "
+        f"{sent['rate'] / CEILING:.1%} of the 60,000 profiles/s ceiling (target 90%)",
+        f"            CPU {sent['identify_us']:.1f} µs per profile in identify, "
+        f"{sent['emulator_us']:.1f} in the emulator (same {cores} cores): at most "
+        f"{min(1e6 / sent['identify_us'], cores * 1e6 / both):,.0f} profiles/s here",
+        f"            {free['rate']:>10,.0f} profiles/s with no rate limit or latency "
+        f"(what this CPU allows; identify {free['identify_us']:.1f} µs, emulator "
+        f"{free['emulator_us']:.1f} µs per profile)",
+    ]
+    if "compare_events" not in fig:
+        return "\n".join(lines)
+    lines += [
         f"identify on {fig['compare_events']:,} events, emulator --rate-limit 60 --latency-ms 50:",
         f"  streaming {fig['stream_users_rate']:>10,.0f} users/s  ({fig['stream_users']:,} users, "
         f"{fig['stream_writes']:,} profile writes, {fig['stream_seconds']:.1f}s)",
@@ -262,9 +325,11 @@ def main() -> None:
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument("--compare-events", type=int, default=200_000,
                         help="input of the streaming runs (users: 65%% of it)")
+    parser.add_argument("--send-only", action="store_true",
+                        help="compact once and measure only identify --profiles")
     args = parser.parse_args()
     print(report(run(args.events, args.users, big_events=args.big_events,
-                     spark=not args.no_spark,
+                     spark=not args.no_spark, send_only=args.send_only,
                      compare=(args.compare_events, args.compare_events * 13 // 20))))
 
 

@@ -32,7 +32,7 @@ from talon_classic.transform import Engine
 
 #: A kept record: ``(integrationId without --id-prefix, attributes, timestamp (epoch
 #: seconds or None), dropped (name, reason) pairs, the decoded event when the main process
-#: needs it (a membership) else None)``.
+#: needs it (a membership, or a compacted profile) else None)``.
 Kept = tuple[str, dict[str, Any], "float | None", list[tuple[str, str]], Any]
 
 
@@ -103,7 +103,8 @@ class Intake:
             problem, newest = check_profile(event)
             if problem is not None:
                 return Skipped("invalid_profile", problem)
-            return (event["integrationId"], event["attributes"], newest, [], None)
+            # the record itself: its attributes' own timestamps go to the merger
+            return (event["integrationId"], event["attributes"], newest, [], event)
         result = self.engine.transform(event)
         if result.skipped is not None:
             return Skipped(result.skipped, result.error)

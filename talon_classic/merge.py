@@ -205,14 +205,17 @@ class Merger:
         self._trims = 0
 
     # -- the open batch ---------------------------------------------------------
-    def add(self, iid: str, attributes: dict[str, Any], ts: float | None, source: Source) -> None:
-        """Merge one kept event into the open profiles."""
+    def add(self, iid: str, attributes: dict[str, Any], ts: float | None,
+            source: Source | None) -> None:
+        """Merge one kept event into the open profiles. ``source`` None: more values of
+        the event added last for ``iid`` (a compacted profile's values of another timestamp)."""
         current = self._open.get(iid)
         if current is None:
             self._open[iid] = _Open(attributes, ts)
-            self._sources[iid] = [source]
+            self._sources[iid] = [] if source is None else [source]
             return
-        self._sources[iid].append(source)
+        if source is not None:
+            self._sources[iid].append(source)
         if current.log is not None:
             current.log.append((attributes, ts))
         if ts is None:  # file order: this one is the latest

@@ -215,11 +215,14 @@ def read_records(
     on_open: Any = None,
     start: dict[str, int] | None = None,
     decode: bool = True,
+    parse: Callable[[bytes], Any] = loads,
 ) -> Iterator[Record]:
     """Stream :class:`Record` objects from every input in order.
 
     ``on_open(InputFile)`` is called as each input opens (for progress);
-    ``start`` maps an input path to the number of lines already done.
+    ``start`` maps an input path to the number of lines already done;
+    ``parse`` reads one line (it raises :class:`~talon_classic.jsonio.BadLine`
+    as :func:`~talon_classic.jsonio.loads` does).
     ``decode`` False: a line's record holds its bytes (``raw``) undecoded,
     for a worker process to decode (``identify --workers``).
     """
@@ -237,7 +240,7 @@ def read_records(
                     yield Record(source.name, lineno, raw=data)
                     continue
                 try:
-                    event = loads(data)
+                    event = parse(data)
                 except BadLine as bad:
                     yield Record(
                         source.name, lineno, skipped=bad.reason, error=str(bad), raw=data

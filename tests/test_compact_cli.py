@@ -334,3 +334,84 @@ def test_compact_with_a_schema_types_as_identify_does(talon_emulator_factory,
         assert sent.exit_code == 0, sent.output
     assert state(compacted) == state(streamed) == {"u1": {"email": "a@x.io", "age": 42},
                                                    "u2": {"plan": "pro"}}
+
+
+def _ledger_rows(path: Path) -> dict[str, list]:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return {table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                for table in ("ledger_shapes", "ledger_profiles", "ledger_uncertain")}
+
+
+def test_profiles_fast_path_leaves_what_the_general_path_leaves(talon_emulator_factory,
+                                                                tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """Lines sharing one ordering key are read by the fast path (compact.profiles.fast_line);
+    with it turned off every line is parsed in full. Both must give the same emulator state,
+    summaries and ledger, over bad records, a second run with superseded values and a resume."""
+    from talon_classic.compact import profiles as profile_reading
+
+    def record(iid, attrs, key, **other):
+        return {"integrationId": iid, "attributes": attrs,
+                "timestamps": {**{n: key for n in attrs}, **other}}
+
+    first = [record("a", {"email": "a@x.io", "plan": "pro"}, [100.0, 1]),
+             record("b", {"plan": "free"}, [None, 2]),
+             record("c", {"email": "c@x.io", "plan": "x"}, [50.0, 3], plan=[70.0, 4]),
+             "{nope",
+             record("d", {"plan": 3}, [1.5, "x"]),
+             record("e", {"plan": "y"}, [2.0, 5], email=[3.0, 6]),
+             {"integrationId": "f", "attributes": {"plan": "z"}, "timestamps": {}},
+             record("", {"plan": "q"}, [1.0, 7])]
+    first += [record(f"u{i}", {"email": f"{i}@x.io"}, [float(i), i]) for i in range(40)]
+    second = [record("a", {"email": "old@x.io", "plan": "older"}, [90.0, 1]),
+              record("b", {"plan": "newer"}, [10.0, 1]),
+              record("c", {"email": "c2@x.io"}, [60.0, 2]),
+              record("u1", {"email": "1@x.io"}, [1.0, 1])]
+    monkeypatch.setattr(profile_reading, "_orjson", profile_reading._orjson)  # undone after
+    files = []
+    for name, lines in (("first", first), ("second", second)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join((x if isinstance(x, str) else
+                                 json.dumps(x, separators=(",", ":"))) + "\n" for x in lines))
+        files.append(path)
+    fast_lines = [profile_reading.fast_line(line) is not None
+                  for line in files[0].read_bytes().splitlines()]
+    assert fast_lines[:3] == [True, True, False] and sum(fast_lines) == 44
+    outcome = {}
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(profile_reading, "_orjson", None)
+        emu = talon_emulator_factory()
+        s = settings_for(tmp_path / f"s-{fast}.json", emu, ["email", "plan"])
+        run_state = tmp_path / f"state-{fast}.db"
+        reports = []
+        for path in files:
+            ckpt = tmp_path / f"{path.stem}-{fast}.ckpt"
+            common = [str(path), "--profiles", "--settings", str(s), "--state", str(run_state),
+                      "--checkpoint", str(ckpt), "--batch-size", "10", "--concurrency", "1",
+                      "--json", "--quiet", "--dead-letter", str(tmp_path / f"d-{fast}.jsonl"),
+                      "--dead-letter-skipped"]
+            for extra in ([], ["--resume"]):
+                result = cli("identify", *common, *extra)
+                assert result.exit_code == 0, result.output
+                report = json.loads(result.output.strip().splitlines()[-1])
+                reports.append({k: v for k, v in report.items()
+                                if k not in ("elapsed_s", "seconds", "peak_rss_mb", "rate",
+                                             "events_per_s", "state_file", "dead_letter")})
+        outcome[fast] = (state(emu), reports, _ledger_rows(run_state),
+                         (tmp_path / f"d-{fast}.jsonl").read_text().splitlines())
+    assert outcome[True] == outcome[False]
+    emu_state, reports, ledger, dead = outcome[True]
+    assert reports[0]["skipped"] == {"invalid_json": 1, "invalid_profile": 3}
+    assert len(dead) == 4
+    assert (reports[0]["requests"], reports[1]["batches_resumed"]) == (5, 5)  # all resumed
+    assert reports[2]["dropped"]["superseded"] == {"count": 2, "top": {"email": 1, "plan": 1}}
+    assert reports[2]["profiles_current"] == 1
+    assert emu_state["a"] == {"email": "a@x.io", "plan": "pro"}  # older values superseded
+    assert emu_state["b"] == {"plan": "newer"}
+    # c's email was at 50 and its plan at 70: each attribute's own timestamp reached the
+    # ledger (not the profile's newest), so an email at 60 is newer and goes
+    assert emu_state["c"] == {"email": "c2@x.io", "plan": "x"}
+    assert len(ledger["ledger_profiles"]) == 44  # a, b, c, e, u0..u39

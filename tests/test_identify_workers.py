@@ -380,3 +380,28 @@ def test_a_killed_worker_is_one_line_and_a_nonzero_exit(talon_emulator_factory,
     assert len(lines) == 1, out + err
     assert f"(pid {victim}) ended unexpectedly (killed by SIGKILL)" in lines[0]
     assert "stopped early: a worker process failed; rerun with --resume to continue" in out
+
+
+def test_compacted_profiles_keep_each_attributes_own_timestamp(talon_emulator_factory,
+                                                                tmp_path: Path) -> None:
+    """With workers as in one process: c's email is at 50 and its plan at 70; an email at
+    60 is newer than the ledger's (the attribute's own key, not the profile's newest)."""
+    def line(iid: str, attributes: dict[str, Any], stamps: dict[str, list[Any]]) -> bytes:
+        return json.dumps({"integrationId": iid, "attributes": attributes,
+                           "timestamps": stamps}).encode() + b"\n"
+
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(line("c", {"email": "c@x.io", "plan": "x"},
+                           {"email": [50.0, 3], "plan": [70.0, 4]}))
+    second.write_bytes(line("c", {"email": "c2@x.io", "plan": "old"},
+                            {"email": [60.0, 1], "plan": [60.0, 1]}))
+    for workers in ("1", "3"):
+        emu = talon_emulator_factory()
+        settings = settings_file(tmp_path / f"s{workers}.json", emu, ["email", "plan"])
+        for path in (first, second):
+            code, report, _ = identify(str(path), "--profiles", "--settings", settings,
+                                       "--state", str(tmp_path / f"state{workers}.db"),
+                                       "--workers", workers)
+            assert code == 0, report
+        assert report["dropped"]["superseded"]["top"] == {"plan": 1}, workers
+        assert emu.profiles()[0]["attributes"] == {"email": "c2@x.io", "plan": "x"}, workers

@@ -1,24 +1,45 @@
 """Reading compacted profiles back (``identify --profiles``): records, checked.
 
 ``.jsonl`` and ``.jsonl.gz`` inputs go through :func:`talon_classic.reader.read_records`
-(same bad-line handling as events); ``.parquet`` inputs (as ``compact -o
+(same bad-line handling as events; lines parsed by :func:`parse_line`); ``.parquet`` inputs (as ``compact -o
 X.parquet`` writes them) are read with DuckDB, row by row, each row a
 record numbered from 1. :func:`problem` says what is wrong with a record
 that is not a compacted profile, in one line, so the pipeline can skip it
 as ``invalid_profile``.
+
+Most profiles have one ordering key for all their attributes (every value
+came from the same event), and parsing that key once per attribute was most
+of the cost of sending a compacted file. A line as ``compact`` writes it
+(``"timestamps"`` last, its names those of ``"attributes"`` in the same
+order, one key for all) is read by :func:`fast_line`: the line without its
+``timestamps`` is parsed, and the ``timestamps`` text is compared, as
+bytes, with what those names and that one key serialise to; the key is
+parsed once and shared by every name. Anything else (several keys, other
+names, other spacing, bad JSON) is parsed in full as before, so the record,
+and every problem found in it, is the same either way.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
+from itertools import repeat
+from operator import is_, itemgetter
 from typing import IO, Any
 
-from talon_classic.exceptions import InputError
+from talon_classic.exceptions import BadLine, InputError
 from talon_classic.jsonio import loads
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, STDIN, Record, read_records
 from talon_classic.transform import MAX_ID_LENGTH
+
+_orjson: Any = None
+try:  # the ``fast`` extra: without it every line is parsed in full
+    import orjson
+
+    if hasattr(orjson, "Fragment"):
+        _orjson = orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    pass
 
 PARQUET_MAGIC = b"PAR1"
 #: Rows read from a Parquet input at a time.
@@ -49,9 +70,16 @@ def check(data: Any) -> tuple[str | None, float | None]:
     stamps = data.get("timestamps")
     if type(stamps) is not dict:
         return "timestamps is missing or not an object", None
-    keys = list(stamps.values())
+    values = stamps.values()
+    first: Any = next(iter(values), None)
     newest = None
-    if keys:
+    if stamps and all(map(is_, values, repeat(first))):  # one key for every name (fast_line)
+        if not _is_key(first):
+            name = next(iter(stamps))
+            return f"timestamps.{name} is not [timestamp or null, position]", None
+        newest = first[0]
+    elif stamps:
+        keys = list(values)
         # C-level passes over all keys (a Python loop per key costs more than the rest)
         times = list(map(_first, keys)) if _all_pairs(keys) else None
         if times is None or not set(map(type, times)) <= _TIME_TYPES:
@@ -78,6 +106,83 @@ def _all_pairs(keys: list[Any]) -> bool:
 def _is_key(key: Any) -> bool:
     return (type(key) is list and len(key) == 2 and type(key[1]) is int
             and type(key[0]) in _TIME_TYPES)
+
+
+def fast_line(line: bytes) -> dict[str, Any] | None:
+    """The record on ``line`` when it has one ordering key for all its attributes and is
+    written as ``compact`` writes it; None otherwise (then parse it with ``loads``).
+
+    Equal to ``loads(line)``, except that every name of ``timestamps`` holds the
+    same list object. Exact: the line is the text before ``,"timestamps":`` (an
+    object, parsed by ``loads``), then a ``timestamps`` text equal byte for byte to
+    the serialisation of ``{name: key for name in attributes}``, then ``}``;
+    whatever fails on the way falls back to parsing the whole line.
+    """
+    cut = line.rfind(b',"timestamps":{')
+    if _orjson is None or cut < 0 or line[-2:] != b"}}":
+        return None
+    try:
+        data = loads(line[:cut] + b"}")
+    except BadLine:
+        return None
+    if type(data) is not dict:
+        return None
+    attributes = data.get("attributes")
+    if type(attributes) is not dict:
+        return None
+    stamps = shared_stamps(attributes, line[cut + 14:-1])
+    if stamps is None:
+        return None
+    data["timestamps"] = stamps
+    return data
+
+
+def shared_stamps(attributes: dict[str, Any], text: bytes) -> dict[str, Any] | None:
+    """``loads(text)`` when ``text`` is ``{name: key}`` for exactly the names of
+    ``attributes``, in their order, one key for all (as ``compact`` writes it); the key is
+    parsed once and shared. None otherwise (then parse ``text`` in full)."""
+    if _orjson is None or not attributes:
+        return None
+    names = tuple(attributes)
+    pieces = _PIECES.get(names)
+    try:
+        if pieces is None:
+            if len(_PIECES) >= MAX_SHAPES:
+                _PIECES.clear()
+            # the text around the keys; NUL never appears raw in JSON text, so the split is exact
+            pieces = _PIECES[names] = _orjson.dumps(
+                dict.fromkeys(names, _orjson.Fragment(b"\0"))).split(b"\0")
+        start = len(pieces[0])
+        end = text.find(b"]", start) + 1
+        key = text[start:end]
+        if not end or text != key.join(pieces):
+            return None
+        return dict.fromkeys(attributes, _key(key))
+    except (TypeError, ValueError):  # a name orjson cannot write; the key is not JSON
+        return None
+
+
+#: Shapes (tuples of names) whose text around the keys is cached; most files have few.
+MAX_SHAPES = 4096
+_PIECES: dict[tuple[str, ...], list[bytes]] = {}
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
+
+def _key(text: bytes) -> Any:
+    """``loads(text)`` for an ordering key: orjson directly unless it might read it
+    differently (an integer of 19 digits or more; anything it refuses)."""
+    if _LONG_RUN not in text.translate(_DIGITS):
+        try:
+            return _orjson.loads(text)
+        except ValueError:
+            pass
+    return loads(text)
+
+
+def parse_line(line: bytes) -> Any:
+    """One line of a compacted-profile input: :func:`fast_line`, else ``loads``."""
+    return fast_line(line) or loads(line)
 
 
 def newest(data: dict[str, Any]) -> float | None:
@@ -117,7 +222,8 @@ def read_profile_records(paths: Iterable[str], *, max_line_bytes: int = DEFAULT_
             yield from _parquet_records(path, on_open)
         else:
             yield from read_records([path], max_line_bytes=max_line_bytes, stdin=stdin,
-                                    on_open=on_open, start=start, decode=decode)
+                                    on_open=on_open, start=start, decode=decode,
+                                    parse=parse_line)
 
 
 def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:
@@ -139,9 +245,11 @@ def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:
             for iid, attributes, timestamps in rows:
                 line += 1
                 try:
-                    event = {"integrationId": iid,
-                             "attributes": loads(attributes) if attributes is not None else None,
-                             "timestamps": loads(timestamps) if timestamps is not None else None}
+                    values = loads(attributes) if attributes is not None else None
+                    stamps = None if timestamps is None else (
+                        type(values) is dict and shared_stamps(values, timestamps.encode())
+                        or loads(timestamps))
+                    event = {"integrationId": iid, "attributes": values, "timestamps": stamps}
                 except ValueError as exc:
                     yield Record(path, line, skipped="invalid_profile",
                                  error=f"attributes or timestamps is not JSON ({exc})")

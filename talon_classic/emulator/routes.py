@@ -22,6 +22,17 @@ from werkzeug.wrappers import Request, Response
 
 from talon_classic.emulator.problems import bad_request
 
+_orjson: Any = None
+try:  # the ``fast`` extra
+    import orjson
+
+    _orjson = orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    pass
+#: Digits all become "0"; a run this long is an integer orjson would not read exactly.
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
 if TYPE_CHECKING:
     from talon_classic.emulator.app import Emulator
 
@@ -73,6 +84,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def parse_json(data: bytes) -> Any:
+    """``data`` parsed as :func:`json.loads` does it, ``NaN`` and ``Infinity`` refused.
+
+    orjson (when installed) reads most bodies in a third of the time and to the
+    same value; what it reads differently or not at all (integers of 19 digits or
+    more, a byte-order mark, lone surrogates, NaN, UTF-16, deep nesting) goes to
+    :func:`json.loads`, which decides as before.
+    """
+    if (_orjson is not None and _LONG_RUN not in data.translate(_DIGITS)
+            and not data.startswith(b"\xef\xbb\xbf")):
+        try:
+            return _orjson.loads(data)
+        except ValueError:
+            pass
+    return json.loads(data, parse_constant=_no_constants)
+
+
 def json_body(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 saying why not.
 
@@ -80,7 +108,7 @@ def json_body(request: Request) -> dict[str, Any]:
     (Python's accepts them, and ``json.dumps`` writes them).
     """
     try:
-        body = json.loads(request.get_data(), parse_constant=_no_constants)
+        body = parse_json(request.get_data())
     except ValueError:
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -1,0 +1,136 @@
+"""Reading compacted profiles back: the shared-key fast path equals parsing in full.
+
+:func:`~talon_classic.compact.profiles.parse_line` reads a line whose
+attributes share one ordering key by parsing the key once; whatever the
+line holds, the record (and :func:`~talon_classic.compact.profiles.check`'s
+verdict on it) must be what :func:`~talon_classic.jsonio.loads` gives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from talon_classic.compact import profiles
+from talon_classic.compact.output import ProfileWriter
+from talon_classic.compact.profiles import check, fast_line, parse_line, read_profile_records
+from talon_classic.exceptions import BadLine
+from talon_classic.jsonio import dumps_bytes, loads
+
+pytestmark = pytest.mark.skipif(profiles._orjson is None, reason="the fast path needs orjson")
+
+
+def outcome(line: bytes):
+    """(record, check's verdict) or the BadLine's message."""
+    try:
+        record = loads(line)
+    except BadLine as exc:
+        return str(exc)
+    return record, check(record)
+
+
+def fast_outcome(line: bytes):
+    try:
+        record = parse_line(line)
+    except BadLine as exc:
+        return str(exc)
+    return record, check(record)
+
+
+names = st.one_of(st.sampled_from(["plan", "email", "a", "b", "timestamps", "x]", 'q"', "é",
+                                   ',"timestamps":{', "[1.0,2]", "\ud800"]),
+                  st.text(max_size=4))
+stamp = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False),
+                  st.integers(-2**70, 2**70), st.booleans(), st.text(max_size=2))
+key = st.one_of(st.lists(stamp, min_size=0, max_size=3), st.tuples(stamp, st.integers(-5, 2**65)),
+                stamp)
+values = st.one_of(st.none(), st.integers(-2**70, 2**70), st.text(max_size=3),
+                   st.lists(st.integers(), max_size=2), st.floats(allow_nan=False))
+
+
+@st.composite
+def lines(draw) -> bytes:
+    """Compacted lines, mostly as ``compact`` writes them, often slightly off."""
+    attrs = draw(st.dictionaries(names, values, max_size=5))
+    shared = draw(key)
+    stamps = {n: shared for n in attrs}
+    for n in draw(st.lists(names, max_size=2)):  # a name of its own, or another key
+        stamps[n] = draw(key)
+    record = {"integrationId": draw(st.one_of(st.just("u1"), st.text(max_size=3), st.none())),
+              "attributes": attrs, "timestamps": stamps}
+    if draw(st.booleans()):
+        record = dict(reversed(list(record.items())))
+    text = dumps_bytes(record)
+    edit = draw(st.sampled_from(["none", "none", "spaces", "cut", "byte", "dup"]))
+    if edit == "spaces":
+        text = text.replace(b":", b": ")
+    elif edit == "cut" and text:
+        text = text[:draw(st.integers(0, len(text) - 1))]
+    elif edit == "byte" and text:
+        at = draw(st.integers(0, len(text) - 1))
+        text = text[:at] + draw(st.sampled_from([b"]", b"}", b"0", b",", b"\xff", b'"']))
+        text += dumps_bytes(record)[at + 1:]
+    elif edit == "dup":
+        text = text[:-1] + b',"timestamps":' + dumps_bytes(stamps) + b"}"
+    return text
+
+
+@settings(max_examples=600, deadline=None)
+@given(line=lines())
+def test_parse_line_reads_every_line_as_loads_does(line: bytes) -> None:
+    assert fast_outcome(line) == outcome(line)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[5.0,1]}}',
+    b'{"integrationId":"u","attributes":{"a":1,"b":2},"timestamps":{"a":[null,3],"b":[null,3]}}',
+    b'{"integrationId":"u","attributes":{"a":1,"timestamps":{"a":[1,2]}},"timestamps":{"a":[1,2]}}',
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[12345678901234567890123,1]}}',
+    b'{"integrationId":"u","attributes":{"a":12345678901234567890123},"timestamps":{"a":[1.5,1]}}',
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":["soon",1]}}',
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1.5]}}',
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1.5,1,2]}}',
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1.5,true]}}',
+    b'{"integrationId":"u","attributes":{"a":1,"b":1},"timestamps":{"a":[1,1],"b":[1,1]},'
+    b'"timestamps":{"a":[2,2]}}',
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1.5,1],"a":[1.5,1]}}',
+    b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[NaN,1]}}',
+    b'{,"timestamps":{"a":[1,1]}}',
+])
+def test_edge_lines_read_as_loads_reads_them(line: bytes) -> None:
+    assert fast_outcome(line) == outcome(line)
+
+
+def test_what_compact_writes_takes_the_fast_path_and_shares_one_key(tmp_path: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    writer = ProfileWriter(str(out))
+    writer.write("u1", {"plan": "pro", "email": "e@x.io"}, {"plan": [5.0, 7], "email": [5.0, 7]})
+    writer.write("u2", {"plan": "free", "email": "f"}, {"plan": [5.0, 7], "email": [None, 9]})
+    writer.close()
+    first, second = out.read_bytes().splitlines()
+    record = fast_line(first)
+    assert record == json.loads(first)
+    assert record is not None and record["timestamps"]["plan"] is record["timestamps"]["email"]
+    assert check(record) == (None, 5.0)
+    assert fast_line(second) is None  # two keys: parsed in full
+    assert [r.event for r in read_profile_records([str(out)])] == [
+        json.loads(first), json.loads(second)]
+
+
+def test_parquet_records_equal_the_jsonl_ones(tmp_path: Path) -> None:
+    rows = [("u1", {"b": [1], "a": "x"}, {"b": [2.5, 3], "a": [2.5, 3]}),
+            ("u2", {"a": "y"}, {"a": [None, 4]}),
+            ("u3", {"a": "z", "b": 2}, {"a": [1.0, 1], "b": [3.0, 2]})]
+    got = {}
+    for suffix in ("jsonl", "parquet"):
+        writer = ProfileWriter(str(tmp_path / f"p.{suffix}"))
+        for row in rows:
+            writer.write(*row)
+        writer.close()
+        got[suffix] = [r.event for r in read_profile_records([str(tmp_path / f"p.{suffix}")])]
+    assert got["parquet"] == got["jsonl"]
+    assert [check(r) for r in got["parquet"]] == [(None, 2.5), (None, None), (None, 3.0)]
