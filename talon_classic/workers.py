@@ -108,6 +108,10 @@ class WorkerPool(Generic[T, R]):
         self._closed = False
         self._outbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._on_death = on_death
+        #: How each dead worker ended, said once: the watcher and take() may both ask, and
+        #: two threads reaping one child at once leave the loser without its exit status.
+        self._deaths: dict[int, str] = {}
+        self._deaths_lock = threading.Lock()
         self._wake_read, self._wake_write = os.pipe()  # closing wakes the watcher
         ignore = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
@@ -140,10 +144,14 @@ class WorkerPool(Generic[T, R]):
         self._watcher.start()
 
     def _died(self, number: int) -> str:
-        proc = self._procs[number]
-        proc.join(JOIN_SECONDS)
-        return (f"worker process {number + 1} of {self.workers} (pid {proc.pid}) ended "
-                f"unexpectedly ({describe_exit(proc.exitcode)})")
+        with self._deaths_lock:
+            if number not in self._deaths:
+                proc = self._procs[number]
+                proc.join(JOIN_SECONDS)
+                self._deaths[number] = (
+                    f"worker process {number + 1} of {self.workers} (pid {proc.pid}) ended "
+                    f"unexpectedly ({describe_exit(proc.exitcode)})")
+            return self._deaths[number]
 
     def _watch(self) -> None:
         """Tell ``on_death`` of the first worker that ends before the pool closes."""

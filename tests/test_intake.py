@@ -113,6 +113,6 @@ def test_profiles_are_checked_as_identify_profiles_checks_them() -> None:
             "timestamps": {"a": [1700000000.0, 3]}}
     bad = {"integrationId": "u", "attributes": {"a": 1}, "timestamps": {}}
     out, _ = intake([json.dumps(good).encode(), json.dumps(bad).encode()])
-    assert out[0] == ("u", {"a": 1}, 1700000000.0, [], None)
+    assert out[0] == ("u", {"a": 1}, 1700000000.0, [], good)  # the record: its own keys
     assert out[1].reason == "invalid_profile"
     assert out[1].error == "timestamps has no key for attribute 'a'"
