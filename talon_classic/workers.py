@@ -23,7 +23,8 @@ finish in.
   whose job raises ends :meth:`WorkerPool.take` with :class:`WorkerError`
   naming the worker and what happened; never a hang, never a traceback.
   A watcher thread notices a death at once and tells ``on_death`` (with
-  the same line), for a caller that may be waiting on something else.
+  the same line, once, even when :meth:`WorkerPool.take` sees it first),
+  for a caller that may be waiting on something else.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class WorkerPool(Generic[T, R]):
         #: two threads reaping one child at once leave the loser without its exit status.
         self._deaths: dict[int, str] = {}
         self._deaths_lock = threading.Lock()
+        self._death_told = False
         self._wake_read, self._wake_write = os.pipe()  # closing wakes the watcher
         ignore = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
@@ -153,6 +155,16 @@ class WorkerPool(Generic[T, R]):
                     f"unexpectedly ({describe_exit(proc.exitcode)})")
             return self._deaths[number]
 
+    def _death(self, number: int) -> str:
+        """:meth:`_died`'s line, and ``on_death`` told of the first death once, whichever
+        notices it first: the watcher, or :meth:`take` waiting on that worker."""
+        message = self._died(number)
+        with self._deaths_lock:
+            tell, self._death_told = not self._death_told, True
+        if tell and self._on_death is not None:
+            self._on_death(message)
+        return message
+
     def _watch(self) -> None:
         """Tell ``on_death`` of the first worker that ends before the pool closes."""
         sentinels = {proc.sentinel: n for n, proc in enumerate(self._started)}
@@ -161,7 +173,7 @@ class WorkerPool(Generic[T, R]):
             return
         ended = [sentinels[s] for s in ready if s in sentinels]
         if ended:
-            self._on_death(self._died(ended[0]))
+            self._death(ended[0])
 
     # -- sending -----------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -203,7 +215,7 @@ class WorkerPool(Generic[T, R]):
             except (EOFError, OSError):
                 data = None
         if data is None:
-            raise WorkerError(self._died(number))
+            raise WorkerError(self._death(number))
         self._taken += 1
         ok, value = pickle.loads(data)
         if not ok:
