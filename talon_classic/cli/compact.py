@@ -24,6 +24,7 @@ from talon_classic.cli.options import (
     schema_options,
     settings_options,
     warn,
+    warn_without_allowlist,
 )
 from talon_classic.cli.progress import StatusLine, input_eta
 from talon_classic.exceptions import CompactError, InputError, MissingDependency
@@ -146,13 +147,10 @@ def compact(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[
         except CompactError as exc:
             raise UsageFailure(str(exc)) from None
     settings = settings_args.load()
-    if not settings.custom_attributes and not quiet:
-        warn("warning: customAttributes is empty, so every attribute but Engage audiences and "
-             "computed traits is dropped as not_allowlisted (give --settings FILE or "
-             "--custom-attribute NAME)")
+    if not quiet:
+        warn_without_allowlist(settings)
     source = load_schema(schema_args, settings, pull=True)
-    engine = Engine(settings.custom_attributes, source.schema if source else None,
-                    engage_audiences=settings.engage_audiences)
+    engine = Engine(settings, source.schema if source else None)
     try:
         summary = run_compaction(settings, paths, output, options, quiet, transformer=engine)
     except KeyboardInterrupt:

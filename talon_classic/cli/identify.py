@@ -553,8 +553,7 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
     interrupted = False
     stats = None
     with contextlib.ExitStack() as stack:
-        engine = Engine(run.settings.custom_attributes, run.schema.schema if run.schema else None,
-                        engage_audiences=run.settings.engage_audiences)
+        engine = Engine(run.settings, run.schema.schema if run.schema else None)
         paths, compaction = (compacted(run, stack, quiet, engine) if opts["compact"]
                              else (run.paths, None))
         output = None

@@ -358,6 +358,14 @@ def warn(message: str) -> None:
     click.echo(message, err=True)
 
 
+def warn_without_allowlist(settings: Settings) -> None:
+    """Say so when ``customAttributes`` is empty: only Engage's attributes would be kept."""
+    if not settings.custom_attributes:
+        warn("warning: customAttributes is empty, so every attribute but Engage audiences and "
+             "computed traits is dropped as not_allowlisted (give --settings FILE or "
+             "--custom-attribute NAME)")
+
+
 class RequestOutput:
     """Where a dry run writes its requests; a closed pipe (``| head``) stops the run quietly."""
 

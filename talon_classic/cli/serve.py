@@ -114,8 +114,7 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     source = load_schema(schema_args, settings, pull=True)
     schema = source.schema if source else None
-    engine = Engine(settings.custom_attributes, schema,
-                    engage_audiences=settings.engage_audiences)
+    engine = Engine(settings, schema)
     with contextlib.ExitStack() as stack:
         client: Any
         if emulator:

@@ -15,7 +15,7 @@ from talon_classic.cli.options import (
     load_schema,
     schema_options,
     settings_options,
-    warn,
+    warn_without_allowlist,
 )
 from talon_classic.exceptions import InputError
 from talon_classic.jsonio import dumps
@@ -45,13 +45,9 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
     output went away, as with `| head`), 2 usage or settings error.
     """
     settings = settings_args.load()
-    if not settings.custom_attributes:
-        warn("warning: customAttributes is empty, so every attribute but Engage audiences and "
-             "computed traits is dropped as not_allowlisted (give --settings FILE or "
-             "--custom-attribute NAME)")
+    warn_without_allowlist(settings)
     source = load_schema(schema_args, settings, pull=False)
-    engine = Engine(settings.custom_attributes, source.schema if source else None,
-                    engage_audiences=settings.engage_audiences)
+    engine = Engine(settings, source.schema if source else None)
     paths = check_inputs(inputs)
     write = sys.stdout.write
     try:
