@@ -28,13 +28,10 @@ process per command; the emulator in its own process with ``--rate-limit
 from __future__ import annotations
 
 import argparse
-import contextlib
 import filecmp
 import json
 import os
-import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +41,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.data import ALLOWLIST, line_templates, write  # noqa: E402
-from benchmarks.e2e_bench import CEILING, KEY, _cli, _env, _stats, emulator  # noqa: E402
+from benchmarks.e2e_bench import CEILING, KEY, _cli, _env, _stats, emulator, emulator_process  # noqa: E402, E501
 
 RSS_LIMIT_MB = 1024
 
@@ -84,25 +81,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextlib.contextmanager
-def _emulator_process(*flags: str):
-    """The emulator in its own process; yield its URL and pid (for its CPU time)."""
-    proc = subprocess.Popen(_cli("emulator", "--port", "0", "--api-key", KEY, "--threads", "8",
-                                 *flags), stdout=subprocess.PIPE, text=True)
-    try:
-        yield re.search(r"http://\S+", proc.stdout.readline()).group(0), proc.pid
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def send(tmp: str, profiles: str, name: str, *flags: str) -> dict:
     """``identify PROFILES --profiles`` against an emulator started with ``flags``: profiles/s,
     requests, and CPU µs per profile of identify and of the emulator."""
-    with _emulator_process(*flags) as (url, pid):
+    with emulator_process(*flags) as (url, pid):
         emulator_before = _cpu_s(pid)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         report, elapsed = _run("identify", profiles, "--profiles", "--settings",

@@ -107,21 +107,35 @@ def ledger_cost(src: str, settings: str, tmp: str, rounds: int = 2) -> dict:
 @contextmanager
 def emulator(*flags: str) -> Iterator[str]:
     """Start ``talon-classic emulator`` in its own process; yield its URL."""
-    with serving(_cli("emulator", "--port", "0", "--api-key", KEY, "--threads", "8",
-                      *flags)) as url:
+    with emulator_process(*flags) as (url, _pid):
         yield url
+
+
+@contextmanager
+def emulator_process(*flags: str) -> Iterator[tuple[str, int]]:
+    """:func:`emulator`, yielding its URL and pid (for its CPU time)."""
+    with serving_process(_cli("emulator", "--port", "0", "--api-key", KEY, "--threads", "8",
+                              *flags)) as found:
+        yield found
 
 
 @contextmanager
 def serving(argv: list[str], name: str = "the emulator") -> Iterator[str]:
     """Run ``argv``, a server that prints its URL first; yield the URL, then Ctrl-C it."""
+    with serving_process(argv, name) as (url, _pid):
+        yield url
+
+
+@contextmanager
+def serving_process(argv: list[str], name: str = "the emulator") -> Iterator[tuple[str, int]]:
+    """:func:`serving`, yielding the URL and the server's pid."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         found = re.search(r"http://\S+", proc.stdout.readline())
         if found is None:
             raise SystemExit(f"{name} did not start")
-        yield found.group(0)
+        yield found.group(0), proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         try:
