@@ -12,6 +12,7 @@ import time
 
 from benchmarks import (
     audience_bench,
+    baseline_bench,
     compact_bench,
     e2e_bench,
     memory_bench,
@@ -22,7 +23,8 @@ from benchmarks import (
 
 def main() -> None:
     """Run transform (without and with a schema), end-to-end, memory, serve, audience and
-    compaction benchmarks; print their figures."""
+    compaction benchmarks, then the main figures side by side with round one's code; print
+    their figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check it runs")
     quick = parser.parse_args().quick
@@ -50,6 +52,12 @@ def main() -> None:
     print(compact_bench.report(
         compact_bench.run(20_000, 10_000, (3_000, 2_000), big_events=0) if quick
         else compact_bench.run()))
+    try:
+        print(baseline_bench.report(baseline_bench.run(
+            rounds=1 if quick else 3, events=4_000 if quick else 200_000,
+            users=3_000 if quick else 150_000)))
+    except baseline_bench.NoBaseline as exc:
+        print(f"against {baseline_bench.ROUND_ONE}: skipped, {exc}")
     print(f"total {time.monotonic() - start:.0f}s")
 
 

@@ -1,0 +1,236 @@
+"""Side by side with an earlier revision: is anything slower than it was?
+
+``python benchmarks/baseline_bench.py [--rev REV] [--rounds N] [--events N]``
+
+The revision's ``talon_classic`` package (default :data:`ROUND_ONE`, the
+code round one ended with) is taken out of git with ``git archive`` into a
+temporary directory; this file's code drives both packages the same way.
+Figures taken at different times on a shared machine differ by 10% or more,
+so each round measures the earlier revision, then this one, back to back,
+and each figure is the best of its rounds:
+
+* ``Engine.transform`` alone, and JSON line -> transform -> JSON line, in
+  CPU time on one core, each package with its own JSON module
+  (``talon_classic.jsonio``, or ``talon_classic.reader`` before it existed);
+* ``identify --dry-run --output /dev/null``: events/s and CPU µs per event;
+* ``identify`` in bulk to this tree's emulator in its own process
+  (``--rate-limit 60 --latency-ms 50``, a fresh one per run): events/s and
+  the CPU µs per event of ``identify`` (user + system; the emulator's
+  own is not counted). This revision runs twice, with its ordering
+  ledger (a state file, the default) and with ``--no-state``, since the
+  earlier revision kept no state between runs.
+
+Each package runs from its own directory (``PYTHONPATH``, and a working
+directory that holds no ``talon_classic``), so neither can import the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.data import ALLOWLIST, write  # noqa: E402
+from benchmarks.e2e_bench import KEY, _cli, emulator  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The last commit of round one: the figures this project promised not to lose.
+ROUND_ONE = "57e13bf"
+#: A figure this much below the earlier revision's is reported as slower.
+TOLERANCE = 0.03
+
+# The child: one package's transform figures, run as ``--child TREE EVENTS``.
+_CHILD = r"""
+import json, sys, time
+tree, events = sys.argv[1], int(sys.argv[2])
+sys.path.insert(0, tree)
+sys.path.insert(1, sys.argv[3])  # the benchmarks' own data module
+import talon_classic
+assert talon_classic.__file__.startswith(tree), talon_classic.__file__
+try:
+    from talon_classic.jsonio import dumps, loads
+except ImportError:  # before one JSON module for the whole package
+    from talon_classic.reader import dumps, loads
+from talon_classic.transform import Engine
+from benchmarks.data import ALLOWLIST, events as make_events, lines
+
+transform = Engine(ALLOWLIST).transform
+decoded = list(make_events(events))
+raw = list(lines(events))
+
+def alone():
+    for event in decoded:
+        transform(event)
+
+def line_to_line():
+    for line in raw:
+        dumps(transform(loads(line)).as_dict())
+
+def cpu_rate(fn):
+    start = time.process_time()
+    fn()
+    return events / (time.process_time() - start)
+
+print(json.dumps({"transform": max(cpu_rate(alone) for _ in range(3)),
+                  "line_to_line": max(cpu_rate(line_to_line) for _ in range(3))}))
+"""
+
+
+class NoBaseline(Exception):
+    """The earlier revision cannot be had here (no git, or a clone without that history)."""
+
+
+def extract(rev: str, into: str) -> str:
+    """``talon_classic`` of ``rev`` under ``into`` (by ``git archive``); return ``into``."""
+    try:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", rev, "talon_classic"],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or str(exc).encode()
+        first = (detail.decode(errors="replace").strip().splitlines() or [""])[0][:200]
+        raise NoBaseline(f"cannot take revision {rev} out of git ({first}); a clone with the "
+                         "project's history is needed") from None
+    os.makedirs(into, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    return into
+
+
+def _transform(tree: str, events: int, workdir: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", _CHILD, tree, str(events), ROOT],
+                          capture_output=True, text=True, cwd=workdir, env=_clean_env())
+    if done.returncode != 0:
+        raise SystemExit(f"baseline: transform of {tree} failed: {done.stderr[-600:]}")
+    return json.loads(done.stdout)
+
+
+def _clean_env(tree: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if tree is not None:
+        env["PYTHONPATH"] = tree
+    return env
+
+
+def _identify(tree: str, workdir: str, *args: str) -> dict[str, float]:
+    """One ``identify`` run of ``tree``'s package: events/s and CPU µs per event."""
+    env = {**_clean_env(tree), "XDG_STATE_HOME": os.path.join(workdir, "state-home")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    done = subprocess.run(_cli("identify", *args, "--json", "--quiet"), capture_output=True,
+                          text=True, cwd=workdir, env=env)
+    seconds = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"baseline: identify of {tree} failed ({done.returncode}): "
+                         f"{done.stderr[-600:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    events = report["events_read"]
+    return {"rate": events / seconds, "cpu_us": cpu / events * 1e6}
+
+
+def run(rev: str = ROUND_ONE, rounds: int = 3, events: int = 200_000,
+        users: int = 150_000) -> dict:
+    """Every figure for ``rev`` (``base``) and this tree (``now``, and ``now_no_state``)."""
+    tmp = tempfile.mkdtemp(prefix="talon-baseline-bench-")
+    try:
+        base = extract(rev, os.path.join(tmp, "base"))
+        work = os.path.join(tmp, "work")
+        os.makedirs(work)
+        src = write(os.path.join(tmp, "events.jsonl"), events, users)
+        dry = os.path.join(tmp, "dry.json")
+        with open(dry, "w") as fh:
+            json.dump({"apiKey": KEY, "applicationDomain": "https://bench.talon.one",
+                       "customAttributes": ALLOWLIST}, fh)
+        trees = {"base": base, "now": ROOT}
+        best: dict[str, dict[str, float]] = {}
+
+        def keep(name: str, figures: dict[str, float], lower_is_better: Callable[[str], bool]
+                 ) -> None:
+            seen = best.setdefault(name, {})
+            for key, value in figures.items():
+                if key not in seen:
+                    seen[key] = value
+                else:
+                    seen[key] = min(seen[key], value) if lower_is_better(key) else max(
+                        seen[key], value)
+
+        def cpu_key(key: str) -> bool:
+            return key.endswith("_us")
+
+        for n in range(rounds):
+            for name, tree in trees.items():
+                keep(name, _transform(tree, events // 2, work), cpu_key)
+                dry_run = _identify(tree, work, src, "--settings", dry, "--dry-run", "--output",
+                                    os.devnull, "--dead-letter", os.path.join(work, "dead.jsonl"))
+                keep(name, {"dry_rate": dry_run["rate"], "dry_cpu_us": dry_run["cpu_us"]},
+                     cpu_key)
+            for name, tree, flags in (("base", base, ()), ("now", ROOT, ()),
+                                      ("now_no_state", ROOT, ("--no-state",))):
+                with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
+                    settings = os.path.join(work, f"settings-{name}-{n}.json")
+                    with open(settings, "w") as fh:
+                        json.dump({"apiKey": KEY, "applicationDomain": url,
+                                   "customAttributes": ALLOWLIST}, fh)
+                    bulk = _identify(tree, work, src, "--settings", settings, "--dead-letter",
+                                     os.path.join(work, f"dead-{name}-{n}.jsonl"), *flags)
+                keep(name, {"bulk_rate": bulk["rate"], "bulk_cpu_us": bulk["cpu_us"]}, cpu_key)
+        return {"rev": rev, "rounds": rounds, "events": events, "users": users, **best}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _change(now: float, base: float, lower_is_better: bool = False) -> str:
+    """``+4.1%`` (better) / ``-6.0%`` (worse), and ``slower`` past :data:`TOLERANCE`."""
+    gain = (base / now - 1) if lower_is_better else (now / base - 1)
+    return f"{gain:+.1%}" + ("  slower" if gain < -TOLERANCE else "")
+
+
+def report(fig: dict) -> str:
+    """The figures as printed lines: each of this tree's beside the earlier revision's."""
+    base, now, bare = fig["base"], fig["now"], fig.get("now_no_state", {})
+    rows = [
+        ("transform alone", "transform", "events/s", now, False),
+        ("line -> transform -> line", "line_to_line", "events/s", now, False),
+        ("identify --dry-run", "dry_rate", "events/s", now, False),
+        ("  CPU", "dry_cpu_us", "µs/event", now, True),
+        ("bulk, state file", "bulk_rate", "events/s", now, False),
+        ("  CPU", "bulk_cpu_us", "µs/event", now, True),
+        ("bulk, --no-state", "bulk_rate", "events/s", bare, False),
+        ("  CPU", "bulk_cpu_us", "µs/event", bare, True),
+    ]
+    lines = [f"against {fig['rev']} (side by side, best of {fig['rounds']} rounds, "
+             f"{fig['events']:,} events; CPU figures count this machine's work, not the wait)",
+             f"  {'':27s}{fig['rev']:>12s}{'now':>12s}"]
+    for label, key, unit, mine, lower in rows:
+        if key in mine and key in base:
+            fmt = ",.1f" if lower else ",.0f"
+            lines.append(f"  {label:27s}{base[key]:>12{fmt}}{mine[key]:>12{fmt}} {unit:9s}"
+                         f"{_change(mine[key], base[key], lower)}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run against ``--rev`` and print."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rev", default=ROUND_ONE, help="the earlier revision (a git commit)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    try:
+        print(report(run(args.rev, args.rounds, args.events, args.events * 3 // 4)))
+    except NoBaseline as exc:
+        raise SystemExit(f"baseline: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
