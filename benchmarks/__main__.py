@@ -54,7 +54,7 @@ def main() -> None:
         else compact_bench.run()))
     try:
         print(baseline_bench.report(baseline_bench.run(
-            rounds=1 if quick else 3, events=4_000 if quick else 200_000,
+            rounds=1 if quick else 5, events=4_000 if quick else 200_000,
             users=3_000 if quick else 150_000)))
     except baseline_bench.NoBaseline as exc:
         print(f"against {baseline_bench.ROUND_ONE}: skipped, {exc}")

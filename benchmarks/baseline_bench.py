@@ -7,7 +7,8 @@ code round one ended with) is taken out of git with ``git archive`` into a
 temporary directory; this file's code drives both packages the same way.
 Figures taken at different times on a shared machine differ by 10% or more,
 so each round measures the earlier revision, then this one, back to back,
-and each figure is the best of its rounds:
+and the change reported is the median of the rounds' ratios (the best
+figure of each side is shown too):
 
 * ``Engine.transform`` alone, and JSON line -> transform -> JSON line, in
   CPU time on one core, each package with its own JSON module
@@ -31,11 +32,11 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -139,7 +140,8 @@ def _identify(tree: str, workdir: str, *args: str) -> dict[str, float]:
 
 def run(rev: str = ROUND_ONE, rounds: int = 3, events: int = 200_000,
         users: int = 150_000) -> dict:
-    """Every figure for ``rev`` (``base``) and this tree (``now``, and ``now_no_state``)."""
+    """Every round's figures for ``rev`` (``base``) and this tree (``now``, and
+    ``now_no_state``), in ``seen``: one dict per round."""
     tmp = tempfile.mkdtemp(prefix="talon-baseline-bench-")
     try:
         base = extract(rev, os.path.join(tmp, "base"))
@@ -151,28 +153,14 @@ def run(rev: str = ROUND_ONE, rounds: int = 3, events: int = 200_000,
             json.dump({"apiKey": KEY, "applicationDomain": "https://bench.talon.one",
                        "customAttributes": ALLOWLIST}, fh)
         trees = {"base": base, "now": ROOT}
-        best: dict[str, dict[str, float]] = {}
-
-        def keep(name: str, figures: dict[str, float], lower_is_better: Callable[[str], bool]
-                 ) -> None:
-            seen = best.setdefault(name, {})
-            for key, value in figures.items():
-                if key not in seen:
-                    seen[key] = value
-                else:
-                    seen[key] = min(seen[key], value) if lower_is_better(key) else max(
-                        seen[key], value)
-
-        def cpu_key(key: str) -> bool:
-            return key.endswith("_us")
-
+        rounds_seen: list[dict[str, dict[str, float]]] = []
         for n in range(rounds):
+            seen: dict[str, dict[str, float]] = {"base": {}, "now": {}, "now_no_state": {}}
             for name, tree in trees.items():
-                keep(name, _transform(tree, events // 2, work), cpu_key)
+                seen[name].update(_transform(tree, events // 2, work))
                 dry_run = _identify(tree, work, src, "--settings", dry, "--dry-run", "--output",
                                     os.devnull, "--dead-letter", os.path.join(work, "dead.jsonl"))
-                keep(name, {"dry_rate": dry_run["rate"], "dry_cpu_us": dry_run["cpu_us"]},
-                     cpu_key)
+                seen[name].update(dry_rate=dry_run["rate"], dry_cpu_us=dry_run["cpu_us"])
             for name, tree, flags in (("base", base, ()), ("now", ROOT, ()),
                                       ("now_no_state", ROOT, ("--no-state",))):
                 with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
@@ -182,39 +170,61 @@ def run(rev: str = ROUND_ONE, rounds: int = 3, events: int = 200_000,
                                    "customAttributes": ALLOWLIST}, fh)
                     bulk = _identify(tree, work, src, "--settings", settings, "--dead-letter",
                                      os.path.join(work, f"dead-{name}-{n}.jsonl"), *flags)
-                keep(name, {"bulk_rate": bulk["rate"], "bulk_cpu_us": bulk["cpu_us"]}, cpu_key)
-        return {"rev": rev, "rounds": rounds, "events": events, "users": users, **best}
+                seen[name].update(bulk_rate=bulk["rate"], bulk_cpu_us=bulk["cpu_us"])
+            rounds_seen.append(seen)
+        return {"rev": rev, "rounds": rounds, "events": events, "users": users,
+                "seen": rounds_seen}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _change(now: float, base: float, lower_is_better: bool = False) -> str:
-    """``+4.1%`` (better) / ``-6.0%`` (worse), and ``slower`` past :data:`TOLERANCE`."""
-    gain = (base / now - 1) if lower_is_better else (now / base - 1)
-    return f"{gain:+.1%}" + ("  slower" if gain < -TOLERANCE else "")
+def _lower_is_better(key: str) -> bool:
+    return key.endswith("_us")
+
+
+def best(fig: dict, name: str, key: str) -> float | None:
+    """The best of the rounds' figures of ``name`` (``base``, ``now``, ``now_no_state``)."""
+    values = [seen[name][key] for seen in fig["seen"] if key in seen[name]]
+    if not values:
+        return None
+    return min(values) if _lower_is_better(key) else max(values)
+
+
+def change(fig: dict, name: str, key: str) -> float | None:
+    """How much better ``name`` is than the earlier revision (+0.05: 5% better, -0.05: 5%
+    worse): the median over the rounds of each round's ratio, the two measured back to back
+    (a slow spell of the machine slows both sides of a round alike)."""
+    gains = []
+    for seen in fig["seen"]:
+        base, mine = seen["base"].get(key), seen[name].get(key)
+        if base and mine:
+            gains.append(base / mine - 1 if _lower_is_better(key) else mine / base - 1)
+    return statistics.median(gains) if gains else None
 
 
 def report(fig: dict) -> str:
     """The figures as printed lines: each of this tree's beside the earlier revision's."""
-    base, now, bare = fig["base"], fig["now"], fig.get("now_no_state", {})
     rows = [
-        ("transform alone", "transform", "events/s", now, False),
-        ("line -> transform -> line", "line_to_line", "events/s", now, False),
-        ("identify --dry-run", "dry_rate", "events/s", now, False),
-        ("  CPU", "dry_cpu_us", "µs/event", now, True),
-        ("bulk, state file", "bulk_rate", "events/s", now, False),
-        ("  CPU", "bulk_cpu_us", "µs/event", now, True),
-        ("bulk, --no-state", "bulk_rate", "events/s", bare, False),
-        ("  CPU", "bulk_cpu_us", "µs/event", bare, True),
+        ("transform alone", "transform", "events/s", "now"),
+        ("line -> transform -> line", "line_to_line", "events/s", "now"),
+        ("identify --dry-run", "dry_rate", "events/s", "now"),
+        ("  CPU", "dry_cpu_us", "µs/event", "now"),
+        ("bulk, state file", "bulk_rate", "events/s", "now"),
+        ("  CPU", "bulk_cpu_us", "µs/event", "now"),
+        ("bulk, --no-state", "bulk_rate", "events/s", "now_no_state"),
+        ("  CPU", "bulk_cpu_us", "µs/event", "now_no_state"),
     ]
-    lines = [f"against {fig['rev']} (side by side, best of {fig['rounds']} rounds, "
-             f"{fig['events']:,} events; CPU figures count this machine's work, not the wait)",
+    lines = [f"against {fig['rev']}: side by side, {fig['rounds']} rounds of "
+             f"{fig['events']:,} events, best figure of each, change = median of the rounds' "
+             "ratios (CPU: this machine's work, not the wait)",
              f"  {'':27s}{fig['rev']:>12s}{'now':>12s}"]
-    for label, key, unit, mine, lower in rows:
-        if key in mine and key in base:
-            fmt = ",.1f" if lower else ",.0f"
-            lines.append(f"  {label:27s}{base[key]:>12{fmt}}{mine[key]:>12{fmt}} {unit:9s}"
-                         f"{_change(mine[key], base[key], lower)}")
+    for label, key, unit, name in rows:
+        base, mine, gain = best(fig, "base", key), best(fig, name, key), change(fig, name, key)
+        if base is None or mine is None or gain is None:
+            continue
+        fmt = ",.1f" if _lower_is_better(key) else ",.0f"
+        lines.append(f"  {label:27s}{base:>12{fmt}}{mine:>12{fmt}} {unit:9s}{gain:+.1%}"
+                     + ("  slower" if gain < -TOLERANCE else ""))
     return "\n".join(lines)
 
 
@@ -223,7 +233,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rev", default=ROUND_ONE, help="the earlier revision (a git commit)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
     try:
