@@ -872,7 +872,8 @@ class DryRunAdapter(BaseAdapter):
     """A requests transport that records requests as JSONL instead of sending them.
 
     Each line is ``{"method", "url", "headers", "body"}`` with the key shown as
-    ``ApiKey-v1 ****abcd``; lines are written whole and flushed under a lock,
+    ``ApiKey-v1 ****abcd``, the body the JSON text the client sent (its requests' bodies
+    are :func:`~talon_classic.jsonio.dumps_bytes` text, so it is written as it is); lines are written whole and flushed under a lock,
     so threads never interleave. The answer is what Talon.One would give to a
     success: 200 ``{}`` for a single-profile PUT, else 204.
     """
@@ -901,13 +902,16 @@ class DryRunAdapter(BaseAdapter):
             auth = auth.decode("latin-1")
         if auth:
             headers["Authorization"] = "ApiKey-v1 " + redact_key(auth.removeprefix("ApiKey-v1 "))
-        body: Any = request.body
-        if isinstance(body, bytes | str) and body:
-            body = loads(body)
         line = dumps({"method": request.method, "url": request.url,
                       "headers": {k: headers[k] for k in ("Authorization", "Content-Type",
-                                                          "User-Agent") if k in headers},
-                      "body": body})
+                                                          "User-Agent") if k in headers}})
+        # The body is JSON text this client wrote (compact, valid UTF-8): it goes into
+        # the line as it is, byte for byte what parsing and writing it again would give,
+        # without doing that for every request of a dry run (a third of its time).
+        body = request.body
+        if isinstance(body, bytes) and body:
+            body = body.decode("utf-8")
+        line = line[:-1] + ',"body":' + (body if isinstance(body, str) and body else "null") + "}"
         with self._lock:
             self.out.write(line + "\n")
             self.out.flush()
