@@ -479,11 +479,16 @@ class Pipeline:
             undelivered = [p["integrationId"] for p in batch.profiles[stop.delivered:]]
             self.summary.add(profiles_upserted=stop.delivered)
         except LedgerError as exc:  # the state file cannot be read or written
-            with self._cond:
-                if self.state_error is None:
-                    self.state_error = str(exc)
-            self.stop(f"the state file failed at batch {batch.seq}, whose events are not "
-                      f"marked delivered: {self._resume_hint()}")
+            if exc.reason == "closed" and self._stopping.is_set():
+                # a second Ctrl-C ended the run around this batch: it is not marked
+                # delivered (so --resume sends it again), and the state file is fine
+                undelivered = batch.sources
+            else:
+                with self._cond:
+                    if self.state_error is None:
+                        self.state_error = str(exc)
+                self.stop(f"the state file failed at batch {batch.seq}, whose events are not "
+                          f"marked delivered: {self._resume_hint()}")
         except Exception as exc:  # the dead-letter file or the checkpoint cannot be written
             what = unexpected(exc)
             if self.internal_error is None:

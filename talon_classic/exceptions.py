@@ -72,7 +72,9 @@ class LedgerError(TalonClassicError):
 
     The message is one line naming the file and the way out (``--state FILE``,
     ``--no-state``, or for ``serve`` another ``--spool``). ``reason`` is
-    SQLite's short reason when a write failed ("disk full"), else None.
+    SQLite's short reason when a write failed ("disk full"), "closed" for a record or
+    lookup after :meth:`~talon_classic.ledger.Ledger.close` (a thread still running when
+    the run ended: the state file is fine), else None.
     """
 
     def __init__(self, message: str, reason: str | None = None) -> None:

@@ -306,6 +306,9 @@ class Ledger:
         self._committing = False
         self._flushing = 0
         self._closing = False
+        #: close() was called: what comes after (a thread a second Ctrl-C left running) is
+        #: refused with reason "closed", never run on a closed database
+        self._closed = False
         self._failure: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
@@ -474,6 +477,7 @@ class Ledger:
                 iids = [iid for iid in iids if iid not in hits]
         if self._empty or not iids:
             return hits
+        self._refuse_if_closed()
         reader = self._reader
         assert reader is not None
         param = dumps(iids if isinstance(iids, list) else list(iids))
@@ -684,6 +688,7 @@ class Ledger:
         With a background writer this returns at once (raising what an
         earlier commit failed with, if one did).
         """
+        self._refuse_if_closed()
         ticket = _Ticket(entries if isinstance(entries, Entries) else Entries(entries), sent,
                          delivered, uncertain or {}, repaired, then, then_once)
         with self._names_lock:
@@ -715,6 +720,11 @@ class Ledger:
         if ticket.error is not None:
             self._raise(ticket.error)
         _follow_up([ticket])
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed or self._closing:
+            raise LedgerError(f"{self.path}: closed while the run was ending; what was not "
+                              "recorded is sent again by the next run", "closed")
 
     def _raise(self, error: BaseException) -> None:
         if isinstance(error, sqlite3.Error):
@@ -918,6 +928,7 @@ class Ledger:
                 self._group.notify_all()
             writer.join()
             self._writer = None
+        self._closed = True
         for db in (self._reader, self._db):
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):

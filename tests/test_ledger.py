@@ -444,3 +444,23 @@ def test_property_newest_delivered_value_wins_end_to_end(
         found = {p["integrationId"]: p["attributes"] for p in emu.app.store.page(10_000, 0)[0]}
     assert found == {user: {attr: n for attr, n in attrs.items()}
                      for user, attrs in model.items()}
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_after_close_a_record_or_lookup_is_refused_as_closed_not_as_a_damaged_file(
+        path: Path, background: bool) -> None:
+    """A sender thread a second Ctrl-C left running used to reach a closed database:
+    "not a usable state file (Cannot operate on a closed database.); move it away"."""
+    ledger = Ledger(path, URL, background=background)
+    ledger.record([("u1", ledger.plain({"plan": 1.0}, 1.0))])
+    ledger.flush()
+    ledger.close()
+    for call in (lambda: ledger.record([("u2", ledger.plain({"plan": 2.0}, 2.0))]),
+                 lambda: ledger.lookup(["u1"])):
+        with pytest.raises(LedgerError) as caught:
+            call()
+        assert caught.value.reason == "closed"
+        assert "closed while the run was ending" in str(caught.value)
+        assert "usable" not in str(caught.value) and "move it away" not in str(caught.value)
+    with Ledger(path, URL) as again:  # the file is fine, and holds what was recorded
+        assert ledger.stamps(again.lookup(["u1"])["u1"])[0] == {"plan": 1.0}
