@@ -30,18 +30,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.compact_bench import _timed  # noqa: E402
 from benchmarks.data import ALLOWLIST, write  # noqa: E402
-from benchmarks.e2e_bench import KEY, _cli, emulator  # noqa: E402
+from benchmarks.e2e_bench import KEY, emulator  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The last commit of round one: the figures this project promised not to lose.
@@ -123,17 +122,7 @@ def _clean_env(tree: str | None = None) -> dict[str, str]:
 def _identify(tree: str, workdir: str, *args: str) -> dict[str, float]:
     """One ``identify`` run of ``tree``'s package: events/s and CPU µs per event."""
     env = {**_clean_env(tree), "XDG_STATE_HOME": os.path.join(workdir, "state-home")}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    done = subprocess.run(_cli("identify", *args, "--json", "--quiet"), capture_output=True,
-                          text=True, cwd=workdir, env=env)
-    seconds = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise SystemExit(f"baseline: identify of {tree} failed ({done.returncode}): "
-                         f"{done.stderr[-600:]}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    report, seconds, cpu = _timed("identify", *args, env=env, cwd=workdir, ok=(0,))
     events = report["events_read"]
     return {"rate": events / seconds, "cpu_us": cpu / events * 1e6}
 

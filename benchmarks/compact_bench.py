@@ -53,22 +53,25 @@ def _settings(tmp: str, name: str, url: str = "https://bench.talon.one") -> str:
     return path
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> tuple[dict, float]:
-    """Run a talon-classic command with --json; return its report and wall seconds."""
+def _run(*args: str, env: dict[str, str] | None = None, cwd: str | None = None,
+         ok: tuple[int, ...] = (0, 1)) -> tuple[dict, float]:
+    """Run a talon-classic command with --json; return its report and wall seconds (an
+    exit status outside ``ok`` stops the benchmark with the command's error)."""
     start = time.monotonic()
     done = subprocess.run(_cli(*args, "--json", "--quiet"), capture_output=True, text=True,
-                          env=env)
+                          env=env, cwd=cwd)
     elapsed = time.monotonic() - start
-    if done.returncode not in (0, 1):
+    if done.returncode not in ok:
         raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr[-800:]}")
     return json.loads(done.stdout.strip().splitlines()[-1]), elapsed
 
 
-def _timed(*args: str) -> tuple[dict, float, float]:
+def _timed(*args: str, env: dict[str, str] | None = None, cwd: str | None = None,
+           ok: tuple[int, ...] = (0, 1)) -> tuple[dict, float, float]:
     """Like :func:`_run`, and the CPU seconds (user + system) of the command and every
     process it waited for (its workers)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    report, elapsed = _run(*args)
+    report, elapsed = _run(*args, env=env, cwd=cwd, ok=ok)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return report, elapsed, cpu
