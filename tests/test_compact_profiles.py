@@ -24,21 +24,17 @@ from talon_classic.jsonio import dumps_bytes, loads
 pytestmark = pytest.mark.skipif(profiles._orjson is None, reason="the fast path needs orjson")
 
 
-def outcome(line: bytes):
-    """(record, check's verdict) or the BadLine's message."""
+def outcome(line: bytes, parse=loads):
+    """(record, check's verdict) or the BadLine's message, ``line`` read by ``parse``."""
     try:
-        record = loads(line)
+        record = parse(line)
     except BadLine as exc:
         return str(exc)
     return record, check(record)
 
 
 def fast_outcome(line: bytes):
-    try:
-        record = parse_line(line)
-    except BadLine as exc:
-        return str(exc)
-    return record, check(record)
+    return outcome(line, parse_line)
 
 
 names = st.one_of(st.sampled_from(["plan", "email", "a", "b", "timestamps", "x]", 'q"', "é",

@@ -341,8 +341,10 @@ def test_a_run_started_in_one_process_resumes_with_workers(talon_emulator_factor
     assert json.loads(ckpt.read_text())["options"]["workers"] == 3
 
 
-@pytest.mark.timeout(120)
-def test_ctrl_c_with_workers_stops_cleanly(talon_emulator_factory, tmp_path: Path) -> None:
+def _sending_with_two_workers(talon_emulator_factory, tmp_path: Path
+                              ) -> tuple[subprocess.Popen, list[int]]:
+    """``identify --workers 2`` in a subprocess, slowed by the emulator's latency; returned
+    once it has delivered and its worker processes are up (their pids)."""
     emu = talon_emulator_factory(latency_ms=50)
     src = tmp_path / "in.jsonl"
     src.write_text(_events(20_000, 20_000))
@@ -352,6 +354,12 @@ def test_ctrl_c_with_workers_stops_cleanly(talon_emulator_factory, tmp_path: Pat
                                  "--checkpoint", str(tmp_path / "c.json")),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers = _wait_for(lambda: emu.stats()["profiles"] >= 20 and _workers_of(proc.pid))
+    return proc, workers
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_with_workers_stops_cleanly(talon_emulator_factory, tmp_path: Path) -> None:
+    proc, workers = _sending_with_two_workers(talon_emulator_factory, tmp_path)
     for pid in [proc.pid, *workers]:  # as a terminal does: the whole process group
         os.kill(pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -364,15 +372,7 @@ def test_ctrl_c_with_workers_stops_cleanly(talon_emulator_factory, tmp_path: Pat
 @pytest.mark.timeout(120)
 def test_a_killed_worker_is_one_line_and_a_nonzero_exit(talon_emulator_factory,
                                                         tmp_path: Path) -> None:
-    emu = talon_emulator_factory(latency_ms=50)
-    src = tmp_path / "in.jsonl"
-    src.write_text(_events(20_000, 20_000))
-    settings = settings_file(tmp_path / "s.json", emu, ["plan"])
-    proc = subprocess.Popen(_cli(str(src), "--settings", settings, "--batch-size", "10",
-                                 "--concurrency", "1", "--workers", "2", "--quiet",
-                                 "--checkpoint", str(tmp_path / "c.json")),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    workers = _wait_for(lambda: emu.stats()["profiles"] >= 20 and _workers_of(proc.pid))
+    proc, workers = _sending_with_two_workers(talon_emulator_factory, tmp_path)
     victim = sorted(workers)[0]
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
