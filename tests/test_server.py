@@ -43,12 +43,17 @@ def wait_for(check, timeout: float = 15.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-@pytest.fixture()
-def service(talon_emulator, tmp_path: Path):
+def on_emulator(talon_emulator, tmp_path: Path, linger: float = 0.05) -> Service:
+    """A service (not started) on the emulator, draining after ``linger`` seconds."""
     client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0, max_attempts=2,
                     backoff_base=0.01, backoff_cap=0.05)
-    svc = Service(str(tmp_path / "spool.db"), Engine(["email", "plan"]), client, [WRITE_KEY],
-                  webhook_secret=SECRET, port=0, linger=0.05, backoff=0.1).start()
+    return Service(str(tmp_path / "spool.db"), Engine(["email", "plan"]), client, [WRITE_KEY],
+                   webhook_secret=SECRET, port=0, linger=linger, backoff=0.1)
+
+
+@pytest.fixture()
+def service(talon_emulator, tmp_path: Path):
+    svc = on_emulator(talon_emulator, tmp_path).start()
     yield svc
     svc.stop()
 
@@ -239,9 +244,15 @@ def test_several_write_keys_and_basic_header_first(talon_emulator, tmp_path: Pat
         wait_for(lambda: talon_emulator.stats()["profiles"] == 3)
 
 
-def test_order_per_profile_across_requests(service, talon_emulator) -> None:
+def test_order_per_profile_across_requests(talon_emulator, tmp_path: Path) -> None:
     """The newest timestamp wins per attribute, whatever order the events arrived in."""
-    service.worker.linger = 5  # one micro-batch for the first three requests
+    # a long linger from the start, so the first three requests are one micro-batch (setting
+    # it on a running worker raced: the worker could still be in its short wait and drain two)
+    with on_emulator(talon_emulator, tmp_path, linger=30) as service:
+        order_per_profile(service, talon_emulator)
+
+
+def order_per_profile(service: Service, talon_emulator) -> None:
     sends = [
         {"userId": "o1", "timestamp": "2024-01-01T00:00:02Z", "traits": {"plan": "new"}},
         {"userId": "o1", "timestamp": "2024-01-01T00:00:01Z",
