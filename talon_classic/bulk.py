@@ -335,8 +335,9 @@ class Pipeline:
             if self.options.profiles:
                 self._take_profile(record, merger)
                 return
-            source = record.event
-            outcome = self._intake.digest(source)
+            outcome = self._intake.digest(record.event)
+            source = (record.event if record.raw is None or self._intake.memberships
+                      else RawEvent(record.raw, self.options.replay_dead_letters))
         else:  # a worker process decoded the line: decoded again only for a dead letter
             assert record.raw is not None
             if self.options.profiles and type(outcome) is tuple:

@@ -16,6 +16,12 @@ line's raw bytes; the original event is decoded again from them
 (:class:`RawEvent`) only when it is needed: for a dead letter. Events that
 carry an Engage audience membership (with ``engageAudiences`` memberships
 or both) come back decoded, since every batch's memberships read them.
+
+The in-process reader does the same: a batch holds each event's line, not
+the decoded event, which is freed as soon as it is transformed (while it is
+still in the processor's cache: about a tenth of a dry run's CPU, and far
+less memory per batch in flight: one bytes object per event instead of the
+dozens of objects a decoded event is).
 """
 
 from __future__ import annotations

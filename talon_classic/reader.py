@@ -41,7 +41,11 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class Record:
-    """One non-blank input line: a decoded ``event`` or a ``skipped`` reason."""
+    """One non-blank input line: a decoded ``event`` or a ``skipped`` reason.
+
+    ``raw`` is the line's bytes (without a byte order mark), for every line
+    that was read whole: a batch keeps it instead of the decoded event.
+    """
 
     input: str
     line: int
@@ -246,6 +250,6 @@ def read_records(
                         source.name, lineno, skipped=bad.reason, error=str(bad), raw=data
                     )
                     continue
-                yield Record(source.name, lineno, event=event)
+                yield Record(source.name, lineno, event=event, raw=data)
         finally:
             source.close()
