@@ -369,6 +369,42 @@ def test_ctrl_c_without_checkpoint_says_nothing_was_recorded(talon_emulator_fact
         "--checkpoint? without it nothing is recorded); run again without --resume")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("gap", [0.0, 0.03, 0.15])
+def test_two_ctrl_c_then_resume_delivers_everything(talon_emulator_factory, tmp_path: Path,
+                                                     gap: float) -> None:
+    """Two SIGINTs (a user pressing Ctrl-C twice, or ``timeout -s INT`` signalling the child
+    and then its group) while batches are in flight: exit 130, the state file is not blamed,
+    and ``--resume`` delivers every profile with its value. The gaps put the second signal
+    before, while and after the in-flight batches finish."""
+    emu = talon_emulator_factory(latency_ms=60)
+    events = _events(400)
+    src = write_jsonl(tmp_path / "in.jsonl", events)
+    settings = write_settings(tmp_path / "s.json", emu)
+    common = [str(src), "--settings", str(settings), "--checkpoint", str(tmp_path / "run.ckpt"),
+              "--batch-size", "10", "--concurrency", "4", "--quiet"]
+    proc = subprocess.Popen(_cli(*common), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 30
+    while emu.stats()["profiles"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    shown = out + err
+    assert "Traceback" not in shown and "usable state file" not in shown, shown
+    assert "move it away" not in shown and "the state file failed" not in shown, shown
+    assert "stopped early: interrupted (Ctrl-C); rerun with --resume to continue" in shown
+    again = run(*common, "--resume")
+    assert again.exit_code == 0, again.output
+    for event in events:
+        profile = emu.profile(event["userId"])
+        assert profile is not None and profile["attributes"] == event["traits"], event
+
+
 def _checkpointed(emu, tmp_path: Path, *extra: str) -> tuple[Path, Path, list[str]]:
     src = write_jsonl(tmp_path / "in.jsonl", _events(30))
     ckpt = tmp_path / "run.ckpt"
