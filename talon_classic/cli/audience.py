@@ -380,7 +380,6 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
     from talon_classic.cli.transform import silence_stdout
     from talon_classic.client import Client
     from talon_classic.deadletter_file import DeadLetters
-    from talon_classic.files import open_private
 
     paths = check_members(members)
     if output and not dry_run:
@@ -409,11 +408,7 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
             stack.callback(management.close)
         recorded = stack.enter_context(open_state(path))
         if dry_run:
-            try:
-                stream = stack.enter_context(open_private(output)) if output else sys.stdout
-            except OSError as exc:
-                raise UsageFailure(f"{output}: cannot write: {exc.strerror}") from None
-            pipe = RequestOutput(stream)
+            pipe = RequestOutput.open(output, stack)
             client = Client.dry_run(settings.application_domain or "", settings.api_key or "",
                                     pipe, concurrency=1)
         else:

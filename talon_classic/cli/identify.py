@@ -56,7 +56,6 @@ from talon_classic.exceptions import (
     LedgerError,
     SettingsError,
 )
-from talon_classic.files import open_private
 from talon_classic.jsonio import dumps
 from talon_classic.reader import STDIN
 from talon_classic.settings import Settings
@@ -558,12 +557,7 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
                              else (run.paths, None))
         output = None
         if opts["dry_run"]:
-            try:
-                stream = (stack.enter_context(open_private(opts["output"]))
-                          if opts["output"] else sys.stdout)
-            except OSError as exc:
-                raise UsageFailure(f"{opts['output']}: cannot write: {exc.strerror}") from None
-            output = RequestOutput(stream)
+            output = RequestOutput.open(opts["output"], stack)
         client, server = open_client(run, stack, output, quiet)
         memberships = open_memberships(run, client, stack, quiet)
         ledger, state_path, state_note = open_state(run, stack)

@@ -10,8 +10,10 @@ one :class:`SettingsArgs` value), :func:`schema_options` and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
@@ -373,6 +375,19 @@ class RequestOutput:
         self.stream = stream
         self.closed_pipe = False
         self.on_closed: Callable[[], None] = lambda: None
+
+    @classmethod
+    def open(cls, path: str | None, stack: contextlib.ExitStack) -> RequestOutput:
+        """``--output PATH`` (created 0600, closed with ``stack``), or stdout without one;
+        a path that cannot be written is a usage error naming it."""
+        from talon_classic.files import open_private
+
+        if not path:
+            return cls(sys.stdout)
+        try:
+            return cls(stack.enter_context(open_private(path)))
+        except OSError as exc:
+            raise UsageFailure(f"{path}: cannot write: {exc.strerror}") from None
 
     def write(self, text: str) -> int:
         """Write, or stop the run if the reader went away."""
