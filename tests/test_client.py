@@ -12,6 +12,7 @@ from email.utils import format_datetime
 import pytest
 import requests
 import responses
+from client_helpers import KEY, FakeSleep, client_for
 
 from talon_classic import __version__
 from talon_classic.client import (
@@ -29,23 +30,6 @@ from talon_classic.exceptions import (
     RetriesExhausted,
     SettingsError,
 )
-
-KEY = "secret-key-0123456789-wxyz"
-
-
-class FakeSleep:
-    """Records the waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-def client_for(emu, **kw) -> Client:
-    kw.setdefault("rate_limit", 0)
-    return Client(emu.url, emu.api_key, **kw)
 
 
 def profiles(n: int, start: int = 0) -> list[dict]:

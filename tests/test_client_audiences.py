@@ -7,6 +7,7 @@ import json
 
 import pytest
 import responses
+from client_helpers import KEY, FakeSleep, client_for
 
 from talon_classic.audiences import Audience, MembershipAction
 from talon_classic.client import Client
@@ -16,21 +17,6 @@ from talon_classic.exceptions import (
     AuthError,
     RejectedError,
 )
-
-KEY = "secret-key-0123456789-wxyz"
-
-
-class FakeSleep:
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-def client_for(emu, **kw) -> Client:
-    kw.setdefault("rate_limit", 0)
-    return Client(emu.url, emu.api_key, **kw)
 
 
 def adds(n: int, audience_id: int, start: int = 0) -> list[MembershipAction]:
