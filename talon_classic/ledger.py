@@ -822,7 +822,10 @@ class Ledger:
                 count = min(_CHUNK, len(ids) - start)
                 params: list[Any] = [None] * (2 * count)  # interleaved, with no pair objects
                 params[0::2] = ids[start:start + count]
-                params[1::2] = blobs[start:start + count]
+                # as bytearrays: sqlite3 binds str and bytearray directly, but looks a bytes
+                # value up in its adapters first (a failed attribute lookup, an exception
+                # raised and cleared), which cost more than the insert itself
+                params[1::2] = map(bytearray, blobs[start:start + count])
                 cur.execute("INSERT INTO ledger_group VALUES " + ",".join(["(?,?)"] * count),
                             params)
             if ids:  # the later of two entries of one profile wins: rowid order

@@ -172,7 +172,7 @@ _LONG_RUN = b"0" * 19
 def _key(text: bytes) -> Any:
     """``loads(text)`` for an ordering key: orjson directly unless it might read it
     differently (an integer of 19 digits or more; anything it refuses)."""
-    if _LONG_RUN not in text.translate(_DIGITS):
+    if text.translate(_DIGITS).find(_LONG_RUN) < 0:  # cheaper than ``in`` (see jsonio)
         try:
             return _orjson.loads(text)
         except ValueError:
