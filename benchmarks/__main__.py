@@ -15,6 +15,7 @@ from benchmarks import (
     baseline_bench,
     compact_bench,
     e2e_bench,
+    instructions_bench,
     memory_bench,
     serve_bench,
     transform_bench,
@@ -23,8 +24,8 @@ from benchmarks import (
 
 def main() -> None:
     """Run transform (without and with a schema), end-to-end, memory, serve, audience and
-    compaction benchmarks, then the main figures side by side with round one's code; print
-    their figures."""
+    compaction benchmarks, then the main figures side by side with round one's code (timed,
+    and in instructions counted by valgrind); print their figures."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check it runs")
     quick = parser.parse_args().quick
@@ -58,6 +59,11 @@ def main() -> None:
             users=3_000 if quick else 150_000)))
     except baseline_bench.NoBaseline as exc:
         print(f"against {baseline_bench.ROUND_ONE}: skipped, {exc}")
+    try:
+        print(instructions_bench.report(instructions_bench.run(
+            events=500 if quick else 10_000)))
+    except baseline_bench.NoBaseline as exc:
+        print(f"instructions per event against {baseline_bench.ROUND_ONE}: skipped, {exc}")
     print(f"total {time.monotonic() - start:.0f}s")
 
 

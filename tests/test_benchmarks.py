@@ -21,5 +21,6 @@ def test_benchmarks_run_quick() -> None:
     for label in ("transform alone", "with a schema", "typing costs", "bulk", "single", "ratio",
                   "memory:", "serve:", "audience:", "compact:", "1 worker", "send", "--compact",
                   "by worker processes (--workers)",
-                  "spark local[*]", "against 57e13bf"):
+                  "spark local[*]", "against 57e13bf",
+                  "instructions per event against 57e13bf"):
         assert label in proc.stdout

@@ -1,0 +1,195 @@
+"""Side by side with an earlier revision, in instructions: the same figure on every run.
+
+``python benchmarks/instructions_bench.py [--rev REV] [--events N]``
+
+Timings on a shared VM move by 10-25% from one run to the next, which hides
+a change of a few percent however many rounds are taken
+(:mod:`benchmarks.baseline_bench` takes the median of five). The number of
+machine instructions a run executes does not move (0.3% between runs of a
+bulk send, 0.0% for the rest): it is counted here with valgrind's
+cachegrind (``--cache-sim=no``), for the earlier revision's package (default
+round one's, :data:`benchmarks.baseline_bench.ROUND_ONE`, taken out of git)
+and this tree's, per event:
+
+* ``Engine.transform`` alone, and JSON line -> transform -> JSON line
+  (each package with its own JSON module): a child process run with and
+  without the loop over ``N`` events, the difference divided by ``N``;
+* ``identify --dry-run`` and ``identify`` in bulk to the emulator (with the
+  state file and, for this tree, ``--no-state``): runs of ``N`` and ``3N``
+  events, the difference divided by ``2N``, so start-up does not count.
+
+What instructions do not show: cache misses and waiting (memory traffic,
+the GIL handed between threads, SQLite's fsync). A change that only moves
+memory around (freeing a batch's events earlier, say) shows in the timings,
+not here; one that does less work shows here first. Under valgrind a run
+takes 20-50 times as long: the default 10,000 events take about five minutes
+in all. Without valgrind on PATH the benchmark says so and measures nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.baseline_bench import ROOT, ROUND_ONE, NoBaseline, extract  # noqa: E402
+from benchmarks.data import ALLOWLIST, write  # noqa: E402
+from benchmarks.e2e_bench import KEY, emulator  # noqa: E402
+
+#: A change smaller than this is within what the counts move between runs.
+TOLERANCE = 0.01
+
+# The child: ``--child TREE EVENTS MODE``; MODE ``setup`` builds everything the others use
+# and stops there, so (MODE - setup) / EVENTS is the loop's own work per event.
+_CHILD = r"""
+import sys
+tree, events, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, tree)
+sys.path.insert(1, sys.argv[4])  # the benchmarks' own data module
+import talon_classic
+assert talon_classic.__file__.startswith(tree), talon_classic.__file__
+try:
+    from talon_classic.jsonio import dumps, loads
+except ImportError:  # before one JSON module for the whole package
+    from talon_classic.reader import dumps, loads
+from talon_classic.transform import Engine
+from benchmarks.data import ALLOWLIST, events as make_events, lines
+
+transform = Engine(ALLOWLIST).transform
+decoded = list(make_events(events))
+raw = list(lines(events))
+if mode == "transform":
+    for event in decoded:
+        transform(event)
+elif mode == "line_to_line":
+    for line in raw:
+        dumps(transform(loads(line)).as_dict())
+"""
+
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def valgrind() -> str | None:
+    """The valgrind program, or None when it is not installed."""
+    return shutil.which("valgrind")
+
+
+def counted(argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
+            ok: tuple[int, ...] = (0,)) -> int:
+    """Instructions ``argv`` executes, counted by cachegrind (all its threads)."""
+    tool = valgrind()
+    if tool is None:
+        raise NoBaseline("valgrind is not installed (apt install valgrind)")
+    done = subprocess.run([tool, "--tool=cachegrind", "--cache-sim=no",
+                           "--cachegrind-out-file=/dev/null", *argv],
+                          capture_output=True, text=True, env=env, cwd=cwd)
+    found = _REFS.search(done.stderr)
+    if done.returncode not in ok or found is None:
+        raise SystemExit(f"instructions: {' '.join(argv[:6])} failed "
+                         f"(exit {done.returncode}): {done.stderr[-600:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def _env(tree: str, state: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "PYTHONPATH": tree, "XDG_STATE_HOME": state}
+
+
+def _identify(tree: str, work: str, src: str, settings: str, *flags: str) -> int:
+    """Instructions of one ``identify`` of ``tree``'s package, with a fresh state home."""
+    state = tempfile.mkdtemp(prefix="state-", dir=work)
+    try:
+        return counted([sys.executable, "-m", "talon_classic.cli", "identify", src,
+                        "--settings", settings, "--quiet", "--dead-letter",
+                        os.path.join(work, "dead.jsonl"), *flags],
+                       env=_env(tree, state), cwd=work)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _settings(work: str, name: str, url: str) -> str:
+    path = os.path.join(work, name)
+    with open(path, "w") as fh:
+        json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
+    return path
+
+
+def run(rev: str = ROUND_ONE, events: int = 10_000) -> dict:
+    """Instructions per event of ``rev``'s package (``base``) and this tree's (``now``, and
+    ``now_no_state`` for the bulk send), under ``per_event``."""
+    if valgrind() is None:
+        raise NoBaseline("valgrind is not installed (apt install valgrind)")
+    tmp = tempfile.mkdtemp(prefix="talon-instructions-bench-")
+    try:
+        base = extract(rev, os.path.join(tmp, "base"))
+        work = os.path.join(tmp, "work")
+        os.makedirs(work)
+        small = write(os.path.join(tmp, "small.jsonl"), events, events * 3 // 4)
+        big = write(os.path.join(tmp, "big.jsonl"), 3 * events, events * 9 // 4)
+        dry = _settings(work, "dry.json", "https://bench.talon.one")
+        per: dict[str, dict[str, float]] = {"base": {}, "now": {}, "now_no_state": {}}
+        for name, tree in (("base", base), ("now", ROOT)):
+            child = [sys.executable, "-c", _CHILD, tree, str(events)]
+            setup = counted([*child, "setup", ROOT], env=_env(tree, work), cwd=work)
+            for mode in ("transform", "line_to_line"):
+                loop = counted([*child, mode, ROOT], env=_env(tree, work), cwd=work)
+                per[name][mode] = (loop - setup) / events
+            runs = [_identify(tree, work, src, dry, "--dry-run", "--output", os.devnull)
+                    for src in (small, big)]
+            per[name]["dry_run"] = (runs[1] - runs[0]) / (2 * events)
+        for name, tree, flags in (("base", base, ()), ("now", ROOT, ()),
+                                  ("now_no_state", ROOT, ("--no-state",))):
+            runs = []
+            for src in (small, big):
+                with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
+                    runs.append(_identify(tree, work, src, _settings(work, "bulk.json", url),
+                                          *flags))
+            per[name]["bulk"] = (runs[1] - runs[0]) / (2 * events)
+        return {"rev": rev, "events": events, "per_event": per}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(fig: dict) -> str:
+    """The counts as printed lines, each of this tree's beside the earlier revision's."""
+    per = fig["per_event"]
+    rows = [("transform alone", "transform", "now"),
+            ("line -> transform -> line", "line_to_line", "now"),
+            ("identify --dry-run", "dry_run", "now"),
+            ("bulk, state file", "bulk", "now"),
+            ("bulk, --no-state", "bulk", "now_no_state")]
+    lines = [f"instructions per event against {fig['rev']} (valgrind, {fig['events']:,} and "
+             f"{3 * fig['events']:,} events; the same on every run)",
+             f"  {'':27s}{fig['rev']:>12s}{'now':>12s}"]
+    for label, key, name in rows:
+        base, mine = per["base"].get(key), per[name].get(key)
+        if not base or not mine:
+            continue
+        gain = base / mine - 1  # fewer instructions: better
+        lines.append(f"  {label:27s}{base:>12,.0f}{mine:>12,.0f} instr.   {gain:+.1%}"
+                     + ("  more" if gain < -TOLERANCE else ""))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Count against ``--rev`` and print."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rev", default=ROUND_ONE, help="the earlier revision (a git commit)")
+    parser.add_argument("--events", type=int, default=10_000)
+    args = parser.parse_args()
+    try:
+        print(report(run(args.rev, args.events)))
+    except NoBaseline as exc:
+        raise SystemExit(f"instructions: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
