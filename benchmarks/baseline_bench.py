@@ -48,8 +48,10 @@ ROUND_ONE = "57e13bf"
 #: A figure this much below the earlier revision's is reported as slower.
 TOLERANCE = 0.03
 
-# The child: one package's transform figures, run as ``--child TREE EVENTS``.
-_CHILD = r"""
+#: What a child process starts with, run as ``python -c CODE TREE EVENTS ROOT ...``: one
+#: package's engine and JSON module (``TREE``), and ``EVENTS`` events both decoded and as
+#: lines (``ROOT``'s benchmarks data module), as ``decoded`` and ``raw``.
+CHILD_PRELUDE = r"""
 import json, sys, time
 tree, events = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, tree)
@@ -66,7 +68,10 @@ from benchmarks.data import ALLOWLIST, events as make_events, lines
 transform = Engine(ALLOWLIST).transform
 decoded = list(make_events(events))
 raw = list(lines(events))
+"""
 
+# The child: one package's transform figures, in CPU time.
+_CHILD = CHILD_PRELUDE + r"""
 def alone():
     for event in decoded:
         transform(event)

@@ -39,32 +39,23 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.baseline_bench import ROOT, ROUND_ONE, NoBaseline, extract  # noqa: E402
+from benchmarks.baseline_bench import (  # noqa: E402
+    CHILD_PRELUDE,
+    ROOT,
+    ROUND_ONE,
+    NoBaseline,
+    extract,
+)
 from benchmarks.data import ALLOWLIST, write  # noqa: E402
 from benchmarks.e2e_bench import KEY, emulator  # noqa: E402
 
 #: A change smaller than this is within what the counts move between runs.
 TOLERANCE = 0.01
 
-# The child: ``--child TREE EVENTS MODE``; MODE ``setup`` builds everything the others use
-# and stops there, so (MODE - setup) / EVENTS is the loop's own work per event.
-_CHILD = r"""
-import sys
-tree, events, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sys.path.insert(0, tree)
-sys.path.insert(1, sys.argv[4])  # the benchmarks' own data module
-import talon_classic
-assert talon_classic.__file__.startswith(tree), talon_classic.__file__
-try:
-    from talon_classic.jsonio import dumps, loads
-except ImportError:  # before one JSON module for the whole package
-    from talon_classic.reader import dumps, loads
-from talon_classic.transform import Engine
-from benchmarks.data import ALLOWLIST, events as make_events, lines
-
-transform = Engine(ALLOWLIST).transform
-decoded = list(make_events(events))
-raw = list(lines(events))
+# The child, run as ``-c CODE TREE EVENTS ROOT MODE``; MODE ``setup`` builds everything the
+# others use and stops there, so (MODE - setup) / EVENTS is the loop's own work per event.
+_CHILD = CHILD_PRELUDE + r"""
+mode = sys.argv[4]
 if mode == "transform":
     for event in decoded:
         transform(event)
@@ -137,9 +128,9 @@ def run(rev: str = ROUND_ONE, events: int = 10_000) -> dict:
         per: dict[str, dict[str, float]] = {"base": {}, "now": {}, "now_no_state": {}}
         for name, tree in (("base", base), ("now", ROOT)):
             child = [sys.executable, "-c", _CHILD, tree, str(events)]
-            setup = counted([*child, "setup", ROOT], env=_env(tree, work), cwd=work)
+            setup = counted([*child, ROOT, "setup"], env=_env(tree, work), cwd=work)
             for mode in ("transform", "line_to_line"):
-                loop = counted([*child, mode, ROOT], env=_env(tree, work), cwd=work)
+                loop = counted([*child, ROOT, mode], env=_env(tree, work), cwd=work)
                 per[name][mode] = (loop - setup) / events
             runs = [_identify(tree, work, src, dry, "--dry-run", "--output", os.devnull)
                     for src in (small, big)]
