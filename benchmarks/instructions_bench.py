@@ -44,7 +44,9 @@ from benchmarks.baseline_bench import (  # noqa: E402
     ROOT,
     ROUND_ONE,
     NoBaseline,
+    compile_package,
     extract,
+    package_env,
 )
 from benchmarks.data import ALLOWLIST, write  # noqa: E402
 from benchmarks.e2e_bench import KEY, emulator  # noqa: E402
@@ -88,9 +90,8 @@ def counted(argv: list[str], *, env: dict[str, str] | None = None, cwd: str | No
     return int(found.group(1).replace(",", ""))
 
 
-def _env(tree: str, state: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return {**env, "PYTHONPATH": tree, "XDG_STATE_HOME": state}
+def _env(tree: str, work: str, state: str) -> dict[str, str]:
+    return {**package_env(tree, work), "XDG_STATE_HOME": state}
 
 
 def _identify(tree: str, work: str, src: str, settings: str, *flags: str) -> int:
@@ -100,7 +101,7 @@ def _identify(tree: str, work: str, src: str, settings: str, *flags: str) -> int
         return counted([sys.executable, "-m", "talon_classic.cli", "identify", src,
                         "--settings", settings, "--quiet", "--dead-letter",
                         os.path.join(work, "dead.jsonl"), *flags],
-                       env=_env(tree, state), cwd=work)
+                       env=_env(tree, work, state), cwd=work)
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
@@ -126,11 +127,13 @@ def run(rev: str = ROUND_ONE, events: int = 10_000) -> dict:
         big = write(os.path.join(tmp, "big.jsonl"), 3 * events, events * 9 // 4)
         dry = _settings(work, "dry.json", "https://bench.talon.one")
         per: dict[str, dict[str, float]] = {"base": {}, "now": {}, "now_no_state": {}}
+        for tree in (base, ROOT):
+            compile_package(tree, work)
         for name, tree in (("base", base), ("now", ROOT)):
             child = [sys.executable, "-c", _CHILD, tree, str(events)]
-            setup = counted([*child, ROOT, "setup"], env=_env(tree, work), cwd=work)
+            setup = counted([*child, ROOT, "setup"], env=_env(tree, work, work), cwd=work)
             for mode in ("transform", "line_to_line"):
-                loop = counted([*child, ROOT, mode], env=_env(tree, work), cwd=work)
+                loop = counted([*child, ROOT, mode], env=_env(tree, work, work), cwd=work)
                 per[name][mode] = (loop - setup) / events
             runs = [_identify(tree, work, src, dry, "--dry-run", "--output", os.devnull)
                     for src in (small, big)]
