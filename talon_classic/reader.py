@@ -25,6 +25,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import IO, Any, TypeVar
 
 from talon_classic.exceptions import InputError
@@ -114,10 +115,22 @@ def _too_long(size: int, max_line_bytes: int) -> BadLine:
 Cut = Callable[[bytes, bool], tuple[T, int, bytes]]
 
 
+#: A line without its last byte (its newline), at C speed.
+_WITHOUT_NEWLINE = itemgetter(slice(None, -1))
+
+
 def split_lines(buffer: bytes, final: bool) -> tuple[list[bytes], int, bytes]:
-    """A :data:`Cut` into the list of whole lines, without their newlines."""
-    lines = buffer.split(b"\n")
-    rest = b"" if final else lines.pop()
+    """A :data:`Cut` into the list of whole lines, without their newlines.
+
+    ``BytesIO.readlines`` finds the newlines with ``memchr``; ``bytes.split``
+    compares byte by byte, which cost twice as much per line.
+    """
+    if final:
+        lines = buffer.split(b"\n")
+        return lines, len(lines), b""
+    lines = io.BytesIO(buffer).readlines()
+    rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+    lines = list(map(_WITHOUT_NEWLINE, lines))
     return lines, len(lines), rest
 
 

@@ -7,10 +7,12 @@ import io
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from talon_classic.exceptions import InputError
 from talon_classic.jsonio import BadLine, dumps, loads
-from talon_classic.reader import read_records
+from talon_classic.reader import read_records, split_lines
 
 
 def records(*paths, **kw):
@@ -194,3 +196,12 @@ def test_line_blocks_of_a_truncated_gzip_end_with_one_truncated_input() -> None:
     last_line, (reason, message) = got[-1]
     assert reason == "truncated_input" and "rest of file skipped" in message
     assert last_line == len(lines) + 1
+
+
+@given(st.binary(max_size=64).map(lambda b: b.replace(b"\x00", b"\n")), st.booleans())
+def test_split_lines_cuts_as_bytes_split_does(buffer: bytes, final: bool) -> None:
+    """Whole lines without their newlines, and the partial line left over (none when
+    ``final``): what ``bytes.split`` gives, found another way (``memchr``)."""
+    lines = buffer.split(b"\n")
+    rest = b"" if final else lines.pop()
+    assert split_lines(buffer, final) == (lines, len(lines), rest)
