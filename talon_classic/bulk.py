@@ -387,14 +387,17 @@ class Pipeline:
         self.summary.keep([])
         attributes, stamps = profile["attributes"], profile["timestamps"]
         first = next(iter(stamps.values()), None)
+        # the line, not the decoded record, as with events (see talon_classic.intake)
+        kept = (profile if record.raw is None
+                else RawEvent(record.raw, self.options.replay_dead_letters))
         if not attributes or all(map(is_, stamps.values(), repeat(first))):
-            merger.add(iid, attributes, newest, (profile, record.where))
+            merger.add(iid, attributes, newest, (kept, record.where))
             return
         groups: dict[tuple[int, bool, float], dict[str, Any]] = {}
         for name, value in attributes.items():
             ts, position = stamps[name]
             groups.setdefault((position, ts is not None, ts or 0.0), {})[name] = value
-        source: tuple[Any, str] | None = (profile, record.where)
+        source: tuple[Any, str] | None = (kept, record.where)
         for (_, timed, ts), values in sorted(groups.items(), key=itemgetter(0)):
             merger.add(iid, values, ts if timed else None, source)
             source = None

@@ -182,6 +182,31 @@ def test_identify_compact_merges_far_apart_users_where_streaming_cannot(talon_em
     assert small_window.profile("u1")["attributes"] == {"plan": "old"}  # why compaction exists
 
 
+def test_a_rejected_profile_is_dead_lettered_as_its_record(talon_emulator,
+                                                           tmp_path: Path) -> None:
+    """The dead letter of a compacted profile Talon.One refuses is the record on its line
+    (the batch keeps the line, not the decoded record), in both timestamp layouts."""
+    talon_emulator.configure(reject_ids=["bad1", "bad2"])
+    one_key = {"integrationId": "bad1", "attributes": {"plan": "pro", "email": "a@x.io"},
+               "timestamps": {"plan": [5.0, 1], "email": [5.0, 1]}}
+    two_keys = {"integrationId": "bad2", "attributes": {"plan": "pro", "email": "b@x.io"},
+                "timestamps": {"plan": [5.0, 1], "email": [None, 2]}}
+    good = {"integrationId": "ok", "attributes": {"plan": "basic"},
+            "timestamps": {"plan": [1.0, 0]}}
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n"
+                           for r in (one_key, good, two_keys)))
+    dead = tmp_path / "d.jsonl"
+    result = cli("identify", str(src), "--profiles", "--quiet", "--settings",
+                 str(settings_for(tmp_path / "s.json", talon_emulator)),
+                 "--dead-letter", str(dead))
+    assert result.exit_code == 1, result.output
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(x["event"], x["reason"], x["input"]) for x in letters] == [
+        (one_key, "rejected", f"{src}:1"), (two_keys, "rejected", f"{src}:3")]
+    assert talon_emulator.profile("ok")["attributes"] == {"plan": "basic"}
+
+
 def test_profiles_input_bad_records_are_skipped_counted_and_named(talon_emulator,
                                                                   tmp_path: Path) -> None:
     good = {"integrationId": "u1", "attributes": {"plan": "pro"}, "timestamps": {"plan": [1.0, 0]}}
