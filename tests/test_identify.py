@@ -393,8 +393,10 @@ def test_two_ctrl_c_then_resume_delivers_everything(talon_emulator_factory, tmp_
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, out + err
     shown = out + err
+    # 130; or, when the second signal lands after the summary, while Python exits, killed
+    # by SIGINT: what a shell shows as 130 as well, with everything already closed
+    assert proc.returncode in (130, -signal.SIGINT), shown
     assert "Traceback" not in shown and "usable state file" not in shown, shown
     assert "move it away" not in shown and "the state file failed" not in shown, shown
     assert "stopped early: interrupted (Ctrl-C); rerun with --resume to continue" in shown
