@@ -133,8 +133,12 @@ def _too_deep(data: bytes) -> bool:
         data = _ESCAPE.sub(b"", data)
     # quotes and brackets only; then strings without brackets (most) go at C speed:
     # removing two adjacent quotes leaves every other byte inside or outside a string
-    # as it was (an empty string, or two strings joined into one)
-    kept = data.translate(_PAIRS, _NOT_QUOTES_OR_BRACKETS).replace(b'""', b"")
+    # as it was (an empty string, or two strings joined into one), as long as every
+    # string is closed: with an odd number of quotes the pair removed could be a string's
+    # end and the unclosed one's start, which would leave the first string unclosed
+    kept = data.translate(_PAIRS, _NOT_QUOTES_OR_BRACKETS)
+    if not kept.count(b'"') % 2:
+        kept = kept.replace(b'""', b"")
     if b'"' in kept:  # strings holding brackets; then an unmatched quote, if any
         kept = _STRING.sub(b"", kept).replace(b'"', b"")
     brackets = kept

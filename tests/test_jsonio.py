@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from talon_classic import jsonio
@@ -131,6 +131,8 @@ def _depth_one_by_one(text: bytes) -> int:
 @given(st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"1", b","]),
                 max_size=60),
        st.integers(0, MAX_NESTING + 3), st.integers(1, 3))
+# a string, then an unclosed one: removing the adjacent quotes first left the first open
+@example(noise=[b"]", b"]", b'"', b"]", b'"', b'"'], depth=515, width=1)
 def test_too_deep_agrees_with_counting_one_by_one(noise: list[bytes], depth: int,
                                                    width: int) -> None:
     """Exact for valid JSON (the quick passes) and for any text (the one-by-one count)."""
