@@ -511,8 +511,12 @@ def environment(bin_dir: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TALON_", "PYTEST_", "COV_CORE_"))}
     env.update(PATH=bin_dir + os.pathsep + env.get("PATH", os.defpath), COLUMNS="80",
-               LINES="24", PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", TERM="dumb",
-               LC_ALL="C.UTF-8")
+               LINES="24", PYTHONUNBUFFERED="1", TERM="dumb", LC_ALL="C.UTF-8")
+    if env.get("PYTHONPYCACHEPREFIX"):
+        # bytecode goes to that cache (the test suite's), never into the checkout
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 

@@ -25,6 +25,13 @@ def pytest_configure(config: pytest.Config) -> None:
     where = tempfile.mkdtemp(prefix="talon-test-state-")
     _SESSION_STATE.append(where)
     os.environ["XDG_STATE_HOME"] = where
+    # The many talon-classic subprocesses compile the package once, into a cache of the
+    # session's, instead of each from source where PYTHONDONTWRITEBYTECODE is set (as on
+    # the project's machine); the checkout gets no __pycache__ either way.
+    cache = tempfile.mkdtemp(prefix="talon-test-pycache-")
+    _SESSION_STATE.append(cache)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = cache
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
