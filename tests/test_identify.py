@@ -374,7 +374,8 @@ def test_ctrl_c_without_checkpoint_says_nothing_was_recorded(talon_emulator_fact
 def test_two_ctrl_c_then_resume_delivers_everything(talon_emulator_factory, tmp_path: Path,
                                                      gap: float) -> None:
     """Two SIGINTs (a user pressing Ctrl-C twice, or ``timeout -s INT`` signalling the child
-    and then its group) while batches are in flight: exit 130, the state file is not blamed,
+    and then its group) while batches are in flight: the status a shell shows as 130, the
+    summary says how to go on, the state file is not blamed,
     and ``--resume`` delivers every profile with its value. The gaps put the second signal
     before, while and after the in-flight batches finish."""
     emu = talon_emulator_factory(latency_ms=60)
