@@ -85,6 +85,7 @@ import contextlib
 import difflib
 import http.client
 import os
+import random
 import re
 import shutil
 import signal
@@ -495,14 +496,32 @@ def normaliser(fixed_ports: Iterable[int], any_numbers: bool = False) -> Callabl
     return norm
 
 
+def _ephemeral_low() -> int:
+    """The first port the system hands out to ``bind(0)`` (Linux: 32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port(taken: set[int]) -> int:
+    """A free loopback port below the ephemeral range, so no other process's ``bind(0)``
+    (the test suite's emulators) can be given it between this check and the example's
+    server binding it: it would answer in the example's place."""
+    low = _ephemeral_low()
+    first = max(1024, low - 12_000)
     while True:
+        port = random.randrange(first, low)
+        if port in taken:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
 
 
 def environment(bin_dir: str | None = None) -> dict[str, str]:
@@ -704,15 +723,19 @@ def _answers(port: int) -> bool:
 
 
 def _settle(log: IO[bytes], proc: subprocess.Popen[bytes], quiet: float = 0.2,
-            limit: float = 3.0) -> None:
-    """Wait until a background command's output has stopped growing for ``quiet`` s."""
-    deadline = time.monotonic() + limit
-    size, since = -1, time.monotonic()
+            limit: float = 3.0, first: float = 1.0) -> None:
+    """Wait until a background command's output has stopped growing for ``quiet`` s,
+    counting from its first output (or from ``first`` s, for one that prints nothing)."""
+    start = time.monotonic()
+    deadline = start + limit
+    size, since = -1, start
     while time.monotonic() < deadline:
         now_size = os.fstat(log.fileno()).st_size
         if now_size != size:
             size, since = now_size, time.monotonic()
-        elif time.monotonic() - since >= quiet or proc.poll() is not None:
+        elif proc.poll() is not None:
+            return
+        elif time.monotonic() - since >= quiet and (size > 0 or time.monotonic() - start >= first):
             return
         time.sleep(0.03)
 
