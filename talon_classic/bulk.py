@@ -336,8 +336,8 @@ class Pipeline:
                 self._take_profile(record, merger)
                 return
             outcome = self._intake.digest(record.event)
-            source = (record.event if record.raw is None or self._intake.memberships
-                      else RawEvent(record.raw, self.options.replay_dead_letters))
+            source = (record.event if self._intake.memberships
+                      else self._held(record, record.event))
         else:  # a worker process decoded the line: decoded again only for a dead letter
             assert record.raw is not None
             if self.options.profiles and type(outcome) is tuple:
@@ -345,7 +345,7 @@ class Pipeline:
                 self._take_profile(record, merger)
                 return
             source = (outcome[4] if type(outcome) is tuple and outcome[4] is not None
-                      else RawEvent(record.raw, self.options.replay_dead_letters))
+                      else self._held(record, None))
         if type(outcome) is Skipped:
             if outcome.decoded:
                 self._skipped(record, outcome.reason, outcome.error, None, source)
@@ -365,6 +365,14 @@ class Pipeline:
             return
         self.summary.keep(outcome[3])
         merger.add(iid, outcome[1], outcome[2], (source, record.where))
+
+    def _held(self, record: Record, decoded: Any) -> Any:
+        """What a batch keeps of ``record``'s event for its dead letter: the line, decoded
+        again only then (see :mod:`talon_classic.intake`), or ``decoded`` for a record read
+        without one (a Parquet row)."""
+        if record.raw is None:
+            return decoded
+        return RawEvent(record.raw, self.options.replay_dead_letters)
 
     def _take_profile(self, record: Record, merger: Merger) -> None:
         """A compacted profile, sent as it is, each value with its own timestamp.
@@ -387,9 +395,7 @@ class Pipeline:
         self.summary.keep([])
         attributes, stamps = profile["attributes"], profile["timestamps"]
         first = next(iter(stamps.values()), None)
-        # the line, not the decoded record, as with events (see talon_classic.intake)
-        kept = (profile if record.raw is None
-                else RawEvent(record.raw, self.options.replay_dead_letters))
+        kept = self._held(record, profile)
         if not attributes or all(map(is_, stamps.values(), repeat(first))):
             merger.add(iid, attributes, newest, (kept, record.where))
             return
