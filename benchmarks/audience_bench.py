@@ -69,45 +69,45 @@ def _sync(members: str, settings: str, state: str, *extra: str) -> dict:
 
 def run(members: int = 1_000_000, churn: float = 0.10) -> dict:
     """Fill an audience with ``members``, then mirror a list with ``churn`` of them replaced."""
-    tmp = tempfile.mkdtemp(prefix="talon-audience-bench-")
-    state = os.path.join(tmp, "state.db")
-    left = int(members * churn)
-    first = _write(os.path.join(tmp, "first.txt"), range(members))
-    # every 1/churn-th member leaves; as many new ids join after the last
-    step = max(1, round(1 / churn)) if churn else members + 1
-    second_ids = [i for i in range(members) if i % step] + list(range(members,
-                                                                     members + left))
-    second = _write(os.path.join(tmp, "second.txt"), second_ids)
-    out: dict = {"members": members, "churn": churn}
-    with emulator("--rate-limit", "0") as url:
-        settings = os.path.join(tmp, "settings.json")
-        with open(settings, "w") as fh:
-            json.dump({"apiKey": KEY, "applicationDomain": url}, fh)
-        http = requests.Session()
-        http.post(f"{url}/v2/audiences", json={"name": "bench"}, timeout=10,
-                  headers={"Authorization": f"ApiKey-v1 {KEY}"}).raise_for_status()
-        seed = _sync(first, settings, state, "--rate-limit", "0")
-        out["seed_seconds"] = seed["elapsed_s"]
-        out["seed_rss_mb"] = seed["peak_rss_mb"]
-        http.post(f"{url}/_emulator/config", json={"rate_limit": 60, "latency_ms": 50},
-                  timeout=10).raise_for_status()
-        start = time.monotonic()
-        report = _sync(second, settings, state)
-        out["wall_seconds"] = time.monotonic() - start
-        stats = http.get(f"{url}/_emulator/audiences", timeout=60).json()["audiences"]
-    actions = report["added"] + report["removed"]
-    out.update(
-        actions=actions, added=report["added"], removed=report["removed"],
-        unchanged=report["unchanged"], requests=report["requests"],
-        read_seconds=report["read_s"], delivery_seconds=report["delivery_s"],
-        rate=actions / report["delivery_s"] if report["delivery_s"] else 0.0,
-        rss_mb=report["peak_rss_mb"], members_after=stats[0]["members"],
-    )
-    out["ceiling_fraction"] = out["rate"] / CEILING
-    expected = len(second_ids)
-    if out["members_after"] != expected or out["added"] != left or out["removed"] != left:
-        raise SystemExit(f"audience bench: wrong result ({out})")
-    return out
+    with tempfile.TemporaryDirectory(prefix="talon-audience-bench-") as tmp:
+        state = os.path.join(tmp, "state.db")
+        left = int(members * churn)
+        first = _write(os.path.join(tmp, "first.txt"), range(members))
+        # every 1/churn-th member leaves; as many new ids join after the last
+        step = max(1, round(1 / churn)) if churn else members + 1
+        second_ids = [i for i in range(members) if i % step] + list(range(members,
+                                                                         members + left))
+        second = _write(os.path.join(tmp, "second.txt"), second_ids)
+        out: dict = {"members": members, "churn": churn}
+        with emulator("--rate-limit", "0") as url:
+            settings = os.path.join(tmp, "settings.json")
+            with open(settings, "w") as fh:
+                json.dump({"apiKey": KEY, "applicationDomain": url}, fh)
+            http = requests.Session()
+            http.post(f"{url}/v2/audiences", json={"name": "bench"}, timeout=10,
+                      headers={"Authorization": f"ApiKey-v1 {KEY}"}).raise_for_status()
+            seed = _sync(first, settings, state, "--rate-limit", "0")
+            out["seed_seconds"] = seed["elapsed_s"]
+            out["seed_rss_mb"] = seed["peak_rss_mb"]
+            http.post(f"{url}/_emulator/config", json={"rate_limit": 60, "latency_ms": 50},
+                      timeout=10).raise_for_status()
+            start = time.monotonic()
+            report = _sync(second, settings, state)
+            out["wall_seconds"] = time.monotonic() - start
+            stats = http.get(f"{url}/_emulator/audiences", timeout=60).json()["audiences"]
+        actions = report["added"] + report["removed"]
+        out.update(
+            actions=actions, added=report["added"], removed=report["removed"],
+            unchanged=report["unchanged"], requests=report["requests"],
+            read_seconds=report["read_s"], delivery_seconds=report["delivery_s"],
+            rate=actions / report["delivery_s"] if report["delivery_s"] else 0.0,
+            rss_mb=report["peak_rss_mb"], members_after=stats[0]["members"],
+        )
+        out["ceiling_fraction"] = out["rate"] / CEILING
+        expected = len(second_ids)
+        if out["members_after"] != expected or out["added"] != left or out["removed"] != left:
+            raise SystemExit(f"audience bench: wrong result ({out})")
+        return out
 
 
 def report(fig: dict) -> str:

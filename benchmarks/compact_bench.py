@@ -168,77 +168,77 @@ def run(events: int = 2_000_000, users: int = 1_000_000, compare: tuple[int, int
         send_only: bool = False) -> dict:
     """Every figure of this benchmark; ``big_events`` 0 skips the memory run; ``send_only``
     compacts once (every core) and measures only the sending."""
-    tmp = tempfile.mkdtemp(prefix="talon-compact-bench-")
-    fig: dict = {"events": events, "users": users, "cores": os.cpu_count() or 1}
-    src = write(os.path.join(tmp, "events.jsonl"), events, users)
-    settings = _settings(tmp, "settings.json")
+    with tempfile.TemporaryDirectory(prefix="talon-compact-bench-") as tmp:
+        fig: dict = {"events": events, "users": users, "cores": os.cpu_count() or 1}
+        src = write(os.path.join(tmp, "events.jsonl"), events, users)
+        settings = _settings(tmp, "settings.json")
 
-    outs = {}
-    for workers in ((fig["cores"],) if send_only else (1, fig["cores"])):
-        out = os.path.join(tmp, f"profiles-{workers}.jsonl")
-        report, elapsed = _run("compact", src, "--settings", settings, "-o", out,
-                               "--workers", str(workers))
-        fig[f"compact_{workers}"] = events / elapsed
-        fig["profiles"] = report["profiles_written"]
-        outs[workers] = out
-    if send_only:
-        fig["send"] = send(tmp, outs[fig["cores"]], "send", "--rate-limit", "60",
-                           "--latency-ms", "50")
+        outs = {}
+        for workers in ((fig["cores"],) if send_only else (1, fig["cores"])):
+            out = os.path.join(tmp, f"profiles-{workers}.jsonl")
+            report, elapsed = _run("compact", src, "--settings", settings, "-o", out,
+                                   "--workers", str(workers))
+            fig[f"compact_{workers}"] = events / elapsed
+            fig["profiles"] = report["profiles_written"]
+            outs[workers] = out
+        if send_only:
+            fig["send"] = send(tmp, outs[fig["cores"]], "send", "--rate-limit", "60",
+                               "--latency-ms", "50")
+            fig["send_free"] = send(tmp, outs[fig["cores"]], "free", "--rate-limit", "0")
+            return fig
+        fig["workers_identical"] = filecmp.cmp(outs[1], outs[fig["cores"]], shallow=False)
+
+        if big_events:
+            big = _template_file(os.path.join(tmp, "big.jsonl"), big_events, big_events // 2)
+            report, elapsed, peak = _peak_tree(["compact", big, "--settings", settings, "-o",
+                                                os.path.join(tmp, "big-profiles.jsonl"),
+                                                "--memory-limit", "500MB"])
+            fig.update(big_events=big_events, big_seconds=elapsed, big_peak_mb=peak,
+                       big_main_peak_mb=report["peak_rss_mb"], big_profiles=report["profiles_written"])
+            os.unlink(big)
+            os.unlink(os.path.join(tmp, "big-profiles.jsonl"))
+
+        fig["send"] = send(tmp, outs[fig["cores"]], "send", "--rate-limit", "60", "--latency-ms", "50")
         fig["send_free"] = send(tmp, outs[fig["cores"]], "free", "--rate-limit", "0")
+
+        cmp_src = write(os.path.join(tmp, "compare.jsonl"), *compare)
+        fig["compare_events"] = compare[0]
+        for mode, flags in (("stream", ()), ("compact", ("--compact",))):
+            with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
+                report, elapsed = _run("identify", cmp_src, *flags, "--settings",
+                                       _settings(tmp, f"{mode}.json", url), "--dead-letter",
+                                       os.path.join(tmp, f"dead-{mode}.jsonl"), env=_env(tmp))
+                stats = _stats(url)
+            fig[f"{mode}_users"] = stats["profiles"]
+            fig[f"{mode}_writes"] = stats["profile_updates"]
+            fig[f"{mode}_seconds"] = elapsed
+            fig[f"{mode}_users_rate"] = stats["profiles"] / elapsed
+
+        for workers in (1, fig["cores"]):
+            with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
+                report, elapsed, cpu = _timed("identify", cmp_src, "--workers", str(workers),
+                                              "--settings", _settings(tmp, f"w{workers}.json", url),
+                                              "--dead-letter",
+                                              os.path.join(tmp, f"dead-w{workers}.jsonl"))
+            fig[f"workers_{workers}_rate"] = report["profiles_upserted"] / elapsed
+            fig[f"workers_{workers}_events_rate"] = report["events_read"] / elapsed
+            fig[f"workers_{workers}_cpu_us"] = cpu / report["events_read"] * 1e6
+            fig[f"workers_{workers}_seconds"] = elapsed
+            fig[f"workers_{workers}_writes"] = report["profiles_upserted"]
+
+        if spark:
+            out = os.path.join(tmp, "profiles-spark.jsonl")
+            start = time.monotonic()
+            done = subprocess.run(_cli("compact", src, "--settings", settings, "-o", out,
+                                       "--engine", "spark", "--quiet"), capture_output=True,
+                                  text=True)
+            fig["spark_seconds"] = time.monotonic() - start
+            fig["spark_ok"] = done.returncode == 0
+            fig["spark_error"] = done.stderr.strip().splitlines()[-1:] if done.returncode else []
+            fig["spark_identical"] = fig["spark_ok"] and filecmp.cmp(out, outs[fig["cores"]],
+                                                                     shallow=False)
+            fig["duckdb_seconds"] = events / fig[f"compact_{fig['cores']}"]
         return fig
-    fig["workers_identical"] = filecmp.cmp(outs[1], outs[fig["cores"]], shallow=False)
-
-    if big_events:
-        big = _template_file(os.path.join(tmp, "big.jsonl"), big_events, big_events // 2)
-        report, elapsed, peak = _peak_tree(["compact", big, "--settings", settings, "-o",
-                                            os.path.join(tmp, "big-profiles.jsonl"),
-                                            "--memory-limit", "500MB"])
-        fig.update(big_events=big_events, big_seconds=elapsed, big_peak_mb=peak,
-                   big_main_peak_mb=report["peak_rss_mb"], big_profiles=report["profiles_written"])
-        os.unlink(big)
-        os.unlink(os.path.join(tmp, "big-profiles.jsonl"))
-
-    fig["send"] = send(tmp, outs[fig["cores"]], "send", "--rate-limit", "60", "--latency-ms", "50")
-    fig["send_free"] = send(tmp, outs[fig["cores"]], "free", "--rate-limit", "0")
-
-    cmp_src = write(os.path.join(tmp, "compare.jsonl"), *compare)
-    fig["compare_events"] = compare[0]
-    for mode, flags in (("stream", ()), ("compact", ("--compact",))):
-        with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
-            report, elapsed = _run("identify", cmp_src, *flags, "--settings",
-                                   _settings(tmp, f"{mode}.json", url), "--dead-letter",
-                                   os.path.join(tmp, f"dead-{mode}.jsonl"), env=_env(tmp))
-            stats = _stats(url)
-        fig[f"{mode}_users"] = stats["profiles"]
-        fig[f"{mode}_writes"] = stats["profile_updates"]
-        fig[f"{mode}_seconds"] = elapsed
-        fig[f"{mode}_users_rate"] = stats["profiles"] / elapsed
-
-    for workers in (1, fig["cores"]):
-        with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
-            report, elapsed, cpu = _timed("identify", cmp_src, "--workers", str(workers),
-                                          "--settings", _settings(tmp, f"w{workers}.json", url),
-                                          "--dead-letter",
-                                          os.path.join(tmp, f"dead-w{workers}.jsonl"))
-        fig[f"workers_{workers}_rate"] = report["profiles_upserted"] / elapsed
-        fig[f"workers_{workers}_events_rate"] = report["events_read"] / elapsed
-        fig[f"workers_{workers}_cpu_us"] = cpu / report["events_read"] * 1e6
-        fig[f"workers_{workers}_seconds"] = elapsed
-        fig[f"workers_{workers}_writes"] = report["profiles_upserted"]
-
-    if spark:
-        out = os.path.join(tmp, "profiles-spark.jsonl")
-        start = time.monotonic()
-        done = subprocess.run(_cli("compact", src, "--settings", settings, "-o", out,
-                                   "--engine", "spark", "--quiet"), capture_output=True,
-                              text=True)
-        fig["spark_seconds"] = time.monotonic() - start
-        fig["spark_ok"] = done.returncode == 0
-        fig["spark_error"] = done.stderr.strip().splitlines()[-1:] if done.returncode else []
-        fig["spark_identical"] = fig["spark_ok"] and filecmp.cmp(out, outs[fig["cores"]],
-                                                                 shallow=False)
-        fig["duckdb_seconds"] = events / fig[f"compact_{fig['cores']}"]
-    return fig
 
 
 def report(fig: dict) -> str:

@@ -179,51 +179,51 @@ def run(events: int = 200_000, users: int = 150_000, single_seconds: float = 10.
         ledger_rounds: int = 2) -> dict:
     """Deliver ``events`` in bulk, then --single for a while, then the ledger's side by side
     (``ledger_rounds`` runs each way); return the figures."""
-    tmp = tempfile.mkdtemp(prefix="talon-bench-")
-    src = write(os.path.join(tmp, "events.jsonl"), events, users)
-    out: dict = {"events": events, "users": users}
-    with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
-        settings = os.path.join(tmp, "settings.json")
-        with open(settings, "w") as fh:
-            json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
-        report = _bulk(src, settings, tmp, "bulk")
-        elapsed = report["seconds"] - report.get("repair_wait_s", 0.0)
-        out["bulk_profiles"] = report["profiles_upserted"]
-        out["bulk_requests"] = report["requests"]
-        out["bulk_seconds"] = elapsed
-        out["bulk_rate"] = report["profiles_upserted"] / elapsed
-        out["bulk_events_rate"] = events / elapsed
-        out["bulk_rss_mb"] = report["peak_rss_mb"]
+    with tempfile.TemporaryDirectory(prefix="talon-bench-") as tmp:
+        src = write(os.path.join(tmp, "events.jsonl"), events, users)
+        out: dict = {"events": events, "users": users}
+        with emulator("--rate-limit", "60", "--latency-ms", "50") as url:
+            settings = os.path.join(tmp, "settings.json")
+            with open(settings, "w") as fh:
+                json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
+            report = _bulk(src, settings, tmp, "bulk")
+            elapsed = report["seconds"] - report.get("repair_wait_s", 0.0)
+            out["bulk_profiles"] = report["profiles_upserted"]
+            out["bulk_requests"] = report["requests"]
+            out["bulk_seconds"] = elapsed
+            out["bulk_rate"] = report["profiles_upserted"] / elapsed
+            out["bulk_events_rate"] = events / elapsed
+            out["bulk_rss_mb"] = report["peak_rss_mb"]
 
-        before = _stats(url)["profile_updates"]
-        proc = subprocess.Popen(_cli("identify", src, "--settings", settings, "--single",
-                                     "--quiet", "--no-state", "--dead-letter",
-                                     os.path.join(tmp, "dead-single.jsonl")),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=_env(tmp))
-        time.sleep(single_seconds)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        sent = _stats(url)["profile_updates"] - before
-        out["single_rate"] = sent / single_seconds
-        out["ledger"] = ledger_cost(src, settings, tmp, ledger_rounds)
-    # The same bulk run against an emulator with no rate limit and no latency:
-    # what this machine's CPU allows end to end (talon-classic + emulator).
-    with emulator("--rate-limit", "0") as url:
-        settings = os.path.join(tmp, "settings-free.json")
-        with open(settings, "w") as fh:
-            json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
-        start = time.monotonic()
-        done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
-                                   "--rate-limit", "0", "--dead-letter",
-                                   os.path.join(tmp, "dead-free.jsonl")),
-                              capture_output=True, text=True, env=_env(tmp))
-        out["cpu_rate"] = json.loads(done.stdout)["profiles_upserted"] / (time.monotonic() - start)
-    out["cpu_fraction"] = out["bulk_rate"] / out["cpu_rate"]
-    out["ratio"] = out["bulk_rate"] / out["single_rate"] if out["single_rate"] else float("inf")
-    out["ceiling_fraction"] = out["bulk_rate"] / CEILING
-    out["emulator_ingest"] = emulator_ingest()
-    return out
+            before = _stats(url)["profile_updates"]
+            proc = subprocess.Popen(_cli("identify", src, "--settings", settings, "--single",
+                                         "--quiet", "--no-state", "--dead-letter",
+                                         os.path.join(tmp, "dead-single.jsonl")),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    env=_env(tmp))
+            time.sleep(single_seconds)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+            sent = _stats(url)["profile_updates"] - before
+            out["single_rate"] = sent / single_seconds
+            out["ledger"] = ledger_cost(src, settings, tmp, ledger_rounds)
+        # The same bulk run against an emulator with no rate limit and no latency:
+        # what this machine's CPU allows end to end (talon-classic + emulator).
+        with emulator("--rate-limit", "0") as url:
+            settings = os.path.join(tmp, "settings-free.json")
+            with open(settings, "w") as fh:
+                json.dump({"apiKey": KEY, "applicationDomain": url, "customAttributes": ALLOWLIST}, fh)
+            start = time.monotonic()
+            done = subprocess.run(_cli("identify", src, "--settings", settings, "--json", "--quiet",
+                                       "--rate-limit", "0", "--dead-letter",
+                                       os.path.join(tmp, "dead-free.jsonl")),
+                                  capture_output=True, text=True, env=_env(tmp))
+            out["cpu_rate"] = json.loads(done.stdout)["profiles_upserted"] / (time.monotonic() - start)
+        out["cpu_fraction"] = out["bulk_rate"] / out["cpu_rate"]
+        out["ratio"] = out["bulk_rate"] / out["single_rate"] if out["single_rate"] else float("inf")
+        out["ceiling_fraction"] = out["bulk_rate"] / CEILING
+        out["emulator_ingest"] = emulator_ingest()
+        return out
 
 
 def report(fig: dict) -> str:

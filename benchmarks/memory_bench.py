@@ -65,59 +65,59 @@ class _Discard(BaseHTTPRequestHandler):
 def run(events: int = 2_000_000, users: int = 1_000_000, deliver: bool = False) -> dict:
     """Stream and sample; return RSS figures in MB (``deliver``: for real, with a ledger)."""
     marks = sorted({events // 4, events // 2, events})
-    tmp = tempfile.mkdtemp(prefix="talon-mem-")
-    settings = os.path.join(tmp, "settings.json")
-    server = None
-    domain = "https://bench.talon.one"
-    flags = ["--dry-run", "--output", os.devnull]
-    state = os.path.join(tmp, "state.db")
-    if deliver:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Discard)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        domain = f"http://127.0.0.1:{server.server_address[1]}"
-        flags = ["--state", state, "--rate-limit", "0", "--dead-letter",
-                 os.path.join(tmp, "dead.jsonl")]
-    with open(settings, "w") as fh:
-        json.dump({"apiKey": "k", "applicationDomain": domain,
-                   "customAttributes": ALLOWLIST}, fh)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "talon_classic.cli", "identify", "-", "--settings", settings,
-         *flags, "--quiet", "--json"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        env={**os.environ, "XDG_STATE_HOME": os.path.join(tmp, "state-home")},
-    )
-    samples = {}
-    start = time.monotonic()
-    chunk: list[bytes] = []
-    for i, line in enumerate(_lines(events, users), 1):
-        chunk.append(line)
-        if len(chunk) == 5000 or i in marks:
-            proc.stdin.write(b"".join(chunk))
-            chunk = []
-        if i in marks:
-            samples[i] = _status(proc.pid, "VmRSS")
-    proc.stdin.write(b"".join(chunk))
-    peak = _status(proc.pid, "VmHWM")
-    proc.stdin.close()
-    out = proc.stdout.read()
-    proc.wait()
-    elapsed = time.monotonic() - start
-    if server is not None:
-        server.shutdown()
-    peak = max(peak, *samples.values())
-    report = json.loads(out)
-    fig = {"events": events, "samples": samples, "peak_mb": peak, "elapsed": elapsed,
-           "events_read": report["events_read"], "ok": peak < LIMIT_MB, "deliver": deliver}
-    if deliver:
-        profiles = report["profiles_upserted"] + report["profiles_current"]
-        from talon_classic.ledger import Ledger
+    with tempfile.TemporaryDirectory(prefix="talon-mem-") as tmp:
+        settings = os.path.join(tmp, "settings.json")
+        server = None
+        domain = "https://bench.talon.one"
+        flags = ["--dry-run", "--output", os.devnull]
+        state = os.path.join(tmp, "state.db")
+        if deliver:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _Discard)
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            domain = f"http://127.0.0.1:{server.server_address[1]}"
+            flags = ["--state", state, "--rate-limit", "0", "--dead-letter",
+                     os.path.join(tmp, "dead.jsonl")]
+        with open(settings, "w") as fh:
+            json.dump({"apiKey": "k", "applicationDomain": domain,
+                       "customAttributes": ALLOWLIST}, fh)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "talon_classic.cli", "identify", "-", "--settings", settings,
+             *flags, "--quiet", "--json"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env={**os.environ, "XDG_STATE_HOME": os.path.join(tmp, "state-home")},
+        )
+        samples = {}
+        start = time.monotonic()
+        chunk: list[bytes] = []
+        for i, line in enumerate(_lines(events, users), 1):
+            chunk.append(line)
+            if len(chunk) == 5000 or i in marks:
+                proc.stdin.write(b"".join(chunk))
+                chunk = []
+            if i in marks:
+                samples[i] = _status(proc.pid, "VmRSS")
+        proc.stdin.write(b"".join(chunk))
+        peak = _status(proc.pid, "VmHWM")
+        proc.stdin.close()
+        out = proc.stdout.read()
+        proc.wait()
+        elapsed = time.monotonic() - start
+        if server is not None:
+            server.shutdown()
+        peak = max(peak, *samples.values())
+        report = json.loads(out)
+        fig = {"events": events, "samples": samples, "peak_mb": peak, "elapsed": elapsed,
+               "events_read": report["events_read"], "ok": peak < LIMIT_MB, "deliver": deliver}
+        if deliver:
+            profiles = report["profiles_upserted"] + report["profiles_current"]
+            from talon_classic.ledger import Ledger
 
-        with Ledger(state, domain) as ledger:  # its own count of what it holds
-            known = ledger.count()
-        fig.update(profiles=profiles, known=known,
-                   bytes_per_million=os.path.getsize(state) / max(1, known) * 1e6)
-    return fig
+            with Ledger(state, domain) as ledger:  # its own count of what it holds
+                known = ledger.count()
+            fig.update(profiles=profiles, known=known,
+                       bytes_per_million=os.path.getsize(state) / max(1, known) * 1e6)
+        return fig
 
 
 def report(fig: dict) -> str:

@@ -52,67 +52,67 @@ def filesystem(path: str) -> str:
 
 def run(seconds: float = 5.0, senders: int = 4, spool_dir: str | None = None) -> dict:
     """Send for ``seconds``; return acknowledged and delivered rates."""
-    tmp = tempfile.mkdtemp(prefix="talon-serve-", dir=spool_dir)
-    with emulator("--rate-limit", "60") as emu_url:
-        settings = os.path.join(tmp, "settings.json")
-        with open(settings, "w") as fh:
-            json.dump({"apiKey": KEY, "applicationDomain": emu_url,
-                       "customAttributes": ALLOWLIST}, fh)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "talon_classic.cli", "serve", "--settings", settings,
-             "--spool", os.path.join(tmp, "spool.db"), "--port", "0", "--write-key", WRITE_KEY,
-             "--threads", "8"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
-            # every request gets fresh messageIds (no duplicates)
-            templates = line_templates(100)
-            acked = [0] * senders
-            stop = time.monotonic() + seconds
+    with tempfile.TemporaryDirectory(prefix="talon-serve-", dir=spool_dir) as tmp:
+        with emulator("--rate-limit", "60") as emu_url:
+            settings = os.path.join(tmp, "settings.json")
+            with open(settings, "w") as fh:
+                json.dump({"apiKey": KEY, "applicationDomain": emu_url,
+                           "customAttributes": ALLOWLIST}, fh)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "talon_classic.cli", "serve", "--settings", settings,
+                 "--spool", os.path.join(tmp, "spool.db"), "--port", "0", "--write-key", WRITE_KEY,
+                 "--threads", "8"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+                # every request gets fresh messageIds (no duplicates)
+                templates = line_templates(100)
+                acked = [0] * senders
+                stop = time.monotonic() + seconds
 
-            host, port = url.removeprefix("http://").rsplit(":", 1)
-            auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+                host, port = url.removeprefix("http://").rsplit(":", 1)
+                auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
 
-            def send(n: int) -> None:
-                # plain http.client with keep-alive: the sender should cost little CPU
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                k = n
-                while time.monotonic() < stop:
-                    base = k * 100
-                    body = b'{"batch":[' + b",".join(
-                        t % ((base + i) % 150_000, base + i) for i, t in enumerate(templates)
-                    ) + b"]}"
-                    conn.request("POST", "/v1/batch", body=body,
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": auth})
-                    r = conn.getresponse()
-                    r.read()
-                    if r.status == 200:
-                        acked[n] += 100
-                    k += senders
+                def send(n: int) -> None:
+                    # plain http.client with keep-alive: the sender should cost little CPU
+                    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                    k = n
+                    while time.monotonic() < stop:
+                        base = k * 100
+                        body = b'{"batch":[' + b",".join(
+                            t % ((base + i) % 150_000, base + i) for i, t in enumerate(templates)
+                        ) + b"]}"
+                        conn.request("POST", "/v1/batch", body=body,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": auth})
+                        r = conn.getresponse()
+                        r.read()
+                        if r.status == 200:
+                            acked[n] += 100
+                        k += senders
 
-            start = time.monotonic()
-            threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            sent_for = time.monotonic() - start
-            total = sum(acked)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                health = requests.get(f"{url}/health").json()
-                if health["spool_depth"] == 0:
-                    break
-                time.sleep(0.2)
-            drained = time.monotonic() - start
-            stats = requests.get(f"{emu_url}/_emulator/stats").json()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    return {"acked": total, "ack_rate": total / sent_for, "seconds": sent_for,
-            "delivered_profiles": stats["profile_updates"],
-            "delivery_rate": stats["profile_updates"] / drained, "drained": drained,
-            "filesystem": filesystem(tmp)}
+                start = time.monotonic()
+                threads = [threading.Thread(target=send, args=(n,)) for n in range(senders)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                sent_for = time.monotonic() - start
+                total = sum(acked)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    health = requests.get(f"{url}/health").json()
+                    if health["spool_depth"] == 0:
+                        break
+                    time.sleep(0.2)
+                drained = time.monotonic() - start
+                stats = requests.get(f"{emu_url}/_emulator/stats").json()
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+        return {"acked": total, "ack_rate": total / sent_for, "seconds": sent_for,
+                "delivered_profiles": stats["profile_updates"],
+                "delivery_rate": stats["profile_updates"] / drained, "drained": drained,
+                "filesystem": filesystem(tmp)}
 
 
 def report(fig: dict) -> str:
