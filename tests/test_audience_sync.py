@@ -49,9 +49,8 @@ def test_options_are_checked() -> None:
 
 
 def test_from_talon_needs_a_management_client(talon_emulator) -> None:
-    with pytest.raises(ValueError, match="ManagementClient"):
-        AudienceSync(client_for(talon_emulator), AudienceState(None),
-                     SyncOptions(1, "mirror", from_talon=True))
+    with AudienceState(None) as state, pytest.raises(ValueError, match="ManagementClient"):
+        AudienceSync(client_for(talon_emulator), state, SyncOptions(1, "mirror", from_talon=True))
 
 
 def test_small_batches_and_concurrency_deliver_in_full(talon_emulator, audience) -> None:
