@@ -210,9 +210,14 @@ class Pipeline:
         sys.setswitchinterval(min(interval, 0.001))
         pool: WorkerPool[list[bytes], Any] | None = None
         try:
-            read = read_profile_records if opts.profiles else read_records
-            records = read(paths, max_line_bytes=opts.max_line_bytes, stdin=stdin,
-                           on_open=self._opened, decode=opts.workers == 1)
+            if opts.profiles:
+                records = read_profile_records(paths, max_line_bytes=opts.max_line_bytes,
+                                               stdin=stdin, on_open=self._opened,
+                                               decode=opts.workers == 1)
+            else:
+                records = read_records(paths, max_line_bytes=opts.max_line_bytes, stdin=stdin,
+                                       on_open=self._opened, decode=opts.workers == 1,
+                                       parse=self._intake.parse)
             if opts.workers > 1:
                 pool = WorkerPool(self._intake, opts.workers, name="talon-identify",
                                   on_death=self._worker_failed)
@@ -335,7 +340,7 @@ class Pipeline:
             if self.options.profiles:
                 self._take_profile(record, merger)
                 return
-            outcome = self._intake.digest(record.event)
+            outcome = self._intake.digest(record.event, record.raw)
             source = (record.event if self._intake.memberships
                       else self._held(record, record.event))
         else:  # a worker process decoded the line: decoded again only for a dead letter

@@ -32,10 +32,10 @@ from typing import Any
 from talon_classic.compact.profiles import check as check_profile
 from talon_classic.engage import ATTRIBUTES, membership_of
 from talon_classic.exceptions import BadLine
-from talon_classic.jsonio import loads
+from talon_classic.jsonio import loads, loads_quick
 from talon_classic.merge import parse_timestamp
 from talon_classic.schema import Schema
-from talon_classic.transform import Engine
+from talon_classic.transform import Engine, Result
 
 #: A kept record: ``(integrationId without --id-prefix, attributes, timestamp (epoch
 #: seconds or None), dropped (name, reason) pairs, the decoded event when the main process
@@ -77,6 +77,23 @@ class RawEvent:
         return event
 
 
+def transformed(engine: Engine, event: Any, line: bytes | None,
+                unwrap: Any = None) -> tuple[Any, Result]:
+    """``(event, engine.transform(event))`` for an event read from ``line`` by
+    :func:`~talon_classic.jsonio.loads_quick`, exact all the same: when the result
+    depends on a float that may stand for a long integer (``Result.approximate``),
+    the line is read again with :func:`~talon_classic.jsonio.loads` (and ``unwrap``
+    applied, as it was to ``event``) and that event is transformed instead.
+    ``line`` None: ``event`` was not read from text, and is taken as it is."""
+    result = engine.transform(event)
+    if result.approximate and line is not None:
+        event = loads(line)
+        if unwrap is not None:
+            event = unwrap(event)
+        result = engine.transform(event)
+    return event, result
+
+
 def original(event: Any) -> Any:
     """A source's event as the dead-letter file writes it (a :class:`RawEvent` decoded)."""
     return event.decode() if type(event) is RawEvent else event
@@ -104,15 +121,23 @@ class Intake:
             return event.get("event")
         return event
 
-    def digest(self, event: Any) -> Kept | Skipped:
-        """What one decoded (and unwrapped) record becomes."""
+    @property
+    def parse(self) -> Any:
+        """How to read a line for :meth:`digest`: quickly (see
+        :func:`~talon_classic.jsonio.loads_quick`) unless the decoded event itself is kept
+        (a membership's; a compacted profile is checked, not transformed)."""
+        return loads if self.memberships or self.profiles else loads_quick
+
+    def digest(self, event: Any, line: bytes | None = None) -> Kept | Skipped:
+        """What one decoded (and unwrapped) record becomes; ``line`` is the text it was read
+        from with :attr:`parse` (read again when the engine needs it exactly)."""
         if self.profiles:
             problem, newest = check_profile(event)
             if problem is not None:
                 return Skipped("invalid_profile", problem)
             # the record itself: its attributes' own timestamps go to the merger
             return (event["integrationId"], event["attributes"], newest, [], event)
-        result = self.engine.transform(event)
+        event, result = transformed(self.engine, event, line, self.unwrap)
         if result.skipped is not None:
             return Skipped(result.skipped, result.error)
         assert result.integration_id is not None and result.attributes is not None  # kept
@@ -123,15 +148,15 @@ class Intake:
         """A worker's job: each raw line decoded and digested, and the Engage attribute names
         met for the first time (the main process's engine learns them)."""
         out: list[Kept | Skipped] = []
-        append, digest, unwrap = out.append, self.digest, self.unwrap
+        append, digest, unwrap, parse = out.append, self.digest, self.unwrap, self.parse
         memberships = self.memberships
         for line in lines:
             try:
-                event = unwrap(loads(line))
+                event = unwrap(parse(line))
             except BadLine as bad:
                 append(Skipped(bad.reason, str(bad), decoded=False))
                 continue
-            outcome = digest(event)
+            outcome = digest(event, line)
             if memberships and type(outcome) is tuple and membership_of(event) is not None:
                 outcome = (*outcome[:4], event)
             append(outcome)

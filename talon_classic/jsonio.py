@@ -24,6 +24,16 @@ Reading, :func:`loads`:
   and a short message: ``Expecting value: column 7``, ``not valid UTF-8
   (byte 3)``, ``nested too deeply (more than 512 levels)``.
 
+:func:`loads_quick` is :func:`loads` without the look for long integers,
+for a caller that can tell whether its result used a float that may stand
+for one: orjson reads an integer literal beyond 64 bits as a float of
+magnitude at least :data:`INEXACT_FLOAT` (2**63), and nothing else differs.
+The engine can tell (:attr:`talon_classic.transform.Result.approximate`),
+and the readers of events read a line again with :func:`loads` when it
+says so (:func:`talon_classic.intake.transformed`). The look costs about a
+quarter of reading an event (a pass over every byte), and events with such
+a float are rare.
+
 Writing, :func:`dumps` (str) and :func:`dumps_bytes` (UTF-8):
 
 * Compact (no spaces), non-ASCII characters as they are.
@@ -59,10 +69,14 @@ from typing import Any
 
 from talon_classic.exceptions import BadLine, Unserialisable
 
-__all__ = ["MAX_NESTING", "BadLine", "Unserialisable", "dumps", "dumps_bytes", "loads"]
+__all__ = ["INEXACT_FLOAT", "MAX_NESTING", "BadLine", "Unserialisable", "dumps", "dumps_bytes",
+           "loads", "loads_quick"]
 
 #: Deepest nesting of arrays and objects :func:`loads` accepts.
 MAX_NESTING = 512
+#: The smallest magnitude of a float orjson makes of an integer literal (one beyond 64 bits):
+#: below it, a float in what :func:`loads_quick` read was a float in the text.
+INEXACT_FLOAT = float(2**63)
 
 _fast: Any = None
 try:  # the ``fast`` extra
@@ -116,6 +130,25 @@ def loads(data: bytes | str) -> Any:
     elif long and data.count(b"[") + data.count(b"{") > MAX_NESTING and _too_deep(data):
         raise BadLine("invalid_json", _TOO_DEEP)
     return _loads_std(data)
+
+
+def loads_quick(data: bytes) -> Any:
+    """:func:`loads`, except that an integer literal beyond 64 bits may be read as a float
+    (of magnitude :data:`INEXACT_FLOAT` or more), as orjson reads it.
+
+    Only for a caller that reads ``data`` again with :func:`loads` whenever its
+    result depends on such a float; everything else (errors, nesting, what
+    orjson refuses) is exactly :func:`loads`.
+    """
+    if _fast is None or type(data) is not bytes:
+        return loads(data)
+    if (len(data) > 2 * MAX_NESTING and data.count(b"[") + data.count(b"{") > MAX_NESTING
+            and _too_deep(data)):
+        raise BadLine("invalid_json", _TOO_DEEP)
+    try:
+        return _fast.loads(data)
+    except (ValueError, RecursionError):
+        return _loads_std(data)
 
 
 def _too_deep(data: bytes) -> bool:

@@ -66,6 +66,7 @@ import inflection
 
 from talon_classic.coerce import MISMATCH, Coercer, coercer
 from talon_classic.engage import ATTRIBUTES, MEMBERSHIPS, EngageMembership, membership_of
+from talon_classic.jsonio import INEXACT_FLOAT
 
 if TYPE_CHECKING:
     from talon_classic.schema import Schema
@@ -88,12 +89,19 @@ DROP_REASONS = ("not_allowlisted", "unsupported_value", "collision", "invalid_au
 MAX_ID_LENGTH = 1000
 #: Largest magnitude of an integer attribute: float64 holds every integer up to it exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
+#: The bounds as constants: ``-NAME`` in a comparison would build the negative every time.
+_MIN_SAFE_INTEGER = -MAX_SAFE_INTEGER
+#: Floats strictly between these were floats in the JSON text, whatever reader read it.
+_MIN_EXACT_FLOAT, _MAX_EXACT_FLOAT = -INEXACT_FLOAT, INEXACT_FLOAT
 #: Keys on the path to an attribute at most (its name joins at most this many).
 MAX_TRAIT_DEPTH = 64
 #: An integer of more bits than this has more than MAX_ID_LENGTH digits
 #: (and fewer bits always gives fewer than Python's 4,300-digit str() limit).
 _ID_BITS = 3400
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Put in ``dropped`` by the flattening when it meets a float that may stand for a long
+#: integer (see :attr:`Result.approximate`); taken out before the result is made.
+_INEXACT = ("", "approximate")
 _SNAKE = re.compile(r"[a-z0-9_]+")
 _ENGAGE_BOOL = frozenset({"audience", "journey_step"})
 _ENGAGE_VALUE = frozenset({"trait", "computed_trait"})
@@ -141,9 +149,18 @@ class Result:
     ``dropped`` listing ``(name, reason)`` for every attribute left out.
     ``memberships``: the Engage audience memberships it says (with
     ``engageAudiences`` ``memberships`` or ``both``; see :mod:`talon_classic.engage`).
+
+    ``approximate``: the result depends on a float of magnitude 2**63 or
+    more (the userId, or a value the flattening looked at), which a JSON
+    reader that turns long integer literals into floats (orjson, through
+    :func:`talon_classic.jsonio.loads_quick`) may have made of an integer.
+    A caller that read the event that way reads it again exactly and
+    transforms it again (:func:`talon_classic.intake.transformed`). It is not
+    part of the mapping: equality and ``as_dict`` leave it out.
     """
 
-    __slots__ = ("integration_id", "attributes", "dropped", "skipped", "error", "memberships")
+    __slots__ = ("integration_id", "attributes", "dropped", "skipped", "error", "memberships",
+                 "approximate")
 
     def __init__(
         self,
@@ -160,6 +177,7 @@ class Result:
         self.skipped = skipped
         self.error = error
         self.memberships = memberships
+        self.approximate = False
 
     @property
     def kept(self) -> bool:
@@ -191,7 +209,10 @@ class Result:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Result):
             return NotImplemented
-        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        return all(getattr(self, s) == getattr(other, s) for s in _COMPARED)
+
+
+_COMPARED = Result.__slots__[:-1]
 
 
 def skip(reason: str, error: str) -> Result:
@@ -377,13 +398,15 @@ class Engine:
             user_id[0].isspace() or user_id[-1].isspace()
         ) and (user_id.isascii() or _LONE_SURROGATE.search(user_id) is None):
             integration_id: str | None = user_id  # the common case, already clean
+            approximate = False
         else:
             found, reason, message = _integration_id(user_id)
             if found is None:
                 return skip(reason or "invalid_user_id", message or "userId is not usable")
             integration_id = found
+            approximate = type(user_id) is float and not _MIN_EXACT_FLOAT < user_id < _MAX_EXACT_FLOAT
         if track is not None:  # Audience Entered/Exited: its user, and the membership
-            return Result(integration_id, {}, [], memberships=(track,))
+            return _marked(Result(integration_id, {}, [], memberships=(track,)), approximate)
 
         context = event.get("context")
         if "traits" in event:
@@ -416,6 +439,8 @@ class Engine:
             # two paths flatten to one name: redo it keeping depths to settle it
             dropped, flat = [], {}
             _flatten(ordinary, "", 1, flat, {}, dropped)
+        if dropped and _INEXACT in dropped:
+            approximate = True
 
         # Events from one source share their set of names: decide per set, once
         # (the allowlist, and with a schema how to type what is left).
@@ -441,6 +466,8 @@ class Engine:
         if engage_key is not None and engage_key in traits and (
                 membership is None or self.engage_audiences != MEMBERSHIPS):
             self._engage(engage_class, engage_key, traits[engage_key], attributes, dropped)
+            if _INEXACT in dropped:
+                approximate = True
             if typing is not None and attributes:  # names the allowlist's entry did not see
                 self._typed(attributes, dropped, self._typing_for(tuple(attributes)))
         elif typing is not None and attributes:
@@ -458,8 +485,10 @@ class Engine:
             elif last[1]:
                 _apply(last[1], attributes, dropped)
         if membership is not None:
-            return Result(integration_id, attributes, dropped, memberships=(membership,))
-        return Result(integration_id, attributes, dropped)
+            result = Result(integration_id, attributes, dropped, memberships=(membership,))
+        else:
+            result = Result(integration_id, attributes, dropped)
+        return _marked(result, approximate) if approximate else result
 
     def _refuse(self, names: tuple[str, ...]) -> _Refusal:
         """Which flattened names are left out, how each is reported, how to type the rest."""
@@ -568,6 +597,15 @@ class Engine:
             self.engage_names.add(attr)
 
 
+def _marked(result: Result, approximate: bool) -> Result:
+    """``result`` with :attr:`Result.approximate` set as the event said, and the flattening's
+    marks taken out of its ``dropped``."""
+    if approximate:
+        result.approximate = True
+        result.dropped[:] = [d for d in result.dropped if d is not _INEXACT]
+    return result
+
+
 def _apply(plan: _Plan, attributes: dict[str, Any], dropped: list[tuple[str, str]]) -> None:
     """Carry out a plan: coerce in place, drop what cannot be coerced or is not in the schema."""
     bad = None
@@ -613,8 +651,8 @@ def _flatten_simple(
                     return False
                 flat[name] = value
                 continue
-        elif (kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER) or kind is bool or (
-                kind is float and _isfinite(value)):
+        elif (kind is int and _MIN_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER) or kind is bool or (
+                kind is float and _MIN_EXACT_FLOAT < value < _MAX_EXACT_FLOAT):
             name = prefix + key
             if name in flat:
                 return False
@@ -643,27 +681,38 @@ def _flatten_simple(
 def _nested_value(
     name: str, value: Any, flat: dict[str, Any], dropped: list[tuple[str, str]]
 ) -> None:
-    """A list (kept if all its items can be sent) or an unsupported value, written or dropped."""
-    items = _scalar_list(value)
+    """A list (kept if all its items can be sent), a float of 2**63 or more (kept, and marked:
+    see :attr:`Result.approximate`) or an unsupported value, written or dropped."""
+    if type(value) is float and _isfinite(value):
+        dropped.append(_INEXACT)
+        flat[name] = value
+        return
+    items = _scalar_list(value, dropped)
     if items is None:  # a list of objects, a non-finite float, a huge integer, ...
         dropped.append((_shown(name), "unsupported_value"))
     else:
         flat[name] = items
 
 
-def _sendable(item: Any) -> bool:
-    """Can this list item be sent as it is (a scalar Talon.One holds exactly)?"""
+def _sendable(item: Any, dropped: list[tuple[str, str]]) -> bool:
+    """Can this list item be sent as it is (a scalar Talon.One holds exactly)? A float of
+    2**63 or more can, and is marked in ``dropped`` (see :attr:`Result.approximate`)."""
     kind = type(item)
     if kind is str:
         return item.isascii() or _LONE_SURROGATE.search(item) is None
     if kind is int:
-        return -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+        return _MIN_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
     if kind is float:
-        return _isfinite(item)
+        if _MIN_EXACT_FLOAT < item < _MAX_EXACT_FLOAT:
+            return True
+        if _isfinite(item):
+            dropped.append(_INEXACT)
+            return True
+        return False
     return kind is bool
 
 
-def _scalar_list(value: Any) -> list[Any] | None:
+def _scalar_list(value: Any, dropped: list[tuple[str, str]]) -> list[Any] | None:
     """A list of sendable scalars without its nulls, or None when ``value`` is no such list."""
     if type(value) is not list:
         return None
@@ -675,7 +724,7 @@ def _scalar_list(value: Any) -> list[Any] | None:
         return value[:] if text.isascii() or _LONE_SURROGATE.search(text) is None else None
     items = [v for v in value if v is not None]
     for item in items:
-        if not _sendable(item):
+        if not _sendable(item, dropped):
             return None
     return items
 
@@ -699,8 +748,8 @@ def _flatten(
     for key, value in obj.items():
         kind = type(value)
         if (kind is str and (value.isascii() or _LONE_SURROGATE.search(value) is None)) or (
-            kind is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
-        ) or kind is bool or (kind is float and _isfinite(value)):
+            kind is int and _MIN_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+        ) or kind is bool or (kind is float and _MIN_EXACT_FLOAT < value < _MAX_EXACT_FLOAT):
             name = prefix + key
             if name in flat:
                 _collide(name, value, level, flat, depth, dropped)
@@ -719,7 +768,12 @@ def _flatten(
                 _flatten(value, prefix + key + "_", level + 1, flat, depth, dropped)
         else:
             name = prefix + key
-            items = _scalar_list(value)
+            items: Any
+            if kind is float and _isfinite(value):  # 2**63 or more (see Result.approximate)
+                dropped.append(_INEXACT)
+                items = value
+            else:
+                items = _scalar_list(value, dropped)
             if items is None:  # a list of objects, a non-finite float, a huge integer, ...
                 dropped.append((_shown(name), "unsupported_value"))
             elif name in flat:

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from talon_classic.intake import Intake, RawEvent, Skipped, original
-from talon_classic.jsonio import loads
+from talon_classic.intake import Intake, RawEvent, Skipped, original, transformed
+from talon_classic.jsonio import loads, loads_quick
 from talon_classic.schema import Schema
 from talon_classic.transform import Engine
 
@@ -116,3 +116,70 @@ def test_profiles_are_checked_as_identify_profiles_checks_them() -> None:
     assert out[0] == ("u", {"a": 1}, 1700000000.0, [], good)  # the record: its own keys
     assert out[1].reason == "invalid_profile"
     assert out[1].error == "timestamps has no key for attribute 'a'"
+
+
+# -- reading quickly, exact all the same ------------------------------------------------------
+
+#: Numbers orjson reads differently from the standard library (beyond 64 bits: floats), the
+#: floats that look like them, and the ones that do not.
+NUMBERS = st.one_of(
+    st.sampled_from(["18446744073709551615", "18446744073709551616", "-9223372036854775808",
+                     "-9223372036854775809", "1" + "0" * 30, "9223372036854775808.0", "1e30",
+                     "-1e19", "1e300", "42", "2.5", "9007199254740993"]),
+    st.integers(-10**40, 10**40).map(str), st.floats(allow_nan=False,
+                                                     allow_infinity=False).map(repr))
+_value = st.recursive(
+    NUMBERS | st.sampled_from(['"s"', "true", "null"]),
+    lambda inner: st.lists(inner, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]")
+    | st.lists(st.tuples(st.sampled_from(['"a"', '"b"', '"a_b"']), inner), max_size=3).map(
+        lambda kv: "{" + ",".join(f"{k}:{v}" for k, v in kv) + "}"),
+    max_leaves=6)
+ENGAGE_SCORE = ',"context":{"personas":{"computation_class":"computed_trait",' \
+    '"computation_key":"score"}}'
+
+
+def _event_text(uid: str, traits: list[tuple[str, str]], engage: bool) -> bytes:
+    members = ",".join(f"{k}:{v}" for k, v in traits)
+    return ('{"type":"identify","userId":' + uid + ',"traits":{' + members + "}"
+            + (ENGAGE_SCORE if engage else "") + "}").encode()
+
+
+quick_events = st.builds(
+    _event_text,
+    st.one_of(NUMBERS, st.just('"u"')),
+    st.lists(st.tuples(st.sampled_from(['"age"', '"score"', '"x"', '"tags"', '"n"']), _value),
+             max_size=4),
+    st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(quick_events, st.booleans())
+def test_an_event_read_quickly_is_transformed_as_one_read_exactly(line: bytes,
+                                                                   typed: bool) -> None:
+    """orjson makes a float of an integer beyond 64 bits; whatever the engine makes of such
+    a float, the line is read again exactly, so every outcome is the exact reader's."""
+    schema = Schema({"age": "string", "x_a": "number", "score": "string"}, source="test") \
+        if typed else None
+    engine = Engine(["age", "x_*", "tags", "n"], schema)
+    exact = loads(line)
+    event, result = transformed(engine, loads_quick(line), line)
+    # the event itself is read again only when the result needs it; the userId always does
+    assert event["userId"] == exact["userId"]
+    assert type(event["userId"]) is type(exact["userId"])
+    assert result == engine.transform(exact) and repr(result) == repr(engine.transform(exact))
+    intake = Intake(engine)
+    assert intake.digest(loads_quick(line), line) == intake.digest(exact)
+    assert as_worker(intake, [line]) == [intake.digest(exact)]
+
+
+def test_a_long_integer_read_quickly_is_still_dropped_and_an_id_still_exact() -> None:
+    engine = Engine(["big", "f"])
+    line = b'{"userId": 100000000000000000000000000000, "traits": {"big": 1' + b"0" * 25 + \
+        b', "f": 1e30}}'
+    quick = engine.transform(loads_quick(line))
+    assert quick.approximate and quick.integration_id == "1e+29"  # what orjson alone gives
+    event, result = transformed(engine, loads_quick(line), line)
+    assert result.integration_id == "1" + "0" * 29  # (still approximate: f is 1e30)
+    assert result.attributes == {"f": 1e30} and result.dropped == [("big", "unsupported_value")]
+    assert event["traits"]["big"] == 10**25
+    assert transformed(engine, {"userId": 1e30, "traits": {}}, None)[1].integration_id == "1e+30"

@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 
 from talon_classic import jsonio
 from talon_classic.exceptions import TalonClassicError
-from talon_classic.jsonio import MAX_NESTING, BadLine, Unserialisable, dumps, dumps_bytes, loads
+from talon_classic.jsonio import (
+    INEXACT_FLOAT,
+    MAX_NESTING,
+    BadLine,
+    Unserialisable,
+    dumps,
+    dumps_bytes,
+    loads,
+    loads_quick,
+)
 
 ORJSON = pytest.importorskip("orjson")
 
@@ -320,6 +329,38 @@ def test_whatever_loads_reads_dumps_writes_and_reads_back(text: str, wrap: int) 
         written.encode("utf-8")  # always valid UTF-8
         again, again_plain = both(loads, written)
         assert _same(again, _finite(value)) and _same(again_plain, again)
+
+
+def _close(quick: Any, exact: Any) -> bool:
+    """``quick`` is ``exact`` but for integers beyond 64 bits, read as floats of at least
+    INEXACT_FLOAT in magnitude (what orjson makes of them)."""
+    if type(exact) is int and type(quick) is float and not -2**63 <= exact < 2**64:
+        return abs(quick) >= INEXACT_FLOAT and quick == float(exact)
+    if isinstance(exact, list) and isinstance(quick, list):
+        return len(exact) == len(quick) and all(map(_close, quick, exact))
+    if isinstance(exact, dict) and isinstance(quick, dict):
+        return exact.keys() == quick.keys() and all(_close(quick[k], exact[k]) for k in exact)
+    return _same(quick, exact)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_text().map(str.encode) | st.binary(max_size=20),
+       st.sampled_from([0, MAX_NESTING, MAX_NESTING + 1]))
+def test_loads_quick_is_loads_but_for_integers_beyond_64_bits(data: bytes, wrap: int) -> None:
+    data = b"[" * wrap + data + b"]" * wrap
+    try:
+        exact = loads(data)
+    except BadLine as bad:
+        with pytest.raises(BadLine) as info:
+            loads_quick(data)
+        assert str(info.value) == str(bad) and info.value.reason == bad.reason
+        return
+    assert _close(loads_quick(data), exact)
+
+
+def test_loads_quick_reads_what_orjson_reads() -> None:
+    assert loads_quick(b"[18446744073709551616, 1]") == [2.0**64, 1]
+    assert loads_quick(b"[1e400]") == [math.inf]  # orjson refuses: the standard library reads
 
 
 def test_without_orjson_installed_the_module_uses_the_standard_library() -> None:

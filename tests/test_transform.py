@@ -450,3 +450,33 @@ def test_typed_engine_matches_its_definition() -> None:
             assert sorted(got.dropped) == sorted(dropped)
 
     check()
+
+
+@pytest.mark.parametrize("event", [
+    {"userId": 2.0**63, "traits": {}},
+    {"userId": -1e30, "type": "track", "event": "Audience Entered", "context": {"personas": {
+        "computation_class": "audience", "computation_key": "vip", "computation_id": "a1"}}},
+    {"userId": "u", "traits": {"a": 1e19}},
+    {"userId": "u", "traits": {"a": {"b": -2.0**63}}},
+    {"userId": "u", "traits": {"a": [1, 2.5, 1e300]}},
+    {"userId": "u", "traits": {"zzz": 1e30}},  # not allowlisted: its drop reason depends on it
+    {"userId": "u", "traits": {"a": 1e30, "a_": 1}, "context": {}},
+    {"userId": "u", "traits": {"score": {"x": 9.3e18}}, "context": {"personas": {
+        "computation_class": "computed_trait", "computation_key": "score"}}},
+])
+def test_a_float_that_may_stand_for_a_long_integer_makes_the_result_approximate(
+        event: dict) -> None:
+    result = Engine(["a*"], engage_audiences="both").transform(event)
+    assert result.approximate
+    assert all(reason != "approximate" for _, reason in result.dropped)  # no marks left
+
+
+def test_a_result_with_ordinary_floats_is_exact_and_approximate_is_not_compared() -> None:
+    engine = Engine(["a", "b"])
+    plain = engine.transform({"userId": 9.2e18, "traits": {"a": [9.2e18, 1.5], "b": math.inf}})
+    assert not plain.approximate and plain.dropped == [("b", "unsupported_value")]
+    big = engine.transform({"userId": "u", "traits": {"a": 1e30}})
+    assert big.approximate and big.attributes == {"a": 1e30}
+    same = engine.transform({"userId": "u", "traits": {"a": 1e30}})
+    same.approximate = False
+    assert same == big and repr(same) == repr(big) and same.as_dict() == big.as_dict()

@@ -18,7 +18,8 @@ from talon_classic.cli.options import (
     warn_without_allowlist,
 )
 from talon_classic.exceptions import InputError
-from talon_classic.jsonio import dumps
+from talon_classic.intake import transformed
+from talon_classic.jsonio import dumps, loads_quick
 from talon_classic.reader import read_records
 from talon_classic.transform import Engine
 
@@ -51,13 +52,13 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
     paths = check_inputs(inputs)
     write = sys.stdout.write
     try:
-        for record in read_records(paths):
+        for record in read_records(paths, parse=loads_quick):
             head = {"line": record.line, "input": record.input}
             if record.skipped is not None:
                 head["skipped"] = record.skipped
                 head["error"] = record.error
             else:
-                head.update(engine.transform(record.event).as_dict())
+                head.update(transformed(engine, record.event, record.raw)[1].as_dict())
             write(dumps(head) + "\n")
         sys.stdout.flush()
     except InputError as exc:

@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from talon_classic.exceptions import BadLine
-from talon_classic.jsonio import dumps_bytes, loads
+from talon_classic.intake import transformed
+from talon_classic.jsonio import dumps_bytes, loads_quick
 from talon_classic.merge import parse_timestamp
 from talon_classic.transform import Engine
 
@@ -73,10 +74,10 @@ def process_line(line: bytes, lineno: int, engine: Engine, max_line_bytes: int) 
     if lineno == 1 and line.startswith(BOM):
         line = line[3:]
     try:
-        event = loads(line)
+        event = loads_quick(line)
     except BadLine as bad:
         return Skipped(bad.reason, str(bad))
-    result = engine.transform(event)
+    event, result = transformed(engine, event, line)
     if result.skipped is not None:
         return Skipped(result.skipped, result.error or result.skipped)
     iid = result.integration_id or ""
