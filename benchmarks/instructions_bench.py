@@ -19,6 +19,12 @@ and this tree's, per event:
   state file and, for this tree, ``--no-state``): runs of ``N`` and ``3N``
   events, the difference divided by ``2N``, so start-up does not count.
 
+Every kind of run goes once, uncounted, on a tiny input before any is
+counted: each package runs from bytecode compiled into the benchmark's own
+cache, and the first run there compiles every module it imports, the
+standard library's too (billions of instructions, which would otherwise
+land in whichever run came first and make its difference meaningless).
+
 What instructions do not show: cache misses and waiting (memory traffic,
 the GIL handed between threads, SQLite's fsync). A change that only moves
 memory around (freeing a batch's events earlier, say) shows in the timings,
@@ -48,6 +54,7 @@ from benchmarks.baseline_bench import (  # noqa: E402
     compile_package,
     extract,
     package_env,
+    warm,
 )
 from benchmarks.data import ALLOWLIST, write  # noqa: E402
 from benchmarks.e2e_bench import KEY, emulator  # noqa: E402
@@ -64,7 +71,7 @@ if mode == "transform":
         transform(event)
 elif mode == "line_to_line":
     for line in raw:
-        dumps(transform(loads(line)).as_dict())
+        dumps(from_line(line).as_dict())
 """
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
@@ -108,6 +115,13 @@ def _identify(tree: str, work: str, src: str, settings: str, *flags: str) -> int
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _warm(tree: str, work: str, tiny: str, dry: str) -> None:
+    """Every kind of run once on ``tiny`` input, uncounted (see :func:`warm`)."""
+    child = [sys.executable, "-c", _CHILD, tree, "10", ROOT, "line_to_line"]
+    subprocess.run(child, env=_env(tree, work, work), cwd=work, check=True, capture_output=True)
+    warm(tree, work, tiny, dry)
+
+
 def _settings(work: str, name: str, url: str) -> str:
     path = os.path.join(work, name)
     with open(path, "w") as fh:
@@ -128,9 +142,11 @@ def run(rev: str = ROUND_ONE, events: int = 10_000) -> dict:
         small = write(os.path.join(tmp, "small.jsonl"), events, events * 3 // 4)
         big = write(os.path.join(tmp, "big.jsonl"), 3 * events, events * 9 // 4)
         dry = _settings(work, "dry.json", "https://bench.talon.one")
+        tiny = write(os.path.join(tmp, "tiny.jsonl"), 10, 10)
         per: dict[str, dict[str, float]] = {"base": {}, "now": {}, "now_no_state": {}}
         for tree in (base, ROOT):
             compile_package(tree, work)
+            _warm(tree, work, tiny, dry)
         for name, tree in (("base", base), ("now", ROOT)):
             child = [sys.executable, "-c", _CHILD, tree, str(events)]
             setup = counted([*child, ROOT, "setup"], env=_env(tree, work, work), cwd=work)

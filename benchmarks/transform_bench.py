@@ -6,8 +6,10 @@ or import it and call :func:`run`. The events are generated in memory by
 an Engage audience identify in every tenth). Single core, best of three
 runs. Targets: (a) >= 200,000 events/s, (b) >= 80,000 events/s.
 
-(b) uses ``talon_classic.reader.loads``/``dumps`` (orjson when installed);
-if that module is missing it falls back to orjson, then to :mod:`json`.
+(b) reads each line as ``talon-classic transform`` does
+(:func:`talon_classic.jsonio.loads_quick`, then
+:func:`talon_classic.intake.transformed`) and writes the result with
+:func:`talon_classic.jsonio.dumps` (orjson when installed).
 ``--profile`` adds a cProfile of ``Engine.transform`` over the same events.
 ``--schema`` adds (a) with :data:`SCHEMA`, a typed schema of every allowlisted
 attribute (issue 13: typing may cost at most 15% of (a)), side by side.
@@ -17,47 +19,25 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import io
 import os
 import pstats
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.data import ALLOWLIST, events, lines  # noqa: E402
+from talon_classic.intake import transformed  # noqa: E402
+from talon_classic.jsonio import dumps, loads_quick  # noqa: E402
 from talon_classic.schema import Schema  # noqa: E402
 from talon_classic.transform import Engine  # noqa: E402
 
-try:
-    from talon_classic.jsonio import dumps, loads
-
-    CODEC = "talon_classic.jsonio"
-except ImportError:  # pragma: no cover - only before the reader existed
-    try:
-        import orjson
-
-        def loads(data: bytes | str) -> Any:
-            """Decode one JSON line."""
-            return orjson.loads(data)
-
-        def dumps(obj: Any) -> str:
-            """Encode one object as compact JSON text."""
-            return orjson.dumps(obj).decode()
-
-        CODEC = "orjson"
-    except ImportError:
-        import json
-
-        loads = json.loads
-
-        def dumps(obj: Any) -> str:
-            """Encode one object as compact JSON text."""
-            return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-        CODEC = "json"
+#: What reads and writes the lines of (b).
+CODEC = "talon_classic.jsonio with " + (
+    "orjson" if importlib.util.find_spec("orjson") else "the standard library")
 
 #: Talon.One's types for the benchmark's allowlist (and its Engage audience).
 SCHEMA = Schema({
@@ -97,7 +77,7 @@ def run(events: int = 100_000) -> dict[str, float]:
 
     def line_to_line() -> None:
         for line in raw:
-            dumps(transform(loads(line)).as_dict())
+            dumps(transformed(engine, loads_quick(line), line)[1].as_dict())
 
     return {"transform": _best(alone, n), "line_to_line": _best(line_to_line, n)}
 
