@@ -77,21 +77,24 @@ class RawEvent:
         return event
 
 
-def transformed(engine: Engine, event: Any, line: bytes | None,
-                unwrap: Any = None) -> tuple[Any, Result]:
-    """``(event, engine.transform(event))`` for an event read from ``line`` by
-    :func:`~talon_classic.jsonio.loads_quick`, exact all the same: when the result
-    depends on a float that may stand for a long integer (``Result.approximate``),
-    the line is read again with :func:`~talon_classic.jsonio.loads` (and ``unwrap``
-    applied, as it was to ``event``) and that event is transformed instead.
-    ``line`` None: ``event`` was not read from text, and is taken as it is."""
-    result = engine.transform(event)
-    if result.approximate and line is not None:
-        event = loads(line)
-        if unwrap is not None:
-            event = unwrap(event)
+def reread(engine: Engine, line: bytes, unwrap: Any = None) -> Result:
+    """What ``engine`` makes of the event on ``line`` read exactly (``unwrap`` applied, as
+    to the event read first).
+
+    For an event read by :func:`~talon_classic.jsonio.loads_quick` whose result says
+    ``approximate``: it depends on a float that may stand for a long integer, so the
+    line's exact reading decides. Every reader of events does::
+
         result = engine.transform(event)
-    return event, result
+        if result.approximate and line is not None:
+            result = reread(engine, line)
+
+    (inline, not a function around ``transform``: that call costs more than the
+    check.) Only the result is read again: what a caller takes from the event
+    itself (its ``timestamp``, a string) is the same either way.
+    """
+    event = loads(line)
+    return engine.transform(event if unwrap is None else unwrap(event))
 
 
 def original(event: Any) -> Any:
@@ -137,7 +140,9 @@ class Intake:
                 return Skipped("invalid_profile", problem)
             # the record itself: its attributes' own timestamps go to the merger
             return (event["integrationId"], event["attributes"], newest, [], event)
-        event, result = transformed(self.engine, event, line, self.unwrap)
+        result = self.engine.transform(event)
+        if result.approximate and line is not None:
+            result = reread(self.engine, line, self.unwrap)
         if result.skipped is not None:
             return Skipped(result.skipped, result.error)
         assert result.integration_id is not None and result.attributes is not None  # kept

@@ -30,7 +30,7 @@ for one: orjson reads an integer literal beyond 64 bits as a float of
 magnitude at least :data:`INEXACT_FLOAT` (2**63), and nothing else differs.
 The engine can tell (:attr:`talon_classic.transform.Result.approximate`),
 and the readers of events read a line again with :func:`loads` when it
-says so (:func:`talon_classic.intake.transformed`). The look costs about a
+says so (:func:`talon_classic.intake.reread`). The look costs about a
 quarter of reading an event (a pass over every byte), and events with such
 a float are rare.
 
@@ -140,15 +140,21 @@ def loads_quick(data: bytes) -> Any:
     result depends on such a float; everything else (errors, nesting, what
     orjson refuses) is exactly :func:`loads`.
     """
-    if _fast is None or type(data) is not bytes:
+    if _fast_loads is None or type(data) is not bytes:
         return loads(data)
-    if (len(data) > 2 * MAX_NESTING and data.count(b"[") + data.count(b"{") > MAX_NESTING
+    # nesting deeper than MAX_NESTING needs more than MAX_NESTING brackets and twice the bytes
+    if (len(data) > _SHORT and data.count(b"[") + data.count(b"{") > MAX_NESTING
             and _too_deep(data)):
         raise BadLine("invalid_json", _TOO_DEEP)
     try:
-        return _fast.loads(data)
+        return _fast_loads(data)
     except (ValueError, RecursionError):
         return _loads_std(data)
+
+
+_fast_loads = _fast.loads if _fast is not None else None
+#: Texts this long at most cannot nest too deeply.
+_SHORT = 2 * MAX_NESTING
 
 
 def _too_deep(data: bytes) -> bool:

@@ -155,7 +155,7 @@ class Result:
     reader that turns long integer literals into floats (orjson, through
     :func:`talon_classic.jsonio.loads_quick`) may have made of an integer.
     A caller that read the event that way reads it again exactly and
-    transforms it again (:func:`talon_classic.intake.transformed`). It is not
+    transforms it again (:func:`talon_classic.intake.reread`). It is not
     part of the mapping: equality and ``as_dict`` leave it out.
     """
 
@@ -383,7 +383,8 @@ class Engine:
             return skip("invalid_event", "the event is not a JSON object")
         etype = event.get("type")
         track = None
-        if etype is not None and (not isinstance(etype, str) or etype.lower() != "identify"):
+        if etype is not None and etype != "identify" and (
+                not isinstance(etype, str) or etype.lower() != "identify"):
             track = membership_of(event) if self.engage_audiences != ATTRIBUTES else None
             if track is None:
                 return skip("not_identify", f"type is {etype!r}; only identify events are sent")
@@ -394,8 +395,9 @@ class Engine:
                 "integrations turns Talon.One off for this event",
             )
         user_id = event.get("userId")
-        if type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and not (
-            user_id[0].isspace() or user_id[-1].isspace()
+        # strip() gives back the string itself when there is nothing to strip
+        if type(user_id) is str and 0 < len(user_id) <= MAX_ID_LENGTH and (
+            user_id.strip() is user_id
         ) and (user_id.isascii() or _LONE_SURROGATE.search(user_id) is None):
             integration_id: str | None = user_id  # the common case, already clean
             approximate = False

@@ -193,3 +193,15 @@ def test_a_failing_transformer_stops_the_run_in_one_line_and_writes_nothing(
                 transformer=ExplodingEngine(ALLOW))
     assert not out.exists()
     assert os.listdir(tmp_path) == ["in.jsonl"]
+
+
+def test_a_line_is_read_quickly_and_its_long_integers_exactly() -> None:
+    from talon_classic.compact.lines import process_line
+    from talon_classic.transform import Engine
+
+    line = (b'{"userId": 100000000000000000000000000001, "timestamp": "2024-01-01T00:00:00Z",'
+            b' "traits": {"age": 123456789012345678901234567890, "email": "a@example.com"}}')
+    kept = process_line(line, 1, Engine(["age", "email"]), 1 << 20)
+    assert kept.integration_id == "100000000000000000000000000001"  # not '1e+29'
+    assert kept.attributes == {"email": "a@example.com"}
+    assert kept.dropped == [("age", "unsupported_value")] and kept.timestamp == 1704067200.0

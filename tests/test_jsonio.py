@@ -36,6 +36,7 @@ ORJSON = pytest.importorskip("orjson")
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "stdlib":
         monkeypatch.setattr(jsonio, "_fast", None)
+        monkeypatch.setattr(jsonio, "_fast_loads", None)
     return request.param
 
 
@@ -43,10 +44,11 @@ def both(func: Any, *args: Any) -> tuple[Any, Any]:
     """``func(*args)`` with orjson, then without it."""
     with_fast = func(*args)
     saved, jsonio._fast = jsonio._fast, None
+    saved_loads, jsonio._fast_loads = jsonio._fast_loads, None
     try:
         return with_fast, func(*args)
     finally:
-        jsonio._fast = saved
+        jsonio._fast, jsonio._fast_loads = saved, saved_loads
 
 
 def nested(depth: int) -> bytes:
@@ -355,7 +357,8 @@ def test_loads_quick_is_loads_but_for_integers_beyond_64_bits(data: bytes, wrap:
             loads_quick(data)
         assert str(info.value) == str(bad) and info.value.reason == bad.reason
         return
-    assert _close(loads_quick(data), exact)
+    quick, plain = both(loads_quick, data)
+    assert _close(quick, exact) and _same(plain, exact)  # without orjson: loads itself
 
 
 def test_loads_quick_reads_what_orjson_reads() -> None:

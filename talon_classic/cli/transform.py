@@ -18,7 +18,7 @@ from talon_classic.cli.options import (
     warn_without_allowlist,
 )
 from talon_classic.exceptions import InputError
-from talon_classic.intake import transformed
+from talon_classic.intake import reread
 from talon_classic.jsonio import dumps, loads_quick
 from talon_classic.reader import read_records
 from talon_classic.transform import Engine
@@ -58,7 +58,10 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
                 head["skipped"] = record.skipped
                 head["error"] = record.error
             else:
-                head.update(transformed(engine, record.event, record.raw)[1].as_dict())
+                result = engine.transform(record.event)
+                if result.approximate and record.raw is not None:
+                    result = reread(engine, record.raw)
+                head.update(result.as_dict())
             write(dumps(head) + "\n")
         sys.stdout.flush()
     except InputError as exc:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from talon_classic.exceptions import BadLine
-from talon_classic.intake import transformed
+from talon_classic.intake import reread
 from talon_classic.jsonio import dumps_bytes, loads_quick
 from talon_classic.merge import parse_timestamp
 from talon_classic.transform import Engine
@@ -77,7 +77,9 @@ def process_line(line: bytes, lineno: int, engine: Engine, max_line_bytes: int) 
         event = loads_quick(line)
     except BadLine as bad:
         return Skipped(bad.reason, str(bad))
-    event, result = transformed(engine, event, line)
+    result = engine.transform(event)
+    if result.approximate:
+        result = reread(engine, line)
     if result.skipped is not None:
         return Skipped(result.skipped, result.error or result.skipped)
     iid = result.integration_id or ""
