@@ -87,6 +87,10 @@ def test_parse_line_reads_every_line_as_loads_does(line: bytes) -> None:
     b'{"integrationId":"u","attributes":{"a":1,"timestamps":{"a":[1,2]}},"timestamps":{"a":[1,2]}}',
     b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[12345678901234567890123,1]}}',
     b'{"integrationId":"u","attributes":{"a":12345678901234567890123},"timestamps":{"a":[1.5,1]}}',
+    b'{"integrationId":"u","attributes":{"a":[1,{"b":[-98765432109876543210]}]},'
+    b'"timestamps":{"a":[1.5,1]}}',
+    b'{"integrationId":"u","x":18446744073709551616,"attributes":{"a":1},"timestamps":{"a":[1,1]}}',
+    b'{"integrationId":"u","attributes":{"a":1e300,"b":-9.3e18},"timestamps":{"a":[1,1],"b":[1,1]}}',
     b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":["soon",1]}}',
     b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1.5]}}',
     b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1.5,1,2]}}',
