@@ -6,8 +6,8 @@ Timings on a shared VM move by 10-25% from one run to the next, which hides
 a change of a few percent however many rounds are taken
 (:mod:`benchmarks.baseline_bench` takes the median of five). The number of
 machine instructions a run executes hardly moves (with a fixed hash seed,
-``PYTHONHASHSEED=0``: 0.01% between two dry runs, about 0.3% between bulk
-sends, whose threads and HTTP vary): it is counted here with valgrind's
+``PYTHONHASHSEED=0``: 0.01% between two dry runs, 0.5% for transform alone,
+up to 3% between bulk sends, whose threads, HTTP and timing vary): it is counted here with valgrind's
 cachegrind (``--cache-sim=no``), for the earlier revision's package (default
 round one's, :data:`benchmarks.baseline_bench.ROUND_ONE`, taken out of git)
 and this tree's, per event:
@@ -178,7 +178,8 @@ def report(fig: dict) -> str:
             ("bulk, state file", "bulk", "now"),
             ("bulk, --no-state", "bulk", "now_no_state")]
     lines = [f"instructions per event against {fig['rev']} (valgrind, {fig['events']:,} and "
-             f"{3 * fig['events']:,} events; within 0.3% from run to run)",
+             f"{3 * fig['events']:,} events; dry runs and transform within 0.5% from run "
+             "to run, bulk sends within 3%)",
              f"  {'':27s}{fig['rev']:>12s}{'now':>12s}"]
     for label, key, name in rows:
         base, mine = per["base"].get(key), per[name].get(key)
