@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from talon_classic.exceptions import LedgerError
+from talon_classic.groupcommit import GroupCommit
 from talon_classic.jsonio import BadLine, dumps, dumps_bytes, loads
 
 try:
@@ -294,9 +295,10 @@ class Ledger:
         #: Entries given to :meth:`record` since opened.
         self.recorded = 0
         self._read_lock = threading.Lock()
+        #: Without the background writer: callers commit together (see record).
+        self._commits: GroupCommit[_Ticket] = GroupCommit(self._commit)
         self._group = threading.Condition()
         self._queue: list[_Ticket] = []
-        self._leading = False
         self._pending: dict[str, Uncertain] = {}
         self._pending_lock = threading.Lock()
         # the background writer: what is queued or being committed, by integrationId
@@ -699,24 +701,7 @@ class Ledger:
         if self._writer is not None:
             self._enqueue(ticket)
             return
-        with self._group:
-            self._queue.append(ticket)
-            while not ticket.done and self._leading:
-                self._group.wait()
-            if not ticket.done:
-                self._leading = True
-                group, self._queue = self._queue, []
-        if not ticket.done:
-            try:
-                self._commit(group)
-            except BaseException as exc:
-                for t in group:
-                    t.error = exc
-            with self._group:
-                for t in group:
-                    t.done = True
-                self._leading = False
-                self._group.notify_all()
+        self._commits.submit(ticket)
         if ticket.error is not None:
             self._raise(ticket.error)
         _follow_up([ticket])

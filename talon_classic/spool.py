@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from talon_classic.groupcommit import GroupCommit
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     received REAL NOT NULL, body BLOB NOT NULL);
@@ -92,9 +94,7 @@ class Spool:
         self._db.executescript(SCHEMA)
         self._depth = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
         self._pruned = 0.0
-        self._group = threading.Condition()
-        self._queue: list[_Ticket] = []
-        self._leading = False
+        self._commits: GroupCommit[_Ticket] = GroupCommit(self._commit)
         #: Why the last write failed ("disk full", ...); None once a write succeeds.
         self.write_error: str | None = None
         #: Writes that failed since the spool was opened.
@@ -117,30 +117,13 @@ class Spool:
     def append(self, events: Iterable[tuple[bytes, str | None]]) -> tuple[int, int]:
         """Store ``(body, messageId)`` pairs durably; return (stored, duplicates).
 
-        Group commit: concurrent callers queue their events; one of them (the
-        leader) writes everything queued in one transaction and one fsync,
-        then wakes the others. Each caller returns only once its own events
-        are on disk, so acknowledging after this call is safe.
+        Group commit (:mod:`talon_classic.groupcommit`): concurrent callers'
+        events go in one transaction and one fsync. Each caller returns only
+        once its own events are on disk, so acknowledging after this call is
+        safe.
         """
         ticket = _Ticket(list(events))
-        with self._group:
-            self._queue.append(ticket)
-            while not ticket.done and self._leading:
-                self._group.wait()
-            if not ticket.done:
-                self._leading = True
-                group, self._queue = self._queue, []
-        if not ticket.done:
-            try:
-                self._commit(group)
-            except BaseException as exc:
-                for t in group:
-                    t.error = exc
-            with self._group:
-                for t in group:
-                    t.done = True
-                self._leading = False
-                self._group.notify_all()
+        self._commits.submit(ticket)
         if ticket.error is not None:
             raise ticket.error
         return ticket.stored, ticket.dupes
