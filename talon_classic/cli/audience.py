@@ -32,6 +32,7 @@ from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    run_interruptible,
     settings_options,
     warn,
 )
@@ -41,7 +42,6 @@ from talon_classic.exceptions import (
     AudienceNotFound,
     AuthError,
     DeliveryError,
-    InputError,
     SettingsError,
 )
 from talon_classic.jsonio import dumps
@@ -377,7 +377,6 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
     4 an unexpected error, 130 interrupted (Ctrl-C).
     """
     from talon_classic.audience_sync import AudienceSync, SyncOptions
-    from talon_classic.cli.transform import silence_stdout
     from talon_classic.client import Client
     from talon_classic.deadletter_file import DeadLetters
 
@@ -401,7 +400,6 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
         raise UsageFailure(str(exc)) from None
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
-    interrupted = False
     pipe: RequestOutput | None = None
     with contextlib.ExitStack() as stack:
         if management is not None:
@@ -421,12 +419,8 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
         if pipe is not None:
             pipe.on_closed = lambda: runner.stop("the output was closed")
         try:
-            summary = runner.run(paths)
-        except KeyboardInterrupt:
-            summary = runner.summary
-            interrupted = True
-        except InputError as exc:
-            raise UsageFailure(str(exc)) from None
+            summary, interrupted = run_interruptible(lambda: runner.run(paths),
+                                                     lambda: runner.summary)
         except AudienceNotFound as exc:
             progress.close()
             raise UsageFailure(f"{exc}: check the id (talon-classic audience list shows "
@@ -441,9 +435,8 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
                                        "before is recorded") from None
         finally:
             progress.close()
-        if pipe is not None and pipe.closed_pipe:
-            silence_stdout()  # like `head` closing a pipe: no summary, no traceback
-            sys.exit(EXIT_OK)
+        if pipe is not None:
+            pipe.exit_if_closed()
     code = sync_exit_code(runner, interrupted)
     to_err = dry_run and not output
     if as_json:

@@ -42,17 +42,16 @@ from talon_classic.cli.options import (
     given,
     ledger_options,
     load_schema,
+    run_interruptible,
     schema_line,
     schema_options,
     settings_options,
     warn,
 )
 from talon_classic.cli.progress import StatusLine, input_eta
-from talon_classic.cli.transform import silence_stdout
 from talon_classic.exceptions import (
     CheckpointError,
     CompactError,
-    InputError,
     LedgerError,
     SettingsError,
 )
@@ -549,7 +548,6 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
-    interrupted = False
     stats = None
     with contextlib.ExitStack() as stack:
         engine = Engine(run.settings, run.schema.schema if run.schema else None)
@@ -581,19 +579,14 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
         if output is not None:
             output.on_closed = lambda: pipeline.stop("the output was closed")
         try:
-            summary = pipeline.run(paths)
-        except KeyboardInterrupt:
-            summary = pipeline.summary
-            interrupted = True
-        except InputError as exc:
-            raise UsageFailure(str(exc)) from None
+            summary, interrupted = run_interruptible(lambda: pipeline.run(paths),
+                                                     lambda: pipeline.summary)
         finally:
             progress.close()
             if compaction is not None:  # the events behind the profiles sent
                 pipeline.summary.take_input_counts(compaction)
-        if output is not None and output.closed_pipe:
-            silence_stdout()  # like `head` closing a pipe: no summary, no traceback
-            sys.exit(EXIT_OK)
+        if output is not None:
+            output.exit_if_closed()
         if server is not None:
             stats = server.app.stats()
     code = exit_code(pipeline, summary, interrupted)

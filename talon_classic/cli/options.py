@@ -24,6 +24,7 @@ from click.core import ParameterSource
 from talon_classic.exceptions import (
     AuthError,
     DeliveryError,
+    InputError,
     RetriesExhausted,
     SettingsError,
     TalonClassicError,
@@ -368,6 +369,32 @@ def warn_without_allowlist(settings: Settings) -> None:
              "--custom-attribute NAME)")
 
 
+def silence_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the interpreter's last flush is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (CliRunner): nothing to silence
+        pass
+    finally:
+        os.close(devnull)
+
+
+R = TypeVar("R")
+
+
+def run_interruptible(run: Callable[[], R], so_far: Callable[[], R]) -> tuple[R, bool]:
+    """``(run(), False)``; after Ctrl-C ``(so_far(), True)``, so the command still reports
+    what it did (and then exits 130). An :class:`InputError` (an input that cannot be
+    read) is a usage error, exit 2."""
+    try:
+        return run(), False
+    except KeyboardInterrupt:
+        return so_far(), True
+    except InputError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
 class RequestOutput:
     """Where a dry run writes its requests; a closed pipe (``| head``) stops the run quietly."""
 
@@ -404,6 +431,13 @@ class RequestOutput:
         except BrokenPipeError:
             self._closed()
             raise
+
+    def exit_if_closed(self) -> None:
+        """After the run: if the reader went away, end as ``head``'s writers do (no summary,
+        no traceback, exit 0)."""
+        if self.closed_pipe:
+            silence_stdout()
+            sys.exit(EXIT_OK)
 
     def _closed(self) -> None:
         if not self.closed_pipe:

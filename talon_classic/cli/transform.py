@@ -15,6 +15,7 @@ from talon_classic.cli.options import (
     load_schema,
     schema_options,
     settings_options,
+    silence_stdout,
     warn_without_allowlist,
 )
 from talon_classic.exceptions import InputError
@@ -68,16 +69,3 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
         raise UsageFailure(str(exc)) from None
     except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as other tools do
         silence_stdout()
-
-
-def silence_stdout() -> None:
-    """After a closed pipe, point stdout at /dev/null so the interpreter's last flush is quiet."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # not a real file (CliRunner): nothing to silence
-        pass
-    finally:
-        os.close(devnull)
