@@ -10,16 +10,15 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from compact_oracle import fold, read_output
+from resume_helpers import kill_after
 
 from talon_classic.cli import main
 
@@ -277,21 +276,10 @@ def test_sigkill_during_profiles_sending_then_resume_delivers_everything_once(
     ckpt = tmp_path / "run.checkpoint.json"
     common = [str(profiles), "--profiles", "--settings", str(s), "--checkpoint", str(ckpt),
               "--quiet", "--dead-letter", str(tmp_path / "d.jsonl")]
-    proc = subprocess.Popen(_cli("identify", *common, "--batch-size", "50", "--concurrency", "2",
-                                 "--rate-limit", "80"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if ckpt.exists() and json.loads(ckpt.read_text())["watermark"] >= 20:
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    acked = kill_after(_cli("identify", *common, "--batch-size", "50", "--concurrency", "2",
+                            "--rate-limit", "80"), ckpt)
     total_batches = 80  # 4,000 profiles, 50 per batch
-    checkpoint = json.loads(ckpt.read_text())
-    acked = checkpoint["watermark"] + 1 + len(checkpoint["done"])
     assert 20 < acked < total_batches
-    time.sleep(0.3)  # requests the killed process had in flight finish on the server side
     before = len(emu.requests(limit=100000))
     finish = subprocess.run(_cli("identify", *common, "--resume", "--json", "--concurrency", "4",
                                  "--rate-limit", "0"), capture_output=True, text=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from resume_helpers import kill_after
 
 from talon_classic.bulk import parse_timestamp
 from talon_classic.cli import main
@@ -258,21 +259,10 @@ def test_sigkill_then_resume_delivers_everything_once(talon_emulator_factory, tm
     settings = write_settings(tmp_path / "s.json", emu)
     ckpt = tmp_path / "run.checkpoint.json"
     common = [str(src), "--settings", str(settings), "--checkpoint", str(ckpt), "--quiet"]
-    proc = subprocess.Popen(_cli(*common, "--batch-size", "50", "--concurrency", "2",
-                                 "--rate-limit", "80"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if ckpt.exists() and json.loads(ckpt.read_text())["watermark"] >= 20:
-            break
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    acked = kill_after(_cli(*common, "--batch-size", "50", "--concurrency", "2",
+                            "--rate-limit", "80"), ckpt)
     total_batches = 200  # 10,000 events cycling over 4,000 users, 50 distinct per batch
-    state = json.loads(ckpt.read_text())
-    acked = state["watermark"] + 1 + len(state["done"])
     assert 20 < acked < total_batches
-    time.sleep(0.3)  # requests the killed process had in flight finish on the server side
     before = len(emu.requests(limit=100000))
 
     # a bare --resume takes the run's options (--batch-size 50) from the checkpoint;

@@ -1,0 +1,29 @@
+"""What the kill -9 + ``--resume`` tests share: a run killed once its checkpoint holds batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def kill_after(argv: list[str], checkpoint: Path, batches: int = 20,
+               timeout: float = 60.0) -> int:
+    """Start ``argv``, kill it with SIGKILL once ``checkpoint``'s watermark reaches
+    ``batches``, and return how many batches the checkpoint acknowledges (up to the
+    watermark and those done beyond it). Then wait a moment, so the requests the killed
+    process had in flight finish on the server's side before anything is counted."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if checkpoint.exists() and json.loads(checkpoint.read_text())["watermark"] >= batches:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads(checkpoint.read_text())
+    time.sleep(0.3)
+    return int(state["watermark"]) + 1 + len(state["done"])
