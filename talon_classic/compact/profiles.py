@@ -157,7 +157,7 @@ def shared_stamps(attributes: dict[str, Any], text: bytes) -> dict[str, Any] | N
         key = text[start:end]
         if not end or text != key.join(pieces):
             return None
-        return dict.fromkeys(attributes, _key(key))
+        return dict.fromkeys(attributes, loads(key))
     except (TypeError, ValueError):  # a name orjson cannot write; the key is not JSON
         return None
 
@@ -165,19 +165,6 @@ def shared_stamps(attributes: dict[str, Any], text: bytes) -> dict[str, Any] | N
 #: Shapes (tuples of names) whose text around the keys is cached; most files have few.
 MAX_SHAPES = 4096
 _PIECES: dict[tuple[str, ...], list[bytes]] = {}
-_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-_LONG_RUN = b"0" * 19
-
-
-def _key(text: bytes) -> Any:
-    """``loads(text)`` for an ordering key: orjson directly unless it might read it
-    differently (an integer of 19 digits or more; anything it refuses)."""
-    if text.translate(_DIGITS).find(_LONG_RUN) < 0:  # cheaper than ``in`` (see jsonio)
-        try:
-            return _orjson.loads(text)
-        except ValueError:
-            pass
-    return loads(text)
 
 
 def parse_line(line: bytes) -> Any:
