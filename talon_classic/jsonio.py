@@ -140,19 +140,18 @@ def loads_quick(data: bytes) -> Any:
     result depends on such a float; everything else (errors, nesting, what
     orjson refuses) is exactly :func:`loads`.
     """
-    if _fast_loads is None or type(data) is not bytes:
+    if _fast is None or type(data) is not bytes:
         return loads(data)
     # nesting deeper than MAX_NESTING needs more than MAX_NESTING brackets and twice the bytes
     if (len(data) > _SHORT and data.count(b"[") + data.count(b"{") > MAX_NESTING
             and _too_deep(data)):
         raise BadLine("invalid_json", _TOO_DEEP)
     try:
-        return _fast_loads(data)
+        return _fast.loads(data)
     except (ValueError, RecursionError):
         return _loads_std(data)
 
 
-_fast_loads = _fast.loads if _fast is not None else None
 #: Texts this long at most cannot nest too deeply.
 _SHORT = 2 * MAX_NESTING
 

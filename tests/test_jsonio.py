@@ -36,7 +36,6 @@ ORJSON = pytest.importorskip("orjson")
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "stdlib":
         monkeypatch.setattr(jsonio, "_fast", None)
-        monkeypatch.setattr(jsonio, "_fast_loads", None)
     return request.param
 
 
@@ -44,11 +43,10 @@ def both(func: Any, *args: Any) -> tuple[Any, Any]:
     """``func(*args)`` with orjson, then without it."""
     with_fast = func(*args)
     saved, jsonio._fast = jsonio._fast, None
-    saved_loads, jsonio._fast_loads = jsonio._fast_loads, None
     try:
         return with_fast, func(*args)
     finally:
-        jsonio._fast, jsonio._fast_loads = saved, saved_loads
+        jsonio._fast = saved
 
 
 def nested(depth: int) -> bytes:
