@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -280,6 +281,7 @@ class AudienceSync:
         answered and recorded, then propagates.
         """
         opts = self.options
+        finished = False
         try:
             self.state.start_list()
             self._read(list(paths), stdin)
@@ -298,7 +300,12 @@ class AudienceSync:
             if (opts.mode == "mirror" and not opts.dry_run and self.auth_error is None
                     and not self._stopping.is_set()):
                 self.state.mark_known(opts.audience_id, "mirror")
+            finished = True
         finally:
+            if not finished and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                # while reading, or a second Ctrl-C inside the handler in _deliver before
+                # its stop() recorded why: the summary still says so (stop keeps a first one)
+                self._interrupted()
             self._finish()
         return self.summary
 
@@ -443,10 +450,7 @@ class AudienceSync:
             while inflight:
                 self._collect(inflight, FIRST_COMPLETED)
         except KeyboardInterrupt:
-            self.stop("interrupted (Ctrl-C): what was acknowledged is recorded; run the same "
-                      "sync again to send the rest" if self._persistent else
-                      "interrupted (Ctrl-C); nothing is recorded (no state), so a rerun sends "
-                      "everything again")
+            self._interrupted()
             for future in inflight:
                 future.cancel()
             raise
@@ -458,6 +462,12 @@ class AudienceSync:
             finally:
                 executor.shutdown(wait=True, cancel_futures=True)
         return exhausted and not self._halted
+
+    def _interrupted(self) -> None:
+        self.stop("interrupted (Ctrl-C): what was acknowledged is recorded; run the same "
+                  "sync again to send the rest" if self._persistent else
+                  "interrupted (Ctrl-C); nothing is recorded (no state), so a rerun sends "
+                  "everything again")
 
     @property
     def _persistent(self) -> bool:

@@ -209,6 +209,7 @@ class Pipeline:
         interval = sys.getswitchinterval()
         sys.setswitchinterval(min(interval, 0.001))
         pool: WorkerPool[list[bytes], Any] | None = None
+        finished = False
         try:
             if opts.profiles:
                 records = read_profile_records(paths, max_line_bytes=opts.max_line_bytes,
@@ -245,18 +246,23 @@ class Pipeline:
             self._flush_ledger()
             self._repair()
             self._flush_ledger()
+            finished = True
         except KeyboardInterrupt:
             # batches cut short are not checkpointed, so --resume sends them again
-            self.stop("interrupted (Ctrl-C); " + self._resume_hint())
+            self._interrupted()
             raise
         finally:
             try:
                 # after Ctrl-C, batches not yet started are dropped (and not checkpointed)
                 executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
             except KeyboardInterrupt:  # Ctrl-C while the last batches were finishing
-                self.stop("interrupted (Ctrl-C); " + self._resume_hint())
+                self._interrupted()
                 raise
             finally:  # the summary is complete however the run ended
+                if not finished and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                    # a second Ctrl-C can land inside a handler above before its stop()
+                    # recorded why; the summary must still say so (stop keeps a first reason)
+                    self._interrupted()
                 if pool is not None:
                     pool.close(graceful=False)  # a no-op once closed
                 gc.set_threshold(*thresholds)
@@ -281,6 +287,9 @@ class Pipeline:
     @property
     def _halted(self) -> bool:
         return self.auth_error is not None or self._stopping.is_set()
+
+    def _interrupted(self) -> None:
+        self.stop("interrupted (Ctrl-C); " + self._resume_hint())
 
     def _resume_hint(self) -> str:
         if self.checkpoint is not None:

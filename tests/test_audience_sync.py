@@ -157,6 +157,37 @@ def test_ctrl_c_records_what_was_acknowledged(talon_emulator, audience) -> None:
         assert "interrupted" in (sync.summary.stopped or "")
 
 
+@pytest.mark.parametrize("twice", [False, True])
+def test_ctrl_c_while_reading_or_twice_still_says_interrupted(talon_emulator, audience,
+                                                              monkeypatch, twice: bool) -> None:
+    """Ctrl-C before anything is sent, or a second Ctrl-C landing inside the first one's
+    handler before stop() records why: the summary still says the sync was interrupted."""
+    real_stop = AudienceSync.stop
+    stops = 0
+
+    def stop(self, reason):
+        nonlocal stops
+        stops += 1
+        if twice and stops == 1:
+            raise KeyboardInterrupt
+        real_stop(self, reason)
+
+    def interrupt(sync: AudienceSync) -> None:
+        if (sync.phase == "reading") != twice:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(AudienceSync, "stop", stop)
+    with AudienceState(None) as state:
+        sync = AudienceSync(client_for(talon_emulator), state,
+                            SyncOptions(audience, "add", batch_size=10, concurrency=1),
+                            warn=lambda _m: None, on_progress=interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            sync.run(["-"], stdin=stdin([f"u{i}" for i in range(30)]))
+    assert sync.summary.stopped == ("interrupted (Ctrl-C); nothing is recorded (no state), so "
+                                    "a rerun sends everything again")
+    assert len(talon_emulator.audience_members(audience)) == sync.summary.added
+
+
 def test_a_dry_run_from_talon_compares_but_adopts_nothing(talon_emulator, audience) -> None:
     talon_emulator.app.audiences.apply([("add", "theirs", audience)])
     management = ManagementClient(talon_emulator.url, talon_emulator.management_key,

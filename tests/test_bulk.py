@@ -82,6 +82,41 @@ def test_ctrl_c_while_the_last_batches_finish_still_completes_the_summary(
                                "so a rerun starts over")
 
 
+def test_a_second_ctrl_c_before_the_first_is_recorded_still_says_interrupted(
+        talon_emulator, tmp_path: Path, monkeypatch) -> None:
+    """Two quick Ctrl-C: the second lands inside the first one's handler, before stop()
+    records why. Seen in CI as a summary with no "stopped early" line and exit 130."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"userId": f"u{i}"}) + "\n" for i in range(40)))
+    real_take, real_stop = Pipeline._take, Pipeline.stop
+    taken = stops = 0
+
+    def take(self, *args):
+        nonlocal taken
+        taken += 1
+        if taken == 10:
+            raise KeyboardInterrupt  # the first Ctrl-C
+        return real_take(self, *args)
+
+    def stop(self, reason):
+        nonlocal stops
+        stops += 1
+        if stops == 1:
+            raise KeyboardInterrupt  # the second, before the first reason is recorded
+        real_stop(self, reason)
+
+    monkeypatch.setattr(Pipeline, "_take", take)
+    monkeypatch.setattr(Pipeline, "stop", stop)
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    pipeline = Pipeline(Engine([]), client, Options(batch_size=2))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run([str(src)])
+    summary = pipeline.summary
+    assert summary.finished is not None and summary.profiles_upserted == 8
+    assert summary.stopped == ("interrupted (Ctrl-C); nothing was recorded (no --checkpoint), "
+                               "so a rerun starts over")
+
+
 def test_values_json_cannot_send_are_dropped_and_nothing_is_lost(talon_emulator_factory,
                                                                  tmp_path: Path) -> None:
     """Lone surrogates, huge integers, deep nesting: dropped or skipped, every batch delivered.
