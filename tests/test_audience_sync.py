@@ -135,6 +135,18 @@ def test_an_audience_deleted_midway_stops_the_sync(talon_emulator, audience) -> 
     assert DeletesAfterFirst.calls == 2  # nothing sent after the 404
 
 
+def interrupted_add(emu, state: AudienceState, audience: int, ids: int,
+                    on_progress) -> AudienceSync:
+    """An ``add`` of ``ids`` members in batches of 10 that ``on_progress`` interrupts
+    (it raises KeyboardInterrupt); the sync, after run() raised it."""
+    sync = AudienceSync(client_for(emu), state,
+                        SyncOptions(audience, "add", batch_size=10, concurrency=1),
+                        warn=lambda _m: None, on_progress=on_progress)
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(["-"], stdin=stdin([f"u{i}" for i in range(ids)]))
+    return sync
+
+
 def test_ctrl_c_records_what_was_acknowledged(talon_emulator, audience) -> None:
     calls = 0
 
@@ -146,11 +158,7 @@ def test_ctrl_c_records_what_was_acknowledged(talon_emulator, audience) -> None:
                 raise KeyboardInterrupt
 
     with AudienceState(None) as state:
-        sync = AudienceSync(client_for(talon_emulator), state,
-                            SyncOptions(audience, "add", batch_size=10, concurrency=1),
-                            warn=lambda _m: None, on_progress=interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            sync.run(["-"], stdin=stdin([f"u{i}" for i in range(100)]))
+        sync = interrupted_add(talon_emulator, state, audience, 100, interrupt)
         recorded = state.member_count(audience)
         assert recorded == sync.summary.added and 10 <= recorded < 100
         assert len(talon_emulator.audience_members(audience)) == recorded
@@ -178,11 +186,7 @@ def test_ctrl_c_while_reading_or_twice_still_says_interrupted(talon_emulator, au
 
     monkeypatch.setattr(AudienceSync, "stop", stop)
     with AudienceState(None) as state:
-        sync = AudienceSync(client_for(talon_emulator), state,
-                            SyncOptions(audience, "add", batch_size=10, concurrency=1),
-                            warn=lambda _m: None, on_progress=interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            sync.run(["-"], stdin=stdin([f"u{i}" for i in range(30)]))
+        sync = interrupted_add(talon_emulator, state, audience, 30, interrupt)
     assert sync.summary.stopped == ("interrupted (Ctrl-C); nothing is recorded (no state), so "
                                     "a rerun sends everything again")
     assert len(talon_emulator.audience_members(audience)) == sync.summary.added
