@@ -57,6 +57,18 @@ class Skipped:
     def __reduce__(self) -> tuple[Any, ...]:
         return Skipped, (self.reason, self.error, self.decoded)
 
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Skipped:
+            return NotImplemented
+        return (self.reason, self.error, self.decoded) == (other.reason, other.error,
+                                                           other.decoded)
+
+    def __hash__(self) -> int:
+        return hash((self.reason, self.error, self.decoded))
+
+    def __repr__(self) -> str:
+        return f"Skipped({self.reason!r}, {self.error!r}, decoded={self.decoded})"
+
 
 class RawEvent:
     """An input line kept undecoded in a batch's sources; :meth:`decode` gives the event

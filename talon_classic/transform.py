@@ -153,9 +153,12 @@ class Result:
     ``approximate``: the result depends on a float of magnitude 2**63 or
     more (the userId, or a value the flattening looked at), which a JSON
     reader that turns long integer literals into floats (orjson, through
-    :func:`talon_classic.jsonio.loads_quick`) may have made of an integer.
-    A caller that read the event that way reads it again exactly and
-    transforms it again (:func:`talon_classic.intake.reread`). It is not
+    :func:`talon_classic.jsonio.loads_quick`) may have made of an integer;
+    a ``not_identify`` skip whose ``type`` is not a string is approximate
+    too, as its message shows the value. A caller that read the event that
+    way reads it again exactly and transforms it again
+    (:func:`talon_classic.intake.reread`); Engage names are learnt
+    (:attr:`Engine.engage_names`) from the exact reading only. It is not
     part of the mapping: equality and ``as_dict`` leave it out.
     """
 
@@ -387,7 +390,9 @@ class Engine:
                 not isinstance(etype, str) or etype.lower() != "identify"):
             track = membership_of(event) if self.engage_audiences != ATTRIBUTES else None
             if track is None:
-                return skip("not_identify", f"type is {etype!r}; only identify events are sent")
+                result = skip("not_identify", f"type is {etype!r}; only identify events are sent")
+                # the message shows the value: a float in it may stand for a long integer
+                return result if type(etype) is str else _marked(result, True)
         integrations = event.get("integrations")
         if integrations is not None and _disabled(integrations):
             return skip(
@@ -589,6 +594,8 @@ class Engine:
         else:
             found = {}
             _flatten({name: value}, "", 1, found, {}, dropped)
+        # an approximate result is read again exactly, which learns the names that stand
+        learn = _INEXACT not in dropped
         for attr, val in found.items():
             if not _is_text(attr):
                 dropped.append((_shown(attr), "unsupported_value"))
@@ -596,7 +603,8 @@ class Engine:
             if attr in attributes:
                 dropped.append((attr, "collision"))
             attributes[attr] = val
-            self.engage_names.add(attr)
+            if learn:
+                self.engage_names.add(attr)
 
 
 def _marked(result: Result, approximate: bool) -> Result:
