@@ -23,10 +23,15 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from importlib import resources
 from typing import Any
+
+import jsonschema
 
 from talon_classic.exceptions import CheckpointError
 from talon_classic.files import write_atomic
+from talon_classic.settings import field_path
 
 VERSION = 2
 
@@ -97,6 +102,35 @@ def _shape_error(path: str, what: str) -> CheckpointError:
                            "delete it to start over")
 
 
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    text = resources.files("talon_classic").joinpath("schemas/checkpoint.schema.json").read_text()
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def _shape_problem(state: dict[str, Any]) -> str | None:
+    """The first field of a checkpoint's fingerprint or options of the wrong kind (a
+    hand-edited file): ``fingerprint.inputs[0].path: expected string``; None if none.
+    Never the value: a checkpoint may hold paths and ids."""
+    errors = sorted(_validator().iter_errors(state), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    error = errors[0]
+    where = field_path(error.absolute_path)
+    # jsonschema types these as "value or Unset"; an error from iter_errors has them set
+    expected: Any = error.validator_value  # the schema has "type" and "required" only
+    if error.validator == "required":
+        instance: Any = error.instance
+        missing = next(n for n in expected if n not in instance)
+        return f"{field_path([*error.absolute_path, missing])}: missing"
+    kinds: list[str] = expected if isinstance(expected, list) else [expected]
+    return f"{where}: expected " + " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
+
+
+_KIND_NAMES = {"string": "a string", "integer": "a whole number", "number": "a number",
+               "boolean": "true or false", "object": "an object", "array": "an array"}
+
+
 class Checkpoint:
     """Acknowledged batch numbers, persisted after every acknowledgement."""
 
@@ -145,6 +179,9 @@ class Checkpoint:
         if not isinstance(skips, dict) or not all(
                 isinstance(k, str) and type(v) is int for k, v in skips.items()):
             raise _shape_error(path, "skips_logged must map inputs to line numbers")
+        problem = _shape_problem({"fingerprint": fp, "options": options})
+        if problem is not None:
+            raise _shape_error(path, problem)
         ckpt = cls(path, fp, options)
         ckpt.watermark, ckpt.done, ckpt.skips_logged = watermark, set(done), skips
         return ckpt

@@ -153,7 +153,8 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(json.loads(text))
 
 
-def _field_path(path: Iterable[Any]) -> str:
+def field_path(path: Iterable[Any]) -> str:
+    """A JSON Schema error's path as messages name a field: ``a.b[0].c``."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -167,7 +168,7 @@ _TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object",
 
 def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
     """Turn a jsonschema error into (field, short problem) without echoing values."""
-    where = _field_path(error.absolute_path) or "(top level)"
+    where = field_path(error.absolute_path) or "(top level)"
     # jsonschema types these as "value or Unset"; a ValidationError from
     # iter_errors always has them set.
     validator, expected = str(error.validator), str(error.validator_value)
@@ -187,7 +188,7 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
         # A key pasted where a name belongs must not be echoed: show only names
         # that look like a setting's (letters and underscores, short).
         shown = extra[0] if _SETTING_NAME.fullmatch(extra[0]) else "(unknown name, not shown)"
-        return _field_path([*error.absolute_path, shown]), (
+        return field_path([*error.absolute_path, shown]), (
             "unknown setting (expected apiKey, applicationDomain, deployment, customAttributes, "
             "managementKey, engageAudiences or audienceIds)"
         )

@@ -460,6 +460,32 @@ def test_a_checkpoint_of_the_wrong_shape_is_one_line_exit_2(emu, tmp_path: Path,
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("section, name, value, problem", [
+    ("fingerprint", "inputs", 5, "fingerprint.inputs: expected an array"),
+    ("fingerprint", "inputs", [5], "fingerprint.inputs[0]: expected an object"),
+    ("fingerprint", "inputs", [{"size": 1}], "fingerprint.inputs[0].path: missing"),
+    ("options", "batch_size", "x", "options.batch_size: expected a whole number"),
+    ("options", "settings_path", 5, "options.settings_path: expected a string or null"),
+])
+def test_a_hand_edited_checkpoint_names_the_field_exit_2(emu, tmp_path: Path, section: str,
+                                                         name: str, value: object,
+                                                         problem: str) -> None:
+    """A checkpoint of the right shape whose fields hold the wrong kinds (an adversarial
+    tester's edits): before, a TypeError or KeyError traceback and exit 1."""
+    src = write_jsonl(tmp_path / "in.jsonl", _events(3))
+    ckpt = tmp_path / "run.ckpt"
+    common = [str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+              "--checkpoint", str(ckpt)]
+    assert run(*common).exit_code == 0
+    state = json.loads(ckpt.read_text())
+    state[section][name] = value
+    ckpt.write_text(json.dumps(state))
+    result = run(*common, "--resume")
+    assert result.exit_code == 2, result.output
+    assert result.output == (f"Error: {ckpt}: not a talon-classic checkpoint ({problem}); "
+                             "delete it to start over\n")
+
+
 def test_files_with_users_data_are_created_0600(emu, tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
