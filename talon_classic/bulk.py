@@ -249,20 +249,20 @@ class Pipeline:
             finished = True
         except KeyboardInterrupt:
             # batches cut short are not checkpointed, so --resume sends them again
-            self._interrupted()
+            self.interrupted()
             raise
         finally:
             try:
                 # after Ctrl-C, batches not yet started are dropped (and not checkpointed)
                 executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
             except KeyboardInterrupt:  # Ctrl-C while the last batches were finishing
-                self._interrupted()
+                self.interrupted()
                 raise
             finally:  # the summary is complete however the run ended
                 if not finished and isinstance(sys.exc_info()[1], KeyboardInterrupt):
                     # a second Ctrl-C can land inside a handler above before its stop()
                     # recorded why; the summary must still say so (stop keeps a first reason)
-                    self._interrupted()
+                    self.interrupted()
                 if pool is not None:
                     pool.close(graceful=False)  # a no-op once closed
                 gc.set_threshold(*thresholds)
@@ -288,7 +288,9 @@ class Pipeline:
     def _halted(self) -> bool:
         return self.auth_error is not None or self._stopping.is_set()
 
-    def _interrupted(self) -> None:
+    def interrupted(self) -> None:
+        """Record that Ctrl-C stopped the run (what ``--resume`` would do is in the reason):
+        :meth:`stop`, from a handler of KeyboardInterrupt."""
         self.stop("interrupted (Ctrl-C); " + self._resume_hint())
 
     def _resume_hint(self) -> str:

@@ -398,6 +398,47 @@ def test_two_ctrl_c_then_resume_delivers_everything(talon_emulator_factory, tmp_
         assert profile is not None and profile["attributes"] == event["traits"], event
 
 
+def test_ctrl_c_before_the_run_is_one_line_and_130(emu, tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C while the input is fingerprinted (seconds on a big file): before, click's
+    "Aborted!" and exit 1."""
+    cli_identify = sys.modules["talon_classic.cli.identify"]  # the name is the command's
+
+    def interrupted(paths):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_identify, "input_identity", interrupted)
+    src = write_jsonl(tmp_path / "in.jsonl", _events(3))
+    result = run(str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+                 "--checkpoint", str(tmp_path / "run.ckpt"))
+    assert (result.exit_code, result.output) == (130, "interrupted (Ctrl-C)\n")
+    assert emu.stats()["profiles"] == 0
+
+
+def test_ctrl_c_while_the_state_file_closes_still_reports(emu, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """Ctrl-C as the run ends, while the state file commits: the summary is still printed,
+    says so, and --resume has nothing left to lose. Before: "Aborted!", exit 1."""
+    from talon_classic.ledger import Ledger
+
+    real = Ledger.close
+
+    def close(self):
+        real(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Ledger, "close", close)
+    src = write_jsonl(tmp_path / "in.jsonl", _events(30))
+    common = [str(src), "--settings", str(write_settings(tmp_path / "s.json", emu)),
+              "--checkpoint", str(tmp_path / "run.ckpt")]
+    result = run(*common)
+    assert result.exit_code == 130, result.output
+    assert result.output.splitlines()[-1] == (
+        "stopped early: interrupted (Ctrl-C); rerun with --resume to continue")
+    monkeypatch.setattr(Ledger, "close", real)
+    assert run(*common, "--resume").exit_code == 0
+    assert emu.stats()["profiles"] == 30
+
+
 def _checkpointed(emu, tmp_path: Path, *extra: str) -> tuple[Path, Path, list[str]]:
     src = write_jsonl(tmp_path / "in.jsonl", _events(30))
     ckpt = tmp_path / "run.ckpt"

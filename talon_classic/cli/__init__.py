@@ -9,6 +9,8 @@ commands share (exit codes, the usage error, the settings options) is in
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from talon_classic import __version__
@@ -18,12 +20,25 @@ from talon_classic.cli.compact import compact
 from talon_classic.cli.deadletter import deadletter
 from talon_classic.cli.emulator import emulator
 from talon_classic.cli.identify import identify
+from talon_classic.cli.options import EXIT_INTERRUPTED, warn
 from talon_classic.cli.schema import schema
 from talon_classic.cli.serve import serve
 from talon_classic.cli.transform import transform
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group; Ctrl-C where a command does not report it itself (before a run
+    starts, say) is one line and exit 130, not click's "Aborted!" and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            warn("interrupted (Ctrl-C)")
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="talon-classic")
 def main() -> None:
     """Segment identify events -> Talon.One customer profiles.

@@ -549,46 +549,56 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     progress = Progress(enabled=not quiet and sys.stdout.isatty())
     stats = None
-    with contextlib.ExitStack() as stack:
-        engine = Engine(run.settings, run.schema.schema if run.schema else None)
-        paths, compaction = (compacted(run, stack, quiet, engine) if opts["compact"]
-                             else (run.paths, None))
-        output = None
-        if opts["dry_run"]:
-            output = RequestOutput.open(opts["output"], stack)
-        client, server = open_client(run, stack, output, quiet)
-        memberships = open_memberships(run, client, stack, quiet)
-        ledger, state_path, state_note = open_state(run, stack)
-        if ledger is None:  # a dry run before any state file: nothing to compare with
-            pipeline_options.skip_unchanged = False
-        pipeline = Pipeline(
-            engine,
-            client,
-            pipeline_options,
-            dead_letters=DeadLetters(run.dead_letter),
-            checkpoint=run.checkpoint,
-            on_progress=progress,
-            warn=(lambda _m: None) if quiet else warn,
-            before_send=(None if server is None
-                         else register_profile_names(server.app) if pipeline_options.profiles
-                         else register_engage_names(engine, server.app)),
-            memberships=memberships,
-            ledger=ledger,
-        )
-        pipeline.summary.state_file, pipeline.summary.state_note = state_path, state_note
-        if output is not None:
-            output.on_closed = lambda: pipeline.stop("the output was closed")
-        try:
-            summary, interrupted = run_interruptible(lambda: pipeline.run(paths),
-                                                     lambda: pipeline.summary)
-        finally:
-            progress.close()
-            if compaction is not None:  # the events behind the profiles sent
-                pipeline.summary.take_input_counts(compaction)
-        if output is not None:
-            output.exit_if_closed()
-        if server is not None:
-            stats = server.app.stats()
+    summary: Summary | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            engine = Engine(run.settings, run.schema.schema if run.schema else None)
+            paths, compaction = (compacted(run, stack, quiet, engine) if opts["compact"]
+                                 else (run.paths, None))
+            output = None
+            if opts["dry_run"]:
+                output = RequestOutput.open(opts["output"], stack)
+            client, server = open_client(run, stack, output, quiet)
+            memberships = open_memberships(run, client, stack, quiet)
+            ledger, state_path, state_note = open_state(run, stack)
+            if ledger is None:  # a dry run before any state file: nothing to compare with
+                pipeline_options.skip_unchanged = False
+            pipeline = Pipeline(
+                engine,
+                client,
+                pipeline_options,
+                dead_letters=DeadLetters(run.dead_letter),
+                checkpoint=run.checkpoint,
+                on_progress=progress,
+                warn=(lambda _m: None) if quiet else warn,
+                before_send=(None if server is None
+                             else register_profile_names(server.app) if pipeline_options.profiles
+                             else register_engage_names(engine, server.app)),
+                memberships=memberships,
+                ledger=ledger,
+            )
+            pipeline.summary.state_file, pipeline.summary.state_note = state_path, state_note
+            if output is not None:
+                output.on_closed = lambda: pipeline.stop("the output was closed")
+            try:
+                summary, interrupted = run_interruptible(lambda: pipeline.run(paths),
+                                                         lambda: pipeline.summary)
+            finally:
+                progress.close()
+                if compaction is not None:  # the events behind the profiles sent
+                    pipeline.summary.take_input_counts(compaction)
+            if output is not None:
+                output.exit_if_closed()
+            if server is not None:
+                stats = server.app.stats()
+    except KeyboardInterrupt:
+        # Ctrl-C while closing what the run opened (the state file commits what was
+        # acknowledged; a batch it did not commit is not checkpointed: --resume sends it)
+        if summary is None:  # the run had not started, or not ended: nothing to report
+            raise
+        pipeline.interrupted()
+        interrupted = True
+    assert summary is not None  # set by the run, else Ctrl-C went on above
     code = exit_code(pipeline, summary, interrupted)
     report(summary, code, run, as_json, pipeline.internal_error, stats, pipeline.state_error)
     sys.exit(code)
