@@ -21,6 +21,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -92,11 +93,14 @@ def profiles(con: Any, rows_dir: str, records_per_block: list[int], max_line_byt
         winners=WINNERS_SQL.format(rows="kv"),
     )
     try:
-        con.execute(f"CREATE TEMP TABLE bases AS SELECT * FROM read_csv('{_quote(bases_csv)}', "
-                    "header = true, columns = {'c': 'BIGINT', 'base': 'BIGINT'})")
-        cursor = con.execute(sql)
+        with interruptible():
+            con.execute(f"CREATE TEMP TABLE bases AS SELECT * FROM read_csv("
+                        f"'{_quote(bases_csv)}', header = true, "
+                        "columns = {'c': 'BIGINT', 'base': 'BIGINT'})")
+            cursor = con.execute(sql)
         while True:
-            rows = cursor.fetchmany(FETCH_ROWS)
+            with interruptible():
+                rows = cursor.fetchmany(FETCH_ROWS)
             if not rows:
                 break
             for iid, attributes, timestamps in rows:
@@ -105,6 +109,23 @@ def profiles(con: Any, rows_dir: str, records_per_block: list[int], max_line_byt
         raise CompactError(f"DuckDB: {_first_line(exc)}; nothing was written "
                            "(out of memory or disk? try --memory-limit, or TMPDIR on a larger "
                            "disk)") from None
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C during a DuckDB call as KeyboardInterrupt. DuckDB notices the signal itself,
+    takes Python's pending KeyboardInterrupt and raises ``RuntimeError("Query
+    interrupted")`` (or its InterruptException) instead, which would reach the user as
+    a traceback."""
+    duckdb = import_duckdb()
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except RuntimeError as exc:
+        if str(exc) != "Query interrupted":
+            raise
+        raise KeyboardInterrupt from None
 
 
 def import_duckdb() -> Any:
