@@ -625,7 +625,13 @@ class Prefetch:
         finally:
             close = getattr(self._source, "close", None)
             if close is not None:
-                close()
+                try:
+                    close()
+                except Exception as exc:
+                    # stopped: e.g. a second Ctrl-C closed the state before this thread
+                    # was waited for; nobody takes the diff any more (nor its error)
+                    if not self._stop.is_set() and self._error is None:
+                        self._error = exc
             self._put(self._END)
 
     def __iter__(self) -> Iterator[list[Pending]]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from talon_classic.audience_state import AudienceState
-from talon_classic.audience_sync import AudienceSync, SyncOptions
+from talon_classic.audience_sync import AudienceSync, Prefetch, SyncOptions
 from talon_classic.client import Client
 from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import AudienceNotFound
@@ -224,3 +226,34 @@ def test_a_state_that_cannot_record_stops_the_sync_without_dead_letters(
     assert sync.internal_error and "disk is full" in sync.internal_error
     assert summary.dead_lettered == 0 and not (tmp_path / "dead.jsonl").exists()
     assert len(talon_emulator.audience_members(audience)) == 10  # delivered, then stopped
+
+
+class _Diff:
+    """A diff whose query cannot be closed any more (its database was closed first)."""
+
+    def __init__(self) -> None:
+        self.batches = iter([[], [], []])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.batches)
+
+    def close(self) -> None:
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
+
+def test_a_diff_stopped_after_its_state_closed_leaves_no_traceback(monkeypatch) -> None:
+    """A second Ctrl-C could close the state before the diff's thread was waited for: that
+    thread's traceback reached the user (an adversarial pass saw it once)."""
+    seen: list = []
+    monkeypatch.setattr(threading, "excepthook", seen.append)
+    prefetch = Prefetch(_Diff(), 1)
+    prefetch.close()
+    assert seen == []
+
+
+def test_a_diff_that_fails_to_close_while_still_read_says_so() -> None:
+    with pytest.raises(sqlite3.ProgrammingError):
+        list(Prefetch(_Diff(), 1))
