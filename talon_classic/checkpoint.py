@@ -110,7 +110,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 def _shape_problem(state: dict[str, Any]) -> str | None:
     """The first field of a checkpoint's fingerprint or options of the wrong kind (a
-    hand-edited file): ``fingerprint.inputs[0].path: expected string``; None if none.
+    hand-edited file): ``options.batch_size: expected a whole number``; None if none.
     Never the value: a checkpoint may hold paths and ids."""
     errors = sorted(_validator().iter_errors(state), key=lambda e: list(e.absolute_path))
     if not errors:

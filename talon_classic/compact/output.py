@@ -103,22 +103,28 @@ class ProfileWriter:
             os.unlink(self._tmp)
 
     def _to_parquet(self) -> None:
-        from talon_classic.compact.duckdb_engine import import_duckdb
+        from talon_classic.compact.duckdb_engine import import_duckdb, interruptible
 
         duckdb = import_duckdb()
         staged = self._tmp + ".parquet"
         con = duckdb.connect(":memory:")
         try:
             src = self._tmp.replace("'", "''")
-            con.execute(
-                f"COPY (SELECT * FROM read_json('{src}', format = 'newline_delimited', "
-                "maximum_object_size = 1073741824, columns = {integrationId: 'VARCHAR', "
-                "attributes: 'VARCHAR', timestamps: 'VARCHAR'})) "
-                f"TO '{staged.replace(chr(39), chr(39) * 2)}' (FORMAT parquet, COMPRESSION zstd)"
-                if self.count else
-                "COPY (SELECT ''::VARCHAR AS integrationId, ''::VARCHAR AS attributes, "
-                f"''::VARCHAR AS timestamps LIMIT 0) TO '{staged.replace(chr(39), chr(39) * 2)}' "
-                "(FORMAT parquet)")
+            with interruptible():
+                con.execute(
+                    f"COPY (SELECT * FROM read_json('{src}', format = 'newline_delimited', "
+                    "maximum_object_size = 1073741824, columns = {integrationId: 'VARCHAR', "
+                    "attributes: 'VARCHAR', timestamps: 'VARCHAR'})) "
+                    f"TO '{staged.replace(chr(39), chr(39) * 2)}' "
+                    "(FORMAT parquet, COMPRESSION zstd)"
+                    if self.count else
+                    "COPY (SELECT ''::VARCHAR AS integrationId, ''::VARCHAR AS attributes, "
+                    "''::VARCHAR AS timestamps LIMIT 0) "
+                    f"TO '{staged.replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            raise
         except duckdb.Error as exc:
             with contextlib.suppress(OSError):
                 os.unlink(staged)

@@ -214,7 +214,7 @@ def read_profile_records(paths: Iterable[str], *, max_line_bytes: int = DEFAULT_
 
 
 def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:
-    from talon_classic.compact.duckdb_engine import import_duckdb
+    from talon_classic.compact.duckdb_engine import import_duckdb, interruptible
 
     duckdb = import_duckdb()
     source = ParquetInput(path)
@@ -223,10 +223,12 @@ def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:
     con = duckdb.connect(":memory:")
     line = 0
     try:
-        cursor = con.execute("SELECT integrationId, attributes, timestamps FROM read_parquet(?)",
-                             [path])
+        with interruptible():
+            cursor = con.execute("SELECT integrationId, attributes, timestamps "
+                                 "FROM read_parquet(?)", [path])
         while True:
-            rows = cursor.fetchmany(PARQUET_ROWS)
+            with interruptible():
+                rows = cursor.fetchmany(PARQUET_ROWS)
             if not rows:
                 break
             for iid, attributes, timestamps in rows:
