@@ -39,7 +39,8 @@ Uncertain deliveries
 
 Storage: a SQLite database in WAL mode, ``synchronous=FULL``. Tables (created
 with ``CREATE TABLE IF NOT EXISTS``; other parts of talon-classic keep their
-own tables in the same file): ``ledger_meta`` (format, deployment, id prefix),
+own tables in the same file): ``ledger_meta`` (format, deployment, id prefix;
+``open`` while a process writes, see :attr:`Ledger.unclean`),
 ``ledger_shapes`` (the lists of attribute names profiles have, numbered),
 ``ledger_profiles`` (one row per integrationId: its shape, its attributes'
 timestamps and digests, packed in a few bytes) and ``ledger_uncertain``. It is written only after Talon.One
@@ -292,6 +293,10 @@ class Ledger:
         self._names_lock = threading.Lock()
         #: The ledger held no profile when opened (what it holds now, this process wrote).
         self.started_empty = False
+        #: The last process that wrote this file did not close it (killed, or its machine
+        #: stopped): a request it had in flight may still be carried out by Talon.One,
+        #: later than what this process sends (see ``serve``'s worker).
+        self.unclean = False
         #: Entries given to :meth:`record` since opened.
         self.recorded = 0
         self._read_lock = threading.Lock()
@@ -450,6 +455,10 @@ class Ledger:
                                  _START_OVER) from None
         self._empty = db.execute("SELECT 1 FROM ledger_profiles LIMIT 1").fetchone() is None
         self.started_empty = self._empty
+        if not self.readonly:  # removed by close(): still there next time, it was not called
+            self.unclean = meta.get("open") == "1"
+            with self._transaction() as cur:
+                cur.execute("INSERT OR REPLACE INTO ledger_meta VALUES ('open', '1')")
 
     @contextlib.contextmanager
     def _transaction(self) -> Any:
@@ -917,6 +926,10 @@ class Ledger:
             writer.join()
             self._writer = None
         self._closed = True
+        if self._db is not None and not self.readonly and self._failure is None:
+            with contextlib.suppress(sqlite3.Error):  # still marked: the next one is careful
+                with self._transaction() as cur:
+                    cur.execute("DELETE FROM ledger_meta WHERE key = 'open'")
         for db in (self._reader, self._db):
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):

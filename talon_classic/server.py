@@ -204,6 +204,11 @@ class Worker(threading.Thread):
         read = timeout[1] if isinstance(timeout, tuple) and timeout[1] else 30.0
         #: Seconds after an attempt that may still land before its profiles are repaired.
         self.repair_after = REPAIR_AFTER_TIMEOUTS * float(read)
+        #: Until then (wall clock), every delivery is uncertain: the process before this one
+        #: was killed, so a request it had in flight may still land, with older values,
+        #: after newer ones were delivered. Those profiles are repaired once it is past.
+        self.suspect_until = (time.time() + self.repair_after
+                              if ledger is not None and ledger.unclean else 0.0)
         self.busy = busy
         self._stop_event = threading.Event()
         self._wake = threading.Event()
@@ -326,10 +331,13 @@ class Worker(threading.Thread):
         recorded = True
         if self.ledger is not None:  # before the events leave the spool: never behind it
             acked = {p["integrationId"] for p in outcome.delivered}
+            uncertain = {iid: t + self.repair_after for iid, t in outcome.uncertain.items()}
+            if self.suspect_until and time.time() < self.suspect_until:
+                for iid in acked:  # an earlier process's request may still land
+                    uncertain[iid] = max(uncertain.get(iid, 0.0), self.suspect_until)
             record: dict[str, Any] = {
                 "entries": self.merger.entries(batch, acked), "sent": batch.profiles,
-                      "delivered": acked, "uncertain": {
-                          iid: t + self.repair_after for iid, t in outcome.uncertain.items()}}
+                "delivered": acked, "uncertain": uncertain}
             try:
                 self.ledger.record(**record)
             except LedgerError as failure:  # e.g. disk full: the spool's own file

@@ -464,3 +464,20 @@ def test_after_close_a_record_or_lookup_is_refused_as_closed_not_as_a_damaged_fi
         assert "usable" not in str(caught.value) and "move it away" not in str(caught.value)
     with Ledger(path, URL) as again:  # the file is fine, and holds what was recorded
         assert ledger.stamps(again.lookup(["u1"])["u1"])[0] == {"plan": 1.0}
+
+
+def test_a_ledger_its_last_writer_did_not_close_is_unclean(path: Path) -> None:
+    """A process killed while writing leaves its mark: the next one knows a request of the
+    dead one may still land (serve repairs what it delivers meanwhile)."""
+    first = Ledger(path, "https://x.talon.one")
+    assert not first.unclean
+    first._db.close()  # killed: close() never runs (the mark stays, as after kill -9)
+    first._reader.close()
+    again = Ledger(path, "https://x.talon.one")
+    assert again.unclean
+    again.close()
+    with Ledger(path, "https://x.talon.one") as third:
+        assert not third.unclean  # a clean close takes it away
+    reader = Ledger(path, "https://x.talon.one", readonly=True)
+    assert not reader.unclean  # a dry run writes no mark, and reads none
+    reader.close()

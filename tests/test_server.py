@@ -597,6 +597,51 @@ def test_kill_9_and_sigterm_lose_no_acknowledged_event(talon_emulator, tmp_path:
         assert proc.wait(timeout=30) == 0  # SIGTERM: a clean exit
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_request_a_killed_server_left_in_flight_cannot_have_the_last_word(
+        talon_emulator, tmp_path: Path) -> None:
+    """kill -9 while Talon.One is still working on a request: the restarted server sends a
+    newer value, then the dead one's request lands with the older value. Before, the older
+    value stayed for good (found by an adversarial pass); now the restarted server treats
+    what it delivers in its first 2 x read timeout as uncertain and repairs it."""
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"apiKey": talon_emulator.api_key,
+                                    "applicationDomain": talon_emulator.url,
+                                    "customAttributes": ["plan"]}))
+    spool = tmp_path / "spool.db"
+
+    def start() -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "talon_classic.cli", "serve", "--settings", str(settings),
+             "--spool", str(spool), "--port", "0", "--write-key", WRITE_KEY, "--linger", "0.1",
+             "--read-timeout", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return proc, re.search(r"http://\S+", proc.stdout.readline()).group(0)
+
+    def identify(url: str, month: int, plan: str) -> None:
+        event = {"type": "identify", "userId": "u4", "messageId": f"m{month}",
+                 "timestamp": f"2026-0{month}-01T00:00:00Z", "traits": {"plan": plan}}
+        assert requests.post(f"{url}/v1/identify", json=event, headers=basic(WRITE_KEY),
+                             timeout=5).status_code == 200
+
+    talon_emulator.configure(hang_next=1, hang_seconds=2.5)  # handled late, as Talon.One may
+    proc, url = start()
+    identify(url, 1, "old")
+    wait_for(lambda: talon_emulator.configure()["hang_next"] == 0, timeout=10)  # in flight
+    proc.kill()
+    proc.wait(timeout=10)
+    proc, url = start()
+    try:
+        identify(url, 2, "new")
+        # "new" (delivered), "old" (the dead server's request, late), "new" again (repaired)
+        wait_for(lambda: talon_emulator.stats()["profile_updates"] >= 3, timeout=30)
+        assert talon_emulator.profile("u4")["attributes"] == {"plan": "new"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
 def test_port_in_use_is_one_clear_error_and_leaves_nothing_open(service, tmp_path) -> None:
     from talon_classic.exceptions import AddressInUse
 
