@@ -82,6 +82,10 @@ class LedgerError(TalonClassicError):
         self.reason = reason
 
 
+class SpoolError(TalonClassicError):
+    """The server's spool cannot be opened: a directory, not a database, or out of reach."""
+
+
 class ServeError(TalonClassicError):
     """An HTTP server (``serve``, the emulator) cannot listen where it was told to."""
 

@@ -281,7 +281,7 @@ class Worker(threading.Thread):
                 time.sleep(0.001)
             try:
                 event = loads(body)
-            except BadLine:
+            except (BadLine, TypeError):  # not JSON, or not even text (an edited spool)
                 event = None
             result = self.engine.transform(event)
             if result.skipped is not None:

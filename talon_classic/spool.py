@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from talon_classic.exceptions import SpoolError
 from talon_classic.groupcommit import GroupCommit
 
 SCHEMA = """
@@ -84,14 +85,7 @@ class Spool:
         self.dedupe_window = dedupe_window
         self._clock = clock
         self._lock = threading.Lock()
-        if self.path != ":memory:" and not os.path.exists(self.path):
-            # the spool holds users' traits: readable by this user only (SQLite
-            # gives the -wal and -shm files the database file's permissions)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = self._open()
         self._depth = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
         self._pruned = 0.0
         self._commits: GroupCommit[_Ticket] = GroupCommit(self._commit)
@@ -226,6 +220,33 @@ class Spool:
                 cur.execute("DELETE FROM pending WHERE seq = ?", (seq,))
                 moved += cur.rowcount
         self._depth -= moved
+
+    def _open(self) -> sqlite3.Connection:
+        """The spool's database, created 0600 if new; :class:`SpoolError` (one line) if it
+        is a directory, not a database, or cannot be created."""
+        path = self.path
+        if os.path.isdir(path):
+            raise SpoolError(f"{path}: is a directory, not a spool (give a file for --spool)")
+        db = None
+        try:
+            if path != ":memory:" and not os.path.exists(path):
+                # the spool holds users' traits: readable by this user only (SQLite
+                # gives the -wal and -shm files the database file's permissions)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            db.execute("SELECT COUNT(*) FROM pending").fetchone()
+        except OSError as exc:
+            raise SpoolError(f"{path}: cannot create the spool: {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SpoolError(f"{path}: not a usable spool ({reason}); give another --spool "
+                             "or move this file away") from None
+        return db
 
     def dead_letters(self, limit: int = 1000, offset: int = 0) -> list[DeadLetter]:
         """Dead letters, oldest first."""

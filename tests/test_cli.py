@@ -306,3 +306,28 @@ def test_identify_dry_run_prints_every_request_and_exits_0(tmp_path: Path) -> No
     assert report["exit_code"] == 0 and report["stopped"] is None
     assert report["skipped"] == {"invalid_json": 1, "invalid_user_id": 1}
     assert report["dropped"]["unsupported_value"]["count"] == len(hostile.dropped_events())
+
+
+@pytest.mark.parametrize("command", [
+    ["serve", "--write-key", "wk_0123456789abcdef", "--port", "0", "--spool"],
+    ["emulator", "--port", "0", "--db"],
+])
+@pytest.mark.parametrize("kind", ["directory", "not a database"])
+def test_a_spool_or_database_that_cannot_be_used_is_one_line_exit_2(
+        talon_emulator, tmp_path: Path, command: list[str], kind: str) -> None:
+    """Before: an sqlite3 traceback and exit 1 (found by an adversarial pass)."""
+    path = tmp_path / "x.db"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"not a database, just some text" * 100)
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"apiKey": talon_emulator.api_key,
+                                    "applicationDomain": talon_emulator.url}))
+    args = [*command, str(path)] + (["--settings", str(settings)]
+                                    if command[0] == "serve" else [])
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: {path}: ") and result.output.count("\n") == 1
+    assert ("is a directory" if kind == "directory" else "file is not a database") \
+        in result.output

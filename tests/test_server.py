@@ -642,6 +642,27 @@ def test_a_request_a_killed_server_left_in_flight_cannot_have_the_last_word(
         assert proc.wait(timeout=30) == 0
 
 
+def test_an_event_that_is_not_even_text_does_not_stall_the_spool(talon_emulator,
+                                                                   tmp_path: Path) -> None:
+    """A spool row edited to hold a number (or a dead letter of one, retried): before, the
+    worker raised TypeError every few seconds and delivered nothing more, while /health said
+    ok. Now it is skipped like a line that is not JSON."""
+    path = tmp_path / "spool.db"
+    spool = Spool(path)
+    spool.append([(json.dumps({"userId": f"u{i}", "traits": {"plan": "p"}}).encode(), f"m{i}")
+                  for i in range(3)])
+    spool.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE pending SET body = 5 WHERE seq = 2")
+    svc = on_emulator(talon_emulator, tmp_path).start()
+    try:
+        wait_for(lambda: svc.spool.depth == 0, timeout=10)
+        assert {p["integrationId"] for p in talon_emulator.profiles()} == {"u0", "u2"}
+        assert svc.worker.last_error is None
+    finally:
+        svc.stop()
+
+
 def test_port_in_use_is_one_clear_error_and_leaves_nothing_open(service, tmp_path) -> None:
     from talon_classic.exceptions import AddressInUse
 

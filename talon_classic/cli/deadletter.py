@@ -7,19 +7,23 @@ from typing import TYPE_CHECKING
 
 import click
 
-from talon_classic.cli.options import UsageFailure
-from talon_classic.jsonio import dumps, loads
+from talon_classic.cli.options import UsageFailure, warn
+from talon_classic.jsonio import BadLine, dumps, loads
 
 if TYPE_CHECKING:
     from talon_classic.spool import Spool
 
 
 def _open_spool(path: str) -> Spool:
+    from talon_classic.exceptions import SpoolError
     from talon_classic.spool import Spool
 
     if not os.path.exists(path):
         raise UsageFailure(f"{path}: no such spool (give the --spool of `talon-classic serve`)")
-    return Spool(path)
+    try:
+        return Spool(path)
+    except SpoolError as exc:
+        raise UsageFailure(str(exc)) from None
 
 
 @click.group(short_help="List or re-send events the server's Talon.One rejected.")
@@ -35,9 +39,16 @@ def deadletter() -> None:
 def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
     """Show dead letters: the event, why Talon.One refused it, when."""
     spool = _open_spool(spool_path)
+    damaged = 0
     try:
         for d in spool.dead_letters(limit):
-            event = loads(d.body)
+            try:
+                event = loads(d.body)
+            except (BadLine, TypeError) as exc:  # a damaged row (the file was edited)
+                damaged += 1
+                why = str(exc) if isinstance(exc, BadLine) else "not text"
+                warn(f"{spool_path}: dead letter {d.seq}: not a JSON event ({why}); skipped")
+                continue
             if as_json:
                 click.echo(dumps({"seq": d.seq, "event": event, "reason": d.reason,
                                   "error": d.error, "failed": d.failed}))
@@ -45,7 +56,8 @@ def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
                 user = event.get("userId") if isinstance(event, dict) else None
                 click.echo(f"{d.seq}\t{user}\t{d.reason}\t{d.error}")
         if not as_json:
-            click.echo(f"{spool.dead_count():,} dead letters in {spool_path}", err=True)
+            click.echo(f"{spool.dead_count():,} dead letters in {spool_path}"
+                       + (f" ({damaged:,} damaged, not shown)" if damaged else ""), err=True)
     finally:
         spool.close()
 

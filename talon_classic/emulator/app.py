@@ -13,6 +13,8 @@ what makes a concurrent write of the same profile meet a 409.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -55,12 +57,21 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self._lock = threading.Lock()  # guards replacing self.config
-        self.store: ProfileStore = open_store(self.config.db)
+        db = self.config.db
+        if db and os.path.isdir(db):
+            raise ValueError(f"{db}: is a directory, not a database (give a file for --db)")
+        store: ProfileStore | None = None
         try:
-            self.audiences: AudienceStore = open_audiences(self.config.db)
-        except BaseException:
-            self.store.close()
+            store = open_store(db)
+            self.audiences: AudienceStore = open_audiences(db)
+        except BaseException as exc:
+            if store is not None:
+                store.close()
+            if isinstance(exc, sqlite3.Error):  # a ValueError: the CLI says it in one line
+                raise ValueError(f"{db}: not a usable emulator database ({exc}); give "
+                                 "another --db or move this file away") from None
             raise
+        self.store: ProfileStore = store
         self.traffic = Traffic()
         self.faults = Faults(self.config)
         self._groups = [group(self) for group in self.route_groups]
