@@ -563,7 +563,8 @@ class App:
         Refused: shutting down or spool full (503, ``Retry-After``), over
         ``limit`` bytes before or after gunzip (413, without inflating more
         than ``limit`` bytes of a gzip bomb), a bad webhook signature when
-        ``signed`` (401; it covers the body as sent), a broken gzip stream (400).
+        ``signed`` (401; it covers the body as sent), a broken gzip stream (400), an
+        encoding other than gzip (415).
         """
         if not self.accepting:
             return _answer(503, "shutting down; retry later", **{"Retry-After": "5"})
@@ -580,7 +581,12 @@ class App:
             offered = request.headers.get("X-Signature", "").strip().lower()
             if not hmac.compare_digest(offered.encode(), expected.encode()):
                 return _answer(401, "bad signature")
-        if request.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip"):
+            # 415 is what RFC 9110 gives an encoding the server cannot decode
+            return _answer(415, f"Content-Encoding {encoding[:40]!r} is not supported "
+                                "(send gzip or no encoding)")
+        if encoding == "gzip":
             inflate = zlib.decompressobj(wbits=31)
             try:
                 data = inflate.decompress(data, limit + 1)

@@ -198,6 +198,13 @@ def test_segment_client_gzip_and_bomb(service, talon_emulator) -> None:
     r = requests.post(f"{service.url}/v1/batch", data=b"\x1f\x8bnot gzip",
                       headers={**basic(WRITE_KEY), "Content-Encoding": "gzip"})
     assert r.status_code == 400
+    # an encoding it cannot decode: said as such (before: 200 for br, "not valid UTF-8"
+    # for deflate)
+    for encoding in ("br", "deflate"):
+        r = requests.post(f"{service.url}/v1/batch", data=b'{"batch": []}',
+                          headers={**basic(WRITE_KEY), "Content-Encoding": encoding})
+        assert (r.status_code, r.json()["message"]) == (
+            415, f"Content-Encoding '{encoding}' is not supported (send gzip or no encoding)")
 
 
 def test_path_decides_type_and_non_objects_refused(service, talon_emulator) -> None:
