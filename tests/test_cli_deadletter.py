@@ -58,3 +58,15 @@ def test_a_spool_that_cannot_be_opened_is_one_line_exit_2(tmp_path: Path, comman
     assert result.output.startswith(f"Error: {path}: ") and result.output.count("\n") == 1
     assert ("is a directory, not a spool" if kind == "directory"
             else "not a usable spool (file is not a database)") in result.output
+
+
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id INTEGER)")
+    before = path.read_bytes()
+    result = run("list", "--spool", str(path))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {path}: not a talon-classic spool (it has no dead-letter "
+                             "table); give the --spool of `talon-classic serve`\n")
+    assert path.read_bytes() == before and not (tmp_path / "theirs.db-wal").exists()

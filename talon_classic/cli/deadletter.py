@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -20,10 +21,28 @@ def _open_spool(path: str) -> Spool:
 
     if not os.path.exists(path):
         raise UsageFailure(f"{path}: no such spool (give the --spool of `talon-classic serve`)")
+    if not os.path.isdir(path) and not _is_spool(path):
+        raise UsageFailure(f"{path}: not a talon-classic spool (it has no dead-letter table); "
+                           "give the --spool of `talon-classic serve`")
     try:
         return Spool(path)
     except SpoolError as exc:
         raise UsageFailure(str(exc)) from None
+
+
+def _is_spool(path: str) -> bool:
+    """Does ``path`` hold a spool's tables? Read only: opening another program's SQLite
+    file as a spool would add tables to it (and switch it to WAL). A file SQLite cannot
+    read is for :class:`~talon_classic.spool.Spool` to name."""
+    import sqlite3
+
+    uri = "file:" + os.path.abspath(path).replace("?", "%3F").replace("#", "%23") + "?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error:
+        return True
+    return {"pending", "dead"} <= names
 
 
 @click.group(short_help="List or re-send events the server's Talon.One rejected.")
@@ -37,7 +56,14 @@ def deadletter() -> None:
               help="Show at most this many dead letters, oldest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
 def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
-    """Show dead letters: the event, why Talon.One refused it, when."""
+    """Show dead letters: the event, why Talon.One refused it, when.
+
+    A dead letter that is not a JSON event (the spool was edited or damaged)
+    is skipped with one line naming it, and the count says how many.
+
+    Exit status: 0 listed, 2 the spool cannot be opened (missing, a directory,
+    not a talon-classic spool).
+    """
     spool = _open_spool(spool_path)
     damaged = 0
     try:
@@ -62,13 +88,16 @@ def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
         spool.close()
 
 
-@deadletter.command("retry")
+@deadletter.command("retry", short_help="Queue every dead letter again (after fixing the cause).")
 @click.option("--spool", "spool_path", required=True, metavar="PATH", help="The server's spool.")
 def deadletter_retry(spool_path: str) -> None:
     """Put every dead letter back in the queue, after fixing the cause in Talon.One.
 
     The server delivers them through its ordering ledger: a value older than
     one Talon.One acknowledged since is left out (superseded).
+
+    Exit status: 0 queued (also when there was none), 2 the spool cannot be
+    opened (missing, a directory, not a talon-classic spool).
     """
     spool = _open_spool(spool_path)
     try:
