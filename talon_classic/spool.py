@@ -85,8 +85,7 @@ class Spool:
         self.dedupe_window = dedupe_window
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = self._open()
-        self._depth = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+        self._db, self._depth = self._open()
         self._pruned = 0.0
         self._commits: GroupCommit[_Ticket] = GroupCommit(self._commit)
         #: Why the last write failed ("disk full", ...); None once a write succeeds.
@@ -221,9 +220,10 @@ class Spool:
                 moved += cur.rowcount
         self._depth -= moved
 
-    def _open(self) -> sqlite3.Connection:
-        """The spool's database, created 0600 if new; :class:`SpoolError` (one line) if it
-        is a directory, not a database, or cannot be created."""
+    def _open(self) -> tuple[sqlite3.Connection, int]:
+        """The spool's database (created 0600 if new) and how many events wait in it;
+        :class:`SpoolError` (one line) if it is a directory, not a database, or cannot be
+        created."""
         path = self.path
         if os.path.isdir(path):
             raise SpoolError(f"{path}: is a directory, not a spool (give a file for --spool)")
@@ -237,7 +237,7 @@ class Spool:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
-            db.execute("SELECT COUNT(*) FROM pending").fetchone()
+            depth = db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
         except OSError as exc:
             raise SpoolError(f"{path}: cannot create the spool: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
@@ -246,7 +246,7 @@ class Spool:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SpoolError(f"{path}: not a usable spool ({reason}); give another --spool "
                              "or move this file away") from None
-        return db
+        return db, depth
 
     def dead_letters(self, limit: int = 1000, offset: int = 0) -> list[DeadLetter]:
         """Dead letters, oldest first."""
