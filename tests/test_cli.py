@@ -331,3 +331,23 @@ def test_a_spool_or_database_that_cannot_be_used_is_one_line_exit_2(
     assert result.output.startswith(f"Error: {path}: ") and result.output.count("\n") == 1
     assert ("is a directory" if kind == "directory" else "file is not a database") \
         in result.output
+
+
+def test_the_program_ignores_ctrl_c_once_it_has_answered(tmp_path: Path) -> None:
+    """Only the interpreter's shutdown is left then: a Ctrl-C there printed "Exception
+    ignored ... KeyboardInterrupt" after the summary, or changed the exit status (an
+    adversarial pass saw both with two quick Ctrl-C)."""
+    code = ("import atexit, signal, sys\n"
+            "atexit.register(lambda: print('ignored', signal.getsignal(signal.SIGINT)"
+            " is signal.SIG_IGN))\n"
+            "sys.argv = ['talon-classic', '--version']\n"
+            "from talon_classic.cli import run\n"
+            "run()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["talon-classic, version 0.1.0", "ignored True"]
+    from importlib.metadata import entry_points
+
+    (command,) = entry_points(group="console_scripts", name="talon-classic")
+    assert command.value == "talon_classic.cli:run"  # the installed command is run

@@ -9,6 +9,8 @@ commands share (exit codes, the usage error, the settings options) is in
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 import click
@@ -53,7 +55,25 @@ for command in (audience, check_config, compact, deadletter, emulator, identify,
                 transform):
     main.add_command(command)
 
-__all__ = ["main"]
+
+
+def run() -> None:
+    """The ``talon-classic`` program: :func:`main`; once it has answered, Ctrl-C is ignored.
+
+    What is left then is the interpreter's shutdown (joining threads, closing
+    files). A Ctrl-C there printed "Exception ignored ... KeyboardInterrupt"
+    after the summary, or ended the process by the signal, so the exit status
+    no longer went with the summary. (Not in :func:`main`, which tests call in
+    their own process.)
+    """
+    try:
+        main()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+__all__ = ["main", "run"]
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
