@@ -691,13 +691,9 @@ def _flatten_simple(
 def _nested_value(
     name: str, value: Any, flat: dict[str, Any], dropped: list[tuple[str, str]]
 ) -> None:
-    """A list (kept if all its items can be sent), a float of 2**63 or more (kept, and marked:
-    see :attr:`Result.approximate`) or an unsupported value, written or dropped."""
-    if type(value) is float and _isfinite(value):
-        dropped.append(_INEXACT)
-        flat[name] = value
-        return
-    items = _scalar_list(value, dropped)
+    """A value that is neither a plain scalar nor an object (:func:`_leaf`), written or
+    dropped."""
+    items = _leaf(value, dropped)
     if items is None:  # a list of objects, a non-finite float, a huge integer, ...
         dropped.append((_shown(name), "unsupported_value"))
     else:
@@ -722,9 +718,14 @@ def _sendable(item: Any, dropped: list[tuple[str, str]]) -> bool:
     return kind is bool
 
 
-def _scalar_list(value: Any, dropped: list[tuple[str, str]]) -> list[Any] | None:
-    """A list of sendable scalars without its nulls, or None when ``value`` is no such list."""
+def _leaf(value: Any, dropped: list[tuple[str, str]]) -> Any:
+    """What a value that is neither a plain scalar nor an object is sent as: a list of
+    sendable scalars without its nulls, or a float of 2**63 or more as it is (marked in
+    ``dropped``: see :attr:`Result.approximate`); None when it cannot be sent."""
     if type(value) is not list:
+        if type(value) is float and _isfinite(value):
+            dropped.append(_INEXACT)
+            return value
         return None
     try:  # the usual list, of strings only: one C-level pass checks them all
         text = _join(value)
@@ -778,12 +779,7 @@ def _flatten(
                 _flatten(value, prefix + key + "_", level + 1, flat, depth, dropped)
         else:
             name = prefix + key
-            items: Any
-            if kind is float and _isfinite(value):  # 2**63 or more (see Result.approximate)
-                dropped.append(_INEXACT)
-                items = value
-            else:
-                items = _scalar_list(value, dropped)
+            items = _leaf(value, dropped)
             if items is None:  # a list of objects, a non-finite float, a huge integer, ...
                 dropped.append((_shown(name), "unsupported_value"))
             elif name in flat:
