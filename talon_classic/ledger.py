@@ -74,6 +74,7 @@ from typing import IO, Any
 from talon_classic.exceptions import LedgerError
 from talon_classic.groupcommit import GroupCommit
 from talon_classic.jsonio import BadLine, dumps, dumps_bytes, loads
+from talon_classic.sqliteuri import read_only
 
 try:
     import fcntl
@@ -384,8 +385,7 @@ class Ledger:
 
     def _connect(self, writer: bool) -> sqlite3.Connection:
         if self.readonly:
-            uri = "file:" + os.path.abspath(self.path).replace("?", "%3F").replace("#", "%23")
-            db = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None,
+            db = sqlite3.connect(read_only(self.path), uri=True, isolation_level=None,
                                  check_same_thread=False, timeout=10)
         else:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,

@@ -36,9 +36,10 @@ def _is_spool(path: str) -> bool:
     read is for :class:`~talon_classic.spool.Spool` to name."""
     import sqlite3
 
-    uri = "file:" + os.path.abspath(path).replace("?", "%3F").replace("#", "%23") + "?mode=ro"
+    from talon_classic.sqliteuri import read_only
+
     try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(read_only(path), uri=True)) as db:
             names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     except sqlite3.Error:
         return True
