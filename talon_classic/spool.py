@@ -243,8 +243,8 @@ class Spool:
         except sqlite3.Error as exc:
             if db is not None:
                 db.close()
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SpoolError(f"{path}: not a usable spool ({reason}); give another --spool "
+            raise SpoolError(f"{path}: not a usable spool ({describe_write_error(exc)}); "
+                             "give another --spool "
                              "or move this file away") from None
         return db, depth
 
