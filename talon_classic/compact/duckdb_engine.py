@@ -65,13 +65,13 @@ def connect(memory_limit: str | None, temp_dir: str, threads: int | None = None)
     try:
         if memory_limit:
             con.execute(f"SET memory_limit = '{memory_size(memory_limit)}'")
-        con.execute(f"SET temp_directory = '{_quote(temp_dir)}'")
+        con.execute(f"SET temp_directory = '{quote(temp_dir)}'")
         con.execute("SET preserve_insertion_order = false")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
     except duckdb.Error as exc:
         con.close()
-        raise CompactError(f"DuckDB: {_first_line(exc)}") from None
+        raise CompactError(f"DuckDB: {first_line(exc)}") from None
     return con
 
 
@@ -88,14 +88,14 @@ def profiles(con: Any, rows_dir: str, records_per_block: list[int], max_line_byt
         fh.write("c,base\n")
         fh.writelines(f"{n},{b}\n" for n, b in enumerate(block_bases(records_per_block)))
     sql = PROFILES_SQL.format(
-        rows="[" + ", ".join(f"'{_quote(f)}'" for f in files) + "]",
+        rows="[" + ", ".join(f"'{quote(f)}'" for f in files) + "]",
         max_object=max(16 * 1024 * 1024, 2 * max_line_bytes + 1024 * 1024),
         winners=WINNERS_SQL.format(rows="kv"),
     )
     try:
         with interruptible():
             con.execute(f"CREATE TEMP TABLE bases AS SELECT * FROM read_csv("
-                        f"'{_quote(bases_csv)}', header = true, "
+                        f"'{quote(bases_csv)}', header = true, "
                         "columns = {'c': 'BIGINT', 'base': 'BIGINT'})")
             cursor = con.execute(sql)
         while True:
@@ -106,7 +106,7 @@ def profiles(con: Any, rows_dir: str, records_per_block: list[int], max_line_byt
             for iid, attributes, timestamps in rows:
                 yield iid, loads(attributes), loads(timestamps)
     except duckdb.Error as exc:
-        raise CompactError(f"DuckDB: {_first_line(exc)}; nothing was written "
+        raise CompactError(f"DuckDB: {first_line(exc)}; nothing was written "
                            "(out of memory or disk? try --memory-limit, or TMPDIR on a larger "
                            "disk)") from None
 
@@ -152,11 +152,13 @@ def memory_size(limit: str) -> str:
 
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """``text`` as the inside of an SQL string literal (a ``'`` doubled)."""
     return text.replace("'", "''")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """A DuckDB error in one line of at most 300 characters (its name when it says nothing)."""
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else exc.__class__.__name__
 

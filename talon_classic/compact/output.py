@@ -103,33 +103,34 @@ class ProfileWriter:
             os.unlink(self._tmp)
 
     def _to_parquet(self) -> None:
-        from talon_classic.compact.duckdb_engine import import_duckdb, interruptible
+        from talon_classic.compact.duckdb_engine import (
+            first_line,
+            import_duckdb,
+            interruptible,
+            quote,
+        )
 
         duckdb = import_duckdb()
         staged = self._tmp + ".parquet"
         con = duckdb.connect(":memory:")
         try:
-            src = self._tmp.replace("'", "''")
             with interruptible():
                 con.execute(
-                    f"COPY (SELECT * FROM read_json('{src}', format = 'newline_delimited', "
-                    "maximum_object_size = 1073741824, columns = {integrationId: 'VARCHAR', "
-                    "attributes: 'VARCHAR', timestamps: 'VARCHAR'})) "
-                    f"TO '{staged.replace(chr(39), chr(39) * 2)}' "
+                    f"COPY (SELECT * FROM read_json('{quote(self._tmp)}', "
+                    "format = 'newline_delimited', maximum_object_size = 1073741824, "
+                    "columns = {integrationId: 'VARCHAR', attributes: 'VARCHAR', "
+                    f"timestamps: 'VARCHAR'}})) TO '{quote(staged)}' "
                     "(FORMAT parquet, COMPRESSION zstd)"
                     if self.count else
                     "COPY (SELECT ''::VARCHAR AS integrationId, ''::VARCHAR AS attributes, "
-                    "''::VARCHAR AS timestamps LIMIT 0) "
-                    f"TO '{staged.replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
-        except KeyboardInterrupt:
+                    f"''::VARCHAR AS timestamps LIMIT 0) TO '{quote(staged)}' (FORMAT parquet)")
+        except BaseException as exc:  # Ctrl-C too: no half-written Parquet file is left
             with contextlib.suppress(OSError):
                 os.unlink(staged)
+            if isinstance(exc, duckdb.Error):
+                raise CompactError(f"{self.path}: cannot write Parquet: "
+                                   f"{first_line(exc)}") from None
             raise
-        except duckdb.Error as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(staged)
-            raise CompactError(f"{self.path}: cannot write Parquet: "
-                               f"{str(exc).splitlines()[0][:300]}") from None
         finally:
             con.close()
         os.chmod(staged, 0o600)
