@@ -182,6 +182,8 @@ class Pipeline:
         self._position: dict[str, int] = {}
         self._stopping = threading.Event()
         self._merger: Merger | None = None
+        #: Until then (wall clock), every delivery is uncertain (see :meth:`_suspect`).
+        self._suspect_until = 0.0
         #: The reading stage's rules, the same in this process and in worker processes.
         self._intake = Intake(engine, replay_dead_letters=self.options.replay_dead_letters,
                               profiles=self.options.profiles)
@@ -210,6 +212,7 @@ class Pipeline:
         sys.setswitchinterval(min(interval, 0.001))
         pool: WorkerPool[list[bytes], Any] | None = None
         finished = False
+        self._suspect()
         try:
             if opts.profiles:
                 records = read_profile_records(paths, max_line_bytes=opts.max_line_bytes,
@@ -562,14 +565,19 @@ class Pipeline:
         if ledger is not None and recording and self._merger is not None:
             acked: set[str] = set()
             sent: list[dict[str, Any]] = []
-            if uncertain or ledger.watching:  # only uncertain deliveries need to know
+            after = self._repair_after()
+            due = {iid: t + after for iid, t in uncertain.items()}
+            suspect = self._suspect_until > time.time()
+            if due or suspect or ledger.watching:  # only uncertain deliveries need to know
                 failed = {p["integrationId"] for p, _, _ in bad}
                 acked = {p["integrationId"] for p in batch.profiles} - failed
                 sent = batch.profiles  # else not kept alive in the writer's queue
-            after = self._repair_after()
+            if suspect:  # a request of the killed run before this one may still land
+                for iid in acked:
+                    due[iid] = max(due.get(iid, 0.0), self._suspect_until)
             # the checkpoint is marked once the ledger has the batch: never ahead of it
             ledger.record(self._merger.entries(batch), sent=sent, delivered=acked,
-                          uncertain={iid: t + after for iid, t in uncertain.items()},
+                          uncertain=due,
                           then=mark,
                           then_once=self.checkpoint.save if self.checkpoint else None)
         elif mark is not None:
@@ -644,6 +652,25 @@ class Pipeline:
         read = timeout[1] if isinstance(timeout, tuple) and timeout[1] else 30.0
         return REPAIR_AFTER_TIMEOUTS * float(read)
 
+    def _suspect(self) -> None:
+        """Treat what is delivered soon as uncertain when the last run was killed.
+
+        The state file says so (:attr:`~talon_classic.ledger.Ledger.unclean`):
+        that run may have left a request in flight, which Talon.One can still
+        carry out, with older values, after this run delivered newer ones.
+        Whatever this run delivers until ``repair_after`` from now is repaired
+        once that has passed (before the run ends), so the newest values have
+        the last word.
+        """
+        ledger = self.ledger
+        if ledger is None or not ledger.writable or not ledger.unclean:
+            return
+        after = self._repair_after()
+        self._suspect_until = time.time() + after
+        self.warn(f"the last run with the state file {ledger.path} did not end (killed or "
+                  f"crashed): a request it had in flight may still be carried out, so what "
+                  f"is delivered in the next {after:.0f}s is sent once more after that")
+
     def _repair(self) -> None:
         """Send the newest acknowledged values of uncertain profiles once more, when due.
 
@@ -674,8 +701,9 @@ class Pipeline:
             if wait > 0:
                 if not announced:
                     self.warn(f"waiting {wait:.0f}s, then sending the newest values of "
-                              f"{len(todo):,} profiles once more: a request with them timed "
-                              "out or lost its connection, and may still be carried out")
+                              f"{len(todo):,} profiles once more: a request with them may "
+                              "still be carried out (it timed out or lost its connection, "
+                              "or the killed run before this one had it in flight)")
                     announced = True
                 started = time.monotonic()
                 stopped = self._stopping.wait(wait)

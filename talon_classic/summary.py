@@ -229,8 +229,7 @@ class Summary:
                          "(nothing newer than what Talon.One acknowledged)")
         if d["profiles_repaired"]:
             lines.append(f"repaired           {d['profiles_repaired']:>12,}  profiles (newest "
-                         "values sent again after a request that timed out or lost its "
-                         "connection" + (f"; waited {d['repair_wait_s']:.0f}s)"
+                         "values sent again: a request with older ones may land late" + (f"; waited {d['repair_wait_s']:.0f}s)"
                                          if d["repair_wait_s"] >= 1 else ")"))
         if d["repairs_left"]:
             lines.append(f"repair pending     {d['repairs_left']:>12,}  profiles (a request "

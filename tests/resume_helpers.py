@@ -27,3 +27,17 @@ def kill_after(argv: list[str], checkpoint: Path, batches: int = 20,
     state = json.loads(checkpoint.read_text())
     time.sleep(0.3)
     return int(state["watermark"]) + 1 + len(state["done"])
+
+
+def before_repairs(requests: list[dict], report: dict) -> list[dict]:
+    """The requests a resumed run sent before its repairs (see ``profiles_repaired``).
+
+    The state file tells a run resumed after kill -9 that a request of the killed run may
+    still land, so what it delivers in its first 2 x read timeout goes once more at the end:
+    those repair requests are the last ones, and carry ``profiles_repaired`` profiles."""
+    repaired, cut = 0, len(requests)
+    while repaired < report["profiles_repaired"] and cut:
+        cut -= 1
+        repaired += requests[cut]["profiles"]
+    assert repaired == report["profiles_repaired"], (repaired, report["profiles_repaired"])
+    return requests[:cut]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from talon_classic.bulk import Options, Pipeline, unexpected
 from talon_classic.client import BulkOutcome, Client
 from talon_classic.deadletter_file import DeadLetters
 from talon_classic.jsonio import loads
+from talon_classic.ledger import Ledger
 from talon_classic.transform import Engine
 
 
@@ -192,3 +195,49 @@ def test_a_profile_that_was_not_delivered_does_not_hold_back_older_values(
     summary = pipeline.run([str(src)])
     assert summary.dead_lettered == 2  # u1 (new) and u2, the failed first batch
     assert talon_emulator.profile("u1")["attributes"] == {"plan": "old"}
+
+
+def test_a_request_a_killed_run_left_in_flight_cannot_have_the_last_word(
+        talon_emulator_factory, tmp_path: Path) -> None:
+    """The run before was killed while Talon.One was still working on a request with an older
+    value; this run delivers a newer one, then the dead run's request lands. Before, the
+    older value stayed for good (``serve`` already guarded against it, ``identify`` did not);
+    now what this run delivers in its first ``repair_after`` is repaired once that passed."""
+    emu = talon_emulator_factory(hang_next=1, hang_seconds=0.6)  # handled late, as Talon.One may
+    state = tmp_path / "state.db"
+    killed = Ledger(state, emu.url)
+    killed._db.close()  # kill -9: close() never runs, the state file keeps its "open" mark
+    killed._reader.close()
+    orphan = threading.Thread(target=lambda: Client(emu.url, emu.api_key, rate_limit=0,
+                                                    max_attempts=1).upsert_profiles(
+        [{"integrationId": "u4", "attributes": {"plan": "old"}}]), daemon=True)
+    orphan.start()
+    deadline = time.monotonic() + 10
+    while emu.configure()["hang_next"] and time.monotonic() < deadline:
+        time.sleep(0.02)  # the request is in Talon.One's hands
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"type": "identify", "userId": "u4", "traits": {"plan": "new"},
+                               "timestamp": "2026-02-01T00:00:00Z"}) + "\n")
+    warnings: list[str] = []
+    with Ledger(state, emu.url) as ledger, Client(emu.url, emu.api_key, rate_limit=0) as client:
+        assert ledger.unclean
+        summary = Pipeline(Engine(["plan"]), client, Options(repair_after=1.5), ledger=ledger,
+                           warn=warnings.append).run([str(src)])
+    orphan.join(5)
+    assert emu.stats()["profile_updates"] == 3  # new, old (late), new again (repaired)
+    assert emu.profile("u4")["attributes"] == {"plan": "new"}
+    assert summary.profiles_repaired == 1 and summary.repairs_left == 0
+    assert any(f"the last run with the state file {state} did not end" in w for w in warnings)
+    with Ledger(state, emu.url) as after:  # this run closed it: the next one trusts it
+        assert not after.unclean
+
+
+def test_a_run_after_a_clean_one_repairs_nothing(talon_emulator, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"userId": "u1", "traits": {"plan": "a"}}) + "\n")
+    for _ in range(2):
+        with Ledger(tmp_path / "state.db", talon_emulator.url) as ledger, \
+                Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0) as client:
+            summary = Pipeline(Engine(["plan"]), client, Options(repair_after=30),
+                               ledger=ledger).run([str(src)])
+        assert summary.profiles_repaired == 0 and summary.repair_wait == 0

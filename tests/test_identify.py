@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from resume_helpers import kill_after
+from resume_helpers import before_repairs, kill_after
 
 from talon_classic.bulk import parse_timestamp
 from talon_classic.cli import main
@@ -267,18 +267,53 @@ def test_sigkill_then_resume_delivers_everything_once(talon_emulator_factory, tm
 
     # a bare --resume takes the run's options (--batch-size 50) from the checkpoint;
     # --concurrency and --rate-limit may change
+    # (a short --read-timeout: what the resumed run delivers in its first 2 x read timeout
+    # is repaired at its end, as a request of the killed run may still land)
     finish = subprocess.run(_cli(*common, "--resume", "--json", "--concurrency", "4",
-                                 "--rate-limit", "0"), capture_output=True, text=True)
+                                 "--rate-limit", "0", "--read-timeout", "2"),
+                            capture_output=True, text=True)
     assert finish.returncode == 0, finish.stderr
     report = json.loads(finish.stdout)
     assert report["batches_resumed"] == acked
-    after = emu.requests(limit=100000)[before:]
+    assert report["profiles_repaired"] > 0
+    after = before_repairs(emu.requests(limit=100000)[before:], report)
     statuses = sorted({r["status"] for r in after})
     assert len(after) == total_batches - acked, statuses  # nothing acknowledged is sent again
     want = expected_profiles([json.dumps(e) for e in events], ALLOW)
     assert emu.stats()["profiles"] == len(want)
     for iid in ("user0", "user3999", "user1234"):
         assert emu.profile(iid)["attributes"] == want[iid]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_request_a_killed_run_left_in_flight_cannot_have_the_last_word(
+        talon_emulator_factory, tmp_path: Path) -> None:
+    """kill -9 while Talon.One is still working on a request; the next run sends a newer
+    value, then the killed run's request lands with the older one. Before, the older value
+    stayed for good; now the next run repairs what it delivered in its first 2 x read
+    timeout, once that has passed."""
+    emu = talon_emulator_factory(rate_limit=0, hang_next=1, hang_seconds=2.5)
+    settings = write_settings(tmp_path / "s.json", emu, ["plan"])
+    common = ["--settings", str(settings), "--state", str(tmp_path / "state.db"),
+              "--read-timeout", "2"]
+    old = write_jsonl(tmp_path / "old.jsonl", [
+        {"userId": "u4", "timestamp": "2026-01-01T00:00:00Z", "traits": {"plan": "old"}}])
+    new = write_jsonl(tmp_path / "new.jsonl", [
+        {"userId": "u4", "timestamp": "2026-02-01T00:00:00Z", "traits": {"plan": "new"}}])
+    proc = subprocess.Popen(_cli(str(old), *common), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while emu.configure()["hang_next"] and time.monotonic() < deadline:
+        time.sleep(0.02)  # the request is in Talon.One's hands
+    proc.kill()
+    proc.wait()
+    finish = subprocess.run(_cli(str(new), *common, "--json"), capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    assert "did not end (killed or crashed)" in finish.stderr
+    assert json.loads(finish.stdout)["profiles_repaired"] == 1
+    assert emu.stats()["profile_updates"] == 3  # new, old (late), new again (repaired)
+    assert emu.profile("u4")["attributes"] == {"plan": "new"}
 
 
 def test_dead_letters_can_be_replayed_after_the_fix(emu, tmp_path: Path) -> None:
