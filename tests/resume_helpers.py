@@ -29,6 +29,17 @@ def kill_after(argv: list[str], checkpoint: Path, batches: int = 20,
     return int(state["watermark"]) + 1 + len(state["done"])
 
 
+def resume(argv: list[str]) -> dict:
+    """Run ``argv`` (a ``--resume --json`` run) to its end; its report.
+
+    Give it a short ``--read-timeout``: the state file tells a run resumed after kill -9
+    that a request of the killed run may still land, so what it delivers in its first
+    2 x read timeout is repaired before it exits (:func:`before_repairs`)."""
+    finish = subprocess.run(argv, capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    return dict(json.loads(finish.stdout))
+
+
 def before_repairs(requests: list[dict], report: dict) -> list[dict]:
     """The requests a resumed run sent before its repairs (see ``profiles_repaired``).
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from compact_oracle import fold, read_output
-from resume_helpers import before_repairs, kill_after
+from resume_helpers import before_repairs, kill_after, resume
 
 from talon_classic.cli import main
 
@@ -281,11 +281,8 @@ def test_sigkill_during_profiles_sending_then_resume_delivers_everything_once(
     total_batches = 80  # 4,000 profiles, 50 per batch
     assert 20 < acked < total_batches
     before = len(emu.requests(limit=100000))
-    finish = subprocess.run(_cli("identify", *common, "--resume", "--json", "--concurrency", "4",
-                                 "--rate-limit", "0", "--read-timeout", "2"),
-                            capture_output=True, text=True)
-    assert finish.returncode == 0, finish.stderr
-    report = json.loads(finish.stdout)
+    report = resume(_cli("identify", *common, "--resume", "--json", "--concurrency", "4",
+                         "--rate-limit", "0", "--read-timeout", "2"))
     assert report["batches_resumed"] == acked
     resent = before_repairs(emu.requests(limit=100000)[before:], report)
     assert len(resent) == total_batches - acked

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from resume_helpers import before_repairs, kill_after
+from resume_helpers import before_repairs, kill_after, resume
 
 from talon_classic.bulk import parse_timestamp
 from talon_classic.cli import main
@@ -267,13 +267,8 @@ def test_sigkill_then_resume_delivers_everything_once(talon_emulator_factory, tm
 
     # a bare --resume takes the run's options (--batch-size 50) from the checkpoint;
     # --concurrency and --rate-limit may change
-    # (a short --read-timeout: what the resumed run delivers in its first 2 x read timeout
-    # is repaired at its end, as a request of the killed run may still land)
-    finish = subprocess.run(_cli(*common, "--resume", "--json", "--concurrency", "4",
-                                 "--rate-limit", "0", "--read-timeout", "2"),
-                            capture_output=True, text=True)
-    assert finish.returncode == 0, finish.stderr
-    report = json.loads(finish.stdout)
+    report = resume(_cli(*common, "--resume", "--json", "--concurrency", "4",
+                         "--rate-limit", "0", "--read-timeout", "2"))
     assert report["batches_resumed"] == acked
     assert report["profiles_repaired"] > 0
     after = before_repairs(emu.requests(limit=100000)[before:], report)

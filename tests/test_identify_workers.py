@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from resume_helpers import before_repairs
+from resume_helpers import before_repairs, resume
 
 from talon_classic.cli import main
 
@@ -328,11 +328,8 @@ def test_a_run_started_in_one_process_resumes_with_workers(talon_emulator_factor
     # the rest without the latency: batches share users, so each waits for the one before
     emu.configure(latency_ms=0)
     before = len(emu.requests())
-    finish = subprocess.run(_cli(*common, "--resume", "--json", "--workers", "3",
-                                 "--rate-limit", "0", "--read-timeout", "2"),
-                            capture_output=True, text=True)
-    assert finish.returncode == 0, finish.stderr
-    report = json.loads(finish.stdout)
+    report = resume(_cli(*common, "--resume", "--json", "--workers", "3",
+                         "--rate-limit", "0", "--read-timeout", "2"))
     assert report["batches_resumed"] == acked
     total = 200  # 8,000 events over 3,000 users, 40 distinct per batch
     resent = before_repairs(emu.requests()[before:], report)
