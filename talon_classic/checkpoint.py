@@ -23,15 +23,11 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
-from importlib import resources
 from typing import Any
-
-import jsonschema
 
 from talon_classic.exceptions import CheckpointError
 from talon_classic.files import write_atomic
-from talon_classic.settings import field_path
+from talon_classic.schemafiles import field_path, first_error
 
 VERSION = 2
 
@@ -102,33 +98,31 @@ def _shape_error(path: str, what: str) -> CheckpointError:
                            "delete it to start over")
 
 
-@lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
-    text = resources.files("talon_classic").joinpath("schemas/checkpoint.schema.json").read_text()
-    return jsonschema.Draft202012Validator(json.loads(text))
-
-
 def _shape_problem(state: dict[str, Any]) -> str | None:
-    """The first field of a checkpoint's fingerprint or options of the wrong kind (a
-    hand-edited file): ``options.batch_size: expected a whole number``; None if none.
-    Never the value: a checkpoint may hold paths and ids."""
-    errors = sorted(_validator().iter_errors(state), key=lambda e: list(e.absolute_path))
-    if not errors:
+    """The first field of a checkpoint of the wrong kind or range (a hand-edited file):
+    ``options.batch_size: expected a whole number``; None if none. Never the value: a
+    checkpoint may hold paths and ids."""
+    error = first_error("checkpoint", state, exact_integers=True)
+    if error is None:
         return None
-    error = errors[0]
-    where = field_path(error.absolute_path)
+    where = field_path(error.absolute_path) or "(top level)"
     # jsonschema types these as "value or Unset"; an error from iter_errors has them set
-    expected: Any = error.validator_value  # the schema has "type" and "required" only
+    expected: Any = error.validator_value
     if error.validator == "required":
         instance: Any = error.instance
         missing = next(n for n in expected if n not in instance)
         return f"{field_path([*error.absolute_path, missing])}: missing"
+    if error.validator == "minimum":
+        return f"{where}: expected {expected} or more"
+    if error.validator == "maximum":
+        return f"{where}: expected {expected} at most"
     kinds: list[str] = expected if isinstance(expected, list) else [expected]
     return f"{where}: expected " + " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
 
 
 _KIND_NAMES = {"string": "a string", "integer": "a whole number", "number": "a number",
-               "boolean": "true or false", "object": "an object", "array": "an array"}
+               "boolean": "true or false", "object": "an object", "array": "an array",
+               "null": "null"}
 
 
 class Checkpoint:
@@ -168,20 +162,12 @@ class Checkpoint:
         if state.get("version") != VERSION:
             raise CheckpointError(f"{path}: checkpoint of another talon-classic version "
                                   f"({state.get('version')!r}); delete it to start over")
-        fp, options = state.get("fingerprint"), state.get("options")
-        watermark, done = state.get("watermark"), state.get("done")
-        skips = state.get("skips_logged", {})
-        if not isinstance(fp, dict) or not isinstance(options, dict):
-            raise _shape_error(path, "no fingerprint or options")
-        if type(watermark) is not int or not isinstance(done, list) or not all(
-                type(n) is int for n in done):
-            raise _shape_error(path, "watermark and done must be batch numbers")
-        if not isinstance(skips, dict) or not all(
-                isinstance(k, str) and type(v) is int for k, v in skips.items()):
-            raise _shape_error(path, "skips_logged must map inputs to line numbers")
-        problem = _shape_problem({"fingerprint": fp, "options": options})
+        problem = _shape_problem(state)
         if problem is not None:
             raise _shape_error(path, problem)
+        fp, options = state["fingerprint"], state["options"]
+        watermark, done = state["watermark"], state["done"]
+        skips = state.get("skips_logged", {})
         ckpt = cls(path, fp, options)
         ckpt.watermark, ckpt.done, ckpt.skips_logged = watermark, set(done), skips
         return ckpt

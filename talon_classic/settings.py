@@ -32,14 +32,13 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
 
 from talon_classic.exceptions import SettingsError
+from talon_classic.schemafiles import field_path, first_error
 
 ENV_API_KEY = "TALON_API_KEY"
 ENV_DOMAIN = "TALON_APPLICATION_DOMAIN"
@@ -147,20 +146,6 @@ class Settings:
             )
 
 
-@lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
-    text = resources.files("talon_classic").joinpath("schemas/settings.schema.json").read_text()
-    return jsonschema.Draft202012Validator(json.loads(text))
-
-
-def field_path(path: Iterable[Any]) -> str:
-    """A JSON Schema error's path as messages name a field: ``a.b[0].c``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 _SETTING_NAME = re.compile(r"[A-Za-z_]{1,32}")
 _TYPE_NAMES = {"string": "a string", "array": "an array", "object": "an object",
                "integer": "an integer"}
@@ -197,9 +182,9 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
 
 def validate_document(doc: Any, source: str) -> dict[str, Any]:
     """Check a settings document against the shipped JSON Schema."""
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        where, problem = _schema_message(errors[0])
+    error = first_error("settings", doc)
+    if error is not None:
+        where, problem = _schema_message(error)
         raise SettingsError(f"{source}: {where}: {problem}")
     if "applicationDomain" in doc and "deployment" in doc and (
         normalise_domain(doc["applicationDomain"], source)

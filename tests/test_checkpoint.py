@@ -52,9 +52,22 @@ def test_marks_survive_a_reread_and_compress_to_a_watermark(tmp_path: Path) -> N
     ("[]", "an array, not an object"),
     ("null", "null, not an object"),
     ("{}", "no version"),
-    ('{"version": 2}', "no fingerprint or options"),
+    ('{"version": 2}', "fingerprint: missing"),
     ('{"version": 2, "fingerprint": {}, "options": {}, "watermark": "3", "done": []}',
-     "watermark and done must be batch numbers"),
+     "watermark: expected a whole number"),
+    ('{"version": 2, "fingerprint": {}, "options": {}, "watermark": 3, "done": [true]}',
+     "done[0]: expected a whole number"),
+    ('{"version": 2, "fingerprint": {}, "options": {}, "watermark": 3, "done": [], '
+     '"skips_logged": {"in.jsonl": 2.5}}', "skips_logged.in.jsonl: expected a whole number"),
+    # JSON Schema's "integer" takes 50.0; used as a batch size, it was a TypeError traceback
+    ('{"version": 2, "fingerprint": {}, "options": {"batch_size": 50.0}, "watermark": 3, '
+     '"done": []}', "options.batch_size: expected a whole number"),
+    ('{"version": 2, "fingerprint": {}, "options": {"concurrency": 0}, "watermark": 3, '
+     '"done": []}', "options.concurrency: expected 1 or more"),
+    ('{"version": 2, "fingerprint": {"batch_size": 5000}, "options": {}, "watermark": 3, '
+     '"done": []}', "fingerprint.batch_size: expected 1000 at most"),
+    ('{"version": 2, "fingerprint": {}, "options": {"read_timeout": 0}, "watermark": 3, '
+     '"done": []}', "options.read_timeout: expected 0.1 or more"),
 ])
 def test_wrong_shapes_are_one_line(tmp_path: Path, content: str, why: str) -> None:
     path = tmp_path / "c.json"

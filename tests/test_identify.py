@@ -537,6 +537,9 @@ def test_a_checkpoint_of_the_wrong_shape_is_one_line_exit_2(emu, tmp_path: Path,
     ("fingerprint", "inputs", [{"size": 1}], "fingerprint.inputs[0].path: missing"),
     ("options", "batch_size", "x", "options.batch_size: expected a whole number"),
     ("options", "settings_path", 5, "options.settings_path: expected a string or null"),
+    # these two ran, and ended in a TypeError or ValueError traceback
+    ("options", "batch_size", 50.0, "options.batch_size: expected a whole number"),
+    ("options", "concurrency", 0, "options.concurrency: expected 1 or more"),
 ])
 def test_a_hand_edited_checkpoint_names_the_field_exit_2(emu, tmp_path: Path, section: str,
                                                          name: str, value: object,
