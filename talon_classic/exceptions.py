@@ -40,6 +40,13 @@ def shown(exc: BaseException) -> str:
     return f"unexpected error ({type(exc).__name__}); see the log"
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """A library's error (DuckDB's, SQLite's, Spark's) as the first line of its message, at
+    most ``limit`` characters; its class name when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else exc.__class__.__name__
+
+
 def logged(exc: BaseException) -> str:
     """One log line: the class name and the message, credentials removed (no traceback)."""
     if isinstance(exc, TalonClassicError):

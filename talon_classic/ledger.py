@@ -71,7 +71,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from talon_classic.exceptions import LedgerError
+from talon_classic.exceptions import LedgerError, first_line
 from talon_classic.groupcommit import GroupCommit
 from talon_classic.jsonio import BadLine, dumps, dumps_bytes, loads
 from talon_classic.sqliteuri import read_only
@@ -342,7 +342,7 @@ class Ledger:
 
     def _sqlite_problem(self, exc: sqlite3.Error) -> LedgerError:
         """SQLite's reason (it never holds user data) as a :class:`LedgerError`."""
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = first_line(exc)
         if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "disk is full" in text:
             return self._fail("cannot write the state file: disk full", reason="disk full")
         if not isinstance(exc, sqlite3.OperationalError) and isinstance(exc, sqlite3.DatabaseError):

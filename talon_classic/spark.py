@@ -43,7 +43,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from talon_classic.compact.lines import INPUT_REASONS, Kept, is_blank, process_line
-from talon_classic.exceptions import CompactError, InputError, MissingDependency
+from talon_classic.exceptions import CompactError, InputError, MissingDependency, first_line
 from talon_classic.jsonio import dumps, loads
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES
 from talon_classic.summary import Summary
@@ -471,7 +471,7 @@ def _first_line(exc: BaseException) -> str:
         line = line.strip()
         if line and not line.startswith(("at ", "Traceback", "File ")):
             return line[:300]
-    return exc.__class__.__name__
+    return first_line(exc)
 
 
 def _job_error(exc: BaseException) -> str:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from talon_classic.exceptions import DeliveryError, logged, scrub_credentials, shown
+from talon_classic.exceptions import (
+    DeliveryError,
+    first_line,
+    logged,
+    scrub_credentials,
+    shown,
+)
 
 KEY = "sk-live-0123456789abcdef"
 
@@ -38,3 +44,12 @@ def test_shown_and_logged() -> None:
     assert logged(leak) == "ValueError: Invalid header value b'ApiKey-v1 [redacted]'"
     own = DeliveryError("unexpected answer 501 from Talon.One: Not Implemented", 501)
     assert shown(own) == logged(own) == "unexpected answer 501 from Talon.One: Not Implemented"
+
+
+def test_first_line_keeps_a_librarys_error_to_one_short_line() -> None:
+    assert first_line(RuntimeError("Catalog Error: no such table\nLINE 1: SELECT ...")) == \
+        "Catalog Error: no such table"
+    assert first_line(ValueError("x" * 500)) == "x" * 300
+    assert first_line(ValueError("x" * 500), 200) == "x" * 200
+    assert first_line(OSError()) == "OSError"  # says nothing: its name
+    assert first_line(ValueError("  \n  ")) == "ValueError"

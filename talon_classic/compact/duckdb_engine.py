@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from talon_classic.compact.reduce import WINNERS_SQL, block_bases
-from talon_classic.exceptions import CompactError, MissingDependency
+from talon_classic.exceptions import CompactError, MissingDependency, first_line
 from talon_classic.jsonio import loads
 
 #: Profiles fetched from DuckDB at a time.
@@ -157,8 +157,4 @@ def quote(text: str) -> str:
     return text.replace("'", "''")
 
 
-def first_line(exc: BaseException) -> str:
-    """A DuckDB error in one line of at most 300 characters (its name when it says nothing)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else exc.__class__.__name__
 

@@ -23,7 +23,7 @@ import os
 import tempfile
 from typing import IO, Any, cast
 
-from talon_classic.exceptions import CompactError
+from talon_classic.exceptions import CompactError, first_line
 from talon_classic.jsonio import dumps, dumps_bytes
 
 FORMATS = (".jsonl", ".jsonl.gz", ".parquet")
@@ -103,12 +103,7 @@ class ProfileWriter:
             os.unlink(self._tmp)
 
     def _to_parquet(self) -> None:
-        from talon_classic.compact.duckdb_engine import (
-            first_line,
-            import_duckdb,
-            interruptible,
-            quote,
-        )
+        from talon_classic.compact.duckdb_engine import import_duckdb, interruptible, quote
 
         duckdb = import_duckdb()
         staged = self._tmp + ".parquet"

@@ -27,7 +27,7 @@ from itertools import repeat
 from operator import is_, itemgetter
 from typing import IO, Any
 
-from talon_classic.exceptions import BadLine, InputError
+from talon_classic.exceptions import BadLine, InputError, first_line
 from talon_classic.jsonio import loads
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, STDIN, Record, read_records
 from talon_classic.transform import MAX_ID_LENGTH
@@ -246,6 +246,6 @@ def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:
                 yield Record(path, line, event=event)
     except duckdb.Error as exc:
         raise InputError(f"{path}: not a compacted-profile Parquet file "
-                         f"({str(exc).splitlines()[0][:200]})") from None
+                         f"({first_line(exc, 200)})") from None
     finally:
         con.close()
