@@ -192,8 +192,9 @@ class Pipeline:
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> Summary:
         """Read every input, deliver, wait for the last batch; return the summary."""
         opts = self.options
+        skip_unchanged = self._suspect() is None and opts.skip_unchanged
         merger = self._merger = Merger(opts.batch_size, LOOKBACK, opts.ordering_window,
-                                       ledger=self.ledger, skip_unchanged=opts.skip_unchanged)
+                                       ledger=self.ledger, skip_unchanged=skip_unchanged)
         seq = 0
         executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="talon-send")
         # The run keeps many small, acyclic containers alive (open profiles, the
@@ -212,7 +213,6 @@ class Pipeline:
         sys.setswitchinterval(min(interval, 0.001))
         pool: WorkerPool[list[bytes], Any] | None = None
         finished = False
-        self._suspect()
         try:
             if opts.profiles:
                 records = read_profile_records(paths, max_line_bytes=opts.max_line_bytes,
@@ -468,6 +468,7 @@ class Pipeline:
         # later batch does not leave out values it wrongly believes were sent.
         undelivered: Iterable[str] = batch.sources
         uncertain: dict[str, float] = {}
+        started = time.time()
         try:
             try:
                 if self._merger is not None:
@@ -479,6 +480,7 @@ class Pipeline:
                     self.summary.add(profiles_current=len(batch.current))
                 if self.before_send is not None:
                     self.before_send(batch)
+                started = time.time()
                 delivered, bad, uncertain = (self._deliver(batch.profiles) if batch.profiles
                                              else (0, [], {}))
             except (AuthError, _Stopped, LedgerError):
@@ -499,7 +501,7 @@ class Pipeline:
             undelivered = [p["integrationId"] for p, _, _ in bad]
             if self._merger is not None and undelivered:
                 self._merger.rollback(batch, undelivered)  # before its ledger entries
-            self._record(batch, delivered, bad, uncertain)
+            self._record(batch, delivered, bad, uncertain, started)
         except AuthError as exc:
             with self._cond:
                 if self.auth_error is None:
@@ -534,9 +536,9 @@ class Pipeline:
                 self._cond.notify_all()
 
     def _record(self, batch: Batch, delivered: int, bad: list[tuple[dict, str, str]],
-                uncertain: dict[str, float]) -> None:
+                uncertain: dict[str, float], started: float) -> None:
         """Dead-letter what failed (durably), count, record what Talon.One acknowledged
-        in the ledger, then checkpoint the batch."""
+        in the ledger, then checkpoint the batch (whose request ``started`` then)."""
         if self.memberships is not None:  # before the checkpoint: a resumed batch had them
             failed = {profile["integrationId"] for profile, _, _ in bad}
             self.memberships.deliver(batch, failed).record(self.dead_letters, self.summary)
@@ -567,7 +569,7 @@ class Pipeline:
             sent: list[dict[str, Any]] = []
             after = self._repair_after()
             due = {iid: t + after for iid, t in uncertain.items()}
-            suspect = self._suspect_until > time.time()
+            suspect = started < self._suspect_until  # it may land before the other one
             if due or suspect or ledger.watching:  # only uncertain deliveries need to know
                 failed = {p["integrationId"] for p, _, _ in bad}
                 acked = {p["integrationId"] for p in batch.profiles} - failed
@@ -652,24 +654,38 @@ class Pipeline:
         read = timeout[1] if isinstance(timeout, tuple) and timeout[1] else 30.0
         return REPAIR_AFTER_TIMEOUTS * float(read)
 
-    def _suspect(self) -> None:
-        """Treat what is delivered soon as uncertain when the last run was killed.
+    def _suspect(self) -> float | None:
+        """Treat what is delivered soon as uncertain if an earlier run may overtake it.
 
-        The state file says so (:attr:`~talon_classic.ledger.Ledger.unclean`):
-        that run may have left a request in flight, which Talon.One can still
-        carry out, with older values, after this run delivered newer ones.
-        Whatever this run delivers until ``repair_after`` from now is repaired
-        once that has passed (before the run ends), so the newest values have
-        the last word.
+        The state file says when (:meth:`~talon_classic.ledger.Ledger.overtaken_until`):
+        a run before this one was killed and may have left a request in flight,
+        which Talon.One can still carry out, with older values, after this run
+        delivered newer ones. Whatever this run starts to deliver before then is
+        repaired once that has passed (before the run ends), so the newest values
+        have the last word. The digests of ``skip_unchanged`` are not trusted in such
+        a run either (Talon.One may hold values they never saw): it sends unchanged
+        values too. Returns the deadline, or None when there is none.
         """
         ledger = self.ledger
-        if ledger is None or not ledger.writable or not ledger.unclean:
-            return
-        after = self._repair_after()
-        self._suspect_until = time.time() + after
-        self.warn(f"the last run with the state file {ledger.path} did not end (killed or "
-                  f"crashed): a request it had in flight may still be carried out, so what "
-                  f"is delivered in the next {after:.0f}s is sent once more after that")
+        if ledger is None or not ledger.writable:
+            return None
+        try:
+            until = ledger.overtaken_until(self._repair_after())
+        except LedgerError as exc:  # the run stops before it sends anything
+            with self._cond:
+                if self.state_error is None:
+                    self.state_error = str(exc)
+            self.stop("the state file could not be written; nothing was sent")
+            return None
+        if not until:
+            return None
+        self._suspect_until = until
+        self.warn(f"the state file {ledger.path} says a run before this one was killed (or "
+                  f"crashed) and a request of it may still be carried out: what is delivered "
+                  f"in the next {max(0.0, until - time.time()):.0f}s is sent once more after "
+                  "that" + ("; --skip-unchanged is off for this run"
+                            if self.options.skip_unchanged else ""))
+        return until
 
     def _repair(self) -> None:
         """Send the newest acknowledged values of uncertain profiles once more, when due.

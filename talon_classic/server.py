@@ -204,11 +204,15 @@ class Worker(threading.Thread):
         read = timeout[1] if isinstance(timeout, tuple) and timeout[1] else 30.0
         #: Seconds after an attempt that may still land before its profiles are repaired.
         self.repair_after = REPAIR_AFTER_TIMEOUTS * float(read)
-        #: Until then (wall clock), every delivery is uncertain: the process before this one
+        #: Until then (wall clock), every delivery is uncertain: a process before this one
         #: was killed, so a request it had in flight may still land, with older values,
-        #: after newer ones were delivered. Those profiles are repaired once it is past.
-        self.suspect_until = (time.time() + self.repair_after
-                              if ledger is not None and ledger.unclean else 0.0)
+        #: after newer ones were delivered (:meth:`Ledger.overtaken_until`). Those
+        #: profiles are repaired once it is past; ``skip_unchanged`` waits until then.
+        self.suspect_until = (ledger.overtaken_until(self.repair_after)
+                              if ledger is not None else 0.0)
+        self._skip_unchanged = skip_unchanged
+        if self.suspect_until:
+            self.merger.skip_unchanged = False
         self.busy = busy
         self._stop_event = threading.Event()
         self._wake = threading.Event()
@@ -315,6 +319,10 @@ class Worker(threading.Thread):
         before = getattr(stats, "retries", 0)
         for _, reason in batch.dropped:
             self.metrics.dropped.labels(reason).inc()
+        started = time.time()
+        if self.suspect_until and started >= self.suspect_until:
+            self.suspect_until = 0.0  # no earlier request can land any more
+            self.merger.skip_unchanged = self._skip_unchanged
         try:
             outcome = (self.client.upsert_profiles(batch.profiles) if batch.profiles
                        else BulkOutcome())
@@ -332,7 +340,7 @@ class Worker(threading.Thread):
         if self.ledger is not None:  # before the events leave the spool: never behind it
             acked = {p["integrationId"] for p in outcome.delivered}
             uncertain = {iid: t + self.repair_after for iid, t in outcome.uncertain.items()}
-            if self.suspect_until and time.time() < self.suspect_until:
+            if started < self.suspect_until:  # it may land before the other one
                 for iid in acked:  # an earlier process's request may still land
                     uncertain[iid] = max(uncertain.get(iid, 0.0), self.suspect_until)
             record: dict[str, Any] = {
@@ -743,9 +751,15 @@ class Service:
                 self.spool.close()
                 raise
         self.metrics = Metrics()
-        self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
-                             backoff=backoff, memberships=memberships, ledger=self.ledger,
-                             skip_unchanged=skip_unchanged and self.ledger is not None)
+        try:
+            self.worker = Worker(self.spool, engine, client, self.metrics, linger=linger,
+                                 backoff=backoff, memberships=memberships, ledger=self.ledger,
+                                 skip_unchanged=skip_unchanged and self.ledger is not None)
+        except BaseException:  # the ledger could not be written (Ledger.overtaken_until)
+            if self.ledger is not None:
+                self.ledger.close()
+            self.spool.close()
+            raise
         self.metrics.watch(self.spool, self.worker)
         self.app = App(self.spool, self.worker, self.metrics, write_keys,
                        webhook_secret=webhook_secret, max_depth=max_depth)

@@ -233,7 +233,8 @@ class Summary:
                                          if d["repair_wait_s"] >= 1 else ")"))
         if d["repairs_left"]:
             lines.append(f"repair pending     {d['repairs_left']:>12,}  profiles (a request "
-                         "timed out; the next run with this state file repairs them)")
+                         "with older values may land late; the next run with this state file "
+                         "repairs them)")
         if d["batches_resumed"]:
             lines.append(f"batches resumed    {d['batches_resumed']:>12,}  (delivered before, not re-sent)")
         if d["state_file"] or self.state_note:

@@ -197,39 +197,118 @@ def test_a_profile_that_was_not_delivered_does_not_hold_back_older_values(
     assert talon_emulator.profile("u1")["attributes"] == {"plan": "old"}
 
 
+def _kill_with_a_request_in_flight(emu: Any, state: Path, repair_after: float,
+                                   plan: str = "old") -> threading.Thread:
+    """A run that has its ledger open and a request with ``plan`` for u4 at Talon.One, and is
+    killed: close() never runs, the request lands once the emulator's hang ends."""
+    killed = Ledger(state, emu.url)
+    killed.overtaken_until(repair_after)
+    killed._db.close()
+    killed._reader.close()
+    orphan = threading.Thread(target=lambda: Client(emu.url, emu.api_key, rate_limit=0,
+                                                    max_attempts=1).upsert_profiles(
+        [{"integrationId": "u4", "attributes": {"plan": plan}}]), daemon=True)
+    orphan.start()
+    deadline = time.monotonic() + 10
+    while emu.configure()["hang_next"] and time.monotonic() < deadline:
+        time.sleep(0.02)  # the request is in Talon.One's hands
+    return orphan
+
+
+def _identify(emu: Any, state: Path, src: Path, warnings: list[str] | None = None,
+              client: Client | None = None, **options: Any) -> Any:
+    with Ledger(state, emu.url) as ledger, \
+            (client or Client(emu.url, emu.api_key, rate_limit=0)) as sender:
+        return Pipeline(Engine(["plan"]), sender, Options(**options), ledger=ledger,
+                        warn=(warnings if warnings is not None else []).append).run([str(src)])
+
+
+def _events(path: Path, *events: tuple[str, str, str]) -> Path:
+    path.write_text("".join(json.dumps({"type": "identify", "userId": uid, "traits": {"plan": plan},
+                                        "timestamp": ts}) + "\n" for uid, plan, ts in events))
+    return path
+
+
 def test_a_request_a_killed_run_left_in_flight_cannot_have_the_last_word(
         talon_emulator_factory, tmp_path: Path) -> None:
     """The run before was killed while Talon.One was still working on a request with an older
     value; this run delivers a newer one, then the dead run's request lands. Before, the
     older value stayed for good (``serve`` already guarded against it, ``identify`` did not);
-    now what this run delivers in its first ``repair_after`` is repaired once that passed."""
+    now what this run delivers in the killed run's window is repaired once that passed."""
     emu = talon_emulator_factory(hang_next=1, hang_seconds=0.6)  # handled late, as Talon.One may
     state = tmp_path / "state.db"
-    killed = Ledger(state, emu.url)
-    killed._db.close()  # kill -9: close() never runs, the state file keeps its "open" mark
-    killed._reader.close()
-    orphan = threading.Thread(target=lambda: Client(emu.url, emu.api_key, rate_limit=0,
-                                                    max_attempts=1).upsert_profiles(
-        [{"integrationId": "u4", "attributes": {"plan": "old"}}]), daemon=True)
-    orphan.start()
-    deadline = time.monotonic() + 10
-    while emu.configure()["hang_next"] and time.monotonic() < deadline:
-        time.sleep(0.02)  # the request is in Talon.One's hands
-    src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"type": "identify", "userId": "u4", "traits": {"plan": "new"},
-                               "timestamp": "2026-02-01T00:00:00Z"}) + "\n")
+    orphan = _kill_with_a_request_in_flight(emu, state, repair_after=1.5)
     warnings: list[str] = []
-    with Ledger(state, emu.url) as ledger, Client(emu.url, emu.api_key, rate_limit=0) as client:
-        assert ledger.unclean
-        summary = Pipeline(Engine(["plan"]), client, Options(repair_after=1.5), ledger=ledger,
-                           warn=warnings.append).run([str(src)])
+    summary = _identify(emu, state, _events(tmp_path / "in.jsonl",
+                                            ("u4", "new", "2026-02-01T00:00:00Z")), warnings)
     orphan.join(5)
     assert emu.stats()["profile_updates"] == 3  # new, old (late), new again (repaired)
     assert emu.profile("u4")["attributes"] == {"plan": "new"}
     assert summary.profiles_repaired == 1 and summary.repairs_left == 0
-    assert any(f"the last run with the state file {state} did not end" in w for w in warnings)
+    assert any(f"the state file {state} says a run before this one was killed" in w
+               for w in warnings)
     with Ledger(state, emu.url) as after:  # this run closed it: the next one trusts it
-        assert not after.unclean
+        assert not after.unclean and after.overtaken_until(1.5) == 0.0
+
+
+def test_a_run_that_ends_early_leaves_the_killed_runs_window_to_the_next(
+        talon_emulator_factory, tmp_path: Path) -> None:
+    """Found by an adversarial pass: the run after the kill ended at once (here: nothing to
+    send; a wrong key did the same), and the next one, inside the window, trusted Talon.One."""
+    emu = talon_emulator_factory(hang_next=1, hang_seconds=0.8)
+    state = tmp_path / "state.db"
+    orphan = _kill_with_a_request_in_flight(emu, state, repair_after=2.0)
+    (tmp_path / "empty.jsonl").write_text("")
+    assert _identify(emu, state, tmp_path / "empty.jsonl").profiles_upserted == 0
+    summary = _identify(emu, state, _events(tmp_path / "in.jsonl",
+                                            ("u4", "new", "2026-02-01T00:00:00Z")))
+    orphan.join(5)
+    assert summary.profiles_repaired == 1
+    assert emu.profile("u4")["attributes"] == {"plan": "new"}
+
+
+class SlowAnswers(Client):
+    """Talon.One answers each bulk request late (the request itself arrived at once)."""
+
+    def upsert_profiles(self, profiles: list[dict[str, Any]]) -> BulkOutcome:
+        outcome = super().upsert_profiles(profiles)
+        time.sleep(0.8)
+        return outcome
+
+
+def test_a_request_started_in_the_window_is_repaired_even_if_answered_after_it(
+        talon_emulator_factory, tmp_path: Path) -> None:
+    """Found by an adversarial pass: whether a delivery was uncertain was decided when it was
+    recorded, so one that started inside the window and was answered after it was trusted."""
+    emu = talon_emulator_factory(hang_next=1, hang_seconds=0.3)
+    state = tmp_path / "state.db"
+    orphan = _kill_with_a_request_in_flight(emu, state, repair_after=0.5)
+    summary = _identify(emu, state, _events(tmp_path / "in.jsonl",
+                                            ("u4", "new", "2026-02-01T00:00:00Z")),
+                        client=SlowAnswers(emu.url, emu.api_key, rate_limit=0))
+    orphan.join(5)
+    assert summary.profiles_repaired == 1
+    assert emu.profile("u4")["attributes"] == {"plan": "new"}
+
+
+def test_skip_unchanged_is_off_in_the_run_after_a_kill(talon_emulator_factory,
+                                                        tmp_path: Path) -> None:
+    """Found by an adversarial pass: the killed run's request (b) was carried out, the ledger
+    still had a's digest, so the next a was "unchanged" and b stayed for good."""
+    emu = talon_emulator_factory()
+    state = tmp_path / "state.db"
+    _identify(emu, state, _events(tmp_path / "a.jsonl", ("u4", "a", "2026-01-01T00:00:00Z")),
+              skip_unchanged=True)
+    emu.configure(hang_next=1, hang_seconds=0.3)
+    _kill_with_a_request_in_flight(emu, state, repair_after=0.6, plan="b").join(5)
+    assert emu.profile("u4")["attributes"] == {"plan": "b"}
+    warnings: list[str] = []
+    summary = _identify(emu, state, _events(tmp_path / "a2.jsonl",
+                                            ("u4", "a", "2026-01-03T00:00:00Z")), warnings,
+                        skip_unchanged=True)
+    assert emu.profile("u4")["attributes"] == {"plan": "a"}
+    assert summary.profiles_upserted == 1
+    assert any(w.endswith("; --skip-unchanged is off for this run") for w in warnings)
 
 
 def test_a_run_after_a_clean_one_repairs_nothing(talon_emulator, tmp_path: Path) -> None:

@@ -305,7 +305,7 @@ def test_a_request_a_killed_run_left_in_flight_cannot_have_the_last_word(
     proc.wait()
     finish = subprocess.run(_cli(str(new), *common, "--json"), capture_output=True, text=True)
     assert finish.returncode == 0, finish.stderr
-    assert "did not end (killed or crashed)" in finish.stderr
+    assert "says a run before this one was killed (or crashed)" in finish.stderr
     assert json.loads(finish.stdout)["profiles_repaired"] == 1
     assert emu.stats()["profile_updates"] == 3  # new, old (late), new again (repaired)
     assert emu.profile("u4")["attributes"] == {"plan": "new"}

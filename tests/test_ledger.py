@@ -466,13 +466,57 @@ def test_after_close_a_record_or_lookup_is_refused_as_closed_not_as_a_damaged_fi
         assert ledger.stamps(again.lookup(["u1"])["u1"])[0] == {"plan": 1.0}
 
 
+def _killed(ledger: Ledger) -> None:
+    """kill -9: close() never runs, so the state file keeps its "open" mark."""
+    ledger._db.close()
+    ledger._reader.close()
+
+
+def test_overtaken_until_is_the_killed_processs_own_window_and_outlives_a_short_run(
+        path: Path) -> None:
+    """An adversarial pass: the deadline lived only in the memory of the run after the kill,
+    so a run that ended early (a wrong key, an empty input, Ctrl-C) took it away; and it was
+    that run's read timeout, not the killed one's."""
+    with Ledger(path, "https://x.talon.one") as clean:
+        assert clean.overtaken_until(60.0) == 0.0  # nobody was killed: nothing to fear
+    first = Ledger(path, "https://x.talon.one")
+    assert first.overtaken_until(20.0) == 0.0  # records its own window: 20 s
+    _killed(first)
+    second = Ledger(path, "https://x.talon.one")
+    before = time.time()
+    until = second.overtaken_until(4.0)
+    assert before + 20.0 <= until <= time.time() + 20.0  # the killed one's 20 s, not 4
+    second.close()  # ends early, cleanly
+    with Ledger(path, "https://x.talon.one") as third:
+        assert not third.unclean
+        assert third.overtaken_until(4.0) == until  # still there, until it has passed
+    with Ledger(path, "https://x.talon.one", readonly=True) as dry:
+        assert dry.overtaken_until(4.0) == 0.0  # a dry run delivers nothing
+
+
+def test_overtaken_until_ends_once_passed_and_survives_damage(path: Path) -> None:
+    first = Ledger(path, "https://x.talon.one")
+    first.overtaken_until(0.2)
+    _killed(first)
+    with Ledger(path, "https://x.talon.one") as second:
+        assert second.overtaken_until(30.0) > time.time()
+    time.sleep(0.3)
+    with Ledger(path, "https://x.talon.one") as third:
+        assert third.overtaken_until(30.0) == 0.0
+    with sqlite3.connect(path) as db:  # hand-edited: not numbers
+        db.execute("INSERT OR REPLACE INTO ledger_meta VALUES ('overtaken_until', 'soon')")
+        db.execute("INSERT OR REPLACE INTO ledger_meta VALUES ('repair_after', 'nan')")
+        db.execute("INSERT OR REPLACE INTO ledger_meta VALUES ('open', '1')")
+    with Ledger(path, "https://x.talon.one") as fourth:  # unclean: its own window instead
+        assert time.time() + 4.0 <= fourth.overtaken_until(5.0) <= time.time() + 5.0
+
+
 def test_a_ledger_its_last_writer_did_not_close_is_unclean(path: Path) -> None:
     """A process killed while writing leaves its mark: the next one knows a request of the
     dead one may still land (serve repairs what it delivers meanwhile)."""
     first = Ledger(path, "https://x.talon.one")
     assert not first.unclean
-    first._db.close()  # killed: close() never runs (the mark stays, as after kill -9)
-    first._reader.close()
+    _killed(first)
     again = Ledger(path, "https://x.talon.one")
     assert again.unclean
     again.close()
