@@ -416,13 +416,21 @@ class AudienceSync:
                 "`talon-classic audience clear`")
 
     def _check_mirror(self, removes: bool) -> bool:
-        """A mirror removes only when its list is whole: never after a cut-short input."""
+        """A mirror removes only when its list is whole: never after a cut-short input, nor
+        when an entry could not be read (it may be a member, who would be removed)."""
         if self.options.mode != "mirror" or not removes:
             return removes
         if self._truncated:
             self.warn(f"{', '.join(dict.fromkeys(self._truncated))}: ends early, so members "
                       "missing from it may only be missing from the file: this mirror only "
                       "adds; fix the input and run it again to remove those who left")
+            return False
+        invalid = self.summary.invalid
+        if invalid:
+            reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(invalid.items()))
+            self.warn(f"{sum(invalid.values()):,} entries of the list could not be read "
+                      f"({reasons}), and each may be a member: this mirror only adds; fix "
+                      "them and run it again to remove those who left")
             return False
         return True
 

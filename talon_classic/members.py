@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, NamedTuple
 
@@ -159,27 +160,59 @@ def _jsonl(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids,
         yield ids.of(lineno, value)
 
 
+#: A quoted CSV field may span lines (an address with a line break); a record longer than
+#: this many lines is taken as an unclosed quote, which would swallow the rest of the file.
+MAX_RECORD_LINES = 100
+
+
+class _Unclosed(Exception):
+    """A CSV record ran past :data:`MAX_RECORD_LINES` lines."""
+
+
 def _csv(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids, name: str,
          id_column: str | None) -> Iterator[Member]:
+    """Rows of a CSV list. A row that cannot be read (a stray or unclosed quote, a field
+    past the csv module's size limit) is ``invalid_csv`` at the line it starts on, and
+    reading goes on at the line after: an unclosed quote never takes the rest with it."""
     problems: list[Member] = []
-    current = 0
+    source = iter(lines)
+    replay: deque[tuple[int, str]] = deque()  # lines a failed record read past: read again
+    record: list[tuple[int, str]] = []  # the physical lines of the record being read
 
     def text_lines() -> Iterator[str]:
-        nonlocal current
-        for lineno, data in lines:
-            current = lineno
-            if isinstance(data, BadLine):
-                problems.append(ids.bad(lineno, data.reason, str(data)))
-                continue
-            yield data.decode("utf-8", "surrogateescape") + "\n"
+        while True:
+            if replay:
+                lineno, text = replay.popleft()
+            else:
+                item = next(source, None)
+                if item is None:
+                    return
+                lineno, data = item
+                if isinstance(data, BadLine):
+                    problems.append(ids.bad(lineno, data.reason, str(data)))
+                    continue
+                text = data.decode("utf-8", "surrogateescape") + "\n"
+            if len(record) >= MAX_RECORD_LINES:
+                replay.appendleft((lineno, text))
+                raise _Unclosed
+            record.append((lineno, text))
+            yield text
 
-    rows = csv.reader(text_lines())
+    def failed() -> int:
+        """Forget the record that failed (its first line); its other lines are read again."""
+        first = record[0][0] if record else 0
+        replay.extendleft(reversed([*record[1:]]))
+        record.clear()
+        return first
+
+    rows = csv.reader(text_lines(), strict=True)
     try:
         header = [cell.strip() for cell in next(rows)]
     except StopIteration:
         return
-    except csv.Error as exc:
-        raise InputError(f"{name}:{current}: the CSV header cannot be read ({exc})") from None
+    except (csv.Error, _Unclosed) as exc:
+        why = exc if isinstance(exc, csv.Error) else _unclosed()
+        raise InputError(f"{name}:{failed()}: the CSV header cannot be read ({why})") from None
     wanted = (id_column,) if id_column else ID_COLUMNS
     column = next((header.index(c) for c in wanted if c in header), None)
     if column is None:
@@ -192,17 +225,22 @@ def _csv(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids, name: str,
     yield from problems
     problems.clear()
     while True:
+        record.clear()
         try:
             row = next(rows)
         except StopIteration:
             break
-        except csv.Error as exc:
+        except (csv.Error, _Unclosed) as exc:
+            why = (_unclosed(at_end=True) if "unexpected end of data" in str(exc) else
+                   f"not a CSV row ({exc})") if isinstance(exc, csv.Error) else _unclosed()
             yield from problems
             problems.clear()
-            yield ids.bad(current, "invalid_csv", f"not a CSV row ({exc})")
+            yield ids.bad(failed(), "invalid_csv", why)
+            rows = csv.reader(text_lines(), strict=True)  # afresh, from the next line
             continue
         yield from problems
         problems.clear()
+        current = record[0][0] if record else 0
         if not row or row == [""]:
             continue
         if column >= len(row):
@@ -212,6 +250,11 @@ def _csv(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids, name: str,
             continue
         yield ids.of(current, row[column])
     yield from problems
+
+
+def _unclosed(at_end: bool = False) -> str:
+    where = "before the end of the input" if at_end else f"within {MAX_RECORD_LINES} lines"
+    return f"a quoted field is not closed {where}; read on from the next line"
 
 
 def read_members(paths: Iterable[str], *, id_column: str | None = None, id_prefix: str = "",

@@ -597,3 +597,27 @@ def test_ctrl_c_records_what_was_acknowledged_and_exits_130(talon_emulator_facto
         count = recorded.member_count(audience_id)
     assert 3000 <= count < 30_000
     assert len(emu.audience_members(audience_id)) == count  # nothing delivered unrecorded
+
+
+def test_an_unclosed_quote_takes_one_row_and_a_mirror_with_bad_rows_only_adds(
+        emu, tmp_path: Path) -> None:
+    """Found by an adversarial pass: one unclosed quote read the rest of the file as one
+    field, and the mirror removed 1,997 of 2,000 members, exit 0, no warning."""
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    rows = ["email,userId,name", *(f"m{i}@x.com,m{i},Name {i}" for i in range(1, 2001))]
+    good = tmp_path / "q.csv"
+    good.write_text("\n".join(rows) + "\n")
+    assert sync(settings, str(good), "--audience-id", audience_id, "--mode",
+                "mirror").exit_code == 0
+    rows[3] = 'm3@x.com,m3,"Bob'
+    bad = tmp_path / "q2.csv"
+    bad.write_text("\n".join(rows) + "\n")
+    result = cli("sync", "--settings", settings, str(bad), "--audience-id", audience_id,
+                 "--mode", "mirror", "--json")
+    got = summary(result)
+    assert got["invalid_by_reason"] == {"invalid_csv": 1} and got["removed"] == 0
+    assert f"{bad}:4: invalid_csv: a quoted field is not closed within 100 lines" in result.stderr
+    assert "1 entries of the list could not be read (invalid_csv 1)" in result.stderr
+    assert "this mirror only adds" in result.stderr
+    assert len(emu.audience_members(int(audience_id))) == 2000

@@ -151,3 +151,30 @@ def test_format_of(name: str, first: bytes, kind: str) -> None:
 
 def test_format_of_knows_the_id_column() -> None:
     assert format_of("-", b"crm_id", "crm_id") == "csv"
+
+
+def test_an_unclosed_quote_is_one_bad_row_and_reading_goes_on(tmp_path: Path) -> None:
+    """Before, a quoted field that was never closed read every later line into itself."""
+    src = tmp_path / "m.csv"
+    rows = ["userId,note", *(f"u{i},n" for i in range(300))]
+    rows[5] = 'u4,"unclosed'
+    src.write_text("\n".join(rows) + "\n")
+    entries = read(src)
+    assert ids(entries) == [f"u{i}" for i in range(300) if i != 4]
+    assert problems(entries) == [(6, "invalid_csv")]
+    assert "not closed within 100 lines" in entries[4].message
+    rows = rows[:20]  # the quote still open at the end of the input
+    src.write_text("\n".join(rows) + "\n")
+    entries = read(src)
+    assert ids(entries) == [f"u{i}" for i in range(19) if i != 4]
+    assert [m.message for m in entries if m.reason] == [
+        "a quoted field is not closed before the end of the input; read on from the next line"]
+
+
+def test_a_quoted_field_may_span_lines_and_a_stray_quote_is_one_bad_row(tmp_path: Path) -> None:
+    src = tmp_path / "m.csv"
+    src.write_text('email,userId,address\na@x,u1,"Street 1\nTown"\nc@x,u3,"ab"c\nd@x,u4,ok\n')
+    entries = read(src)
+    assert ids(entries) == ["u1", "u4"]
+    assert problems(entries) == [(4, "invalid_csv")]  # the line it starts on
+    assert [m.line for m in entries if m.reason is None] == [2, 5]
