@@ -214,6 +214,14 @@ class AudienceState:
                                "since) VALUES (?, ?, ?)", [(audience_id, known, _now())]))
         self._write(statements)
 
+    def unknown(self, audience_id: int) -> None:
+        """Record nothing of an audience's members, and not as known: what an ``audience
+        clear`` does before it asks Talon.One, so a clear that fails halfway (or whose
+        record afterwards fails) never leaves members recorded that Talon.One dropped."""
+        self._write([
+            ("DELETE FROM audience_members WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_known WHERE audience_id = ?", [(audience_id,)])])
+
     def reset(self, audience_id: int, source: str = "clear") -> None:
         """The audience is empty (``audience clear``): no members, and that is known."""
         self._write([

@@ -150,6 +150,21 @@ def test_delete_and_clear_keep_the_state_database_true(emu, tmp_path: Path) -> N
         assert recorded.member_count(keep) == 2
 
 
+def test_a_clear_whose_state_database_cannot_be_used_sends_nothing(emu, tmp_path: Path) -> None:
+    """Found by an adversarial pass: clear emptied the audience first and failed on the state
+    afterwards, which still recorded every member, so the next sync added nobody."""
+    settings = settings_for(tmp_path, emu)
+    audience_id = create(settings)
+    members = lines(tmp_path / "m.txt", ["u1", "u2"])
+    assert sync(settings, str(members), "--audience-id", str(audience_id),
+                "--mode", "add").exit_code == 0
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    result = cli("clear", str(audience_id), "--settings", settings, "--state", str(garbage))
+    assert result.exit_code == 2 and "cannot open the state database" in result.stderr
+    assert emu.audience_members(audience_id) == ["u1", "u2"]  # nothing was sent
+
+
 def test_list_needs_the_management_key(emu, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, emu)
     create(settings, "VIP")

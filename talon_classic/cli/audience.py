@@ -256,11 +256,24 @@ def clear(settings_args: SettingsArgs, audience_id: int, id_prefix: str, state: 
     (so the next sync adds the whole list again)."""
     settings = load(settings_args)
     path = state_path(settings, id_prefix, state, no_state)
-    with open_client(settings) as client, talon_errors():
-        client.clear_audience(audience_id)
-    if path is not None:
-        with open_state(path) as recorded:
-            recorded.reset(audience_id)
+    with contextlib.ExitStack() as stack:
+        recorded = stack.enter_context(open_state(path)) if path is not None else None
+        if recorded is not None:  # first: should the clear fail halfway, nothing is stale
+            try:
+                recorded.unknown(audience_id)
+            except sqlite3.Error as exc:
+                raise UsageFailure(f"{path}: cannot write the state database ({exc}); "
+                                   "nothing was sent; give another --state FILE, or "
+                                   "--no-state") from None
+        with open_client(settings) as client, talon_errors():
+            client.clear_audience(audience_id)
+        if recorded is not None:
+            try:
+                recorded.reset(audience_id)
+            except sqlite3.Error as exc:
+                warn(f"{path}: the clear is not recorded ({exc}); the state database "
+                     "records nothing of the audience now, so the next sync sends every "
+                     "listed member")
     show(audience_id, "cleared audience")
 
 
