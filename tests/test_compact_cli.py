@@ -428,3 +428,26 @@ def test_profiles_fast_path_leaves_what_the_general_path_leaves(talon_emulator_f
     # ledger (not the profile's newest), so an email at 60 is newer and goes
     assert emu_state["c"] == {"email": "c2@x.io", "plan": "x"}
     assert len(ledger["ledger_profiles"]) == 44  # a, b, c, e, u0..u39
+
+
+def test_an_input_reached_through_a_link_is_not_overwritten(tmp_path: Path) -> None:
+    """Found by an adversarial pass: the "also an INPUT" check compared names, so a symbolic
+    or hard link replaced the raw events with their compaction."""
+    src = write_jsonl(tmp_path / "same.jsonl", [{"userId": "u1", "traits": {"plan": "a"}}])
+    (tmp_path / "alias.jsonl").symlink_to(src)
+    os.link(src, tmp_path / "hard.jsonl")
+    before = src.read_bytes()
+    s = settings_for(tmp_path / "s.json")
+    for name in ("alias.jsonl", "hard.jsonl"):
+        result = cli("compact", str(tmp_path / name), "--settings", str(s), "-o", str(src))
+        assert result.exit_code == 2, result.output
+        assert f"{src}: is also an INPUT" in result.output
+    assert src.read_bytes() == before
+
+
+def test_a_temp_dir_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"userId": "u1", "traits": {"plan": "a"}}])
+    result = cli("compact", str(src), "--settings", str(settings_for(tmp_path / "s.json")),
+                 "-o", str(tmp_path / "o.jsonl"), "--temp-dir", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "'--temp-dir': Directory" in result.output and "does not exist" in result.output

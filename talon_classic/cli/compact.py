@@ -76,6 +76,16 @@ def run_compaction(settings: Any, paths: list[str], out: str, options: dict[str,
         progress.close()
 
 
+def _same_file(output: str, path: str) -> bool:
+    """Is ``output`` the input ``path`` (by name, or as a link to the same file)?"""
+    if os.path.abspath(output) == os.path.abspath(path):
+        return True
+    try:
+        return os.path.samefile(output, path)
+    except (OSError, ValueError):  # either does not exist (yet), or is no local path
+        return False
+
+
 def check_output(output: str) -> None:
     """Refuse an output name or place that cannot work, before anything is read."""
     from talon_classic.compact.output import output_format
@@ -105,7 +115,8 @@ def check_output(output: str) -> None:
 @click.option("--memory-limit", metavar="SIZE",
               help="DuckDB's memory limit, e.g. 500MB or 8GB; it spills to disk past it "
               "[default: half the machine's memory].")
-@click.option("--temp-dir", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--temp-dir", type=click.Path(exists=True, file_okay=False, writable=True),
+              metavar="DIR",
               help="Where transformed rows and DuckDB's spill files go [default: $TMPDIR].")
 @click.option("--spark-master", metavar="URL", default=None,
               help="With --engine spark: the master [default: local[*]].")
@@ -136,7 +147,7 @@ def compact(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[
     if options["engine"] != "spark" and options["spark_master"]:
         raise UsageFailure("--spark-master is only used with --engine spark")
     paths = check_inputs(inputs) if options["engine"] == "duckdb" else list(inputs)
-    if os.path.abspath(output) in {os.path.abspath(p) for p in paths}:
+    if any(_same_file(output, p) for p in paths):
         raise UsageFailure(f"{output}: is also an INPUT; write the profiles elsewhere")
     check_output(output)
     if options["memory_limit"] is not None:

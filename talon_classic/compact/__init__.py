@@ -183,7 +183,13 @@ def compact(paths: Iterable[str], settings: Any, out: str, *, engine: str = "duc
 
     writer = ProfileWriter(out)  # an output that cannot be written fails before the work
     try:
-        with tempfile.TemporaryDirectory(prefix="talon-compact-", dir=temp_dir) as tmp:
+        try:
+            scratch = tempfile.TemporaryDirectory(prefix="talon-compact-", dir=temp_dir)
+        except OSError as exc:
+            raise CompactError(f"{temp_dir or tempfile.gettempdir()}: cannot make a temporary "
+                               f"directory: {exc.strerror or exc}; give --temp-dir DIR, or "
+                               "TMPDIR, on a disk with room") from None
+        with scratch as tmp:
             rows_dir = os.path.join(tmp, "rows")
             os.mkdir(rows_dir, 0o700)
             records = transform_inputs(paths, rules, rows_dir, workers=workers,

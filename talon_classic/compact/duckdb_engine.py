@@ -84,9 +84,14 @@ def profiles(con: Any, rows_dir: str, records_per_block: list[int], max_line_byt
     if not files:
         return
     bases_csv = os.path.join(rows_dir, "bases.csv")
-    with open(bases_csv, "w") as fh:
-        fh.write("c,base\n")
-        fh.writelines(f"{n},{b}\n" for n, b in enumerate(block_bases(records_per_block)))
+    try:
+        with open(bases_csv, "w") as fh:
+            fh.write("c,base\n")
+            fh.writelines(f"{n},{b}\n" for n, b in enumerate(block_bases(records_per_block)))
+    except OSError as exc:
+        raise CompactError(f"{rows_dir}: cannot write: {exc.strerror or exc}; nothing was "
+                           "written (give --temp-dir DIR, or TMPDIR, on a disk with room)"
+                           ) from None
     sql = PROFILES_SQL.format(
         rows="[" + ", ".join(f"'{quote(f)}'" for f in files) + "]",
         max_object=max(16 * 1024 * 1024, 2 * max_line_bytes + 1024 * 1024),

@@ -78,7 +78,12 @@ class ProfileWriter:
                                 "timestamps": dumps(record["timestamps"])})
         else:
             line = dumps_bytes(record)
-        self._out.write(line + b"\n")
+        try:
+            self._out.write(line + b"\n")
+        except OSError as exc:  # a full disk: one line, and no partial file is left
+            self.abort()
+            raise CompactError(f"{self.path}: cannot write: {exc.strerror or exc}; nothing "
+                               "was written") from None
         self.count += 1
 
     def close(self) -> None:
@@ -103,10 +108,26 @@ class ProfileWriter:
             os.unlink(self._tmp)
 
     def _to_parquet(self) -> None:
-        from talon_classic.compact.duckdb_engine import import_duckdb, interruptible, quote
+        from talon_classic.compact.duckdb_engine import import_duckdb
 
         duckdb = import_duckdb()
-        staged = self._tmp + ".parquet"
+        # DuckDB creates the file with the process's umask (0644, readable by anyone, while
+        # it holds every profile): in a directory of its own, 0700, it is the user's alone
+        private = tempfile.mkdtemp(prefix=".", suffix=".part", dir=os.path.dirname(self._tmp))
+        staged = os.path.join(private, "profiles.parquet")
+        try:
+            self._copy_to_parquet(duckdb, staged)
+            os.chmod(staged, 0o600)
+            os.replace(staged, self._tmp)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            with contextlib.suppress(OSError):
+                os.rmdir(private)
+
+    def _copy_to_parquet(self, duckdb: Any, staged: str) -> None:
+        from talon_classic.compact.duckdb_engine import interruptible, quote
+
         con = duckdb.connect(":memory:")
         try:
             with interruptible():
@@ -119,14 +140,7 @@ class ProfileWriter:
                     if self.count else
                     "COPY (SELECT ''::VARCHAR AS integrationId, ''::VARCHAR AS attributes, "
                     f"''::VARCHAR AS timestamps LIMIT 0) TO '{quote(staged)}' (FORMAT parquet)")
-        except BaseException as exc:  # Ctrl-C too: no half-written Parquet file is left
-            with contextlib.suppress(OSError):
-                os.unlink(staged)
-            if isinstance(exc, duckdb.Error):
-                raise CompactError(f"{self.path}: cannot write Parquet: "
-                                   f"{first_line(exc)}") from None
-            raise
+        except duckdb.Error as exc:  # the caller removes what was staged (Ctrl-C too)
+            raise CompactError(f"{self.path}: cannot write Parquet: {first_line(exc)}") from None
         finally:
             con.close()
-        os.chmod(staged, 0o600)
-        os.replace(staged, self._tmp)
