@@ -29,6 +29,20 @@ class DeadLetters:
         self._lock = threading.Lock()
         self.count = 0
 
+    def problem(self) -> str | None:
+        """Why no dead letter could be written at :attr:`path` (one line naming it), or
+        None: checked before anything is sent, since the file is only created when the
+        first event fails, and then it would be too late to say so."""
+        path = self.path
+        if os.path.isdir(path):
+            return f"{path}: is a directory; give --dead-letter FILE"
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            return f"{path}: no such directory {parent}; give --dead-letter FILE"
+        if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+            return f"{path}: cannot be written (permission denied); give --dead-letter FILE"
+        return None
+
     def write(self, event: Any, reason: str, error: str | None, where: str) -> None:
         """Append one dead letter."""
         line = dumps({"event": event, "reason": reason, "error": error, "input": where})

@@ -636,3 +636,14 @@ def test_an_unclosed_quote_takes_one_row_and_a_mirror_with_bad_rows_only_adds(
     assert "1 entries of the list could not be read (invalid_csv 1)" in result.stderr
     assert "this mirror only adds" in result.stderr
     assert len(emu.audience_members(int(audience_id))) == 2000
+
+
+def test_a_dead_letter_file_that_cannot_be_written_is_refused_before_sending(
+        emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    members = lines(tmp_path / "m.txt", ["u1"])
+    result = sync(settings, str(members), "--audience-id", audience_id, "--mode", "add",
+                  "--dead-letter", str(tmp_path / "nowhere" / "d.jsonl"))
+    assert result.exit_code == 2 and "no such directory" in result.stderr
+    assert emu.audience_members(int(audience_id)) == []

@@ -27,3 +27,12 @@ def test_hostile_events_are_written_whole(tmp_path: Path) -> None:
     assert letter == {"event": event, "reason": "rejected", "error": "attribute \ud800 is bad",
                       "input": "in.jsonl:3"}
     assert b"\\ud800" in line and letter["event"]["context"]["huge"] == 10**5000 - 1
+
+
+def test_problem_says_why_no_dead_letter_could_be_written(tmp_path: Path) -> None:
+    assert DeadLetters(tmp_path / "d.jsonl").problem() is None  # created when needed
+    assert not (tmp_path / "d.jsonl").exists()  # checking creates nothing
+    assert DeadLetters(tmp_path).problem() == f"{tmp_path}: is a directory; give --dead-letter FILE"
+    missing = tmp_path / "no" / "d.jsonl"
+    assert DeadLetters(missing).problem() == (f"{missing}: no such directory {tmp_path / 'no'}; "
+                                              "give --dead-letter FILE")

@@ -752,3 +752,17 @@ def test_skip_unchanged_leaves_out_what_talon_one_has(emu, tmp_path: Path) -> No
     # without the option everything goes again (someone may have edited the profile)
     plain = run(str(again), "--settings", str(settings))
     assert plain.exit_code == 0 and "unchanged" not in plain.output
+
+
+def test_a_dead_letter_file_that_cannot_be_written_is_refused_before_sending(
+        emu, tmp_path: Path) -> None:
+    """Found by an adversarial pass: the file is created when the first event fails, so a
+    bad --dead-letter was found then, reported as a bug (exit 4), its events not kept."""
+    src = write_jsonl(tmp_path / "in.jsonl", _events(3))
+    settings = str(write_settings(tmp_path / "s.json", emu))
+    result = run(str(src), "--settings", settings, "--dead-letter",
+                 str(tmp_path / "nowhere" / "x.dead.jsonl"))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {tmp_path / 'nowhere' / 'x.dead.jsonl'}: no such "
+                             f"directory {tmp_path / 'nowhere'}; give --dead-letter FILE\n")
+    assert emu.requests() == []  # nothing was sent

@@ -405,6 +405,9 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
     management = open_management(settings, "--from-talon") if from_talon else None
     first = "stdin" if paths[0] == STDIN else paths[0]
     dead = dead_letter or f"{first}.dead.jsonl"
+    problem = None if dry_run else DeadLetters(dead).problem()
+    if problem is not None:  # found now, not when the first action fails
+        raise UsageFailure(problem)
     try:
         options = SyncOptions(audience_id, mode, id_column=id_column, id_prefix=id_prefix,
                               from_talon=from_talon, concurrency=1 if dry_run else concurrency,

@@ -49,6 +49,7 @@ from talon_classic.cli.options import (
     warn,
 )
 from talon_classic.cli.progress import StatusLine, input_eta
+from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import (
     CheckpointError,
     CompactError,
@@ -286,6 +287,9 @@ def plan_run(settings_args: SettingsArgs, inputs: tuple[str, ...],
         raise UsageFailure(str(exc)) from None
     dead = opts["dead_letter"] or f"{first}.dead.jsonl"
     opts["dead_letter"] = dead
+    problem = None if opts["dry_run"] else DeadLetters(dead).problem()
+    if problem is not None:  # found now, not when the first event fails
+        raise UsageFailure(problem)
     ckpt = None
     if ckpt_path:
         target = ("emulator:" + (opts["emulator_db"] or "memory") if opts["emulator"]
@@ -526,7 +530,6 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
     events are dead-lettered) or the state file failed, 130 interrupted (Ctrl-C).
     """
     from talon_classic.bulk import Options, Pipeline
-    from talon_classic.deadletter_file import DeadLetters
 
     options["schema"] = schema_args.path  # recorded, so --resume types as the run did
     run = plan_run(settings_args, inputs, options)
