@@ -34,7 +34,12 @@
   ``rename_audience``, ``delete_audience``, ``clear_audience`` (a 404 is
   :class:`~talon_classic.exceptions.AudienceNotFound`) and
   :meth:`Client.update_memberships`, which goes through the same splitting
-  loop as profile upserts.
+  loop as profile upserts. Creating and deleting an audience must not be
+  carried out twice, so an attempt that may have been carried out (its
+  answer lost, or a 5xx other than 503) is sent again at most once, and
+  not at all for a create without an integrationId
+  (:class:`~talon_classic.exceptions.OutcomeUnknown`); a 409 or 404 answering
+  such a resend is read as the earlier attempt's work.
 
 The API key is never in a ``repr``, a log line or an exception: only
 :func:`redact_key`'s ``****abcd`` is shown. A key that no HTTP header can
@@ -67,6 +72,7 @@ from talon_classic.exceptions import (
     AudienceNotFound,
     AuthError,
     DeliveryError,
+    OutcomeUnknown,
     RejectedError,
     RetriesExhausted,
 )
@@ -98,6 +104,9 @@ DEFAULT_MAX_RETRY_AFTER = 120.0
 _SHORTEST_FRAGMENT = 4
 #: On create, 409 means "this audience exists": an answer, not a busy server.
 _CREATE_RETRY_STATUSES = RETRY_STATUSES - {409}
+#: The one server error that says the request was not carried out (the others may
+#: come from a gateway after Talon.One did the work).
+_NOT_HANDLED = 503
 
 T = TypeVar("T")
 #: What a split strategy makes of a rejected part: the items rejected for good, and
@@ -198,6 +207,39 @@ class BulkOutcome:
     rejected: list[tuple[dict[str, Any], RejectedError]] = field(default_factory=list)
     failed: list[tuple[dict[str, Any], RetriesExhausted]] = field(default_factory=list)
     uncertain: dict[str, float] = field(default_factory=dict)
+
+
+def may_have_been_carried_out(exc: BaseException) -> bool:
+    """Could Talon.One have carried out the request of an attempt that failed with ``exc``?
+
+    :func:`may_have_landed`, and also when an answer had begun and was cut
+    short (``ChunkedEncodingError``): then it was carried out for certain.
+    What matters to a request that must not be carried out twice.
+    """
+    return (isinstance(exc, requests.exceptions.ChunkedEncodingError)
+            or may_have_landed(exc))
+
+
+@dataclass
+class Unrepeatable:
+    """How a request that must not be carried out twice is retried (create, delete).
+
+    ``resend``: how many times it may be sent again after an attempt that
+    may have been carried out; ``doubtful`` counts those attempts: a lost
+    answer (:func:`may_have_been_carried_out`), or a retryable server error
+    other than 503. Once ``doubtful`` exceeds ``resend``, the request is not
+    sent again: :class:`~talon_classic.exceptions.OutcomeUnknown`. Anything
+    that says the request was not carried out (a refused connection, 429,
+    503) is retried as usual.
+    """
+
+    resend: int
+    doubtful: int = 0
+
+    def doubt(self) -> bool:
+        """Count one doubtful attempt; True when the request may still be sent again."""
+        self.doubtful += 1
+        return self.doubtful <= self.resend
 
 
 def may_have_landed(exc: BaseException) -> bool:
@@ -420,7 +462,8 @@ class Client:
 
     def _request(self, method: str, path: str, params: dict[str, str] | None = None,
                  body: Any = None, uncertain: list[float] | None = None, *,
-                 retry_statuses: frozenset[int] = RETRY_STATUSES) -> requests.Response:
+                 retry_statuses: frozenset[int] = RETRY_STATUSES,
+                 unrepeatable: Unrepeatable | None = None) -> requests.Response:
         """Send one request with limiting and retries; return a 2xx answer or raise.
 
         Raises AuthError (401/403), RejectedError (other 4xx, the server's
@@ -428,6 +471,8 @@ class Client:
         other answer (501, 505, a redirect). ``retry_statuses`` are retried
         (an endpoint where one of them is a real answer leaves it out). ``uncertain`` gets the start time
         (``time.time()``) of each attempt that may still land (:func:`may_have_landed`).
+        ``unrepeatable`` bounds the resends of a request that must not be carried out
+        twice, and counts its doubtful attempts (raising OutcomeUnknown past its bound).
         """
         url = self.base_url + path
         data = dumps_bytes(body) if body is not None else None
@@ -444,10 +489,17 @@ class Client:
                 if uncertain is not None and may_have_landed(exc):
                     uncertain.append(started)
                 failure = self._failure(exc, method, path)
+                if (unrepeatable is not None and isinstance(failure, Retryable)
+                        and may_have_been_carried_out(exc) and not unrepeatable.doubt()):
+                    failure = OutcomeUnknown(str(failure))
             if failure is not None:  # raised here, outside the except: no chain to the original
                 raise failure
-            self.stats.count(response.status_code)
-            log.debug("%s %s -> %s", method, path, response.status_code)
+            status = response.status_code
+            self.stats.count(status)
+            log.debug("%s %s -> %s", method, path, status)
+            if (unrepeatable is not None and status in retry_statuses and status >= 500
+                    and status != _NOT_HANDLED and not unrepeatable.doubt()):
+                raise OutcomeUnknown(f"{status} on {method} {path}", status)
             return check_status(response, f"{method} {path}", retry_statuses)
 
         response = self.retry_policy.run(attempt)
@@ -585,23 +637,53 @@ class Client:
         Raises :class:`AudienceExists` (409, never retried) when an audience
         with that ``integration`` and ``integration_id`` exists, with Talon.One's
         message; RejectedError (400) for a bad field.
+
+        A create is not idempotent. Refused connections, 429 and 503 are
+        retried as usual, but an attempt that may have been carried out (its
+        answer lost, a 5xx other than 503; see :class:`Unrepeatable`) is sent
+        again only with an ``integration_id``, which Talon.One refuses to
+        create twice, and only once: a 409 answering that resend is the
+        audience the lost attempt created, raised as AudienceExists with
+        ``ours`` True (only the Management API can tell its id). Without an
+        ``integration_id``, or when the resend does not tell either, raises
+        :class:`OutcomeUnknown`: the audience may have been created.
         """
         body: dict[str, Any] = {"name": name}
         for key, value in (("description", description), ("integration", integration),
                            ("integrationId", integration_id)):
             if value is not None:
                 body[key] = value
+        guard = Unrepeatable(resend=0 if integration_id is None else 1)
+        failure: DeliveryError
         try:
             response = self._request("POST", AUDIENCES_PATH, None, body,
-                                     retry_statuses=_CREATE_RETRY_STATUSES)
+                                     retry_statuses=_CREATE_RETRY_STATUSES, unrepeatable=guard)
         except RejectedError as exc:
             if exc.status != 409:
                 raise
-            conflict = AudienceExists(f"the audience exists (409): {exc}", integration,
-                                      integration_id, exc.errors)
+            if guard.doubtful and integration_id is not None:
+                log.info("POST %s: 409 after an attempt whose answer was lost: that attempt "
+                         "created the audience", AUDIENCES_PATH)
+                failure = AudienceExists(
+                    f"the audience was created by an attempt whose answer was lost (409 on "
+                    f"the resend: {exc})", integration, integration_id, exc.errors, ours=True)
+            else:
+                failure = AudienceExists(f"the audience exists (409): {exc}", integration,
+                                         integration_id, exc.errors)
+        except RetriesExhausted as exc:
+            if not guard.doubtful:
+                raise
+            if integration_id is None:
+                how = ("a create without an integrationId is not sent again, as that could "
+                       "create a second audience")
+            else:
+                how = (f"creating it again with integrationId {integration_id!r} is safe: a "
+                       f"409 then says it exists")
+            failure = OutcomeUnknown(f"the audience may have been created: an attempt may "
+                                     f"have been carried out ({exc}); {how}", exc.status)
         else:
             return Audience.from_api(_json(response), f"POST {AUDIENCES_PATH}")
-        raise conflict
+        raise failure  # outside the except: no chain to the attempts
 
     def rename_audience(self, audience_id: int, name: str) -> Audience:
         """``PUT /v2/audiences/{id}``: the renamed :class:`Audience`; AudienceNotFound (404)."""
@@ -611,9 +693,32 @@ class Client:
         return Audience.from_api(_json(response), f"PUT {path}")
 
     def delete_audience(self, audience_id: int) -> None:
-        """``DELETE /v2/audiences/{id}``: the audience and its memberships go; AudienceNotFound (404)."""
-        with _not_found(audience_id):
-            self._request("DELETE", _audience_path(audience_id))
+        """``DELETE /v2/audiences/{id}``: the audience and its memberships go; AudienceNotFound (404).
+
+        An attempt that may have been carried out (its answer lost, a 5xx
+        other than 503) is sent again once: a 404 answering that resend means
+        the lost attempt deleted it, and the call returns. When the resend
+        does not tell either, raises :class:`OutcomeUnknown`: it may be gone.
+        """
+        path = _audience_path(audience_id)
+        guard = Unrepeatable(resend=1)
+        try:
+            with _not_found(audience_id):
+                self._request("DELETE", path, unrepeatable=guard)
+        except AudienceNotFound:
+            if not guard.doubtful:
+                raise
+            log.info("DELETE %s: 404 after an attempt whose answer was lost: that attempt "
+                     "deleted it", path)
+            return
+        except RetriesExhausted as exc:
+            if not guard.doubtful:
+                raise
+            failure = OutcomeUnknown(f"audience {audience_id} may have been deleted: an attempt "
+                                     f"may have been carried out ({exc})", exc.status)
+        else:
+            return
+        raise failure  # outside the except: no chain to the attempts
 
     def clear_audience(self, audience_id: int) -> None:
         """``DELETE /v2/audiences/{id}/memberships``: the audience is emptied; AudienceNotFound (404)."""

@@ -155,17 +155,32 @@ class AudienceExists(RejectedError):
     The message keeps what Talon.One said; ``integration`` and
     ``audience_integration_id`` are what was asked for, so the caller can
     look the existing audience up (Management API ``GET /v1/audiences``).
+    ``ours`` is True when the 409 answered a resend after an attempt whose
+    answer was lost: then it is the audience that very attempt created, not
+    someone else's.
     """
 
     def __init__(self, message: str, integration: str | None, audience_integration_id: str | None,
-                 errors: list[dict[str, Any]] | None = None) -> None:
+                 errors: list[dict[str, Any]] | None = None, *, ours: bool = False) -> None:
         super().__init__(message, 409, errors)
         self.integration = integration
         self.audience_integration_id = audience_integration_id
+        self.ours = ours
 
 
 class RetriesExhausted(DeliveryError):
     """A retryable failure (409/429/5xx/timeout) outlasted every attempt."""
+
+
+class OutcomeUnknown(RetriesExhausted):
+    """A request that must not be carried out twice (creating or deleting an audience) may
+    have been carried out, and is not sent again.
+
+    Its answer was lost after it was sent (a read timeout, a connection closed
+    before or during the answer) or was a server error that does not say the
+    request was left alone (a 5xx other than 503). ``status`` is that
+    answer's, None when none came. The message says what may have happened.
+    """
 
 
 class BadLine(TalonClassicError, ValueError):

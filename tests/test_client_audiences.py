@@ -4,6 +4,8 @@ only where a server must misbehave in a way the emulator does not)."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 import responses
@@ -15,7 +17,9 @@ from talon_classic.exceptions import (
     AudienceExists,
     AudienceNotFound,
     AuthError,
+    OutcomeUnknown,
     RejectedError,
+    RetriesExhausted,
 )
 
 
@@ -48,7 +52,113 @@ def test_create_409_is_audience_exists_with_talon_ones_words_and_not_retried(tal
     assert exc.status == 409 and not sleep.waits
     assert (exc.integration, exc.audience_integration_id) == ("segment", "x")
     assert "already exists" in str(exc) and isinstance(exc, RejectedError)
+    assert not exc.ours  # no attempt was lost: someone else's audience
     assert talon_emulator.stats()["requests"] == {"201": 1, "409": 1}
+
+
+# -- creating and deleting are not idempotent: a lost answer is not blindly retried ----------
+def statuses(emu) -> list[int]:
+    return [r["status"] for r in emu.requests()]
+
+
+def test_a_create_whose_answer_was_dropped_is_not_sent_again(talon_emulator) -> None:
+    talon_emulator.configure(drop_next=1)
+    sleep = FakeSleep()
+    with client_for(talon_emulator, sleep=sleep) as client, \
+            pytest.raises(OutcomeUnknown) as info:
+        client.create_audience("Dup test")
+    text = str(info.value)
+    assert text.startswith("the audience may have been created: ") and "\n" not in text
+    assert "not sent again" in text and isinstance(info.value, RetriesExhausted)
+    assert info.value.__context__ is None and not sleep.waits
+    # one audience, as the one request created it; no second one from a resend
+    assert [a["name"] for a in talon_emulator.audiences()] == ["Dup test"]
+    assert statuses(talon_emulator) == [201]
+
+
+def test_a_create_whose_answer_timed_out_is_not_sent_again(talon_emulator) -> None:
+    talon_emulator.configure(hang_next=1, hang_seconds=1.0)
+    started = time.monotonic()
+    with client_for(talon_emulator, read_timeout=0.2, sleep=FakeSleep()) as client, \
+            pytest.raises(OutcomeUnknown) as info:
+        client.create_audience("Slow")
+    assert time.monotonic() - started < 1.0 and "ReadTimeout on POST /v2/audiences" in str(
+        info.value)
+    assert client.stats.snapshot()["requests"] == 1
+    time.sleep(1.2)  # the hung request lands late, as Talon.One's would: still one audience
+    assert [a["name"] for a in talon_emulator.audiences()] == ["Slow"]
+
+
+def test_a_create_without_an_integration_id_still_retries_what_was_not_carried_out(
+        talon_emulator) -> None:
+    talon_emulator.configure(fail_next=2, fail_status=503)
+    with client_for(talon_emulator, sleep=FakeSleep()) as client:
+        created = client.create_audience("Busy")
+    assert created.id == 1 and statuses(talon_emulator) == [503, 503, 201]
+    talon_emulator.configure(fail_next=1, fail_status=429)
+    with client_for(talon_emulator, sleep=FakeSleep()) as client:
+        assert client.create_audience("Limited").id == 2
+    # a connection that could not be made sent nothing: retried through every attempt
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with Client(closed, KEY, rate_limit=0, sleep=FakeSleep()) as client, \
+            pytest.raises(RetriesExhausted) as info:
+        client.create_audience("Nowhere")
+    assert not isinstance(info.value, OutcomeUnknown) and client.stats.requests == 8
+
+
+def test_a_dropped_create_with_an_integration_id_is_ours_on_the_409(talon_emulator) -> None:
+    talon_emulator.configure(drop_next=1)
+    with client_for(talon_emulator, sleep=FakeSleep()) as client, \
+            pytest.raises(AudienceExists) as info:
+        client.create_audience("Dup test", integration="segment", integration_id="aud_dup")
+    exc = info.value
+    assert exc.ours and (exc.integration, exc.audience_integration_id) == ("segment", "aud_dup")
+    assert str(exc).startswith("the audience was created by an attempt whose answer was lost")
+    assert [(a["id"], a["integrationId"]) for a in talon_emulator.audiences()] == [
+        (1, "aud_dup")]
+    assert statuses(talon_emulator) == [201, 409]
+
+
+def test_a_create_with_an_integration_id_is_resent_only_once(talon_emulator) -> None:
+    talon_emulator.configure(hang_next=5, hang_seconds=0.6, hang_apply=False)
+    started = time.monotonic()
+    with client_for(talon_emulator, read_timeout=0.2, sleep=FakeSleep()) as client, \
+            pytest.raises(OutcomeUnknown) as info:
+        client.create_audience("Hung", integration_id="aud_hung")
+    assert time.monotonic() - started < 2.0
+    assert client.stats.snapshot()["by_status"] == {"ReadTimeout": 2}
+    assert "integrationId 'aud_hung' is safe" in str(info.value)
+
+
+def test_a_resend_that_creates_is_the_audience(talon_emulator) -> None:
+    # the lost attempt was not carried out (a 504 from a gateway that handled nothing)
+    talon_emulator.configure(hang_next=1, hang_seconds=0, hang_apply=False)
+    with client_for(talon_emulator, sleep=FakeSleep()) as client:
+        created = client.create_audience("Gated", integration_id="aud_g")
+    assert created.id == 1 and statuses(talon_emulator) == [504, 201]
+
+
+def test_a_delete_whose_answer_was_dropped_is_done_on_the_404(talon_emulator) -> None:
+    with client_for(talon_emulator, sleep=FakeSleep()) as client:
+        audience = client.create_audience("Gone")
+        talon_emulator.configure(drop_next=1)
+        client.delete_audience(audience.id)  # the resend's 404: the dropped attempt deleted it
+        assert talon_emulator.audiences() == []
+        with pytest.raises(AudienceNotFound):  # a plain 404 is still one
+            client.delete_audience(audience.id)
+    assert statuses(talon_emulator) == [201, 200, 404, 404]
+
+
+def test_a_delete_that_hangs_is_resent_only_once(talon_emulator) -> None:
+    with client_for(talon_emulator, read_timeout=0.2, sleep=FakeSleep()) as client:
+        audience = client.create_audience("Stuck")
+        talon_emulator.configure(hang_next=5, hang_seconds=0.6, hang_apply=False)
+        with pytest.raises(OutcomeUnknown) as info:
+            client.delete_audience(audience.id)
+    assert str(info.value).startswith(f"audience {audience.id} may have been deleted: ")
+    assert client.stats.snapshot()["by_status"] == {"201": 1, "ReadTimeout": 2}
 
 
 def test_a_bad_name_is_rejected_with_the_pointer(talon_emulator) -> None:
