@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from talon_classic.exceptions import AudienceExists
 
@@ -40,11 +40,20 @@ def find_audience(management: ManagementClient, integration: str | None,
                   integration_id: str) -> int | None:
     """The id of the audience with this ``integration`` and ``integrationId``, via the
     Management API (every page), or None."""
+    found = find_audience_object(management, integration, integration_id)
+    return None if found is None else int(found["id"])
+
+
+def find_audience_object(management: ManagementClient, integration: str | None,
+                         integration_id: str) -> dict[str, Any] | None:
+    """The whole Audience object (as the Management API lists it) with this
+    ``integration`` and ``integrationId`` and an integer id, or None."""
     for audience in management.audiences():
         if (isinstance(audience, dict) and audience.get("integrationId") == integration_id
                 and audience.get("integration") == integration
-                and isinstance(audience.get("id"), int)):
-            return int(audience["id"])
+                and isinstance(audience.get("id"), int)
+                and not isinstance(audience.get("id"), bool)):
+            return audience
     return None
 
 
@@ -106,6 +115,8 @@ class AudienceResolver:
         except AudienceExists as exc:
             found = self._look_up(integration_id)
             if found is not None:
+                if exc.ours:  # created by an attempt of this call whose answer was lost
+                    self.created[integration_id] = found
                 return found
             raise AudienceExists(
                 f"{exc}; its id cannot be found: "

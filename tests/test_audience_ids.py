@@ -69,3 +69,13 @@ def test_forget_lets_a_deleted_audience_be_created_again(talon_emulator, tmp_pat
         assert state.audience_id_for("segment", "aud_1") is None
         new = resolver.resolve("aud_1", "vip")
     assert new != old
+
+
+def test_an_audience_created_by_a_lost_attempt_counts_as_created(talon_emulator) -> None:
+    talon_emulator.configure(drop_next=1)
+    with Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0,
+                sleep=lambda _s: None) as client, management_for(talon_emulator) as management:
+        resolver = AudienceResolver(client, management=management)
+        audience_id = resolver.resolve("aud_lost", "lost")
+    assert resolver.created == {"aud_lost": audience_id}
+    assert [a["id"] for a in talon_emulator.audiences()] == [audience_id]

@@ -96,6 +96,53 @@ def test_create_409_says_what_talon_one_said_and_finds_the_id(emu, tmp_path: Pat
     assert len(emu.audiences()) == 1
 
 
+def test_a_create_whose_answer_was_lost_is_not_sent_again(emu, tmp_path: Path) -> None:
+    emu.configure(drop_next=1)
+    result = cli("create", "Dup test", "--settings", settings_for(tmp_path, emu))
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error: ")]
+    assert line.startswith("Error: the audience may have been created: ")
+    assert line.endswith("; talon-classic audience list shows whether it exists")
+    assert [a["name"] for a in emu.audiences()] == ["Dup test"]  # one, not two
+
+
+def test_a_dropped_create_with_an_integration_id_prints_the_audience_it_made(
+        emu, tmp_path: Path) -> None:
+    emu.configure(drop_next=1)
+    result = cli("create", "Dup test", "--settings", settings_for(tmp_path, emu),
+                 "--integration-id", "aud_dup", "--integration", "segment")
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.stdout)
+    assert (created["id"], created["name"], created["integrationId"]) == (1, "Dup test",
+                                                                         "aud_dup")
+    assert "Error" not in result.stderr and "exists" not in result.stderr
+    assert len(emu.audiences()) == 1
+    # without the management key its id cannot be had: said so, calmly, in one line
+    emu.configure(drop_next=1)
+    plain = cli("create", "Other", "--settings", settings_for(tmp_path, emu, management=False),
+                "--integration-id", "aud_other")
+    assert plain.exit_code == 1 and plain.stdout == ""
+    (line,) = [x for x in plain.stderr.splitlines() if x.startswith("Error: ")]
+    assert line.startswith("Error: the audience was created by an attempt whose answer was "
+                           "lost") and "set managementKey" in line
+    assert [a["integrationId"] for a in emu.audiences()] == ["aud_dup", "aud_other"]
+
+
+def test_a_delete_whose_answer_was_lost_is_done_and_forgotten(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = create(settings, "drop")
+    members = lines(tmp_path / "m.txt", ["u1", "u2"])
+    assert sync(settings, str(members), "--audience-id", str(audience_id),
+                "--mode", "mirror").exit_code == 0
+    emu.configure(drop_next=1)
+    deleted = cli("delete", str(audience_id), "--settings", settings)
+    assert deleted.exit_code == 0, deleted.output
+    assert deleted.stdout == f"deleted audience {audience_id}\n"
+    assert "Error" not in deleted.stderr and emu.audiences() == []
+    with AudienceState(state_file(emu.url)) as recorded:
+        assert not recorded.is_known(audience_id)
+
+
 @pytest.mark.parametrize("args, message", [
     (["create", " "], "NAME must not be empty"),
     (["create", "a", "--integration-id", ""], "--integration-id must be 1 to 1000"),

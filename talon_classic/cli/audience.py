@@ -42,6 +42,7 @@ from talon_classic.exceptions import (
     AudienceNotFound,
     AuthError,
     DeliveryError,
+    OutcomeUnknown,
     SettingsError,
 )
 from talon_classic.jsonio import dumps
@@ -51,6 +52,7 @@ from talon_classic.settings import ENV_MANAGEMENT_KEY, Settings
 if TYPE_CHECKING:
     from talon_classic.audience_state import AudienceState
     from talon_classic.audience_sync import AudienceSync
+    from talon_classic.audiences import Audience
     from talon_classic.client import Client
     from talon_classic.management import ManagementClient
 
@@ -196,8 +198,34 @@ def create(settings_args: SettingsArgs, name: str, integration_id: str | None,
                                              integration_id=integration_id,
                                              description=description)
         except AudienceExists as exc:
-            raise Refused(f"{exc}{existing_id(settings, exc)}") from None
+            if not exc.ours:
+                raise Refused(f"{exc}{existing_id(settings, exc)}") from None
+            created = created_earlier(settings, exc)
+        except OutcomeUnknown as exc:
+            raise Refused(f"{exc}; talon-classic audience list shows whether it exists"
+                          ) from None
     click.echo(dumps(created.as_dict()))
+
+
+def created_earlier(settings: Settings, exc: AudienceExists) -> Audience:
+    """The audience an attempt of this run created, though its answer was lost (the 409 on
+    the resend said so), as the Management API lists it; Refused when it cannot be had."""
+    from talon_classic.audience_ids import find_audience_object
+    from talon_classic.audiences import Audience
+
+    if not settings.management_key or exc.audience_integration_id is None:
+        raise Refused(f"{exc}; its id is known only to the Management API: set managementKey "
+                      f"(or {ENV_MANAGEMENT_KEY}) and run talon-classic audience list")
+    try:
+        with open_management(settings, "") as management:
+            found = find_audience_object(management, exc.integration,
+                                         exc.audience_integration_id)
+    except DeliveryError as err:
+        raise Refused(f"{exc}; its id could not be looked up: {err}") from None
+    if found is None:
+        raise Refused(f"{exc}; the Management API does not list it (yet): talon-classic "
+                      "audience list shows the audiences and their ids")
+    return Audience.from_api(found, "GET /v1/audiences")
 
 
 def existing_id(settings: Settings, exc: AudienceExists) -> str:
@@ -239,7 +267,11 @@ def delete(settings_args: SettingsArgs, audience_id: int, id_prefix: str, state:
     settings = load(settings_args)
     path = state_path(settings, id_prefix, state, no_state)
     with open_client(settings) as client, talon_errors():
-        client.delete_audience(audience_id)
+        try:
+            client.delete_audience(audience_id)
+        except OutcomeUnknown as exc:
+            raise Refused(f"{exc}; talon-classic audience list shows whether it still "
+                          "exists") from None
     if path is not None and os.path.exists(path):
         with open_state(path) as recorded:
             recorded.forget(audience_id)
