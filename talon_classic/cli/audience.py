@@ -180,7 +180,8 @@ def audience() -> None:
 @click.argument("name")
 @click.option("--integration-id", metavar="ID",
               help="The audience's id on the platform it comes from (1-1000 characters); "
-              "Talon.One refuses a second audience with the same one (409).")
+              "Talon.One refuses a second audience with the same one (409), so a create "
+              "whose answer was lost can safely be sent again.")
 @click.option("--integration", metavar="PLATFORM",
               help="The platform it comes from, e.g. segment.")
 @click.option("--description", metavar="TEXT", help="A description shown in Talon.One.")
