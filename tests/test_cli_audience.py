@@ -694,3 +694,13 @@ def test_a_dead_letter_file_that_cannot_be_written_is_refused_before_sending(
                   "--dead-letter", str(tmp_path / "nowhere" / "d.jsonl"))
     assert result.exit_code == 2 and "no such directory" in result.stderr
     assert emu.audience_members(int(audience_id)) == []
+
+
+def test_a_delete_whose_state_database_cannot_be_used_sends_nothing(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = create(settings)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    result = cli("delete", str(audience_id), "--settings", settings, "--state", str(garbage))
+    assert result.exit_code == 2 and "cannot open the state database" in result.stderr
+    assert [a["id"] for a in emu.audiences()] == [audience_id]  # nothing was sent

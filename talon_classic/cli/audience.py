@@ -267,16 +267,39 @@ def delete(settings_args: SettingsArgs, audience_id: int, id_prefix: str, state:
     recorded of it."""
     settings = load(settings_args)
     path = state_path(settings, id_prefix, state, no_state)
-    with open_client(settings) as client, talon_errors():
-        try:
-            client.delete_audience(audience_id)
-        except OutcomeUnknown as exc:
-            raise Refused(f"{exc}; talon-classic audience list shows whether it still "
-                          "exists") from None
-    if path is not None and os.path.exists(path):
-        with open_state(path) as recorded:
-            recorded.forget(audience_id)
+    with contextlib.ExitStack() as stack:
+        recorded = unknown_first(path if path is not None and os.path.exists(path) else None,
+                                 audience_id, stack)
+        with open_client(settings) as client, talon_errors():
+            try:
+                client.delete_audience(audience_id)
+            except OutcomeUnknown as exc:
+                raise Refused(f"{exc}; talon-classic audience list shows whether it still "
+                              "exists") from None
+        if recorded is not None:
+            try:
+                recorded.forget(audience_id)
+            except sqlite3.Error as exc:
+                warn(f"{path}: the delete is not recorded ({exc}); the state database "
+                     "records no member of the audience now")
     show(audience_id, "deleted audience")
+
+
+def unknown_first(path: str | None, audience_id: int,
+                  stack: contextlib.ExitStack) -> AudienceState | None:
+    """The state database at ``path`` (None: none), with nothing recorded of the audience's
+    members any more: what ``clear`` and ``delete`` do before they ask Talon.One, so one
+    that fails halfway (or whose record afterwards fails) never leaves members recorded
+    that Talon.One dropped. Nothing is sent when the state cannot be written."""
+    if path is None:
+        return None
+    recorded = stack.enter_context(open_state(path))
+    try:
+        recorded.unknown(audience_id)
+    except sqlite3.Error as exc:
+        raise UsageFailure(f"{path}: cannot write the state database ({exc}); nothing was "
+                           "sent; give another --state FILE, or --no-state") from None
+    return recorded
 
 
 @audience.command(short_help="Remove every member of an audience.")
@@ -290,14 +313,7 @@ def clear(settings_args: SettingsArgs, audience_id: int, id_prefix: str, state: 
     settings = load(settings_args)
     path = state_path(settings, id_prefix, state, no_state)
     with contextlib.ExitStack() as stack:
-        recorded = stack.enter_context(open_state(path)) if path is not None else None
-        if recorded is not None:  # first: should the clear fail halfway, nothing is stale
-            try:
-                recorded.unknown(audience_id)
-            except sqlite3.Error as exc:
-                raise UsageFailure(f"{path}: cannot write the state database ({exc}); "
-                                   "nothing was sent; give another --state FILE, or "
-                                   "--no-state") from None
+        recorded = unknown_first(path, audience_id, stack)
         with open_client(settings) as client, talon_errors():
             client.clear_audience(audience_id)
         if recorded is not None:
