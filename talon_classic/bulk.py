@@ -753,6 +753,7 @@ class Pipeline:
         for profile, reason, error in bad:
             if reason == "rejected":  # Talon.One refuses those values now: nothing to repair
                 self.warn(f"{profile['integrationId']}: repair refused: {error}")
+                self.summary.add(repairs_refused=1)
         acked = {p["integrationId"] for p in profiles} - failed
         after = self._repair_after()
         self.ledger.record(sent=profiles, delivered=acked - {p["integrationId"] for p, _, _ in bad},

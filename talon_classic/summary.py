@@ -45,6 +45,8 @@ class Summary:
         self.profiles_repaired = 0
         #: Profiles of uncertain requests not repaired yet (the next run does it).
         self.repairs_left = 0
+        #: Profiles whose repair Talon.One refused (it may hold older values).
+        self.repairs_refused = 0
         #: Seconds the run waited before repairing (until uncertain requests could no longer land).
         self.repair_wait = 0.0
         #: The ordering ledger this run used (set by the caller), None without one.
@@ -191,6 +193,7 @@ class Summary:
             "profiles_current": self.profiles_current,
             "profiles_repaired": self.profiles_repaired,
             "repairs_left": self.repairs_left,
+            "repairs_refused": self.repairs_refused,
             "repair_wait_s": round(self.repair_wait, 3),
             "state_file": self.state_file,
             "internal_errors": self.internal_errors,
@@ -228,9 +231,13 @@ class Summary:
             lines.append(f"up to date         {d['profiles_current']:>12,}  profiles not sent "
                          "(nothing newer than what Talon.One acknowledged)")
         if d["profiles_repaired"]:
+            waited = f"; waited {d['repair_wait_s']:.0f}s" if d["repair_wait_s"] >= 1 else ""
             lines.append(f"repaired           {d['profiles_repaired']:>12,}  profiles (newest "
-                         "values sent again: a request with older ones may land late" + (f"; waited {d['repair_wait_s']:.0f}s)"
-                                         if d["repair_wait_s"] >= 1 else ")"))
+                         f"values sent again: a request with older ones may land late{waited})")
+        if d["repairs_refused"]:
+            lines.append(f"repair refused     {d['repairs_refused']:>12,}  profiles (Talon.One "
+                         "refused their newest values now, so they may hold older ones: see "
+                         "the warnings)")
         if d["repairs_left"]:
             lines.append(f"repair pending     {d['repairs_left']:>12,}  profiles (a request "
                          "with older values may land late; the next run with this state file "

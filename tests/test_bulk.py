@@ -291,6 +291,37 @@ def test_a_request_started_in_the_window_is_repaired_even_if_answered_after_it(
     assert emu.profile("u4")["attributes"] == {"plan": "new"}
 
 
+class RefusesAfterTheFirst(Client):
+    """A real client; once its first bulk request is answered, Talon.One refuses u4."""
+
+    def __init__(self, emu: Any) -> None:
+        super().__init__(emu.url, emu.api_key, rate_limit=0)
+        self.emu, self.calls = emu, 0
+
+    def upsert_profiles(self, profiles: list[dict[str, Any]]) -> BulkOutcome:
+        outcome = super().upsert_profiles(profiles)
+        self.calls += 1
+        if self.calls == 1:
+            self.emu.configure(reject_ids=["u4"])
+        return outcome
+
+
+def test_a_refused_repair_is_counted_in_the_summary(talon_emulator_factory,
+                                                    tmp_path: Path) -> None:
+    """Found by an adversarial pass: one warning, and a summary that said nothing."""
+    emu = talon_emulator_factory(hang_next=1, hang_seconds=0.3)
+    state = tmp_path / "state.db"
+    orphan = _kill_with_a_request_in_flight(emu, state, repair_after=0.6)
+    warnings: list[str] = []
+    summary = _identify(emu, state, _events(tmp_path / "in.jsonl",
+                                            ("u4", "new", "2026-02-01T00:00:00Z")), warnings,
+                        client=RefusesAfterTheFirst(emu))
+    orphan.join(5)
+    assert summary.repairs_refused == 1 and summary.profiles_repaired == 0
+    assert any(w.startswith("u4: repair refused: ") for w in warnings)
+    assert "repair refused                1  profiles" in summary.render()
+
+
 def test_skip_unchanged_is_off_in_the_run_after_a_kill(talon_emulator_factory,
                                                         tmp_path: Path) -> None:
     """Found by an adversarial pass: the killed run's request (b) was carried out, the ledger

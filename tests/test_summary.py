@@ -46,6 +46,10 @@ def test_the_ledgers_lines() -> None:
     summary.add_float(repair_wait=59.6)
     assert "may land late; waited 60s)" in summary.render()
     assert "repair pending                1  profiles" in text
+    assert "repair refused" not in text
+    summary.add(repairs_refused=1)
+    assert "repair refused                1  profiles (Talon.One refused their newest values " \
+           "now, so they may hold older ones: see the warnings)" in summary.render()
     assert "state file         /s/acme.db\n" in text
     summary.state_file, summary.state_note = None, "--no-state"
     assert "state file         none  (--no-state)" in summary.render()
