@@ -69,7 +69,7 @@ from talon_classic.ledger import Ledger
 from talon_classic.merge import Batch, Merger, parse_timestamp  # noqa: F401 - re-exported
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, Record, read_records
 from talon_classic.summary import Summary
-from talon_classic.transform import MAX_ID_LENGTH, Engine
+from talon_classic.transform import MAX_ID_LENGTH, Engine, sendable_attributes
 from talon_classic.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -411,8 +411,10 @@ class Pipeline:
             self._skipped(record, "invalid_user_id", f"integrationId with --id-prefix is "
                           f"{len(iid)} characters; at most {MAX_ID_LENGTH}", None)
             return
-        self.summary.keep([])
-        attributes, stamps = profile["attributes"], profile["timestamps"]
+        # what the event path would not send is left out, counted (unsupported_value)
+        attributes, dropped = sendable_attributes(profile["attributes"])
+        self.summary.keep(dropped)
+        stamps = profile["timestamps"]
         first = next(iter(stamps.values()), None)
         kept = self._held(record, profile)
         if not attributes or all(map(is_, stamps.values(), repeat(first))):

@@ -60,6 +60,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from fnmatch import translate
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import inflection
@@ -740,6 +741,43 @@ def _leaf(value: Any, dropped: list[tuple[str, str]]) -> Any:
     return items
 
 
+def sendable_attributes(attributes: dict[str, Any]
+                        ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Already flat ``attributes`` (a compacted profile's) as the engine would send them,
+    and ``(name, "unsupported_value")`` for each one left out by its rules (see the module
+    docstring): a name holding a lone surrogate; a value that is not a plain scalar
+    Talon.One holds exactly nor a list :func:`_leaf` keeps (an object among them: a
+    flattened attribute is never one). Nulls are left out unreported, as in traits, and
+    lists lose their nulls. ``attributes`` itself when nothing changes, else a new dict."""
+    out: dict[str, Any] | None = None
+    dropped: list[tuple[str, str]] = []
+    for at, (name, value) in enumerate(attributes.items()):
+        kind = type(value)
+        sent: Any = value
+        if not ((kind is str and (value.isascii() or _LONE_SURROGATE.search(value) is None)) or (
+                kind is int and _MIN_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER) or kind is bool
+                or (kind is float and _MIN_EXACT_FLOAT < value < _MAX_EXACT_FLOAT)):
+            if value is None:
+                sent = _GONE
+            else:  # its approximate marks do not matter: the profile was read exactly
+                sent = _leaf(value, []) if _is_text(name) else None
+                if sent is None:
+                    dropped.append((_shown(name), "unsupported_value"))
+                    sent = _GONE
+                elif kind is list and len(sent) == len(value):
+                    sent = value  # no null taken out: the list as it is
+        elif not _is_text(name):
+            dropped.append((_shown(name), "unsupported_value"))
+            sent = _GONE
+        if out is None:
+            if sent is value:
+                continue
+            out = dict(islice(attributes.items(), at))
+        if sent is not _GONE:
+            out[name] = sent
+    return (attributes if out is None else out), dropped
+
+
 def _flatten(
     obj: dict[str, Any],
     prefix: str,
@@ -792,6 +830,8 @@ def _flatten(
 
 _isfinite = math.isfinite
 _join = "".join
+#: :func:`sendable_attributes`' mark for a value left out.
+_GONE = object()
 
 
 def _collide(

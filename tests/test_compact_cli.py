@@ -451,3 +451,56 @@ def test_a_temp_dir_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
                  "-o", str(tmp_path / "o.jsonl"), "--temp-dir", str(tmp_path / "nowhere"))
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "'--temp-dir': Directory" in result.output and "does not exist" in result.output
+
+
+def _profile_line(iid: str, attributes: str, stamps: str) -> str:
+    """A hand-written record line: the JSON text of its parts as given (NaN, long integers,
+    lone surrogate escapes stay as written)."""
+    return f'{{"integrationId":{iid},"attributes":{{{attributes}}},"timestamps":{{{stamps}}}}}\n'
+
+
+def test_profiles_values_the_event_path_would_not_send_are_dropped_or_skipped(
+        talon_emulator, tmp_path: Path) -> None:
+    """The event path's value rules hold for hand-edited records: what it drops as
+    unsupported_value is dropped (the rest of the profile sent), and an integrationId it
+    would refuse, or a timestamp that is not a finite number, skips the record as
+    invalid_profile, naming the field; with the state file (ledger) the run ends cleanly."""
+    huge, vast = "1" + "0" * 400, "1" + "0" * 5000
+    ab = '"a":[1.0,1],"b":[1.0,1]'
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join([
+        _profile_line('"h1"', '"a":NaN,"b":1', ab),
+        _profile_line('"h2"', '"a":"\\ud800","b":2', ab),
+        _profile_line('"h3"', f'"a":{huge},"b":3', ab),
+        _profile_line('"h4"', f'"a":{vast},"b":4', ab),
+        _profile_line('"h5"', '"a":[1,Infinity],"b":5,"\\ud800c":6', ab + ',"\\ud800c":[1.0,1]'),
+        _profile_line('"h6"', '"a":[1,null,2],"b":null', ab),
+        _profile_line('"\\ud800"', '"a":1', '"a":[1.0,1]'),
+        _profile_line('"t1"', '"a":1', '"a":[NaN,1]'),
+        _profile_line('"t2"', '"a":1', f'"a":[{huge},1]'),
+        _profile_line('"t3"', '"a":1,"b":2', '"a":[1.0,1],"b":[-Infinity,2]'),
+    ]))
+    s = settings_for(tmp_path / "s.json", talon_emulator, ["a", "b"])
+    dead = tmp_path / "d.jsonl"
+    result = subprocess.run(_cli("identify", str(src), "--profiles", "--settings", str(s),
+                                 "--json", "--state", str(tmp_path / "st.db"),
+                                 "--dead-letter", str(dead)),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["skipped"] == {"invalid_profile": 4}
+    assert report["dropped"]["unsupported_value"] == {
+        "count": 6, "top": {"a": 5, "\\ud800c": 1}}
+    assert (report["profiles_upserted"], report["dead_lettered"]) == (6, 0)
+    assert not dead.exists()
+    not_finite = "the timestamp is not a finite number (NaN, an infinity or too large)"
+    assert result.stderr.splitlines() == [
+        f"{src}:7: invalid_profile: integrationId holds a lone surrogate, so it is not text "
+        "and cannot be sent",
+        f"{src}:8: invalid_profile: timestamps.a: {not_finite}",
+        f"{src}:9: invalid_profile: timestamps.a: {not_finite}",
+        f"{src}:10: invalid_profile: timestamps.b: {not_finite}",
+    ]
+    assert state(talon_emulator) == {"h1": {"b": 1}, "h2": {"b": 2}, "h3": {"b": 3},
+                                     "h4": {"b": 4}, "h5": {"b": 5}, "h6": {"a": [1, 2]}}
+

@@ -134,3 +134,40 @@ def test_parquet_records_equal_the_jsonl_ones(tmp_path: Path) -> None:
         got[suffix] = [r.event for r in read_profile_records([str(tmp_path / f"p.{suffix}")])]
     assert got["parquet"] == got["jsonl"]
     assert [check(r) for r in got["parquet"]] == [(None, 2.5), (None, None), (None, 3.0)]
+
+
+@pytest.mark.parametrize(("line", "verdict"), [
+    (b'{"integrationId":"\\ud800","attributes":{},"timestamps":{}}',
+     "integrationId holds a lone surrogate, so it is not text and cannot be sent"),
+    (b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[NaN,1]}}', "timestamps.a: "),
+    (b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[Infinity,1]}}',
+     "timestamps.a: "),
+    (b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1' + b"0" * 400 + b',1]}}',
+     "timestamps.a: "),
+    (b'{"integrationId":"u","attributes":{"a":1,"b":1},"timestamps":{"a":[1.0,1],"b":[1'
+     + b"0" * 400 + b',2]}}', "timestamps.b: "),
+    (b'{"integrationId":"u","attributes":{"a":1},"timestamps":{"a":[1' + b"0" * 300 + b',1]}}',
+     None),
+])
+def test_check_refuses_an_id_or_a_timestamp_the_event_path_would_not_take(line, verdict) -> None:
+    """A timestamp must be a finite number a float holds (the ledger's; NaN is its "none")."""
+    for parse in (loads, parse_line):
+        found = check(parse(line))[0]
+        assert (found if verdict is None or found is None else found[:len(verdict)]) == verdict
+
+
+def test_sendable_attributes_follow_the_event_path() -> None:
+    """What the engine would drop as unsupported_value is dropped; nulls are left out unsaid."""
+    from talon_classic.transform import Engine, sendable_attributes
+
+    attrs = loads(b'{"ok":"x","n":NaN,"s":"\\ud800","big":' + b"9" * 400 + b',"l":[1,null,2],'
+                  b'"bad":[1,Infinity],"o":{"k":1},"z":null,"\\ud800k":1,"f":1e300,"t":true}')
+    sent, dropped = sendable_attributes(attrs)
+    assert sent == {"ok": "x", "l": [1, 2], "f": 1e300, "t": True}
+    assert dropped == [(n, "unsupported_value") for n in ("n", "s", "big", "bad", "o", "\\ud800k")]
+    # the same verdicts as the event path on the same (flat) traits, the object aside
+    flat = {k: v for k, v in attrs.items() if k != "o"}
+    result = Engine(list(flat)).transform({"userId": "u", "traits": flat})
+    assert (result.attributes, result.dropped) == (sent, [d for d in dropped if d[0] != "o"])
+    plain = {"a": "x", "b": 2, "c": [1, 2]}
+    assert sendable_attributes(plain) == (plain, []) and sendable_attributes(plain)[0] is plain

@@ -21,6 +21,7 @@ and every problem found in it, is the same either way.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from itertools import repeat
@@ -30,7 +31,7 @@ from typing import IO, Any
 from talon_classic.exceptions import BadLine, InputError, first_line
 from talon_classic.jsonio import loads
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, STDIN, Record, read_records
-from talon_classic.transform import MAX_ID_LENGTH
+from talon_classic.transform import MAX_ID_LENGTH, _is_text
 
 _orjson: Any = None
 try:  # the ``fast`` extra: without it every line is parsed in full
@@ -64,6 +65,8 @@ def check(data: Any) -> tuple[str | None, float | None]:
         return "integrationId is missing or not a non-empty string", None
     if len(iid) > MAX_ID_LENGTH:
         return f"integrationId is {len(iid)} characters long; at most {MAX_ID_LENGTH}", None
+    if not _is_text(iid):
+        return "integrationId holds a lone surrogate, so it is not text and cannot be sent", None
     attributes = data.get("attributes")
     if type(attributes) is not dict:
         return "attributes is missing or not an object", None
@@ -78,6 +81,8 @@ def check(data: Any) -> tuple[str | None, float | None]:
             name = next(iter(stamps))
             return f"timestamps.{name} is not [timestamp or null, position]", None
         newest = first[0]
+        if newest is not None and not _finite(newest):
+            return _not_finite(next(iter(stamps))), None
     elif stamps:
         keys = list(values)
         # C-level passes over all keys (a Python loop per key costs more than the rest)
@@ -86,6 +91,9 @@ def check(data: Any) -> tuple[str | None, float | None]:
             name = next(n for n, k in stamps.items() if not _is_key(k))
             return f"timestamps.{name} is not [timestamp or null, position]", None
         present = [t for t in times if t is not None]
+        if not _all_finite(present):
+            name = next(n for n, k in stamps.items() if k[0] is not None and not _finite(k[0]))
+            return _not_finite(name), None
         newest = max(present) if present else None
     if not attributes.keys() <= stamps.keys():
         missing = next(n for n in attributes if n not in stamps)
@@ -95,6 +103,25 @@ def check(data: Any) -> tuple[str | None, float | None]:
 
 _first, _second = itemgetter(0), itemgetter(1)
 _TIME_TYPES = frozenset({float, int, type(None)})
+
+
+def _finite(ts: float) -> bool:
+    """Is timestamp ``ts`` a finite number a float holds (the ledger's; NaN means none there)?"""
+    try:
+        return math.isfinite(ts)
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
+def _all_finite(times: list[float]) -> bool:
+    try:
+        return all(map(math.isfinite, times))
+    except OverflowError:
+        return False
+
+
+def _not_finite(name: str) -> str:
+    return f"timestamps.{name}: the timestamp is not a finite number (NaN, an infinity or too large)"
 
 
 def _all_pairs(keys: list[Any]) -> bool:
