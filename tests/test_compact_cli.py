@@ -504,3 +504,38 @@ def test_profiles_values_the_event_path_would_not_send_are_dropped_or_skipped(
     assert state(talon_emulator) == {"h1": {"b": 1}, "h2": {"b": 2}, "h3": {"b": 3},
                                      "h4": {"b": 4}, "h5": {"b": 5}, "h6": {"a": [1, 2]}}
 
+
+def test_a_damaged_parquet_input_is_refused_before_anything_is_sent(talon_emulator,
+                                                                    tmp_path: Path) -> None:
+    """Every Parquet input's footer and columns are checked up front: a truncated file (or
+    one without the columns as text) after a good input is a usage error, nothing sent."""
+    good = tmp_path / "good.jsonl"  # more than a batch: sent before the bad one is read
+    good.write_text("".join(json.dumps({"integrationId": f"u{i}", "attributes": {"plan": "pro"},
+                                        "timestamps": {"plan": [1.0, i]}}) + "\n"
+                            for i in range(1500)))
+    whole = tmp_path / "whole.parquet"
+    result = cli("compact", str(SAMPLES), "--custom-attribute", "plan", "-o", str(whole),
+                 "--quiet")
+    assert result.exit_code == 0, result.output
+    data = whole.read_bytes()
+    trunc = tmp_path / "trunc.parquet"
+    trunc.write_bytes(data[:len(data) // 2])
+    import duckdb
+
+    typed = tmp_path / "typed.parquet"
+    duckdb.sql(f"COPY (SELECT 1 AS integrationId, '{{}}' AS attributes, '{{}}' AS timestamps) "
+               f"TO '{typed}'")
+    s = settings_for(tmp_path / "s.json", talon_emulator)
+    for bad, why in ((trunc, "No magic bytes found at end of file"),
+                     (typed, "column integrationId is INTEGER, not text")):
+        result = subprocess.run(_cli("identify", str(good), str(whole), str(bad), "--profiles",
+                                     "--settings", str(s)), capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"Error: {bad}: not a compacted-profile Parquet file (")
+        assert why in line and result.stdout == ""
+        assert talon_emulator.stats()["profiles"] == 0  # not the inputs before it either
+    result = subprocess.run(_cli("identify", str(good), str(whole), "--profiles", "--settings",
+                                 str(s), "--json"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["profiles_upserted"] == 1540

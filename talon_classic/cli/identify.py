@@ -53,7 +53,9 @@ from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import (
     CheckpointError,
     CompactError,
+    InputError,
     LedgerError,
+    MissingDependency,
     SettingsError,
 )
 from talon_classic.jsonio import dumps
@@ -278,6 +280,13 @@ def plan_run(settings_args: SettingsArgs, inputs: tuple[str, ...],
             raise UsageFailure(str(exc)) from None
         opts = _resumed_options(recorded, opts)
     check_flags(opts)
+    if opts["profiles"]:  # a damaged Parquet file is refused before anything is sent
+        from talon_classic.compact.profiles import check_parquet_inputs
+
+        try:
+            check_parquet_inputs(paths)
+        except (InputError, MissingDependency) as exc:
+            raise UsageFailure(str(exc)) from None
     settings = settings_args.load(opts["settings_path"])
     opts["engage_audiences"] = settings.engage_audiences  # tracks become profiles or not
     try:

@@ -240,6 +240,41 @@ def read_profile_records(paths: Iterable[str], *, max_line_bytes: int = DEFAULT_
                                     parse=parse_line)
 
 
+#: The columns a compacted-profile Parquet file holds, each JSON text (or the id).
+PARQUET_COLUMNS = ("integrationId", "attributes", "timestamps")
+
+
+def check_parquet_inputs(paths: Iterable[str]) -> None:
+    """Refuse, before anything is sent, a Parquet input that cannot be a compacted-profile
+    file: its footer unreadable (a truncated or damaged file), or one of
+    :data:`PARQUET_COLUMNS` missing or not text. Raises :class:`InputError` (one line, naming
+    the file); the rows themselves are read (and checked) while sending."""
+    parquet = [path for path in paths if is_parquet(path)]
+    if not parquet:
+        return
+    from talon_classic.compact.duckdb_engine import import_duckdb, interruptible
+
+    duckdb = import_duckdb()
+    con = duckdb.connect(":memory:")
+    try:
+        for path in parquet:
+            try:
+                with interruptible():
+                    described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)",
+                                            [path]).fetchall()
+            except duckdb.Error as exc:
+                raise InputError(f"{path}: not a compacted-profile Parquet file "
+                                 f"({first_line(exc, 200)})") from None
+            types = {row[0]: row[1] for row in described}
+            for column in PARQUET_COLUMNS:
+                if types.get(column) != "VARCHAR":
+                    what = (f"no column {column}" if column not in types else
+                            f"column {column} is {types[column]}, not text")
+                    raise InputError(f"{path}: not a compacted-profile Parquet file ({what})")
+    finally:
+        con.close()
+
+
 def _parquet_records(path: str, on_open: Any) -> Iterator[Record]:
     from talon_classic.compact.duckdb_engine import import_duckdb, interruptible
 
