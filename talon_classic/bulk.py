@@ -523,10 +523,11 @@ class Pipeline:
                 self.stop(f"the state file failed at batch {batch.seq}, whose events are not "
                           f"marked delivered: {self._resume_hint()}")
         except Exception as exc:  # the dead-letter file or the checkpoint cannot be written
+            # not counted in internal_errors (batches whose events were dead-lettered): this
+            # batch's were not, and the run stops, saying why
             what = unexpected(exc)
             if self.internal_error is None:
                 self.internal_error = what
-            self.summary.add(internal_errors=1)
             self.stop(f"cannot record batch {batch.seq} ({what}); its events are not "
                       f"marked delivered: {self._resume_hint()}")
         finally:
@@ -791,6 +792,8 @@ class _Stopped(Exception):
 def unexpected(exc: BaseException) -> str:
     """One line for an exception nobody planned for: its class and its message,
     anything that looks like a credential removed (:func:`~talon_classic.exceptions.logged`)."""
+    if not type(exc).__name__[:1].isupper():  # struct.error, zlib.error: say whose
+        return f"unexpected error {type(exc).__module__}.{logged(exc)}"
     return f"unexpected error {logged(exc)}"
 
 

@@ -351,3 +351,41 @@ def test_a_run_after_a_clean_one_repairs_nothing(talon_emulator, tmp_path: Path)
             summary = Pipeline(Engine(["plan"]), client, Options(repair_after=30),
                                ledger=ledger).run([str(src)])
         assert summary.profiles_repaired == 0 and summary.repair_wait == 0
+
+
+def test_a_batch_that_cannot_be_recorded_stops_the_run_and_is_not_counted_dead_lettered(
+        talon_emulator, tmp_path: Path) -> None:
+    """The checkpoint of a delivered batch cannot be written (its directory is gone): the run
+    stops saying so, and the batch is not counted among the unexpected errors whose events
+    are dead-lettered (they are not: they were delivered, not recorded)."""
+    import shutil
+
+    from talon_classic.checkpoint import Checkpoint
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"userId": f"u{i}", "traits": {"email": f"{i}@x"}}) + "\n"
+                           for i in range(4)))
+    where = tmp_path / "ckpt"
+    where.mkdir()
+    checkpoint = Checkpoint(where / "run.json", {})
+    client = Client(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+    pipeline = Pipeline(Engine(["email"]), client, Options(batch_size=2, concurrency=1),
+                        dead_letters=DeadLetters(tmp_path / "dead.jsonl"), checkpoint=checkpoint,
+                        before_send=lambda batch: shutil.rmtree(where, ignore_errors=True))
+    summary = pipeline.run([str(src)])
+    assert pipeline.internal_error is not None
+    assert pipeline.internal_error.startswith("unexpected error FileNotFoundError: ")
+    assert summary.stopped is not None and summary.stopped.startswith("cannot record batch 0 (")
+    assert (summary.profiles_upserted, summary.dead_lettered, summary.internal_errors) == (2, 0, 0)
+    assert "unexpected errors" not in summary.render()
+    assert not (tmp_path / "dead.jsonl").exists()
+
+
+def test_unexpected_names_an_error_class_whose_name_says_nothing() -> None:
+    """``struct.error`` is called ``error``: its module is named, not "error error"."""
+    import struct
+
+    with pytest.raises(struct.error) as caught:
+        struct.pack("<d", 10**400)  # the ledger packing a huge timestamp
+    assert unexpected(caught.value) == ("unexpected error struct.error: required argument is "
+                                        "not a float")
