@@ -16,9 +16,12 @@ finish in.
   waits for a worker to read a chunk while that worker waits for its result
   to be read.
 * **Safe to start anywhere.** Workers are spawned (a fresh interpreter:
-  safe whatever threads this process runs) with SIGINT ignored, so Ctrl-C
-  is the main process's to handle; a worker ends when its task pipe closes,
-  so none outlives this process, even one killed with ``kill -9``.
+  safe whatever threads this process runs) with SIGINT blocked
+  (:func:`sigint_held`) until they ignore it (:func:`ignore_sigint`), so
+  Ctrl-C is the main process's to handle, even one pressed while a worker
+  is still importing; and one pressed while they start is not lost to the
+  main process. A worker ends when its task pipe closes, so none outlives
+  this process, even one killed with ``kill -9``.
 * **Failures are one line.** A worker that dies (killed, out of memory) or
   whose job raises ends :meth:`WorkerPool.take` with :class:`WorkerError`
   naming the worker and what happened; never a hang, never a traceback.
@@ -36,6 +39,8 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
@@ -50,9 +55,57 @@ DEPTH_PER_WORKER = 2
 JOIN_SECONDS = 5.0
 
 
+@contextmanager
+def sigint_held() -> Iterator[None]:
+    """Start worker processes inside this: none can be hit by a Ctrl-C before it ignores it.
+
+    SIGINT is blocked in this thread, and a child process inherits the
+    block through fork and exec, so a Ctrl-C (sent to the whole process
+    group) stays pending in a child still importing, until
+    :func:`ignore_sigint` discards it: no ``KeyboardInterrupt`` traceback
+    from its start-up. (Ignoring SIGINT here instead would lose a Ctrl-C
+    pressed meanwhile.) A Ctrl-C meant for this process is held too, then
+    raised again when the block is over, to whatever handler is in place
+    (``KeyboardInterrupt``, usually): never lost, never in the middle of
+    starting a process.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            yield
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        return
+    # Started on first use, the tracker unblocks SIGINT when it is up: start it first.
+    resource_tracker.ensure_running()
+    caught: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    # Another thread may take a Ctrl-C meant for the process: it is noted, not raised mid-start.
+    previous = signal.signal(signal.SIGINT, lambda n, _: caught.append(n)) if main else None
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one pending runs the handler now
+        if main:
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+            if caught:
+                signal.raise_signal(signal.SIGINT)  # KeyboardInterrupt, as if pressed now
+
+
+def ignore_sigint() -> None:
+    """In a worker process: ignore Ctrl-C (the main process's to handle), then take back the
+    block it started with (:func:`sigint_held`), dropping a Ctrl-C pressed while it started."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _work(job: Callable[[Any], Any], tasks: Connection, results: Connection) -> None:
     """A worker process: apply ``job`` to every chunk until the task pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    ignore_sigint()
     import gc
 
     gc.set_threshold(50_000, 20, 20)  # many small acyclic objects per chunk
@@ -115,35 +168,35 @@ class WorkerPool(Generic[T, R]):
         self._deaths_lock = threading.Lock()
         self._death_told = False
         self._wake_read, self._wake_write = os.pipe()  # closing wakes the watcher
-        ignore = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
-        try:  # a child inherits SIGINT ignored, so Ctrl-C while it starts cannot reach it
-            for number in range(workers):
-                task_read, task_write = ctx.Pipe(duplex=False)
-                result_read, result_write = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_work, args=(job, task_read, result_write),
-                                   name=f"{name}-{number + 1}", daemon=True)
-                self._procs.append(proc)
-                self._tasks.append(task_write)
-                self._results.append(result_read)
-                try:
-                    proc.start()
-                    self._started.append(proc)
-                finally:  # this process keeps only its own ends: EOF reaches both sides
-                    task_read.close()
-                    result_write.close()
+        try:
+            with sigint_held():
+                self._start(ctx, job, name)
         except BaseException:
             self.close(graceful=False)
             raise
-        finally:
-            if ignore:
-                signal.signal(signal.SIGINT, previous)
         self._sender = threading.Thread(target=self._send_loop, name=f"{name}-sender",
                                         daemon=True)
         self._sender.start()
         self._watcher = threading.Thread(target=self._watch, name=f"{name}-watcher",
                                          daemon=True)
         self._watcher.start()
+
+    def _start(self, ctx: Any, job: Callable[[T], R], name: str) -> None:
+        """Start every worker, each with its own task and result pipe."""
+        for number in range(self.workers):
+            task_read, task_write = ctx.Pipe(duplex=False)
+            result_read, result_write = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_work, args=(job, task_read, result_write),
+                               name=f"{name}-{number + 1}", daemon=True)
+            self._procs.append(proc)
+            self._tasks.append(task_write)
+            self._results.append(result_read)
+            try:
+                proc.start()
+                self._started.append(proc)
+            finally:  # this process keeps only its own ends: EOF reaches both sides
+                task_read.close()
+                result_write.close()
 
     def _died(self, number: int) -> str:
         with self._deaths_lock:
@@ -270,4 +323,4 @@ class WorkerPool(Generic[T, R]):
         self.close(graceful=exc_type is None)
 
 
-__all__ = ["DEPTH_PER_WORKER", "WorkerPool", "describe_exit"]
+__all__ = ["DEPTH_PER_WORKER", "WorkerPool", "describe_exit", "ignore_sigint", "sigint_held"]

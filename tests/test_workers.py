@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 
 from talon_classic.exceptions import WorkerError
-from talon_classic.workers import WorkerPool, describe_exit
+from talon_classic.workers import WorkerPool, describe_exit, ignore_sigint, sigint_held
 
 
 def slow_for_odd(chunk: list[int]) -> list[int]:
@@ -109,6 +111,68 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def sigint_state(conn: Connection) -> None:
+    """A child process: tell whether SIGINT was blocked and pending when it began, and
+    whether :func:`ignore_sigint` leaves it ignored and unblocked."""
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    pending = signal.SIGINT in signal.sigpending()
+    ignore_sigint()
+    ignored = (signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+               and signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+               and signal.SIGINT not in signal.sigpending())
+    conn.send((blocked, pending, ignored))
+
+
+class InterruptedWhenPickled:
+    """A job that sends this process SIGINT while a worker starts (its pickling): a Ctrl-C
+    pressed then."""
+
+    def __call__(self, chunk: str) -> str:
+        return chunk
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return (InterruptedWhenPickled, ())
+
+
+def test_a_child_starts_with_sigint_blocked_until_it_ignores_it() -> None:
+    """A Ctrl-C reaching a worker still importing (a terminal signals the whole process
+    group) stays pending, never a KeyboardInterrupt traceback, until the worker ignores it."""
+    ctx = multiprocessing.get_context("spawn")
+    read, write = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=sigint_state, args=(write,))
+    with sigint_held():
+        proc.start()
+    write.close()
+    os.kill(proc.pid, signal.SIGINT)  # at once: it has not even imported this module yet
+    assert read.recv() == (True, True, True)
+    proc.join()
+    assert proc.exitcode == 0
+
+
+def test_a_ctrl_c_reaching_a_starting_worker_does_not_stop_it() -> None:
+    with WorkerPool(explode, 1) as pool:
+        os.kill(pool._procs[0].pid, signal.SIGINT)
+        pool.submit("a")
+        assert pool.take() == "A"
+
+
+def test_a_ctrl_c_while_workers_start_is_raised_after_not_lost() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        WorkerPool(InterruptedWhenPickled(), 2)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+def test_sigint_held_holds_a_ctrl_c_then_raises_it() -> None:
+    reached = False
+    with pytest.raises(KeyboardInterrupt), sigint_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # held: nothing is raised here
+        reached = True
+    assert reached
 
 
 def test_describe_exit() -> None:
