@@ -2,9 +2,12 @@
 
 The main process only reads: it cuts the inputs into blocks of whole lines
 (a few MiB, numbered in input order) and hands them to ``workers``
-processes. Each worker splits its blocks into lines, parses and transforms
-them (:mod:`talon_classic.compact.lines`) and appends one row per kept
-event to its own gzip file::
+processes, the :class:`~talon_classic.workers.WorkerPool` that ``identify
+--workers`` uses (Ctrl-C is the main process's alone, even while they start;
+none outlives it, even after ``kill -9``; one that dies or fails ends the
+run in one line). Each worker splits its blocks into lines, parses and
+transforms them (:mod:`talon_classic.compact.lines`) and appends one row per
+kept event to its own gzip file::
 
     {"c": block number, "p": index of the record in its block, "i": integrationId,
      "t": timestamp or null, "a": {attributes} or null}
@@ -23,20 +26,19 @@ good lines and then one ``truncated_input``, stdin is read once.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import queue
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from talon_classic.compact.lines import INPUT_REASONS, Kept, is_blank, process_line
-from talon_classic.exceptions import BadLine, CompactError
+from talon_classic.exceptions import BadLine, CompactError, WorkerError
 from talon_classic.jsonio import dumps_bytes
 from talon_classic.reader import DEFAULT_MAX_LINE_BYTES, InputFile, read_line_blocks, whole_lines
 from talon_classic.transform import Engine
+from talon_classic.workers import WorkerPool
 
 #: Bytes read at a time; a block is about this size (whole lines).
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -131,39 +133,34 @@ class RowFile:
         self._fh = os.fdopen(fd, "ab")
 
     def write(self, rows: bytes) -> None:
-        """Append one block's rows, compressed (level 1: fast, and small on disk)."""
+        """Append one block's rows, compressed (level 1: fast, and small on disk), and flush
+        them: a worker process ends without closing its file."""
         if rows:
             self._fh.write(zlib.compress(rows, 1, wbits=31))
+            self._fh.flush()
 
     def close(self) -> None:
         """Flush and close."""
         self._fh.close()
 
 
-def _worker(number: int, engine: Engine, max_line_bytes: int, path: str,
-            tasks: Any, results: Any) -> None:
-    """A worker process: transform blocks until told to stop (``None``)."""
-    import gc
-    import signal
+class _Transform:
+    """A worker's job: transform a block, append its rows to the worker's own file
+    (``rows-{pid}.jsonl.gz`` under ``rows_dir``, opened with its first block), and give
+    back its :class:`Tally`."""
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    gc.set_threshold(50_000, 20, 20)  # many small acyclic objects per block
-    out = RowFile(path)
-    try:
-        while True:
-            block = tasks.get()
-            if block is None:
-                break
-            try:
-                tally, rows = transform_block(block, engine, max_line_bytes)
-                out.write(rows)
-            except Exception as exc:  # a bug or a full disk: the run stops with one line
-                results.put(("error", f"worker {number}: {exc.__class__.__name__}: {exc}"))
-                return
-            results.put(("tally", tally))
-    finally:
-        out.close()
-        results.put(("done", number))
+    def __init__(self, engine: Engine, max_line_bytes: int, rows_dir: str) -> None:
+        self.engine = engine
+        self.max_line_bytes = max_line_bytes
+        self.rows_dir = rows_dir
+        self._out: RowFile | None = None
+
+    def __call__(self, block: Block) -> Tally:
+        if self._out is None:
+            self._out = RowFile(os.path.join(self.rows_dir, f"rows-{os.getpid()}.jsonl.gz"))
+        tally, rows = transform_block(block, self.engine, self.max_line_bytes)
+        self._out.write(rows)
+        return tally
 
 
 def transform_inputs(paths: list[str], engine: Engine, rows_dir: str, *, workers: int = 1,
@@ -208,66 +205,24 @@ def transform_inputs(paths: list[str], engine: Engine, rows_dir: str, *, workers
 
 def _run_workers(blocks: Iterator[Block | Tally], engine: Engine, rows_dir: str, workers: int,
                  max_line_bytes: int, take: Callable[[Tally], None]) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    tasks = ctx.Queue(maxsize=workers * QUEUED_PER_WORKER)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_worker, name=f"talon-compact-{n}", daemon=True,
-                         args=(n, engine, max_line_bytes,
-                               os.path.join(rows_dir, f"rows-{n}.jsonl.gz"), tasks, results))
-             for n in range(workers)]
-    for proc in procs:
-        proc.start()
+    """Transform ``blocks`` in ``workers`` processes, ``take`` every tally in block order."""
     order = _InOrder(take)
-    done = 0
+    job = _Transform(engine, max_line_bytes, rows_dir)
     try:
-        for item in blocks:
-            if isinstance(item, Tally):
-                order.add(item)
-            else:
-                while True:
-                    try:
-                        tasks.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        done += _drain(results, order, procs, block=False)
-            done += _drain(results, order, procs, block=False)
-        for _ in procs:
-            tasks.put(None)
-        while done < len(procs):
-            done += _drain(results, order, procs, block=True)
-        for proc in procs:
-            proc.join()
-        order.finish()
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-        tasks.close()
-        results.close()
-        tasks.cancel_join_thread()  # blocks nobody will take are abandoned (an error, Ctrl-C)
-
-
-def _drain(results: Any, order: _InOrder, procs: list[Any], block: bool) -> int:
-    """Take what the workers reported (one report if ``block``); return how many finished."""
-    finished = 0
-    while True:
-        try:
-            kind, value = results.get(timeout=0.5) if block else results.get_nowait()
-        except queue.Empty:
-            lost = [p for p in procs if p.exitcode not in (None, 0)]
-            if lost:  # killed (out of memory?) or crashed: its blocks will never come back
-                raise CompactError(f"a worker process ended unexpectedly (exit status "
-                                   f"{lost[0].exitcode}); nothing was written") from None
-            return finished
-        if kind == "error":
-            raise CompactError(f"{value}; nothing was written")
-        if kind == "done":
-            finished += 1
-        else:
-            order.add(value)
-        if block:
-            return finished
+        with WorkerPool(job, workers, depth=workers * QUEUED_PER_WORKER,
+                        name="talon-compact") as pool:
+            for item in blocks:
+                if isinstance(item, Tally):  # a line broken while reading: no work in it
+                    order.add(item)
+                    continue
+                if pool.in_flight >= pool.depth:
+                    order.add(pool.take())
+                pool.submit(item)
+            while pool.in_flight:
+                order.add(pool.take())
+    except WorkerError as exc:  # killed (out of memory?), or a bug or a full disk in it
+        raise CompactError(f"{exc}; nothing was written") from None
+    order.finish()
 
 
 class _InOrder:
