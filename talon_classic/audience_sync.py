@@ -51,6 +51,7 @@ from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import (
     AudienceNotFound,
     AuthError,
+    DeadLetterError,
     DeliveryError,
     InputError,
     RejectedError,
@@ -261,6 +262,8 @@ class AudienceSync:
         self.not_found: AudienceNotFound | None = None
         #: The first unexpected error (a bug) while sending, as one line.
         self.internal_error: str | None = None
+        #: The dead-letter file could not be written (one line); the sync stopped.
+        self.dead_letter_error: str | None = None
         self.phase = "reading"
         self.current_input: InputFile | None = None
         self._names: list[str] = []
@@ -561,17 +564,22 @@ class AudienceSync:
     def _dead_letter(self, pending: list[Pending], reason: str, error: str) -> None:
         count = len(pending)
         kind = "rejected" if reason == "rejected" else "failed"
-        self.summary.add(dead_lettered=count, **{kind: count})
-        if self.dead_letters is None:
-            return
-        for p in pending:
-            action = MembershipAction(p.action, p.integration_id,  # type: ignore[arg-type]
-                                      self.options.audience_id)
-            found = ((p.source, p.line) if p.source is not None
-                     else self.state.position(p.integration_id))
-            self.dead_letters.write(action.as_json(), reason, error,
-                                    self.where(*found) if found else self.where(None, None))
-        self.dead_letters.flush()
+        if self.dead_letters is not None:
+            try:
+                for p in pending:
+                    action = MembershipAction(p.action, p.integration_id,  # type: ignore[arg-type]
+                                              self.options.audience_id)
+                    found = ((p.source, p.line) if p.source is not None
+                             else self.state.position(p.integration_id))
+                    self.dead_letters.write(action.as_json(), reason, error,
+                                            self.where(*found) if found else self.where(None, None))
+                self.dead_letters.flush()
+            except DeadLetterError as exc:  # e.g. a full disk: they are not recorded either
+                with self._flags:
+                    self.dead_letter_error = self.dead_letter_error or str(exc)
+                self.stop(f"{exc}; their actions are not recorded, so a rerun sends them again")
+                return
+        self.summary.add(dead_lettered=count, **{kind: count})  # once written
 
     def _finish(self) -> None:
         stats = self.client.stats.snapshot()

@@ -57,6 +57,7 @@ from talon_classic.compact.profiles import read_profile_records
 from talon_classic.deadletter_file import DeadLetters
 from talon_classic.exceptions import (
     AuthError,
+    DeadLetterError,
     DeliveryError,
     LedgerError,
     RejectedError,
@@ -175,6 +176,8 @@ class Pipeline:
         self.state_error: str | None = None
         #: The first unexpected error (a bug) while sending, as one line.
         self.internal_error: str | None = None
+        #: The dead-letter file could not be written (one line); the run stopped.
+        self.dead_letter_error: str | None = None
         self.current_input: Any = None
         self._cond = threading.Condition()
         self._inflight_ids: set[str] = set()
@@ -525,9 +528,12 @@ class Pipeline:
         except Exception as exc:  # the dead-letter file or the checkpoint cannot be written
             # not counted in internal_errors (batches whose events were dead-lettered): this
             # batch's were not, and the run stops, saying why
-            what = unexpected(exc)
-            if self.internal_error is None:
-                self.internal_error = what
+            what = str(exc) if isinstance(exc, DeadLetterError) else unexpected(exc)
+            with self._cond:
+                if isinstance(exc, DeadLetterError):
+                    self.dead_letter_error = self.dead_letter_error or what
+                elif self.internal_error is None:
+                    self.internal_error = what
             self.stop(f"cannot record batch {batch.seq} ({what}); its events are not "
                       f"marked delivered: {self._resume_hint()}")
         finally:
@@ -551,14 +557,14 @@ class Pipeline:
                 if self.dead_letters is not None:
                     self.dead_letters.write(original(event), reason, error, where)
                 events["rejected" if reason == "rejected" else "failed"] += 1
+        if self.dead_letters is not None:
+            self.dead_letters.flush()  # counted once written: never more than the file holds
         self.summary.add(
             profiles_upserted=delivered,
             rejected=events["rejected"],
             failed=events["failed"],
             dead_lettered=events["rejected"] + events["failed"],
         )
-        if self.dead_letters is not None:
-            self.dead_letters.flush()
         ledger = self.ledger
         recording = ledger is not None and ledger.writable and self._merger is not None
         mark: Callable[[], None] | None = None

@@ -12,10 +12,12 @@ produced can be written (huge integers in full, lone surrogates as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import IO, Any
 
+from talon_classic.exceptions import DeadLetterError
 from talon_classic.files import open_private
 from talon_classic.jsonio import dumps
 
@@ -28,6 +30,8 @@ class DeadLetters:
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()
         self.count = 0
+        #: Why the file could not be written (one line), or None.
+        self.broken: str | None = None
 
     def problem(self) -> str | None:
         """Why no dead letter could be written at :attr:`path` (one line naming it), or
@@ -44,25 +48,39 @@ class DeadLetters:
         return None
 
     def write(self, event: Any, reason: str, error: str | None, where: str) -> None:
-        """Append one dead letter."""
+        """Append one dead letter (:class:`DeadLetterError` if the file cannot be written)."""
         line = dumps({"event": event, "reason": reason, "error": error, "input": where})
         with self._lock:
-            if self._fh is None:
-                self._fh = open_private(self.path, "a")
-            self._fh.write(line + "\n")
+            try:
+                if self._fh is None:
+                    self._fh = open_private(self.path, "a")
+                self._fh.write(line + "\n")
+            except OSError as exc:
+                raise self._failed(exc) from None
             self.count += 1
 
     def flush(self) -> None:
-        """Make written lines durable (called before a checkpoint is saved)."""
+        """Make written lines durable (called before a checkpoint is saved);
+        :class:`DeadLetterError` if they cannot be."""
         with self._lock:
             if self._fh is not None:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+                try:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                except OSError as exc:
+                    raise self._failed(exc) from None
 
     def close(self) -> None:
-        """Flush and close."""
-        self.flush()
+        """Flush and close. After a failure, lines not written are dropped: their events
+        were not marked delivered (so a resumed run sends them again)."""
+        if self.broken is None:
+            self.flush()
         with self._lock:
             if self._fh is not None:
-                self._fh.close()
+                with contextlib.suppress(OSError):
+                    self._fh.close()
                 self._fh = None
+
+    def _failed(self, exc: OSError) -> DeadLetterError:
+        self.broken = f"{self.path}: cannot write dead letters ({exc.strerror or exc})"
+        return DeadLetterError(self.broken)

@@ -89,6 +89,13 @@ class LedgerError(TalonClassicError):
         self.reason = reason
 
 
+class DeadLetterError(TalonClassicError):
+    """The dead-letter file cannot be written (a full disk, say): one line naming it.
+
+    The events that were to go there are not marked delivered, so ``--resume``
+    (or the next run) sends them again; the run stops."""
+
+
 class SpoolError(TalonClassicError):
     """The server's spool cannot be opened: a directory, not a database, or out of reach."""
 

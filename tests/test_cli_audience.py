@@ -704,3 +704,18 @@ def test_a_delete_whose_state_database_cannot_be_used_sends_nothing(emu, tmp_pat
     result = cli("delete", str(audience_id), "--settings", settings, "--state", str(garbage))
     assert result.exit_code == 2 and "cannot open the state database" in result.stderr
     assert [a["id"] for a in emu.audiences()] == [audience_id]  # nothing was sent
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_dead_letter_file_on_a_full_disk_stops_the_sync_in_one_line(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    emu.configure(reject_ids=["u2"])
+    members = lines(tmp_path / "m.txt", ["u1", "u2"])
+    result = sync(settings, str(members), "--audience-id", audience_id, "--mode", "add",
+                  "--dead-letter", "/dev/full")
+    assert result.exit_code == 4 and "Traceback" not in result.output
+    got = summary(result)
+    assert got["dead_lettered"] == 0
+    assert got["stopped"] == ("/dev/full: cannot write dead letters (No space left on device); "
+                              "their actions are not recorded, so a rerun sends them again")

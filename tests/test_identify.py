@@ -766,3 +766,22 @@ def test_a_dead_letter_file_that_cannot_be_written_is_refused_before_sending(
     assert result.output == (f"Error: {tmp_path / 'nowhere' / 'x.dead.jsonl'}: no such "
                              f"directory {tmp_path / 'nowhere'}; give --dead-letter FILE\n")
     assert emu.requests() == []  # nothing was sent
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_dead_letter_file_on_a_full_disk_stops_the_run_in_one_line(emu, tmp_path: Path) -> None:
+    """Found by an adversarial pass: a traceback from closing the file, after a summary
+    that counted dead letters never written."""
+    emu.configure(reject_ids=["u1"])
+    src = write_jsonl(tmp_path / "in.jsonl", _events(3))
+    settings = str(write_settings(tmp_path / "s.json", emu))
+    ckpt = tmp_path / "run.ckpt"
+    result = run(str(src), "--settings", settings, "--dead-letter", "/dev/full", "--json",
+                 "--checkpoint", str(ckpt))
+    assert result.exit_code == 4 and "Traceback" not in result.output
+    report = json.loads(result.output)
+    assert report["dead_lettered"] == 0  # none was written
+    assert report["stopped"].startswith("cannot record batch 0 (/dev/full: cannot write dead "
+                                        "letters (No space left on device)); its events are "
+                                        "not marked delivered: rerun with --resume")
+    assert json.loads(ckpt.read_text())["watermark"] == -1  # so --resume sends it again

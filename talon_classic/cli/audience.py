@@ -379,7 +379,7 @@ def sync_exit_code(sync: AudienceSync, interrupted: bool) -> int:
         return EXIT_INTERRUPTED
     if sync.auth_error is not None:
         return EXIT_AUTH
-    if sync.internal_error is not None:
+    if sync.internal_error is not None or sync.dead_letter_error is not None:
         return EXIT_INTERNAL
     if sync.summary.dead_lettered:
         return EXIT_DEAD_LETTERED
@@ -436,7 +436,8 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
 
     Exit status: 0 all delivered, 1 some actions dead-lettered, 2 usage or
     settings error or no audience with that id, 3 the key was refused,
-    4 an unexpected error, 130 interrupted (Ctrl-C).
+    4 an unexpected error or the dead-letter file could not be written,
+    130 interrupted (Ctrl-C).
     """
     from talon_classic.audience_sync import AudienceSync, SyncOptions
     from talon_classic.client import Client

@@ -428,7 +428,8 @@ def exit_code(pipeline: Pipeline, summary: Summary, interrupted: bool) -> int:
         return EXIT_INTERRUPTED
     if pipeline.auth_error is not None:
         return EXIT_AUTH
-    if pipeline.internal_error is not None or pipeline.state_error is not None:
+    if (pipeline.internal_error is not None or pipeline.state_error is not None
+            or pipeline.dead_letter_error is not None):
         return EXIT_INTERNAL
     if summary.dead_lettered:
         return EXIT_DEAD_LETTERED
@@ -536,7 +537,8 @@ def identify(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple
     Exit status: 0 all delivered (or a dry run's reader closed the output),
     1 some events dead-lettered, 2 usage or settings error (nothing sent),
     3 stopped by an authentication failure, 4 an unexpected error (its
-    events are dead-lettered) or the state file failed, 130 interrupted (Ctrl-C).
+    events are dead-lettered), or the state file or the dead-letter file
+    failed, 130 interrupted (Ctrl-C).
     """
     from talon_classic.bulk import Options, Pipeline
 
