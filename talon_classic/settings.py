@@ -26,7 +26,6 @@ secret goes through (whitespace, control and non-ASCII characters refused).
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import unicodedata
@@ -37,7 +36,8 @@ from urllib.parse import urlsplit
 
 import jsonschema
 
-from talon_classic.exceptions import SettingsError
+from talon_classic.exceptions import BadLine, SettingsError
+from talon_classic.jsonio import loads
 from talon_classic.schemafiles import field_path, first_error
 
 ENV_API_KEY = "TALON_API_KEY"
@@ -48,6 +48,11 @@ ENV_ENGAGE_AUDIENCES = "TALON_ENGAGE_AUDIENCES"
 #: What an Engage audience becomes (``engageAudiences``); the first is the classic default.
 ENGAGE_MODES = ("attributes", "memberships", "both")
 LOOPBACK_HOSTS = frozenset({"localhost"})
+#: The largest settings file read (1 MB): a real one is a few kilobytes, and a file
+#: such as /dev/zero must not be read into memory without end.
+MAX_SETTINGS_BYTES = 1_000_000
+#: The largest Talon.One audience id (a signed 64-bit integer), as the schema's maximum.
+MAX_AUDIENCE_ID = 2**63 - 1
 
 
 def redact(secret: str | None) -> str:
@@ -168,6 +173,8 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
         return where, "expected one of " + ", ".join(map(str, choices))
     if validator == "minimum":
         return where, "expected a Talon.One audience id (a whole number, 1 or more)"
+    if validator == "maximum":
+        return where, f"expected a Talon.One audience id (at most {MAX_AUDIENCE_ID}, 2**63 - 1)"
     if validator == "additionalProperties":
         extra = sorted(set(instance) - set(schema.get("properties", {})))
         # A key pasted where a name belongs must not be echoed: show only names
@@ -178,6 +185,28 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[str, str]:
             "managementKey, engageAudiences or audienceIds)"
         )
     return where, error.message  # pragma: no cover - schema has no other keywords
+
+
+class _WideInt(int):
+    """An integer beyond 64 bits, as read: no setting takes one, and jsonschema's messages
+    ``repr`` the value, which fails past Python's 4,300-digit limit."""
+
+    def __repr__(self) -> str:
+        return "<an integer beyond 64 bits>"
+
+    __str__ = __repr__
+
+
+def _narrow(value: Any) -> Any:
+    """``value`` with every integer beyond 64 bits made a :class:`_WideInt` (the depth is
+    at most :data:`talon_classic.jsonio.MAX_NESTING`)."""
+    if isinstance(value, dict):
+        return {key: _narrow(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_narrow(item) for item in value]
+    if type(value) is int and value.bit_length() > 64:
+        return _WideInt(value)
+    return value
 
 
 def validate_document(doc: Any, source: str) -> dict[str, Any]:
@@ -238,21 +267,31 @@ def normalise_domain(value: str, source: str, name: str = "applicationDomain") -
 
 
 def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and schema-check one settings JSON file."""
+    """Read and schema-check one settings JSON file (at most :data:`MAX_SETTINGS_BYTES`).
+
+    The text is read by :func:`talon_classic.jsonio.loads`, so any nesting
+    depth and any number of digits is one line, never a traceback.
+    """
     source = os.fspath(path)
     label = os.path.basename(source)
     try:
-        with open(source, encoding="utf-8") as fh:
-            doc = json.load(fh)
+        with open(source, "rb") as fh:
+            data = fh.read(MAX_SETTINGS_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SettingsError(f"{label}: file not found ({source})") from None
-    except json.JSONDecodeError as exc:
-        raise SettingsError(
-            f"{label}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{label}: cannot read: {exc.__class__.__name__}") from None
-    return validate_document(doc, label)
+    if len(data) > MAX_SETTINGS_BYTES:
+        raise SettingsError(
+            f"{label}: too large (more than {MAX_SETTINGS_BYTES:,} bytes): is it the settings "
+            "file?"
+        )
+    try:
+        doc = loads(text)
+    except BadLine as exc:
+        raise SettingsError(f"{label}: not valid JSON: {exc}") from None
+    return validate_document(_narrow(doc), label)
 
 
 def load_settings(

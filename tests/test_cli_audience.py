@@ -719,3 +719,12 @@ def test_a_dead_letter_file_on_a_full_disk_stops_the_sync_in_one_line(emu, tmp_p
     assert got["dead_lettered"] == 0
     assert got["stopped"] == ("/dev/full: cannot write dead letters (No space left on device); "
                               "their actions are not recorded, so a rerun sends them again")
+
+
+def test_a_deeply_nested_settings_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"audienceIds": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    result = cli("list", "--settings", str(path))
+    assert result.exit_code == 2
+    assert result.output == ("Error: deep.json: not valid JSON: nested too deeply (more than 512 "
+                             "levels)\n")

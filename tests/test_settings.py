@@ -133,19 +133,57 @@ def test_file_not_found(tmp_path: Path) -> None:
 
 def test_invalid_json(tmp_path: Path) -> None:
     assert error(tmp_path, '{"apiKey": ') == (
-        "settings.json: not valid JSON: Expecting value at line 1 column 12"
+        "settings.json: not valid JSON: Expecting value: column 12"
     )
 
 
 def test_invalid_json_does_not_echo_the_key(tmp_path: Path) -> None:
     assert error(tmp_path, '{"apiKey": "' + KEY + '",}') == (
-        "settings.json: not valid JSON: Expecting property name enclosed in double quotes "
-        "at line 1 column 39"
+        "settings.json: not valid JSON: Expecting property name enclosed in double quotes: "
+        "column 39"
     )
 
 
 def test_empty_file(tmp_path: Path) -> None:
-    assert error(tmp_path, "") == "settings.json: not valid JSON: Expecting value at line 1 column 1"
+    assert error(tmp_path, "") == "settings.json: not valid JSON: Expecting value: column 1"
+
+
+def test_invalid_json_on_a_later_line_names_the_line(tmp_path: Path) -> None:
+    assert error(tmp_path, '{\n  "apiKey": \n}') == (
+        "settings.json: not valid JSON: Expecting value: line 3 column 1"
+    )
+
+
+def test_a_deeply_nested_file_is_one_line(tmp_path: Path) -> None:
+    depth = 100_000
+    doc = '{"audienceIds": ' + "[" * depth + "]" * depth + "}"
+    assert error(tmp_path, doc) == (
+        "settings.json: not valid JSON: nested too deeply (more than 512 levels)"
+    )
+
+
+def test_an_integer_of_5000_digits_is_one_line(tmp_path: Path) -> None:
+    assert error(tmp_path, '{"audienceIds": {"vip": ' + "9" * 5000 + "}}") == (
+        "settings.json: audienceIds.vip: expected a Talon.One audience id (at most "
+        "9223372036854775807, 2**63 - 1)"
+    )
+    assert error(tmp_path, '{"apiKey": ' + "9" * 5000 + "}") == (
+        "settings.json: apiKey: expected a string"
+    )
+
+
+def test_a_file_over_1_mb_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    big = write(tmp_path, '{"customAttributes": ["' + "a" * 1_000_000 + '"]}')
+    assert message(path=big) == (
+        "settings.json: too large (more than 1,000,000 bytes): is it the settings file?"
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_dev_zero_is_refused_as_too_large() -> None:
+    assert message(path="/dev/zero") == (
+        "zero: too large (more than 1,000,000 bytes): is it the settings file?"
+    )
 
 
 def test_not_utf8(tmp_path: Path) -> None:
@@ -577,6 +615,9 @@ def test_engage_audiences_from_file_env_and_flag_in_that_order(tmp_path: Path) -
     ({"audienceIds": {"aud_1": 0}}, {},
      "settings.json: audienceIds.aud_1: expected a Talon.One audience id (a whole number, 1 or "
      "more)"),
+    ({"audienceIds": {"aud_1": 2**63}}, {},
+     "settings.json: audienceIds.aud_1: expected a Talon.One audience id (at most "
+     "9223372036854775807, 2**63 - 1)"),
     ({"audienceIds": {"": 3}}, {}, "settings.json: audienceIds: must not be empty"),
     ({"audienceIds": [3]}, {}, "settings.json: audienceIds: expected an object"),
 ])
