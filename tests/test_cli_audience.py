@@ -147,7 +147,14 @@ def test_a_delete_whose_answer_was_lost_is_done_and_forgotten(emu, tmp_path: Pat
     (["create", " "], "NAME must not be empty"),
     (["create", "a", "--integration-id", ""], "--integration-id must be 1 to 1000"),
     (["rename", "1", ""], "NAME must not be empty"),
-    (["rename", "0", "x"], "0 is not in the range x>=1"),
+    (["rename", "0", "x"], "0 is not in the range 1<=x<=9223372036854775807"),
+    (["rename", str(2**63), "x"], "9223372036854775808 is not in the range 1<=x<=9223372036854775807"),
+    (["delete", "999999999999999999999"], "is not in the range 1<=x<=9223372036854775807"),
+    (["clear", "999999999999999999999"], "is not in the range 1<=x<=9223372036854775807"),
+    (["sync", "-", "--audience-id", "999999999999999999999", "--mode", "add"],
+     "is not in the range 1<=x<=9223372036854775807"),
+    (["sync", "-", "--audience-id", "999999999999999999999", "--mode", "add", "--no-state"],
+     "is not in the range 1<=x<=9223372036854775807"),
     (["delete", "abc"], "'abc' is not a valid integer"),
 ])
 def test_bad_arguments_exit_2_and_send_nothing(emu, tmp_path: Path, args, message) -> None:

@@ -241,3 +241,28 @@ def test_reset_forgets_audiences(talon_emulator) -> None:
     assert talon_emulator.audiences() == [] and talon_emulator.audience_members(a) is None
     assert talon_emulator.stats()["audience_actions"] == 0
     assert create_audience(talon_emulator, name="again").json()["id"] == 1  # ids restart
+
+
+@pytest.mark.parametrize("stored", ["memory", "sqlite"])
+def test_an_id_beyond_64_bits_is_no_audience_not_a_500(talon_emulator_factory, tmp_path,
+                                                       stored) -> None:
+    emu = talon_emulator_factory(management_key="m" * 24,
+                                 **({"db": str(tmp_path / "emu.db")} if stored == "sqlite"
+                                    else {}))
+    assert create_audience(emu, name="VIP").status_code == 201
+    wide = 2**63
+    session = api(emu)
+    answers = [
+        session.delete(f"{emu.url}/v2/audiences/{wide}", timeout=10),
+        session.put(f"{emu.url}/v2/audiences/{wide}", json={"name": "x"}, timeout=10),
+        session.delete(f"{emu.url}/v2/audiences/{wide}/memberships", timeout=10),
+        audience_actions(emu, [add("u1", wide)]),
+        session.put(f"{emu.url}/v2/customer_profiles/u1", timeout=10, json={
+            "attributes": {}, "audiencesChanges": {"adds": [wide], "deletes": []}}),
+        requests.get(f"{emu.url}/v1/audiences/{wide}/memberships", timeout=10,
+                     headers={"Authorization": f"ManagementKey-v1 {emu.management_key}"}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 404, answer.request.url
+        assert error_of(answer)["message"] == f"audience {wide} does not exist"
+    assert emu.audiences() == [{"id": 1, "name": "VIP", "integrationId": None, "members": 0}]

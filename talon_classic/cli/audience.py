@@ -47,7 +47,7 @@ from talon_classic.exceptions import (
 )
 from talon_classic.jsonio import dumps
 from talon_classic.reader import STDIN
-from talon_classic.settings import ENV_MANAGEMENT_KEY, Settings
+from talon_classic.settings import ENV_MANAGEMENT_KEY, MAX_AUDIENCE_ID, Settings
 
 if TYPE_CHECKING:
     from talon_classic.audience_state import AudienceState
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from talon_classic.audiences import Audience
     from talon_classic.client import Client
     from talon_classic.management import ManagementClient
+
+#: A Talon.One audience id: 1 to 2**63 - 1 (a signed 64-bit integer, as the state database
+#: and Talon.One keep it).
+AUDIENCE_ID = click.IntRange(1, MAX_AUDIENCE_ID)
 
 MANAGEMENT_KEY_NEEDED = (
     "needs the management key: set managementKey in the settings file or "
@@ -245,7 +249,7 @@ def existing_id(settings: Settings, exc: AudienceExists) -> str:
 
 @audience.command(short_help="Rename an audience.")
 @settings_options
-@click.argument("audience_id", metavar="ID", type=click.IntRange(1))
+@click.argument("audience_id", metavar="ID", type=AUDIENCE_ID)
 @click.argument("name")
 def rename(settings_args: SettingsArgs, audience_id: int, name: str) -> None:
     """Rename audience ID to NAME; print it as one JSON object."""
@@ -260,7 +264,7 @@ def rename(settings_args: SettingsArgs, audience_id: int, name: str) -> None:
 @audience.command(short_help="Delete an audience and its memberships.")
 @settings_options
 @state_options
-@click.argument("audience_id", metavar="ID", type=click.IntRange(1))
+@click.argument("audience_id", metavar="ID", type=AUDIENCE_ID)
 def delete(settings_args: SettingsArgs, audience_id: int, id_prefix: str, state: str | None,
            no_state: bool) -> None:
     """Delete audience ID (its memberships go with it) and forget what the state database
@@ -305,7 +309,7 @@ def unknown_first(path: str | None, audience_id: int,
 @audience.command(short_help="Remove every member of an audience.")
 @settings_options
 @state_options
-@click.argument("audience_id", metavar="ID", type=click.IntRange(1))
+@click.argument("audience_id", metavar="ID", type=AUDIENCE_ID)
 def clear(settings_args: SettingsArgs, audience_id: int, id_prefix: str, state: str | None,
           no_state: bool) -> None:
     """Remove every member of audience ID, and record it as empty in the state database
@@ -389,7 +393,7 @@ def sync_exit_code(sync: AudienceSync, interrupted: bool) -> int:
 @audience.command(short_help="Add, remove or mirror the members of a list.")
 @settings_options
 @click.argument("members", nargs=-1, metavar="MEMBERS...")
-@click.option("--audience-id", required=True, type=click.IntRange(1), metavar="ID",
+@click.option("--audience-id", required=True, type=AUDIENCE_ID, metavar="ID",
               help="The Talon.One audience to change.")
 @click.option("--mode", required=True, type=click.Choice(["add", "remove", "mirror"]),
               help="add: the listed ids join; remove: they leave; mirror: the audience becomes "

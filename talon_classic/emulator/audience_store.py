@@ -88,6 +88,16 @@ class AudienceStore(Protocol):
         ...
 
 
+#: SQLite's INTEGER (and Talon.One's ids) are signed 64-bit: a larger id is no audience.
+_ID_RANGE = range(-(2**63), 2**63)
+
+
+def _fits(audience_id: int) -> bool:
+    """Can ``audience_id`` be an audience's id (64 bits)? Else it is none, as in Talon.One
+    (a 404), rather than an OverflowError from SQLite (a 500)."""
+    return audience_id in _ID_RANGE
+
+
 def open_audiences(db: str | os.PathLike[str] | None) -> AudienceStore:
     """A :class:`SqliteAudiences` in the file ``db``, or :class:`MemoryAudiences` for None."""
     return SqliteAudiences(db) if db else MemoryAudiences()
@@ -282,20 +292,28 @@ class SqliteAudiences:
         return audience
 
     def get(self, audience_id: int) -> dict[str, Any] | None:
+        if not _fits(audience_id):
+            return None
         with self._lock:
             return self._fetch(self._db.cursor(), audience_id)
 
     def rename(self, audience_id: int, name: str) -> dict[str, Any] | None:
+        if not _fits(audience_id):
+            return None
         with self._lock:
             self._db.execute("UPDATE audiences SET name = ? WHERE id = ?", (name, audience_id))
             return self._fetch(self._db.cursor(), audience_id)
 
     def delete(self, audience_id: int) -> bool:
+        if not _fits(audience_id):
+            return False
         with self._lock:  # the members go with it (ON DELETE CASCADE)
             return self._db.execute("DELETE FROM audiences WHERE id = ?",
                                     (audience_id,)).rowcount > 0
 
     def clear_members(self, audience_id: int) -> bool:
+        if not _fits(audience_id):
+            return False
         with self._lock:
             cur = self._transaction()
             try:
@@ -311,6 +329,9 @@ class SqliteAudiences:
 
     def apply(self, actions: list[Action]) -> set[int]:
         wanted = sorted({aid for _, _, aid in actions})
+        too_wide = {aid for aid in wanted if not _fits(aid)}
+        if too_wide:
+            return too_wide
         with self._lock:
             cur = self._transaction()
             try:
@@ -344,6 +365,8 @@ class SqliteAudiences:
         return [self._audience(r) for r in rows], total
 
     def members(self, audience_id: int, limit: int, offset: int) -> list[str] | None:
+        if not _fits(audience_id):
+            return None
         with self._lock:
             if not self._db.execute("SELECT 1 FROM audiences WHERE id = ?",
                                     (audience_id,)).fetchone():
