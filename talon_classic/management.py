@@ -15,7 +15,10 @@ back-office reads, so talon-classic reads once and caches
 
 Lists are read in pages of 1000 (``pageSize``/``skip``) until ``hasMore``
 says no, ``totalResultSize`` is reached or (when the answer has neither) a
-page comes back short. Every request, retries included, takes a token from a
+page comes back short; always at an empty page. A server that does not let
+a list end (the same page again, more than :data:`MAX_PAGES` pages) is a
+one-line :class:`~talon_classic.exceptions.DeliveryError`. Answers are read
+by :func:`talon_classic.jsonio.loads`: however deep, one line. Every request, retries included, takes a token from a
 :class:`~talon_classic.ratelimit.TokenBucket` (3 per second), and is retried
 by the Integration API client's policy (:class:`~talon_classic.retry.RetryPolicy`:
 exponential backoff with full jitter, at least the ``Retry-After`` asked,
@@ -36,7 +39,14 @@ import requests
 
 from talon_classic import __version__
 from talon_classic.client import scrub
-from talon_classic.exceptions import AuthError, DeliveryError, RejectedError, SettingsError
+from talon_classic.exceptions import (
+    AuthError,
+    BadLine,
+    DeliveryError,
+    RejectedError,
+    SettingsError,
+)
+from talon_classic.jsonio import loads
 from talon_classic.ratelimit import TokenBucket
 from talon_classic.retry import TRANSIENT_ERRORS, Retryable, RetryPolicy, check_status
 from talon_classic.schema import ENTITY, Schema
@@ -45,6 +55,9 @@ from talon_classic.settings import ENV_MANAGEMENT_KEY, Settings, redact
 log = logging.getLogger("talon_classic.management")
 
 PAGE_SIZE = 1000
+#: Most pages one list is read in (100 million items at 1000 a page): past it, the server
+#: is taken to be answering ``hasMore: true`` without end.
+MAX_PAGES = 100_000
 RATE_LIMIT = 3.0
 ATTRIBUTES_PATH = "/v1/attributes"
 AUDIENCES_PATH = "/v1/audiences"
@@ -91,6 +104,7 @@ class ManagementClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         limiter: TokenBucket | None = None,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         _check_key(management_key)
         self.base_url = base_url.rstrip("/")
@@ -108,6 +122,7 @@ class ManagementClient:
             "User-Agent": f"talon-classic/{__version__}",
         }
         self.page_size = max(1, page_size)
+        self.max_pages = max(1, max_pages)
         self.timeout = (connect_timeout, read_timeout)
         self.limiter = limiter if limiter is not None else TokenBucket(
             rate_limit, clock=clock, sleep=sleep)
@@ -192,11 +207,11 @@ class ManagementClient:
             raise DeliveryError(
                 f"unexpected answer {status} from the Management API: {message}", status)
         try:
-            return response.json()
-        except ValueError:
+            return loads(response.content)
+        except BadLine as exc:
             raise DeliveryError(
                 f"GET {path} answered {status} without JSON: is {self.base_url} a Talon.One "
-                f"deployment?",
+                f"deployment? ({exc})",
                 status,
             ) from None
 
@@ -206,10 +221,14 @@ class ManagementClient:
 
         Stops when ``hasMore`` is false (when the answer has it), else when
         ``skip`` reaches ``totalResultSize`` (when it has that), else at a
-        short page; always at an empty page.
+        short page; always at an empty page, and once ``totalResultSize``
+        items were read whatever ``hasMore`` says. A page that repeats the
+        one before, or more than ``max_pages`` pages, raises DeliveryError:
+        the list would never end, and what was read cannot be trusted whole.
         """
         skip = 0
-        while True:
+        previous: list[Any] | None = None
+        for number in range(1, self.max_pages + 1):
             query = {**(params or {}), "pageSize": str(self.page_size), "skip": str(skip)}
             body = self.get(path, query, needs)
             data = body.get("data") if isinstance(body, dict) else None
@@ -218,20 +237,33 @@ class ManagementClient:
                     f"GET {path} answered without a data list: is {self.base_url} a Talon.One "
                     f"deployment?"
                 )
-            yield from data
-            skip += len(data)
             if not data:
                 return
+            if data == previous:
+                raise DeliveryError(
+                    f"GET {path} answered the same page again at skip={skip} (the server "
+                    f"ignores skip): stopped reading, the list is not complete"
+                )
+            previous = data
+            yield from data
+            skip += len(data)
             more = body.get("hasMore")
             total = body.get("totalResultSize")
+            if type(total) is int and skip >= total:
+                if more is True:
+                    log.warning("GET %s said hasMore after all %d items of its "
+                                "totalResultSize: stopped there", path, total)
+                return
             if isinstance(more, bool):
                 if not more:
                     return
-            elif type(total) is int:
-                if skip >= total:
-                    return
-            elif len(data) < self.page_size:
+            elif type(total) is not int and len(data) < self.page_size:
                 return
+            if number == self.max_pages:
+                raise DeliveryError(
+                    f"GET {path} still had more after {number:,} pages ({skip:,} items): "
+                    f"stopped reading, the list is not complete"
+                )
 
     # -- the reads ----------------------------------------------------------------
     def attributes(self, entity: str = ENTITY) -> Schema:
@@ -271,8 +303,8 @@ def _auth_message(status: int, needs: str) -> str:
 def _error_message(response: requests.Response) -> str:
     """The server's ``message`` (Talon.One's error body), else the status line; one line."""
     try:
-        body = response.json()
-    except ValueError:
+        body = loads(response.content)
+    except BadLine:
         body = None
     message = body.get("message") if isinstance(body, dict) else None
     text = str(message) if message else f"{response.status_code} {response.reason or ''}".strip()

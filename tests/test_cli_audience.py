@@ -735,3 +735,37 @@ def test_a_deeply_nested_settings_file_is_one_line_exit_2(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert result.output == ("Error: deep.json: not valid JSON: nested too deeply (more than 512 "
                              "levels)\n")
+
+
+def hostile_settings(tmp_path: Path, url: str) -> str:
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps({"apiKey": "k" * 24, "applicationDomain": url,
+                                "managementKey": "m" * 24}))
+    return str(path)
+
+
+def test_a_management_answer_nested_deeply_is_one_line(tmp_path: Path) -> None:
+    from hostile_http import deep, hostile_server
+
+    with hostile_server(lambda *_: (200, deep())) as server:
+        settings = hostile_settings(tmp_path, server.url)
+        listed = cli("list", "--settings", settings)
+        synced = sync(settings, "-", "--audience-id", "7", "--mode", "mirror", "--from-talon",
+                      "--no-state", input="u1\n")
+    for result in (listed, synced):
+        assert result.exit_code == 1, result.output
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("Error: GET /v1/audiences") and "nested too deeply" in line
+        assert result.stdout == ""
+
+
+def test_a_list_that_never_ends_is_one_line(tmp_path: Path) -> None:
+    from hostile_http import hostile_server
+
+    page = json.dumps({"hasMore": True, "data": [{"id": 1, "name": "a", "created": "x"}]})
+    with hostile_server(lambda *_: (200, page.encode())) as server:
+        result = cli("list", "--settings", hostile_settings(tmp_path, server.url))
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: GET /v1/audiences answered the same page again at skip=1 "
+                             "(the server ignores skip): stopped reading, the list is not "
+                             "complete\n")

@@ -468,3 +468,15 @@ def test_a_refused_read_names_the_deployment(talon_emulator_factory) -> None:
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: cannot read the attribute schema from {emu.url}: ")
     assert len(result.output.splitlines()) == 1
+
+
+def test_schema_pull_of_an_answer_nested_deeply_is_one_line(tmp_path: Path) -> None:
+    from hostile_http import deep, hostile_server
+
+    with hostile_server(lambda *_: (200, deep())) as server:
+        result = invoke("schema", "pull", "--application-domain", server.url,
+                        "--management-key", "some-management-key-1234")
+    assert result.exit_code == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: cannot read the attribute schema from {server.url}: ")
+    assert "nested too deeply" in line

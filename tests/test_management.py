@@ -8,6 +8,7 @@ emulator come with its ``/v1`` endpoints. Time is fake: ``sleep`` advances
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
+from hostile_http import HostileServer, deep, hostile_server
 
 from talon_classic.exceptions import (
     AuthError,
@@ -295,3 +297,67 @@ def test_an_error_answer_that_echoes_the_key_never_shows_it(caplog) -> None:
     for text in (str(rejected.value), str(exhausted.value), caplog.text):
         assert MKEY not in text and "9876543210" not in text, text
     assert "****wxyz" in str(rejected.value)
+
+
+# -- answers a misbehaving server gives, from a real HTTP server on 127.0.0.1 ----------------
+
+
+def local(server: HostileServer, **kw: Any) -> ManagementClient:
+    return ManagementClient(server.url, MKEY, rate_limit=0, max_attempts=1, **kw)
+
+
+def test_an_answer_nested_100000_deep_is_one_line() -> None:
+    with hostile_server(lambda *_: (200, deep())) as server:
+        with pytest.raises(DeliveryError) as info:
+            local(server).attributes()
+    assert str(info.value) == (
+        f"GET /v1/attributes answered 200 without JSON: is {server.url} a Talon.One "
+        "deployment? (nested too deeply (more than 512 levels))")
+
+
+def test_an_error_answer_nested_deeply_is_its_status_line() -> None:
+    with hostile_server(lambda *_: (400, deep())) as server:
+        with pytest.raises(RejectedError) as info:
+            list(local(server).audiences())
+    assert str(info.value) == "400 Bad Request"
+
+
+def one_item_pages(total: int | None = None, same: bool = False):
+    """Every page has one item and ``hasMore: true``: the list never ends."""
+
+    def answer(method: str, path: str, query: dict[str, str]) -> tuple[int, bytes]:
+        n = 0 if same else int(query["skip"])
+        body: dict[str, Any] = {"hasMore": True,
+                                "data": [{"id": n + 1, "name": f"a{n}", "created": "x"}]}
+        if total is not None:
+            body["totalResultSize"] = total
+        return 200, json.dumps(body).encode()
+
+    return answer
+
+
+def test_has_more_without_end_stops_at_the_page_cap() -> None:
+    with hostile_server(one_item_pages()) as server:
+        with pytest.raises(DeliveryError) as info:
+            list(local(server, max_pages=50).audiences())
+    assert str(info.value) == ("GET /v1/audiences still had more after 50 pages (50 items): "
+                               "stopped reading, the list is not complete")
+    assert len(server.requests) == 50
+
+
+def test_a_page_that_repeats_the_one_before_stops_the_list() -> None:
+    with hostile_server(one_item_pages(same=True)) as server:
+        with pytest.raises(DeliveryError) as info:
+            list(local(server).audiences())
+    assert str(info.value) == ("GET /v1/audiences answered the same page again at skip=1 (the "
+                               "server ignores skip): stopped reading, the list is not complete")
+    assert len(server.requests) == 2
+
+
+def test_has_more_past_the_total_stops_at_the_total(caplog) -> None:
+    with hostile_server(one_item_pages(total=3)) as server:
+        with caplog.at_level(logging.WARNING, "talon_classic.management"):
+            items = list(local(server).audiences())
+    assert [a["id"] for a in items] == [1, 2, 3] and len(server.requests) == 3
+    assert caplog.messages == ["GET /v1/audiences said hasMore after all 3 items of its "
+                               "totalResultSize: stopped there"]
