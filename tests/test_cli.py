@@ -351,3 +351,16 @@ def test_the_program_ignores_ctrl_c_once_it_has_answered(tmp_path: Path) -> None
 
     (command,) = entry_points(group="console_scripts", name="talon-classic")
     assert command.value == "talon_classic.cli:run"  # the installed command is run
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_transform_into_a_full_stdout_is_one_line_exit_1(tmp_path: Path) -> None:
+    events = tmp_path / "in.jsonl"
+    events.write_text('{"type": "identify", "userId": "u1"}\n')
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "talon_classic.cli", "transform",
+                                 str(events)], stdout=full, stderr=subprocess.PIPE, text=True,
+                                timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: cannot write to standard output (No space left on device)")

@@ -769,3 +769,41 @@ def test_a_list_that_never_ends_is_one_line(tmp_path: Path) -> None:
     assert result.stderr == ("Error: GET /v1/audiences answered the same page again at skip=1 "
                              "(the server ignores skip): stopped reading, the list is not "
                              "complete\n")
+
+
+FULL_DISK = "Error: cannot write to standard output (No space left on device)\n"
+
+
+def into(path: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``talon-classic audience ARGS > path`` in a process of its own."""
+    with open(path, "w") as stdout:
+        return subprocess.run(_cli(*args), stdout=stdout, stderr=subprocess.PIPE, text=True,
+                              input=stdin, timeout=60)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_a_full_stdout_is_one_line_and_a_non_zero_exit(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    for args in (["list", "--settings", settings], ["list", "--json", "--settings", settings],
+                 ["rename", audience_id, "Gold", "--settings", settings],
+                 ["create", "Silver", "--settings", settings]):
+        result = into("/dev/full", *args)
+        assert (result.returncode, result.stderr) == (1, FULL_DISK), args
+    synced = into("/dev/full", "sync", "-", "--settings", settings, "--audience-id", audience_id,
+                  "--mode", "add", "--quiet", stdin="u1\nu2\n")
+    assert (synced.returncode, synced.stderr) == (1, FULL_DISK)
+    assert emu.audiences()[0]["members"] == 2  # the sync itself was done
+
+
+def test_a_closed_stdout_ends_audience_list_quietly(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    create(settings)
+    read, write = os.pipe()
+    os.close(read)  # the reader went away before anything was written (`| head` done)
+    try:
+        result = subprocess.run(_cli("list", "--settings", settings), stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (0, "")

@@ -480,3 +480,16 @@ def test_schema_pull_of_an_answer_nested_deeply_is_one_line(tmp_path: Path) -> N
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"Error: cannot read the attribute schema from {server.url}: ")
     assert "nested too deeply" in line
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_schema_pull_to_a_full_stdout_is_one_line_exit_1(talon_emulator_factory,
+                                                         tmp_path: Path) -> None:
+    emu = talon_emulator_factory(attributes=TYPES, management_key="pull-key-0123456789")
+    settings = settings_file(tmp_path, emu, management_key="pull-key-0123456789")
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "talon_classic.cli", "schema", "pull",
+                                 "--settings", str(settings)], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == "Error: cannot write to standard output (No space left on device)\n"

@@ -4,8 +4,10 @@ Shells over :class:`~talon_classic.client.Client` (the audience endpoints),
 :class:`~talon_classic.management.ManagementClient` (``list``, ``--from-talon``)
 and :class:`~talon_classic.audience_sync.AudienceSync` (``sync``).
 
-Exit status, every subcommand: 0 done; 1 Talon.One refused (the audience
-exists, a bad name) or, for ``sync``, some actions were dead-lettered;
+Exit status, every subcommand: 0 done (or the reader of stdout went away, as
+with ``| head``); 1 Talon.One refused (the audience exists, a bad name), stdout
+could not be written (a full disk) or, for ``sync``, some actions were
+dead-lettered;
 2 usage or settings error, or no audience with that id (nothing sent);
 3 the key was refused; 4 an unexpected error; 130 interrupted.
 """
@@ -32,6 +34,7 @@ from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
     check_inputs,
+    out,
     run_interruptible,
     settings_options,
     warn,
@@ -162,7 +165,7 @@ def state_options(func: Any) -> Any:
 
 def show(audience_id: int | None, text: str) -> None:
     """One line of confirmation on stdout."""
-    click.echo(text if audience_id is None else f"{text} {audience_id}")
+    out(text if audience_id is None else f"{text} {audience_id}")
 
 
 @click.group(short_help="Create, change and fill Talon.One audiences.")
@@ -209,7 +212,7 @@ def create(settings_args: SettingsArgs, name: str, integration_id: str | None,
         except OutcomeUnknown as exc:
             raise Refused(f"{exc}; talon-classic audience list shows whether it exists"
                           ) from None
-    click.echo(dumps(created.as_dict()))
+    out(dumps(created.as_dict()))
 
 
 def created_earlier(settings: Settings, exc: AudienceExists) -> Audience:
@@ -258,7 +261,7 @@ def rename(settings_args: SettingsArgs, audience_id: int, name: str) -> None:
     settings = load(settings_args)
     with open_client(settings) as client, talon_errors():
         renamed = client.rename_audience(audience_id, name)
-    click.echo(dumps(renamed.as_dict()))
+    out(dumps(renamed.as_dict()))
 
 
 @audience.command(short_help="Delete an audience and its memberships.")
@@ -347,12 +350,12 @@ def list_audiences(settings_args: SettingsArgs, as_json: bool) -> None:
         rows = [Audience.from_api(a, "GET /v1/audiences") for a in management.audiences()]
     if as_json:
         for row in rows:
-            click.echo(dumps(row.as_dict()))
+            out(dumps(row.as_dict()))
         return
-    click.echo(f"{'id':>6}  {'name':<30}  {'integration':<12}  integrationId")
+    out(f"{'id':>6}  {'name':<30}  {'integration':<12}  integrationId")
     for row in rows:
-        click.echo(f"{row.id:>6}  {row.name:<30}  {row.integration or '-':<12}  "
-                   f"{row.integration_id or '-'}")
+        out(f"{row.id:>6}  {row.name:<30}  {row.integration or '-':<12}  "
+            f"{row.integration_id or '-'}")
 
 
 class Progress(StatusLine["AudienceSync"]):
@@ -514,7 +517,7 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
         data["dry_run"] = dry_run
         data["exit_code"] = code
         data["state"] = path
-        click.echo(dumps(data), err=to_err)
+        out(dumps(data), err=to_err, status=code)
     else:
         text = summary.render()
         if runner.internal_error:
@@ -523,5 +526,5 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
             text += "\ndry run: nothing was sent, nothing recorded"
         elif path is None:
             text += "\nno state: nothing was recorded (--no-state)"
-        click.echo(text, err=to_err)
+        out(text, err=to_err, status=code)
     sys.exit(code)

@@ -10,6 +10,7 @@ from talon_classic.cli.options import (
     SchemaArgs,
     SettingsArgs,
     UsageFailure,
+    out,
     pull_schema,
     schema_line,
     schema_options,
@@ -46,18 +47,18 @@ def check_config(settings_args: SettingsArgs, schema_args: SchemaArgs, timeout: 
     try:
         settings = settings_args.load()
     except UsageFailure as exc:
-        click.echo(f"FAIL {exc.message}")
+        out(f"FAIL {exc.message}")
         sys.exit(1)
-    click.echo(f"ok   {label}: settings are valid")
+    out(f"ok   {label}: settings are valid")
     pattern = sum("*" in a for a in settings.custom_attributes)
     if settings.custom_attributes:
-        click.echo(
+        out(
             f"ok   customAttributes: {len(settings.custom_attributes)} entries"
             + (f" ({pattern} patterns)" if pattern else "")
         )
     else:
-        click.echo("warn customAttributes: empty, so only Engage audiences and computed traits "
-                   "will be sent")
+        out("warn customAttributes: empty, so only Engage audiences and computed traits "
+            "will be sent")
     schema = None
     if schema_args.path:
         schema = _schema_file(schema_args.path)
@@ -67,23 +68,23 @@ def check_config(settings_args: SettingsArgs, schema_args: SchemaArgs, timeout: 
     try:
         settings.require_delivery(label)
     except SettingsError as exc:
-        click.echo(f"FAIL {exc}")
+        out(f"FAIL {exc}")
         sys.exit(1)
     domain, key = settings.application_domain or "", settings.api_key or ""
-    click.echo(f"ok   applicationDomain: {domain} is a well-formed deployment URL")
+    out(f"ok   applicationDomain: {domain} is a well-formed deployment URL")
     ok = True
     client = Client(domain, key, rate_limit=0, connect_timeout=timeout, read_timeout=timeout,
                     max_attempts=1)
     try:
         client.check_auth()
-        click.echo(f"ok   apiKey {redact(key)}: accepted by {domain}/v2/authping")
+        out(f"ok   apiKey {redact(key)}: accepted by {domain}/v2/authping")
     except RetriesExhausted as exc:
         ok = False
         problem = f"answered {exc.status}" if exc.status else f"cannot reach {domain}"
-        click.echo(f"FAIL applicationDomain: {problem} ({exc})")
+        out(f"FAIL applicationDomain: {problem} ({exc})")
     except TalonClassicError as exc:
         ok = False
-        click.echo(f"FAIL apiKey {redact(key)}: {exc}")
+        out(f"FAIL apiKey {redact(key)}: {exc}")
     finally:
         client.close()
     if settings.management_key:
@@ -101,10 +102,10 @@ def _schema_file(path: str) -> Schema | None:
     try:
         source = resolve_schema(path)
     except TalonClassicError as exc:
-        click.echo(f"FAIL schema: {exc}")
+        out(f"FAIL schema: {exc}")
         return None
     assert source is not None
-    click.echo(f"ok   {schema_line(source)}")
+    out(f"ok   {schema_line(source)}")
     return source.schema
 
 
@@ -116,13 +117,13 @@ def _management_key(settings: Settings, timeout: float) -> Schema | None:
                              max_attempts=1)
     except RetriesExhausted as exc:
         problem = f"answered {exc.status}" if exc.status else "cannot reach it"
-        click.echo(f"FAIL managementKey {shown}: the Management API {problem} ({exc})")
+        out(f"FAIL managementKey {shown}: the Management API {problem} ({exc})")
         return None
     except TalonClassicError as exc:
-        click.echo(f"FAIL managementKey {shown}: {exc}")
+        out(f"FAIL managementKey {shown}: {exc}")
         return None
-    click.echo(f"ok   managementKey {shown}: read {len(schema):,} customer-profile attributes "
-               f"from {schema.source}")
+    out(f"ok   managementKey {shown}: read {len(schema):,} customer-profile attributes "
+        f"from {schema.source}")
     return schema
 
 
@@ -131,4 +132,4 @@ def _allowlist_findings(schema: Schema, settings: Settings) -> None:
     from talon_classic.schema import check_allowlist
 
     for level, message in check_allowlist(schema, settings.custom_attributes):
-        click.echo(f"{PREFIXES.get(level, 'note ')}{message}")
+        out(f"{PREFIXES.get(level, 'note ')}{message}")

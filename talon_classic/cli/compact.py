@@ -20,6 +20,7 @@ from talon_classic.cli.options import (
     UsageFailure,
     check_inputs,
     load_schema,
+    out,
     schema_line,
     schema_options,
     settings_options,
@@ -169,7 +170,7 @@ def compact(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[
         sys.exit(EXIT_INTERRUPTED)
     except CompactError as exc:
         if as_json:
-            click.echo(dumps({"error": str(exc), "exit_code": EXIT_FAILED}))
+            out(dumps({"error": str(exc), "exit_code": EXIT_FAILED}))
         else:
             warn(f"Error: {exc}")
         sys.exit(EXIT_FAILED)
@@ -178,8 +179,8 @@ def compact(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tuple[
         data["schema"] = (None if source is None else
                           {"origin": source.origin, "attributes": len(source.schema)})
         data["exit_code"] = EXIT_OK
-        click.echo(dumps(data))
+        out(dumps(data))
     else:
         line = schema_line(source)
-        click.echo(f"{line}\n{summary.render()}" if line else summary.render())
+        out(f"{line}\n{summary.render()}" if line else summary.render())
     sys.exit(EXIT_OK)

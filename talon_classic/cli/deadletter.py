@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from talon_classic.cli.options import UsageFailure, warn
+from talon_classic.cli.options import (
+    UsageFailure,
+    out,
+    warn,
+)
 from talon_classic.jsonio import BadLine, dumps, loads
 
 if TYPE_CHECKING:
@@ -77,14 +81,14 @@ def deadletter_list(spool_path: str, limit: int, as_json: bool) -> None:
                 warn(f"{spool_path}: dead letter {d.seq}: not a JSON event ({why}); skipped")
                 continue
             if as_json:
-                click.echo(dumps({"seq": d.seq, "event": event, "reason": d.reason,
-                                  "error": d.error, "failed": d.failed}))
+                out(dumps({"seq": d.seq, "event": event, "reason": d.reason,
+                           "error": d.error, "failed": d.failed}))
             else:
                 user = event.get("userId") if isinstance(event, dict) else None
-                click.echo(f"{d.seq}\t{user}\t{d.reason}\t{d.error}")
+                out(f"{d.seq}\t{user}\t{d.reason}\t{d.error}")
         if not as_json:
-            click.echo(f"{spool.dead_count():,} dead letters in {spool_path}"
-                       + (f" ({damaged:,} damaged, not shown)" if damaged else ""), err=True)
+            out(f"{spool.dead_count():,} dead letters in {spool_path}"
+                + (f" ({damaged:,} damaged, not shown)" if damaged else ""), err=True)
     finally:
         spool.close()
 
@@ -105,4 +109,4 @@ def deadletter_retry(spool_path: str) -> None:
         moved = spool.retry_dead()
     finally:
         spool.close()
-    click.echo(f"{moved:,} dead letters queued again; a running server delivers them shortly")
+    out(f"{moved:,} dead letters queued again; a running server delivers them shortly")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from talon_classic.cli.options import UsageFailure, secret, server_options, warn
+from talon_classic.cli.options import (
+    UsageFailure,
+    out,
+    secret,
+    server_options,
+    warn,
+)
 from talon_classic.exceptions import TalonClassicError
 from talon_classic.settings import redact
 
@@ -111,9 +117,9 @@ def emulator(host: str, port: int, api_key: str, management_key: str,
                                 connection_limit=connection_limit, idle_timeout=idle_timeout)
     except (TalonClassicError, ValueError) as exc:
         raise UsageFailure(str(exc)) from None
-    click.echo(f"Talon.One emulator on {server.url} (API key {redact(api_key)}, management "
-               f"key {redact(management_key)}; inspect {server.url}/_emulator/stats); Ctrl-C "
-               "stops it")
+    out(f"Talon.One emulator on {server.url} (API key {redact(api_key)}, management "
+        f"key {redact(management_key)}; inspect {server.url}/_emulator/stats); Ctrl-C "
+        "stops it")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

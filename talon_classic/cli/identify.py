@@ -42,6 +42,7 @@ from talon_classic.cli.options import (
     given,
     ledger_options,
     load_schema,
+    out,
     run_interruptible,
     schema_line,
     schema_options,
@@ -448,7 +449,7 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
                           {"origin": run.schema.origin, "attributes": len(run.schema.schema)})
         data["dry_run"] = opts["dry_run"]
         data["exit_code"] = code
-        click.echo(dumps(data), err=to_err)
+        out(dumps(data), err=to_err, status=code)
         return
     if stats is not None:
         db = opts["emulator_db"]
@@ -467,7 +468,7 @@ def report(summary: Summary, code: int, run: Run, as_json: bool, internal: str |
         text += f"\nstate file error: {state_error}"
     if opts["dry_run"]:
         text += "\ndry run: nothing was sent"
-    click.echo(text, err=to_err)
+    out(text, err=to_err, status=code)
 
 
 @click.command(short_help="Upsert Talon.One profiles from JSONL identify events.")

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 from click.core import ParameterSource
@@ -359,6 +359,36 @@ def check_inputs(inputs: tuple[str, ...], *, expected: str = "a .jsonl file, a .
 def warn(message: str) -> None:
     """One line on stderr."""
     click.echo(message, err=True)
+
+
+def out(message: str, *, nl: bool = True, err: bool = False, status: int = EXIT_OK) -> None:
+    """Write ``message`` to stdout (stderr with ``err``): every command writes stdout here.
+
+    A closed pipe (``| head -1``) ends the command quietly, as ``head``'s writers
+    do, with ``status`` (the exit status the command would have had; 0 unless
+    given). Any other failure to write (``ENOSPC`` on a full disk) is one line
+    on stderr and a non-zero exit (``status``, or 1), never a traceback. Either
+    way stdout is pointed at /dev/null first, so the interpreter's last flush
+    of what could not be written is quiet.
+    """
+    if err:
+        click.echo(message, nl=nl, err=True)
+        return
+    try:
+        click.echo(message, nl=nl)
+    except BrokenPipeError:
+        silence_stdout()
+        sys.exit(status)
+    except OSError as exc:
+        stdout_failed(exc, status)
+
+
+def stdout_failed(exc: OSError, status: int = EXIT_OK) -> NoReturn:
+    """End the command after stdout could not be written (not a closed pipe): one line on
+    stderr, as click shows an error, and exit ``status`` (1 when that was 0)."""
+    silence_stdout()
+    click.echo(f"Error: cannot write to standard output ({exc.strerror or exc})", err=True)
+    sys.exit(status or 1)
 
 
 def warn_without_allowlist(settings: Settings) -> None:

@@ -9,6 +9,7 @@ import click
 from talon_classic.cli.options import (
     SettingsArgs,
     UsageFailure,
+    out,
     pull_schema,
     schema_failure,
     settings_options,
@@ -52,7 +53,7 @@ def schema_pull(settings_args: SettingsArgs, output: str | None) -> None:
         raise schema_failure(exc, settings.application_domain, hint=False) from None
     data = schema_bytes(pulled)
     if output is None:
-        click.echo(data.decode(), nl=False)
+        out(data.decode(), nl=False)
     else:
         try:
             mode = os.stat(output).st_mode & 0o7777

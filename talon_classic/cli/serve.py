@@ -17,6 +17,7 @@ from talon_classic.cli.options import (
     engage_option,
     ledger_options,
     load_schema,
+    out,
     schema_line,
     schema_options,
     secret,
@@ -124,7 +125,7 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
                                                       schema=schema))
             client = Client(server.url, server.app.config.api_key, rate_limit=rate_limit,
                             read_timeout=read_timeout)
-            click.echo(f"emulator: delivering to the local Talon.One emulator at {server.url}")
+            out(f"emulator: delivering to the local Talon.One emulator at {server.url}")
         else:
             try:
                 settings.require_delivery(settings_args.label)
@@ -147,15 +148,15 @@ def serve(settings_args: SettingsArgs, schema_args: SchemaArgs, spool_path: str,
 
         signal.signal(signal.SIGTERM, lambda signum, frame: service.request_stop())
         if source is not None:
-            click.echo(schema_line(source))
-        click.echo(f"talon-classic serving on {service.url} (spool {spool_path}, "
-                   f"{service.spool.depth:,} events waiting)")
+            out(schema_line(source) or "")
+        out(f"talon-classic serving on {service.url} (spool {spool_path}, "
+            f"{service.spool.depth:,} events waiting)")
         sys.stdout.flush()
         try:
             service.serve_forever()  # until SIGTERM or Ctrl-C; then a graceful stop
         finally:
             service.stop()
-            click.echo("stopped; events not yet delivered stay in the spool")
+            out("stopped; events not yet delivered stay in the spool")
 
 
 def open_memberships(settings: Settings, client: Client, stack: contextlib.ExitStack,

@@ -16,6 +16,7 @@ from talon_classic.cli.options import (
     schema_options,
     settings_options,
     silence_stdout,
+    stdout_failed,
     warn_without_allowlist,
 )
 from talon_classic.exceptions import InputError
@@ -44,7 +45,8 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
     also shows its "memberships" ([{"action", "audience", "computation_id"}]).
 
     Exit status: 0 the input was read to the end (or the reader of the
-    output went away, as with `| head`), 2 usage or settings error.
+    output went away, as with `| head`), 1 the output cannot be written (a
+    full disk), 2 usage or settings error.
     """
     settings = settings_args.load()
     warn_without_allowlist(settings)
@@ -69,3 +71,5 @@ def transform(settings_args: SettingsArgs, schema_args: SchemaArgs, inputs: tupl
         raise UsageFailure(str(exc)) from None
     except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as other tools do
         silence_stdout()
+    except OSError as exc:  # the inputs' errors are InputError: this is stdout (a full disk)
+        stdout_failed(exc)
