@@ -115,6 +115,9 @@ class SyncSummary:
         self.invalid: Counter[str] = Counter()
         self.duplicates = 0
         self.baseline = BASELINE_STATE
+        #: Is the state database compared with a kept one (False with ``--no-state``: a
+        #: temporary, empty one)?
+        self.recorded = True
         self.first_mirror = False
         #: Actions queued so far (all of them, unless the sync stopped early).
         self.to_add = 0
@@ -200,7 +203,8 @@ class SyncSummary:
         """Human summary, one fact per line."""
         d = self.as_dict()
         against = {BASELINE_TALON: "the membership read from Talon.One",
-                   BASELINE_STATE: "the state database"}[d["baseline"]]
+                   BASELINE_STATE: "the state database" if self.recorded
+                   else "no state database"}[d["baseline"]]
         invalid = ", ".join(f"{r} {n:,}" for r, n in d["invalid_by_reason"].items())
         lines = [
             f"audience           {d['audience_id']:>12}  ({d['mode']}, against {against})",
@@ -219,7 +223,9 @@ class SyncSummary:
         if d["blank"]:
             lines.insert(3, f"blank              {d['blank']:>12,}  (skipped)")
         if d["failed"]:
-            lines.append(f"failed             {d['failed']:>12,}  actions (retries ran out)")
+            # retries that ran out, a redirect, no answer, a bug: the dead letters say which
+            lines.append(f"failed             {d['failed']:>12,}  actions (not delivered; the "
+                         "dead letters say why)")
         if d["dead_letter_file"]:
             lines.append(f"dead letters in    {d['dead_letter_file']}  (appended; earlier runs' "
                          "lines are kept)")
@@ -258,6 +264,7 @@ class AudienceSync:
         self.warn = warn or log.warning
         self.on_progress = on_progress
         self.summary = SyncSummary(options)
+        self.summary.recorded = state.persistent
         self.auth_error: AuthError | None = None
         self.not_found: AudienceNotFound | None = None
         #: The first unexpected error (a bug) while sending, as one line.
@@ -502,7 +509,9 @@ class AudienceSync:
                 with self._flags:
                     if self.auth_error is None:
                         self.auth_error = exc
-                        self.stop(f"{exc}; what was acknowledged is recorded")
+                        self.stop(f"{exc}; what was acknowledged is recorded"
+                                  if self._persistent else
+                                  f"{exc}; nothing is recorded (no state)")
             except DeliveryError as exc:
                 self._dead_letter(batch, "failed", str(exc))
             except _RecordFailed as exc:  # delivered, but the state cannot say so: stop

@@ -169,6 +169,14 @@ class _Unclosed(Exception):
     """A CSV record ran past :data:`MAX_RECORD_LINES` lines."""
 
 
+def _one_line(text: str) -> str:
+    """``text`` with each character that is not printable (a newline, a tab) as its
+    Python escape (``\\n``), so a message quoting it stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _csv(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids, name: str,
          id_column: str | None) -> Iterator[Member]:
     """Rows of a CSV list. A row that cannot be read (a stray or unclosed quote, a field
@@ -216,7 +224,8 @@ def _csv(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids, name: str,
     wanted = (id_column,) if id_column else ID_COLUMNS
     column = next((header.index(c) for c in wanted if c in header), None)
     if column is None:
-        shown = ", ".join(header[:10])[:200]
+        # one line whatever the header holds: a quoted cell may hold a newline
+        shown = _one_line(", ".join(header[:10])[:200])
         raise InputError(
             f"{name}: the CSV header ({shown}) has no "
             + (f"column {id_column!r}" if id_column else
@@ -246,7 +255,7 @@ def _csv(lines: Iterator[tuple[int, bytes | BadLine]], ids: _Ids, name: str,
         if column >= len(row):
             yield ids.bad(current, "no_id", f"the row has {len(row)} field"
                           f"{'s' if len(row) != 1 else ''}; the id is field {column + 1} "
-                          f"({header[column]})")
+                          f"({_one_line(header[column])})")
             continue
         yield ids.of(current, row[column])
     yield from problems

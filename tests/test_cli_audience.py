@@ -807,3 +807,49 @@ def test_a_closed_stdout_ends_audience_list_quietly(emu, tmp_path: Path) -> None
     finally:
         os.close(write)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_no_state_summary_and_a_401_say_nothing_is_recorded(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    result = cli("sync", "-", "--settings", settings, "--audience-id", audience_id, "--mode",
+                 "add", "--quiet", "--no-state", input="u1\n")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == (
+        f"audience           {audience_id:>12}  (add, against no state database)")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"apiKey": "wrong-key-123456789", "applicationDomain": emu.url}))
+    refused = cli("sync", "-", "--settings", str(wrong), "--audience-id", audience_id, "--mode",
+                  "add", "--quiet", "--no-state", input="u2\n")
+    assert refused.exit_code == 3
+    (stopped,) = [line for line in refused.stdout.splitlines() if line.startswith("stopped")]
+    assert stopped.endswith("; nothing is recorded (no state)"), stopped
+    assert "acknowledged is recorded" not in refused.output
+
+
+def test_a_redirect_is_not_called_retries_running_out(tmp_path: Path) -> None:
+    from hostile_http import hostile_server
+
+    with hostile_server(lambda *_: (301, b"")) as server:
+        result = cli("sync", "-", "--settings", hostile_settings(tmp_path, server.url),
+                     "--audience-id", "7", "--mode", "add", "--quiet", "--no-state",
+                     "--dead-letter", str(tmp_path / "dead.jsonl"), input="u1\n")
+    assert result.exit_code == 1
+    (failed,) = [line for line in result.stdout.splitlines() if line.startswith("failed")]
+    assert failed == ("failed                        1  actions (not delivered; the dead "
+                      "letters say why)")
+    (dead,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert dead["reason"] == "failed" and "redirected (301)" in dead["error"]
+
+
+def test_a_csv_header_with_a_newline_is_quoted_on_one_line(emu, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, emu)
+    audience_id = str(create(settings))
+    bad = tmp_path / "bad.csv"
+    bad.write_text('"e\nmail",plan\na@x.io,gold\n')
+    result = cli("sync", str(bad), "--settings", settings, "--audience-id", audience_id,
+                 "--mode", "add", "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr == (f"Error: {bad}: the CSV header (e\\nmail, plan) has no "
+                             "integration_id, integrationId or userId column: name the id "
+                             "column with --id-column\n")
