@@ -277,7 +277,7 @@ def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with open(source, "rb") as fh:
             data = fh.read(MAX_SETTINGS_BYTES + 1)
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a BOM, as Windows editors write, is not JSON
     except FileNotFoundError:
         raise SettingsError(f"{label}: file not found ({source})") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -626,3 +626,11 @@ def test_bad_engage_settings_are_one_line(tmp_path: Path, doc: Any, env: dict[st
     with pytest.raises(SettingsError) as info:
         load_settings(write(tmp_path, doc), env=env)
     assert str(info.value) == message
+
+
+def test_a_settings_file_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
+    """Found by an adversarial pass: Notepad's BOM was refused ("Unexpected UTF-8 BOM"),
+    though event files with one are read."""
+    path = tmp_path / "settings.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"customAttributes": ["plan"]}).encode())
+    assert load_settings(path, env={}).custom_attributes == ("plan",)
