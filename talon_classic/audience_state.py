@@ -13,6 +13,20 @@ and the file is in WAL mode so both can use it at once. The tables here:
   recorded membership is taken as their whole membership (after a mirror,
   a read from Talon.One, or an ``audience clear``). Only for these can a
   mirror remove members who left the list.
+* ``audience_inflight (id, audience_id, actions)``: one row per membership
+  request in flight, its ``(action, integration_id)`` pairs as JSON,
+  committed before the request is sent and deleted in the transaction that
+  records its acknowledgement (:meth:`AudienceState.begin_request`,
+  :meth:`AudienceState.record`). A row left behind is a request whose
+  process died (``kill -9``, a crash) or whose answer never came: Talon.One
+  may or may not have applied it.
+* ``audience_unsure (audience_id, integration_id)``: ids whose recorded
+  membership cannot be trusted, because a request about them was left in
+  flight or ran out of retries. The next sync of the audience turns its
+  in-flight rows into these (:meth:`AudienceState.load_unsure`) and sends
+  each of them the action the list asks for whatever is recorded; an
+  acknowledgement (or a membership read from Talon.One, or a clear) makes
+  an id sure again.
 * ``audience_ids (integration, integration_id, audience_id)``: the Talon.One
   id of an audience created for another platform's audience (an Engage
   audience is ``segment`` + its ``computation_id``), so it is created once.
@@ -29,12 +43,22 @@ temporary tables; in WAL mode its query sees the database as it was when
 it started), and acknowledged actions are recorded through the other, each
 request's in its own transaction, as soon as it is acknowledged.
 
+An in-flight row is committed like every other write here: in WAL mode with
+``synchronous=NORMAL``, a commit is written to the WAL file (the operating
+system has it) without waiting for ``fsync``. That outlives the process
+(``kill -9``, a crash), which is what a row must survive: the requests it
+describes come from that process. A power cut may lose the last commits,
+the in-flight rows and the recorded acknowledgements alike, as it may
+anything not yet on disk; waiting for ``fsync`` before every request would
+not be cheap on every disk.
+
 Without a file (``--no-state``, or a dry run with no state yet) the same
 code runs on a private temporary database, deleted when closed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -59,6 +83,16 @@ CREATE TABLE IF NOT EXISTS audience_known (
     source TEXT NOT NULL,
     since TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audience_inflight (
+    id INTEGER PRIMARY KEY,
+    audience_id INTEGER NOT NULL,
+    actions TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audience_unsure (
+    audience_id INTEGER NOT NULL,
+    integration_id TEXT NOT NULL,
+    PRIMARY KEY (audience_id, integration_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audience_ids (
     integration TEXT NOT NULL,
     integration_id TEXT NOT NULL,
@@ -74,6 +108,9 @@ CREATE TEMP TABLE IF NOT EXISTS sync_list (
     line INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS sync_talon (
+    integration_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS sync_unsure (
     integration_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
 """
@@ -192,13 +229,36 @@ class AudienceState:
         self._write([("INSERT OR IGNORE INTO audience_known (audience_id, source, since) "
                       "VALUES (?, ?, ?)", [(audience_id, source, _now())])])
 
+    def begin_request(self, audience_id: int, actions: Iterable[tuple[str, str]]) -> int:
+        """Note a request's ``(action, integration_id)`` pairs as in flight, before it is sent.
+
+        Committed when this returns (see the module's docstring for how
+        durably): should the process die before the answer is recorded, the
+        next sync of the audience takes these ids as unsure. Returns the
+        note's id, for :meth:`record`.
+        """
+        text = json.dumps(list(actions), separators=(",", ":"))
+        with self._lock:
+            cursor = self._main.execute(
+                "INSERT INTO audience_inflight (audience_id, actions) VALUES (?, ?)",
+                (audience_id, text))
+            request = cursor.lastrowid
+        assert request is not None
+        return request
+
     def record(self, audience_id: int, actions: Iterable[tuple[str, str]],
-               known: str | None = None) -> None:
+               known: str | None = None, *, request: int | None = None,
+               unsure: Iterable[str] = (), resolves: bool = False) -> None:
         """Record acknowledged ``(action, integration_id)`` pairs, in one transaction.
 
         ``known`` also marks the audience as known (see :meth:`mark_known`) in
         the same transaction, so a mirror's first acknowledged request and
-        that mark are never separated by a crash.
+        that mark are never separated by a crash. ``request`` (from
+        :meth:`begin_request`) is the in-flight note this answer ends, deleted
+        in the same transaction; ``unsure`` the ids of that request whose
+        outcome is not known (their retries ran out), which stay unsure.
+        ``resolves``: some ids of the audience are unsure, and those
+        acknowledged here are sure again.
         """
         adds: list[tuple[object, ...]] = []
         deletes: list[tuple[object, ...]] = []
@@ -209,10 +269,92 @@ class AudienceState:
              adds),
             ("DELETE FROM audience_members WHERE audience_id = ? AND integration_id = ?",
              deletes)]
+        if resolves:
+            statements.append(("DELETE FROM audience_unsure WHERE audience_id = ? AND "
+                               "integration_id = ?", adds + deletes))
         if known is not None:
             statements.append(("INSERT OR IGNORE INTO audience_known (audience_id, source, "
                                "since) VALUES (?, ?, ?)", [(audience_id, known, _now())]))
+        if request is not None:
+            statements.append(("DELETE FROM audience_inflight WHERE id = ?", [(request,)]))
+            statements.append(("INSERT OR IGNORE INTO audience_unsure (audience_id, "
+                               "integration_id) VALUES (?, ?)",
+                               [(audience_id, iid) for iid in unsure]))
         self._write(statements)
+
+    def load_unsure(self, audience_id: int, settle: bool = True) -> int:
+        """Take the ids of ``audience_id`` whose membership is unsure as this sync's; how many.
+
+        ``settle``: first turn the audience's in-flight notes (requests whose
+        answer was never recorded) into unsure ids, for good (a dry run
+        does not: it only reads them). :meth:`changes` then sends each
+        unsure id the action the list asks for, whatever is recorded.
+        """
+        if settle:
+            with self._lock:
+                self._main.execute("BEGIN IMMEDIATE")
+                try:
+                    self._main.executemany(
+                        "INSERT OR IGNORE INTO audience_unsure (audience_id, integration_id) "
+                        "VALUES (?, ?)",
+                        ((audience_id, iid) for iid in self._inflight_ids(self._main,
+                                                                            audience_id)))
+                    self._main.execute("DELETE FROM audience_inflight WHERE audience_id = ?",
+                                       (audience_id,))
+                    self._main.execute("COMMIT")
+                except BaseException:
+                    self._main.execute("ROLLBACK")
+                    raise
+        with self._list_lock:
+            db = self._list
+            db.execute("BEGIN")
+            try:
+                db.execute("DELETE FROM temp.sync_unsure")
+                db.execute("INSERT OR IGNORE INTO temp.sync_unsure (integration_id) SELECT "
+                           "integration_id FROM main.audience_unsure WHERE audience_id = ?",
+                           (audience_id,))
+                if not settle:
+                    db.executemany("INSERT OR IGNORE INTO temp.sync_unsure (integration_id) "
+                                   "VALUES (?)",
+                                   ((iid,) for iid in self._inflight_ids(db, audience_id)))
+                count: int = db.execute("SELECT COUNT(*) FROM temp.sync_unsure").fetchone()[0]
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return count
+
+    @staticmethod
+    def _inflight_ids(db: sqlite3.Connection, audience_id: int) -> Iterator[str]:
+        """The ids of the audience's in-flight notes (an unreadable note names none)."""
+        rows = db.execute("SELECT actions FROM audience_inflight WHERE audience_id = ?",
+                          (audience_id,)).fetchall()
+        for (text,) in rows:
+            try:
+                pairs = json.loads(text)
+            except ValueError:
+                continue
+            for pair in pairs if isinstance(pairs, list) else ():
+                if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str):
+                    yield pair[1]
+
+    def unsure_ids(self, audience_id: int) -> list[str]:
+        """The ids of ``audience_id`` marked unsure (in flight not included), sorted."""
+        with self._lock:
+            rows = self._main.execute("SELECT integration_id FROM audience_unsure WHERE "
+                                      "audience_id = ? ORDER BY 1", (audience_id,)).fetchall()
+        return [iid for (iid,) in rows]
+
+    def inflight_count(self, audience_id: int | None = None) -> int:
+        """How many requests are noted in flight (for ``audience_id``, or every audience)."""
+        with self._lock:
+            if audience_id is None:
+                row = self._main.execute("SELECT COUNT(*) FROM audience_inflight").fetchone()
+            else:
+                row = self._main.execute("SELECT COUNT(*) FROM audience_inflight WHERE "
+                                         "audience_id = ?", (audience_id,)).fetchone()
+        count: int = row[0]
+        return count
 
     def unknown(self, audience_id: int) -> None:
         """Record nothing of an audience's members, and not as known: what an ``audience
@@ -223,9 +365,12 @@ class AudienceState:
             ("DELETE FROM audience_known WHERE audience_id = ?", [(audience_id,)])])
 
     def reset(self, audience_id: int, source: str = "clear") -> None:
-        """The audience is empty (``audience clear``): no members, and that is known."""
+        """The audience is empty (``audience clear``): no members, and that is known (nor
+        is any id unsure any more)."""
         self._write([
             ("DELETE FROM audience_members WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_unsure WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_inflight WHERE audience_id = ?", [(audience_id,)]),
             ("DELETE FROM audience_known WHERE audience_id = ?", [(audience_id,)]),
             ("INSERT INTO audience_known (audience_id, source, since) VALUES (?, ?, ?)",
              [(audience_id, source, _now())])])
@@ -234,6 +379,8 @@ class AudienceState:
         """Forget everything about an audience (``audience delete``), its id mapping too."""
         self._write([
             ("DELETE FROM audience_members WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_unsure WHERE audience_id = ?", [(audience_id,)]),
+            ("DELETE FROM audience_inflight WHERE audience_id = ?", [(audience_id,)]),
             ("DELETE FROM audience_known WHERE audience_id = ?", [(audience_id,)]),
             ("DELETE FROM audience_ids WHERE audience_id = ?", [(audience_id,)])])
 
@@ -264,7 +411,8 @@ class AudienceState:
     def start_list(self) -> None:
         """Empty the temporary tables of a previous sync on this connection."""
         with self._list_lock:
-            self._list.executescript("DELETE FROM temp.sync_list; DELETE FROM temp.sync_talon;")
+            self._list.executescript("DELETE FROM temp.sync_list; DELETE FROM temp.sync_talon; "
+                                     "DELETE FROM temp.sync_unsure;")
 
     def add_to_list(self, rows: list[tuple[str, int, int]]) -> int:
         """Load ``(integration_id, source, line)`` rows; return how many were new (not duplicates)."""
@@ -300,12 +448,17 @@ class AudienceState:
             return db.total_changes - before
 
     def adopt_talon(self, audience_id: int) -> None:
-        """Replace the recorded membership with what was read from Talon.One, and know it."""
+        """Replace the recorded membership with what was read from Talon.One, and know it.
+
+        Ids taken as unsure before the read (:meth:`load_unsure`) are sure
+        again: what was read is the truth."""
         with self._list_lock:
             db = self._list  # where the temporary baseline is
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute("DELETE FROM audience_members WHERE audience_id = ?", (audience_id,))
+                db.execute("DELETE FROM audience_unsure WHERE audience_id = ?", (audience_id,))
+                db.execute("DELETE FROM temp.sync_unsure")
                 db.execute("INSERT INTO audience_members (audience_id, integration_id) "
                            "SELECT ?, integration_id FROM temp.sync_talon", (audience_id,))
                 db.execute("DELETE FROM audience_known WHERE audience_id = ?", (audience_id,))
@@ -339,29 +492,21 @@ class AudienceState:
         acknowledged actions meanwhile (through the other connection)
         changes nothing they return. They may run in another thread than the
         one recording. Actions carry no list position (see :meth:`position`).
+
+        Against the state, the unsure ids (:meth:`load_unsure`) get the
+        action the list asks for whatever is recorded: a listed one is added
+        (``add``, ``mirror``) or removed (``remove``), and one not listed is
+        removed by a mirror that removes. An unsure id the list says nothing
+        of stays unsure, for a later sync.
         """
-        if baseline == BASELINE_TALON:
-            members = "SELECT integration_id FROM temp.sync_talon"
-        else:
-            members = "SELECT integration_id FROM main.audience_members WHERE audience_id = :aid"
-        listed = "SELECT integration_id FROM temp.sync_list"
-        queries: list[tuple[str, str]] = []
-        if mode == "remove":
-            queries.append((DELETE, f"{listed} INTERSECT {members} ORDER BY 1" if removes
-                            else f"{listed} ORDER BY 1"))
-        elif mode == "mirror" and removes:
-            queries.append((DELETE, f"{members} EXCEPT {listed} ORDER BY 1"))
-        if mode in ("add", "mirror"):
-            queries.append((ADD, f"{listed} EXCEPT {members} ORDER BY 1"))
-        params = {"aid": audience_id}
-        cursor: sqlite3.Cursor | None = None
         with self._list_lock:
             self._list.execute("BEGIN")  # one snapshot for every query
+        cursor: sqlite3.Cursor | None = None
         batch: list[Pending] = []  # filled across queries: removes and adds share requests
         try:
-            for action, sql in queries:
+            for action, sql in self._diff_queries(mode, baseline, removes):
                 with self._list_lock:
-                    cursor = self._list.execute(sql, params)
+                    cursor = self._list.execute(sql, {"aid": audience_id})
                 while True:
                     with self._list_lock:
                         rows = cursor.fetchmany(batch_size - len(batch))
@@ -381,6 +526,32 @@ class AudienceState:
                 if cursor is not None:
                     cursor.close()
                 self._list.execute("COMMIT")
+
+    def _diff_queries(self, mode: str, baseline: str, removes: bool) -> list[tuple[str, str]]:
+        """The queries of :meth:`changes`, in its read transaction (it sees the unsure ids)."""
+        with self._list_lock:
+            unsure = baseline == BASELINE_STATE and self._list.execute(
+                "SELECT 1 FROM temp.sync_unsure LIMIT 1").fetchone() is not None
+        if baseline == BASELINE_TALON:
+            members = "SELECT integration_id FROM temp.sync_talon"
+        else:
+            members = "SELECT integration_id FROM main.audience_members WHERE audience_id = :aid"
+        listed = "SELECT integration_id FROM temp.sync_list"
+        # compound selects group from the left: (a EXCEPT b) UNION c, and so on
+        also_listed = also_unlisted = ""
+        if unsure:
+            also_listed = (" UNION SELECT integration_id FROM temp.sync_list WHERE "
+                           "integration_id IN (SELECT integration_id FROM temp.sync_unsure)")
+            also_unlisted = f" UNION SELECT integration_id FROM temp.sync_unsure EXCEPT {listed}"
+        queries: list[tuple[str, str]] = []
+        if mode == "remove":
+            queries.append((DELETE, f"{listed} INTERSECT {members}{also_listed} ORDER BY 1"
+                            if removes else f"{listed} ORDER BY 1"))
+        elif mode == "mirror" and removes:
+            queries.append((DELETE, f"{members} EXCEPT {listed}{also_unlisted} ORDER BY 1"))
+        if mode in ("add", "mirror"):
+            queries.append((ADD, f"{listed} EXCEPT {members}{also_listed} ORDER BY 1"))
+        return queries
 
     def position(self, integration_id: str) -> tuple[int, int] | None:
         """``(source, line)`` where the loaded list has ``integration_id`` first, or None."""

@@ -177,3 +177,77 @@ def test_no_path_is_a_temporary_database(tmp_path: Path) -> None:
     assert not os.path.exists(scratch)
     with AudienceState(None) as again:
         assert again.member_count(1) == 0
+
+
+# -- requests in flight, unsure ids ------------------------------------------------------
+def test_a_request_noted_in_flight_and_answered_leaves_nothing_unsure(tmp_path: Path) -> None:
+    with AudienceState(tmp_path / "s.db") as state:
+        request = state.begin_request(7, [("add", "a"), ("add", "b")])
+        assert state.inflight_count(7) == 1
+        state.record(7, [("add", "a")], request=request, unsure=["b"])  # b ran out of retries
+        assert state.inflight_count() == 0 and state.unsure_ids(7) == ["b"]
+        assert list(state.members(7)) == ["a"]
+
+
+def test_a_note_left_in_flight_survives_the_process_and_makes_its_ids_unsure(
+        tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with AudienceState(db) as state:
+        state.record(7, [("add", "a"), ("add", "b"), ("add", "c")], known="mirror")
+        state.begin_request(7, [("delete", "b"), ("add", "x")])  # never answered
+        state.begin_request(8, [("add", "other")])
+    with AudienceState(db) as state:
+        load(state, ["a", "b", "x"])
+        # a dry run reads the notes, and keeps them
+        assert state.load_unsure(7, settle=False) == 2
+        assert state.inflight_count(7) == 1 and state.unsure_ids(7) == []
+        load(state, ["a", "b", "x"])
+        assert state.load_unsure(7) == 2
+        assert state.inflight_count(7) == 0 and state.unsure_ids(7) == ["b", "x"]
+        assert state.inflight_count(8) == 1  # another audience's notes are its own
+        # b is recorded a member, x not: both are sent what the list asks for
+        assert changes(state, 7, "mirror") == [("delete", "c"), ("add", "b"), ("add", "x")]
+        assert changes(state, 7, "add") == [("add", "b"), ("add", "x")]
+        assert changes(state, 7, "remove") == [("delete", "a"), ("delete", "b"),
+                                               ("delete", "x")]
+
+
+def test_unsure_ids_not_in_the_list_are_removed_only_by_a_mirror_that_removes(
+        state: AudienceState) -> None:
+    state.record(7, [("add", "a")], known="mirror")
+    state.begin_request(7, [("add", "gone"), ("delete", "a")])
+    load(state, ["a"])
+    assert state.load_unsure(7) == 2
+    assert changes(state, 7, "mirror") == [("delete", "gone"), ("add", "a")]
+    assert changes(state, 7, "mirror", removes=False) == [("add", "a")]
+    assert changes(state, 7, "add") == [("add", "a")]
+    assert changes(state, 7, "remove") == [("delete", "a")]
+    # Talon.One's membership is the truth: nothing is unsure against it
+    state.add_talon_members(["a"])
+    assert changes(state, 7, "mirror", baseline=BASELINE_TALON) == []
+
+
+def test_an_acknowledgement_makes_an_unsure_id_sure_again(state: AudienceState) -> None:
+    state.begin_request(7, [("add", "a"), ("add", "b")])
+    load(state, ["a", "b"])
+    assert state.load_unsure(7) == 2
+    request = state.begin_request(7, [("add", "a"), ("add", "b")])
+    state.record(7, [("add", "a")], request=request, resolves=True)  # b: rejected
+    assert state.unsure_ids(7) == ["b"] and list(state.members(7)) == ["a"]
+    load(state, ["a", "b"])
+    assert state.load_unsure(7) == 1
+    assert changes(state, 7, "add") == [("add", "b")]
+
+
+def test_clear_delete_and_a_read_from_talon_make_every_id_sure(state: AudienceState) -> None:
+    for audience_id in (1, 2, 3):
+        state.begin_request(audience_id, [("add", "a")])
+        load(state, [])
+        assert state.load_unsure(audience_id) == 1
+    state.reset(1)
+    state.forget(2)
+    state.start_list()
+    state.add_talon_members(["a"])
+    state.adopt_talon(3)
+    assert [state.unsure_ids(a) for a in (1, 2, 3)] == [[], [], []]
+    assert list(state.members(3)) == ["a"]
