@@ -26,6 +26,15 @@
    needed). Rejected actions, and those whose retries ran out, are
    dead-lettered and left unrecorded.
 
+Before a request is sent, its actions are noted in flight in the state
+database (committed), and the note is deleted with the recording of the
+answer. A note left behind (the process was killed, the answer never came)
+or an action whose retries ran out makes those ids *unsure*: Talon.One may
+or may not have applied it. The next sync of the audience does not trust
+what is recorded for them: each is sent the action its list asks for
+(listed: added, or removed in ``remove`` mode; not listed: removed by a
+mirror that removes), so the audience ends up the list all the same.
+
 A 404 means the audience does not exist: the sync stops and
 :meth:`AudienceSync.run` raises :class:`~talon_classic.exceptions.AudienceNotFound`.
 An authentication failure stops it too (:attr:`AudienceSync.auth_error`).
@@ -278,6 +287,8 @@ class AudienceSync:
         self._warned = 0
         self._stopping = threading.Event()
         self._flags = threading.RLock()
+        #: Ids of the audience whose recorded membership is not trusted (:meth:`_load_unsure`).
+        self._unsure = 0
 
     # -- the run ------------------------------------------------------------------
     def run(self, paths: Iterable[str], stdin: IO[bytes] | None = None) -> SyncSummary:
@@ -296,6 +307,7 @@ class AudienceSync:
             self.state.start_list()
             self._read(list(paths), stdin)
             self._check_list()
+            self._load_unsure()
             table, removes = self._baseline()
             removes = self._check_mirror(removes)
             self.summary.mark_read()
@@ -318,6 +330,13 @@ class AudienceSync:
                 self._interrupted()
             self._finish()
         return self.summary
+
+    def interrupt(self, by: str = "Ctrl-C") -> None:
+        """Say why the run stops: interrupted ``by`` Ctrl-C or a signal (from any thread)."""
+        what = "interrupted (Ctrl-C)" if by == "Ctrl-C" else f"terminated ({by})"
+        self.stop(f"{what}: what was acknowledged is recorded; run the same sync again to "
+                  "send the rest" if self._persistent else
+                  f"{what}; nothing is recorded (no state), so a rerun sends everything again")
 
     def stop(self, reason: str) -> None:
         """Send no more requests (from any thread); the first reason is kept."""
@@ -377,6 +396,16 @@ class AudienceSync:
         elif self._warned == MAX_WARNINGS + 1:
             self.warn(f"more than {MAX_WARNINGS} bad entries: the others are only counted in "
                       "the summary")
+
+    def _load_unsure(self) -> None:
+        """Take the ids an earlier sync of the audience left unsure (see the module's
+        docstring); a dry run only reads them."""
+        opts = self.options
+        self._unsure = self.state.load_unsure(opts.audience_id, settle=self._persistent)
+        if self._unsure:
+            self.warn(f"audience {opts.audience_id}: {self._unsure:,} ids were left in flight "
+                      "(a sync killed or cut off) or ran out of retries, so their recorded "
+                      "membership is not trusted: each is sent what the list asks for")
 
     # -- 2. baseline --------------------------------------------------------------
     def _baseline(self) -> tuple[str, bool]:
@@ -482,10 +511,7 @@ class AudienceSync:
         return exhausted and not self._halted
 
     def _interrupted(self) -> None:
-        self.stop("interrupted (Ctrl-C): what was acknowledged is recorded; run the same "
-                  "sync again to send the rest" if self._persistent else
-                  "interrupted (Ctrl-C); nothing is recorded (no state), so a rerun sends "
-                  "everything again")
+        self.interrupt("Ctrl-C")
 
     @property
     def _persistent(self) -> bool:
@@ -514,14 +540,15 @@ class AudienceSync:
                                   f"{exc}; nothing is recorded (no state)")
             except DeliveryError as exc:
                 self._dead_letter(batch, "failed", str(exc))
-            except _RecordFailed as exc:  # delivered, but the state cannot say so: stop
+            except _RecordFailed as exc:  # the state cannot say what was sent: stop
                 what = unexpected(exc.cause)
                 with self._flags:
                     if self.internal_error is None:
                         self.internal_error = what
                 self.summary.add(internal_errors=1)
                 self.stop(f"cannot record an acknowledged request ({what}); a rerun sends "
-                          "its actions again")
+                          "its actions again" if exc.sent else
+                          f"cannot note a request in flight ({what}), so it was not sent")
             except Exception as exc:  # a bug: dead-letter the actions, go on, exit 4
                 if self._stopping.is_set():  # e.g. a dry run's output was closed: not a bug
                     continue
@@ -535,27 +562,44 @@ class AudienceSync:
             self.on_progress(self)
 
     def _send(self, batch: list[Pending]) -> None:
-        """In a worker: send one batch, then record what Talon.One acknowledged at once.
+        """In a worker: note the batch in flight, send it, record what Talon.One acknowledged.
 
         Recording here, not in the main thread, keeps the main thread free to
-        keep requests in flight. A failure to record is raised as
-        :class:`_RecordFailed` (the actions were delivered: never dead-lettered).
+        keep requests in flight. The note is committed before the request
+        goes out, so a process killed while it is in flight leaves its ids
+        unsure rather than wrongly recorded. A failure to note or to record
+        is raised as :class:`_RecordFailed` (never dead-lettered: unsent, or
+        delivered). When the request fails, the note stays: its ids are
+        unsure for the next sync.
         """
         audience_id = self.options.audience_id
+        request: int | None = None
+        if self._persistent:
+            try:
+                request = self.state.begin_request(
+                    audience_id, [(p.action, p.integration_id) for p in batch])
+            except Exception as exc:
+                raise _RecordFailed(exc, sent=False) from None
         outcome = self.client.update_memberships(
             [MembershipAction(p.action, p.integration_id, audience_id)  # type: ignore[arg-type]
              for p in batch])
         try:
-            self._record(batch, outcome)
+            self._record(batch, outcome, request)
         except Exception as exc:
             raise _RecordFailed(exc) from None
 
-    def _record(self, batch: list[Pending], outcome: MembershipOutcome) -> None:
+    def _record(self, batch: list[Pending], outcome: MembershipOutcome,
+                request: int | None = None) -> None:
         opts = self.options
         delivered = outcome.delivered
-        if delivered and not opts.dry_run:
+        if (delivered or request is not None) and not opts.dry_run:
+            # one transaction: the acknowledged actions, the end of the in-flight note, and
+            # the ids whose retries ran out (Talon.One may have applied them) as unsure
             self.state.record(opts.audience_id, ((a.action, a.integration_id) for a in delivered),
-                              known="mirror" if opts.mode == "mirror" else None)
+                              known="mirror" if opts.mode == "mirror" and delivered else None,
+                              request=request,
+                              unsure=[a.integration_id for a, _ in outcome.failed],
+                              resolves=self._unsure > 0)
         adds = sum(1 for a in delivered if a.action == ADD)
         self.summary.add(added=adds, removed=len(delivered) - adds)
         by_id = {p.integration_id: p for p in batch}
@@ -603,11 +647,13 @@ class AudienceSync:
 
 
 class _RecordFailed(Exception):
-    """Delivered, but recording it in the state database failed."""
+    """The state database failed: recording a delivered request, or (``sent`` False) noting
+    one in flight before it was sent (so it was not)."""
 
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: Exception, sent: bool = True) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.sent = sent
 
 
 class Prefetch:

@@ -257,3 +257,59 @@ def test_a_diff_stopped_after_its_state_closed_leaves_no_traceback(monkeypatch) 
 def test_a_diff_that_fails_to_close_while_still_read_says_so() -> None:
     with pytest.raises(sqlite3.ProgrammingError):
         list(Prefetch(_Diff(), 1))
+
+
+def test_ids_whose_retries_ran_out_are_sent_again_whatever_the_list_says(
+        talon_emulator, audience, tmp_path: Path) -> None:
+    """A remove whose retries ran out may have been applied: the state must not go on
+    taking the id as a member (a later mirror listing it again would skip it)."""
+    with AudienceState(tmp_path / "s.db") as state:
+        run_sync(talon_emulator, state, audience, ["u1", "u2", "u3"])
+        # u3 leaves; the delete is applied but its answer is lost (dropped), retries run out
+        talon_emulator.configure(drop_next=1)
+        _, summary = run_sync(talon_emulator, state, audience, ["u1", "u2"],
+                              client=client_for(talon_emulator, max_attempts=1))
+        assert summary.failed == 1 and talon_emulator.audience_members(audience) == ["u1", "u2"]
+        assert state.unsure_ids(audience) == ["u3"] and state.inflight_count() == 0
+        # u3 is listed again: it is added, though the state still records it as a member
+        _, summary = run_sync(talon_emulator, state, audience, ["u1", "u2", "u3"])
+        assert (summary.added, summary.removed, summary.unchanged) == (1, 0, 2)
+        assert talon_emulator.audience_members(audience) == ["u1", "u2", "u3"]
+        assert state.unsure_ids(audience) == []
+        _, summary = run_sync(talon_emulator, state, audience, ["u1", "u2", "u3"])
+        assert summary.requests == 0
+
+
+def test_a_request_that_fails_keeps_its_note_for_the_next_sync(talon_emulator, audience,
+                                                             tmp_path: Path) -> None:
+    class Down(Client):
+        def update_memberships(self, actions):  # type: ignore[override]
+            from talon_classic.exceptions import DeliveryError
+            raise DeliveryError("connection reset")
+
+    with AudienceState(tmp_path / "s.db") as state:
+        run_sync(talon_emulator, state, audience, ["u1", "u2"])
+        down = Down(talon_emulator.url, talon_emulator.api_key, rate_limit=0)
+        _, summary = run_sync(talon_emulator, state, audience, ["u1"], client=down)
+        assert summary.failed == 1 and state.inflight_count(audience) == 1
+        warnings: list[str] = []
+        sync = AudienceSync(client_for(talon_emulator), state, SyncOptions(audience, "mirror"),
+                            warn=warnings.append)
+        summary = sync.run(["-"], stdin=stdin(["u1"]))
+        assert (summary.added, summary.removed) == (0, 1)
+        assert any("1 ids were left in flight" in w for w in warnings)
+        assert talon_emulator.audience_members(audience) == ["u1"]
+        assert state.inflight_count() == 0 and state.unsure_ids(audience) == []
+
+
+def test_a_state_that_cannot_note_a_request_sends_nothing(talon_emulator, audience,
+                                                         tmp_path: Path, monkeypatch) -> None:
+    with AudienceState(tmp_path / "s.db") as state:
+        def full(*_a, **_k):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(state, "begin_request", full)
+        sync, summary = run_sync(talon_emulator, state, audience, ["u1"], mode="add")
+    assert "cannot note a request in flight" in (summary.stopped or "")
+    assert "so it was not sent" in (summary.stopped or "")
+    assert summary.dead_lettered == 0 and talon_emulator.audience_members(audience) == []

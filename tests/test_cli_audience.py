@@ -853,3 +853,59 @@ def test_a_csv_header_with_a_newline_is_quoted_on_one_line(emu, tmp_path: Path) 
     assert result.stderr == (f"Error: {bad}: the CSV header (e\\nmail, plan) has no "
                              "integration_id, integrationId or userId column: name the id "
                              "column with --id-column\n")
+
+
+def _applied(emu, at_least: int, deadline: float = 60) -> None:
+    """Wait until the emulator has applied ``at_least`` audience actions in all."""
+    end = time.monotonic() + deadline
+    while emu.stats()["audience_actions"] < at_least:
+        assert time.monotonic() < end, emu.stats()
+        time.sleep(0.02)
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_with_requests_in_flight_then_a_changed_list_ends_exactly_the_list(
+        talon_emulator_factory, tmp_path: Path) -> None:
+    """Found by an adversarial pass: actions Talon.One applied but whose answer the killed
+    process never recorded were taken as never sent (adds: extra members for good) or the
+    state's word was trusted (removes: members missing, counted as unchanged), exit 0."""
+    emu = talon_emulator_factory(rate_limit=0)
+    settings = settings_for(tmp_path, emu)
+    audience_id = create(settings)
+    db = tmp_path / "state.db"
+    everyone = [f"r{i:05d}" for i in range(3000)]
+    full = lines(tmp_path / "full.txt", everyone)
+    common = ["--settings", settings, "--audience-id", str(audience_id), "--mode", "mirror",
+              "--state", str(db), "--quiet"]
+    assert subprocess.run(_cli("sync", str(full), *common)).returncode == 0
+    # 2,999 leave and 2,000 join, in 5 requests, all in flight at once: Talon.One applies
+    # each, then its answer takes 10 s, and the process is killed before any comes back
+    emu.configure(latency_ms=10_000)
+    changed = lines(tmp_path / "changed.txt", ["r00000", *(f"n{i:05d}" for i in range(2000))])
+    proc = subprocess.Popen(_cli("sync", str(changed), *common, "--concurrency", "8"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _applied(emu, 3000 + 2999 + 2000)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    emu.configure(latency_ms=0)
+    assert sorted(emu.audience_members(audience_id)) == sorted(["r00000", *(f"n{i:05d}" for i
+                                                                           in range(2000))])
+    with AudienceState(db) as recorded:  # nothing was acknowledged: everyone is recorded
+        assert recorded.member_count(audience_id) == 3000
+        assert recorded.inflight_count(audience_id) == 5
+    # the first list again: the 2,999 removed come back, the 2,000 added leave
+    again = subprocess.run(_cli("sync", str(full), *common, "--json"), capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert (report["added"], report["removed"]) == (2999, 2000)
+    assert "Traceback" not in again.stderr
+    assert emu.audience_members(audience_id) == everyone
+    with AudienceState(db) as recorded:
+        assert list(recorded.members(audience_id)) == everyone
+        assert recorded.inflight_count() == 0 and recorded.unsure_ids(audience_id) == []
+    # and a sync after that trusts the state again: nothing to send
+    third = subprocess.run(_cli("sync", str(full), *common, "--json"), capture_output=True,
+                           text=True)
+    assert json.loads(third.stdout)["requests"] == 0
+
