@@ -909,3 +909,27 @@ def test_kill_9_with_requests_in_flight_then_a_changed_list_ends_exactly_the_lis
                            text=True)
     assert json.loads(third.stdout)["requests"] == 0
 
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_like_ctrl_c_and_exits_143(talon_emulator_factory, tmp_path: Path) -> None:
+    emu = talon_emulator_factory(rate_limit=0, latency_ms=30)
+    settings = settings_for(tmp_path, emu)
+    audience_id = create(settings)
+    db = tmp_path / "state.db"
+    members = lines(tmp_path / "m.txt", [f"u{i}" for i in range(30_000)])
+    proc = subprocess.Popen(_cli("sync", str(members), "--settings", settings, "--audience-id",
+                                 str(audience_id), "--mode", "add", "--state", str(db),
+                                 "--quiet", "--rate-limit", "10", "--concurrency", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _applied(emu, 3000)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert ("stopped early: terminated (SIGTERM): what was acknowledged is recorded; run the "
+            "same sync again to send the rest") in out
+    assert "Traceback" not in err
+    with AudienceState(db) as recorded:
+        count = recorded.member_count(audience_id)
+        assert recorded.inflight_count() == 0  # every request in flight was answered
+    assert 3000 <= count < 30_000
+    assert len(emu.audience_members(audience_id)) == count  # nothing delivered unrecorded

@@ -9,7 +9,8 @@ with ``| head``); 1 Talon.One refused (the audience exists, a bad name), stdout
 could not be written (a full disk) or, for ``sync``, some actions were
 dead-lettered;
 2 usage or settings error, or no audience with that id (nothing sent);
-3 the key was refused; 4 an unexpected error; 130 interrupted.
+3 the key was refused; 4 an unexpected error; 130 interrupted; 143 (``sync``)
+stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +54,9 @@ from talon_classic.exceptions import (
 from talon_classic.jsonio import dumps
 from talon_classic.reader import STDIN
 from talon_classic.settings import ENV_MANAGEMENT_KEY, MAX_AUDIENCE_ID, Settings
+
+#: ``audience sync`` stopped by SIGTERM (128 + 15), as Ctrl-C is 130.
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 if TYPE_CHECKING:
     from talon_classic.audience_state import AudienceState
@@ -178,7 +184,8 @@ def audience() -> None:
 
     Exit status: 0 done; 1 Talon.One refused (or, for sync, actions were
     dead-lettered); 2 usage or settings error, or no audience with that id;
-    3 the key was refused; 4 an unexpected error; 130 interrupted.
+    3 the key was refused; 4 an unexpected error; 130 interrupted; 143 a
+    sync stopped by SIGTERM.
     """
 
 
@@ -380,6 +387,42 @@ def check_members(members: tuple[str, ...]) -> list[str]:
                         required="give at least one MEMBERS list (a file, or '-' for stdin)")
 
 
+class SigtermStop:
+    """While :attr:`running`, SIGTERM stops ``runner`` as Ctrl-C does: the reason is said
+    first, then a KeyboardInterrupt is raised in the main thread.
+
+    As ``serve`` does, so a service manager's stop ends a sync with its summary and what
+    was acknowledged recorded, not killed mid-request. Once :attr:`running` is False (the
+    run is over, the summary is being printed), a SIGTERM is only noted. A context manager:
+    the previous handler is back on leaving it. Outside the main thread nothing changes.
+    """
+
+    def __init__(self, runner: AudienceSync) -> None:
+        self.runner = runner
+        self.running = True
+        #: A SIGTERM came while running.
+        self.received = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.running:
+            self.received = True
+            self.runner.interrupt("SIGTERM")
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> SigtermStop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def sync_exit_code(sync: AudienceSync, interrupted: bool) -> int:
     """130 interrupted, 3 authentication failure, 4 an unexpected error, 1 dead letters, else 0."""
     if interrupted:
@@ -441,10 +484,13 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
     removes the members who left the list since the last mirror; a first
     mirror without --from-talon can only add, and says so.
 
+    SIGTERM stops it as Ctrl-C does: no new request, those in flight are
+    answered and recorded, the summary is printed; exit 143.
+
     Exit status: 0 all delivered, 1 some actions dead-lettered, 2 usage or
     settings error or no audience with that id, 3 the key was refused,
     4 an unexpected error or the dead-letter file could not be written,
-    130 interrupted (Ctrl-C).
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     from talon_classic.audience_sync import AudienceSync, SyncOptions
     from talon_classic.client import Client
@@ -491,6 +537,7 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
                               warn=(lambda _m: None) if quiet else warn, on_progress=progress)
         if pipe is not None:
             pipe.on_closed = lambda: runner.stop("the output was closed")
+        sigterm = stack.enter_context(SigtermStop(runner))
         try:
             summary, interrupted = run_interruptible(lambda: runner.run(paths),
                                                      lambda: runner.summary)
@@ -507,10 +554,12 @@ def sync(settings_args: SettingsArgs, members: tuple[str, ...], audience_id: int
                                        f"database failed ({exc}); what was acknowledged "
                                        "before is recorded") from None
         finally:
+            sigterm.running = False
             progress.close()
         if pipe is not None:
             pipe.exit_if_closed()
-    code = sync_exit_code(runner, interrupted)
+    code = (EXIT_TERMINATED if interrupted and sigterm.received
+            else sync_exit_code(runner, interrupted))
     to_err = dry_run and not output
     if as_json:
         data = summary.as_dict()
