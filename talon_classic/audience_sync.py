@@ -402,7 +402,7 @@ class AudienceSync:
         docstring); a dry run only reads them."""
         opts = self.options
         self._unsure = self.state.load_unsure(opts.audience_id, settle=self._persistent)
-        if self._unsure:
+        if self._unsure and not opts.from_talon:  # what is read from Talon.One settles them
             self.warn(f"audience {opts.audience_id}: {self._unsure:,} ids were left in flight "
                       "(a sync killed or cut off) or ran out of retries, so their recorded "
                       "membership is not trusted: each is sent what the list asks for")

@@ -313,3 +313,20 @@ def test_a_state_that_cannot_note_a_request_sends_nothing(talon_emulator, audien
     assert "cannot note a request in flight" in (summary.stopped or "")
     assert "so it was not sent" in (summary.stopped or "")
     assert summary.dead_lettered == 0 and talon_emulator.audience_members(audience) == []
+
+
+def test_a_read_from_talon_settles_what_was_left_in_flight(talon_emulator, audience,
+                                                           tmp_path: Path) -> None:
+    talon_emulator.app.audiences.apply([("add", "applied", audience)])
+    management = ManagementClient(talon_emulator.url, talon_emulator.management_key,
+                                  rate_limit=0)
+    with AudienceState(tmp_path / "s.db") as state:
+        state.begin_request(audience, [("add", "applied"), ("add", "never")])  # then killed
+        warnings: list[str] = []
+        sync = AudienceSync(client_for(talon_emulator), state,
+                            SyncOptions(audience, "mirror", from_talon=True),
+                            management=management, warn=warnings.append)
+        summary = sync.run(["-"], stdin=stdin(["u1"]))
+        assert (summary.added, summary.removed) == (1, 1) and warnings == []
+        assert state.inflight_count() == 0 and state.unsure_ids(audience) == []
+    assert talon_emulator.audience_members(audience) == ["u1"]
