@@ -350,7 +350,7 @@ def test_the_program_ignores_ctrl_c_once_it_has_answered(tmp_path: Path) -> None
     from importlib.metadata import entry_points
 
     (command,) = entry_points(group="console_scripts", name="talon-classic")
-    assert command.value == "talon_classic.cli:run"  # the installed command is run
+    assert command.value == "talon_classic.console:run"  # the installed command is run
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")

@@ -1,6 +1,6 @@
 """``python -m talon_classic.cli``: the same as the ``talon-classic`` command."""
 
-from talon_classic.cli import run
+from talon_classic.console import run
 
 if __name__ == "__main__":  # not when a worker process (spawn) imports it again
     run()

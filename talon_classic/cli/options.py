@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 import click
 from click.core import ParameterSource
 
+from talon_classic import console
 from talon_classic.exceptions import (
     AuthError,
     DeliveryError,
@@ -51,7 +52,7 @@ EXIT_DEAD_LETTERED = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_INTERNAL = 4
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = console.EXIT_INTERRUPTED  # 130, also where the program starts
 
 F = TypeVar("F", bound=Callable[..., Any])
 
