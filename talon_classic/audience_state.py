@@ -58,6 +58,7 @@ code runs on a private temporary database, deleted when closed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -139,6 +140,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """``begin`` (``BEGIN`` or ``BEGIN IMMEDIATE``), the block, then ``COMMIT``; on any
+    error (Ctrl-C too) ``ROLLBACK``, and the error goes on. The caller holds the lock."""
+    db.execute(begin)
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class AudienceState:
     """Recorded memberships, known audiences and created audiences' ids, in one SQLite file.
 
@@ -200,15 +214,9 @@ class AudienceState:
 
     def _write(self, statements: Iterable[tuple[str, Iterable[tuple[object, ...]]]]) -> None:
         """Run ``(sql, rows)`` pairs (executemany) in one transaction."""
-        with self._lock:
-            self._main.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, rows in statements:
-                    self._main.executemany(sql, rows)
-                self._main.execute("COMMIT")
-            except BaseException:
-                self._main.execute("ROLLBACK")
-                raise
+        with self._lock, _transaction(self._main, "BEGIN IMMEDIATE"):
+            for sql, rows in statements:
+                self._main.executemany(sql, rows)
 
     # -- recorded memberships ---------------------------------------------------
     def is_known(self, audience_id: int) -> bool:
@@ -291,37 +299,24 @@ class AudienceState:
         unsure id the action the list asks for, whatever is recorded.
         """
         if settle:
-            with self._lock:
-                self._main.execute("BEGIN IMMEDIATE")
-                try:
-                    self._main.executemany(
-                        "INSERT OR IGNORE INTO audience_unsure (audience_id, integration_id) "
-                        "VALUES (?, ?)",
-                        ((audience_id, iid) for iid in self._inflight_ids(self._main,
-                                                                            audience_id)))
-                    self._main.execute("DELETE FROM audience_inflight WHERE audience_id = ?",
-                                       (audience_id,))
-                    self._main.execute("COMMIT")
-                except BaseException:
-                    self._main.execute("ROLLBACK")
-                    raise
-        with self._list_lock:
+            with self._lock, _transaction(self._main, "BEGIN IMMEDIATE"):
+                self._main.executemany(
+                    "INSERT OR IGNORE INTO audience_unsure (audience_id, integration_id) "
+                    "VALUES (?, ?)",
+                    ((audience_id, iid) for iid in self._inflight_ids(self._main, audience_id)))
+                self._main.execute("DELETE FROM audience_inflight WHERE audience_id = ?",
+                                   (audience_id,))
+        with self._list_lock, _transaction(self._list, "BEGIN"):
             db = self._list
-            db.execute("BEGIN")
-            try:
-                db.execute("DELETE FROM temp.sync_unsure")
-                db.execute("INSERT OR IGNORE INTO temp.sync_unsure (integration_id) SELECT "
-                           "integration_id FROM main.audience_unsure WHERE audience_id = ?",
-                           (audience_id,))
-                if not settle:
-                    db.executemany("INSERT OR IGNORE INTO temp.sync_unsure (integration_id) "
-                                   "VALUES (?)",
-                                   ((iid,) for iid in self._inflight_ids(db, audience_id)))
-                count: int = db.execute("SELECT COUNT(*) FROM temp.sync_unsure").fetchone()[0]
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            db.execute("DELETE FROM temp.sync_unsure")
+            db.execute("INSERT OR IGNORE INTO temp.sync_unsure (integration_id) SELECT "
+                       "integration_id FROM main.audience_unsure WHERE audience_id = ?",
+                       (audience_id,))
+            if not settle:
+                db.executemany("INSERT OR IGNORE INTO temp.sync_unsure (integration_id) "
+                               "VALUES (?)",
+                               ((iid,) for iid in self._inflight_ids(db, audience_id)))
+            count: int = db.execute("SELECT COUNT(*) FROM temp.sync_unsure").fetchone()[0]
         return count
 
     @staticmethod
@@ -438,13 +433,8 @@ class AudienceState:
         with self._list_lock:
             db = self._list
             before = db.total_changes
-            db.execute("BEGIN")
-            try:
+            with _transaction(db, "BEGIN"):
                 db.executemany(sql, rows)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return db.total_changes - before
 
     def adopt_talon(self, audience_id: int) -> None:
@@ -454,8 +444,7 @@ class AudienceState:
         again: what was read is the truth."""
         with self._list_lock:
             db = self._list  # where the temporary baseline is
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db, "BEGIN IMMEDIATE"):
                 db.execute("DELETE FROM audience_members WHERE audience_id = ?", (audience_id,))
                 db.execute("DELETE FROM audience_unsure WHERE audience_id = ?", (audience_id,))
                 db.execute("DELETE FROM temp.sync_unsure")
@@ -464,10 +453,6 @@ class AudienceState:
                 db.execute("DELETE FROM audience_known WHERE audience_id = ?", (audience_id,))
                 db.execute("INSERT INTO audience_known (audience_id, source, since) "
                            "VALUES (?, 'talon', ?)", (audience_id, _now()))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
     def listed(self) -> int:
         """How many distinct ids the loaded list holds."""
